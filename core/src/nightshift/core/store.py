@@ -1,0 +1,335 @@
+"""Object storage over the S3 API (MinIO in production, rclone or Ceph RGW locally).
+
+Every array and file the services exchange goes through :class:`ObjectStore`. It is configured by
+environment (:meth:`StoreConfig.from_env`), writes content-addressed keys so a repeated put is a
+no-op, retries connection failures with exponential backoff, verifies SHA-256 on every read of a
+reference, and raises one exception type per failure whichever server answers: rclone reports
+404/403 in a form the minio client surfaces as ``InvalidResponseError``, Ceph as ``S3Error``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from nightshift.core.errors import AccessDenied, InvalidInput, ObjectNotFound, StoreUnavailable
+from nightshift.v1 import tile_pb2
+
+__all__ = ["StoreConfig", "ObjectStore", "sha256_hex"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest multipart part
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    """Lower-case hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    """Where the object store is and how to reach it.
+
+    Parameters
+    ----------
+    endpoint : str
+        ``host:port`` of the S3 endpoint (no scheme).
+    access_key, secret_key : str
+        Credentials.
+    secure : bool
+        Use TLS.
+    bucket : str
+        Bucket holding every project object.
+    prefix : str
+        Key prefix of every project object (lets several deployments share a bucket).
+    region : str
+        Region sent in signatures; set so no GetBucketLocation round trip is needed.
+    ca_bundle : str or None
+        CA certificates for TLS (default: certifi's bundle).
+    """
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    secure: bool = False
+    bucket: str = "nightshift"
+    prefix: str = ""
+    region: str = "us-east-1"
+    ca_bundle: str | None = None
+
+    ENV_PREFIX = "NIGHTSHIFT_S3_"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StoreConfig:
+        """Read ``NIGHTSHIFT_S3_{ENDPOINT,ACCESS_KEY,SECRET_KEY,SECURE,BUCKET,PREFIX,REGION,CA_BUNDLE}``.
+
+        ``ENDPOINT`` may carry a scheme (``https://minio:9000``), which then sets ``SECURE``.
+
+        Raises
+        ------
+        ValueError
+            If the endpoint or a credential is missing.
+        """
+        p = cls.ENV_PREFIX
+        missing = [p + k for k in ("ENDPOINT", "ACCESS_KEY", "SECRET_KEY") if not environ.get(p + k)]
+        if missing:
+            raise ValueError(f"object store not configured: set {', '.join(missing)}")
+        endpoint = environ[p + "ENDPOINT"]
+        secure = environ.get(p + "SECURE", "").lower() in {"1", "true", "yes"}
+        for scheme, is_tls in (("https://", True), ("http://", False)):
+            if endpoint.startswith(scheme):
+                endpoint, secure = endpoint[len(scheme) :], is_tls
+        return cls(
+            endpoint=endpoint.rstrip("/"),
+            access_key=environ[p + "ACCESS_KEY"],
+            secret_key=environ[p + "SECRET_KEY"],
+            secure=secure,
+            bucket=environ.get(p + "BUCKET", cls.bucket),
+            prefix=environ.get(p + "PREFIX", cls.prefix).strip("/"),
+            region=environ.get(p + "REGION", cls.region),
+            ca_bundle=environ.get(p + "CA_BUNDLE") or None,
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that :meth:`from_env` reads back into this config."""
+        p = self.ENV_PREFIX
+        env = {
+            p + "ENDPOINT": self.endpoint,
+            p + "ACCESS_KEY": self.access_key,
+            p + "SECRET_KEY": self.secret_key,
+            p + "SECURE": "true" if self.secure else "false",
+            p + "BUCKET": self.bucket,
+            p + "PREFIX": self.prefix,
+            p + "REGION": self.region,
+        }
+        if self.ca_bundle:
+            env[p + "CA_BUNDLE"] = self.ca_bundle
+        return env
+
+
+class ObjectStore:
+    """Put and get bytes, arrays and files in one bucket of an S3 server.
+
+    Parameters
+    ----------
+    config : StoreConfig
+        Endpoint, credentials, bucket and key prefix.
+    retries : int
+        Attempts after the first on connection errors and 5xx answers.
+    backoff_s : float
+        First retry delay in seconds; doubles on each retry.
+    timeout_s : float
+        Connect and read timeout of one HTTP request, in seconds.
+    part_size_bytes : int
+        Multipart upload part size (at least 5 MiB, S3's minimum).
+    """
+
+    def __init__(
+        self,
+        config: StoreConfig,
+        *,
+        retries: int = 4,
+        backoff_s: float = 0.2,
+        timeout_s: float = 30.0,
+        part_size_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        if part_size_bytes < _MIN_PART_BYTES:
+            raise ValueError(f"part_size_bytes={part_size_bytes}: S3 needs at least {_MIN_PART_BYTES}")
+        self.config = config
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.part_size_bytes = part_size_bytes
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            retries=False,  # retried here, with backoff, for every call alike
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED" if config.secure else "CERT_NONE",
+            ca_certs=config.ca_bundle or certifi.where(),
+        )
+        self._client = Minio(
+            config.endpoint,
+            access_key=config.access_key,
+            secret_key=config.secret_key,
+            secure=config.secure,
+            region=config.region,
+            http_client=http,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: float) -> ObjectStore:
+        """A store configured by ``NIGHTSHIFT_S3_*`` (see :meth:`StoreConfig.from_env`)."""
+        return cls(StoreConfig.from_env(environ), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def bucket(self) -> str:
+        return self.config.bucket
+
+    def key(self, *parts: str) -> str:
+        """The object key of ``parts`` under the configured prefix."""
+        return "/".join(p.strip("/") for p in (self.config.prefix, *parts) if p.strip("/"))
+
+    # -- buckets -----------------------------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the configured bucket if it does not exist."""
+        if not self._call(lambda: self._client.bucket_exists(self.bucket), what=f"bucket {self.bucket}"):
+            self._call(lambda: self._client.make_bucket(self.bucket), what=f"bucket {self.bucket}")
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
+        """Write ``data`` at ``key`` (overwriting) and return a reference to it."""
+        self._call(
+            lambda: self._client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data),
+                content_type=content_type, part_size=self.part_size_bytes,
+            ),
+            what=key,
+        )
+        return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=len(data), sha256=sha256_hex(data))
+
+    def put_content_addressed(self, data: bytes, *, namespace: str = "blobs") -> tile_pb2.ObjectRef:
+        """Write ``data`` under a key derived from its SHA-256; a repeated put writes nothing.
+
+        The key is ``<prefix>/cas/<namespace>/<sha[:2]>/<sha>``.
+        """
+        digest = sha256_hex(data)
+        key = self.key("cas", namespace, digest[:2], digest)
+        if self.size_of(key) == len(data):
+            return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest)
+        return self.put_bytes(key, data)
+
+    def put_file(self, key: str, path: str | Path, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
+        """Upload the file at ``path`` to ``key`` (multipart when large) and return a reference."""
+        path = Path(path)
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        self._call(
+            lambda: self._client.fput_object(
+                self.bucket, key, str(path), content_type=content_type, part_size=self.part_size_bytes
+            ),
+            what=key,
+        )
+        return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=path.stat().st_size, sha256=digest.hexdigest())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get_bytes(self, ref: tile_pb2.ObjectRef | str) -> bytes:
+        """Read an object, or the byte range a reference names, verifying its SHA-256 if given.
+
+        Raises
+        ------
+        ObjectNotFound
+            The bucket or key does not exist.
+        InvalidInput
+            The bytes read do not match the reference's size or SHA-256.
+        """
+        if isinstance(ref, str):
+            ref = tile_pb2.ObjectRef(bucket=self.bucket, key=ref)
+        bucket = ref.bucket or self.bucket
+
+        def read() -> bytes:
+            # length 0 reads to the end of the object
+            response = self._client.get_object(bucket, ref.key, offset=ref.offset, length=ref.size_bytes)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        data = self._call(read, what=f"{bucket}/{ref.key}")
+        if ref.size_bytes and len(data) != ref.size_bytes:
+            raise InvalidInput(
+                f"object {bucket}/{ref.key} at offset {ref.offset}: expected {ref.size_bytes} bytes, read {len(data)}"
+            )
+        if ref.sha256 and sha256_hex(data) != ref.sha256:
+            raise InvalidInput(f"object {bucket}/{ref.key}: sha256 does not match the reference")
+        return data
+
+    def get_file(self, key: str, path: str | Path) -> Path:
+        """Download ``key`` to ``path`` and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._call(lambda: self._client.fget_object(self.bucket, key, str(path)), what=key)
+        return path
+
+    def size_of(self, key: str) -> int | None:
+        """Size in bytes of ``key``, or None if it does not exist."""
+        try:
+            stat = self._call(lambda: self._client.stat_object(self.bucket, key), what=key)
+        except ObjectNotFound:
+            return None
+        return int(stat.size or 0)
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        return self.size_of(key) is not None
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix`` (recursive), in lexical order."""
+        objects = self._call(
+            lambda: list(self._client.list_objects(self.bucket, prefix=prefix, recursive=True)), what=prefix
+        )
+        return iter(sorted(o.object_name for o in objects if o.object_name))
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; deleting a missing key is not an error."""
+        self._call(lambda: self._client.remove_object(self.bucket, key), what=key)
+
+    # -- error mapping and retries -----------------------------------------------------------
+
+    def _call(self, operation: Callable[[], _T], *, what: str) -> _T:
+        """Run one S3 operation with retries; map every failure to the project's errors."""
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return operation()
+            except S3Error as exc:
+                if exc.code in _NOT_FOUND_CODES:
+                    raise ObjectNotFound(f"not found in object store: {what} ({exc.code})") from None
+                if exc.code in _DENIED_CODES:
+                    raise AccessDenied(f"object store denied access to {what} ({exc.code})") from None
+                transient, reason = exc.response is not None and exc.response.status >= 500, exc.code
+                if not transient:
+                    raise
+            except InvalidResponseError as exc:
+                status = exc._code  # the minio client keeps the HTTP status only here
+                if status == 404:
+                    raise ObjectNotFound(f"not found in object store: {what} (HTTP 404)") from None
+                if status in (401, 403):
+                    raise AccessDenied(f"object store denied access to {what} (HTTP {status})") from None
+                transient, reason = status >= 500, f"HTTP {status}"
+                if not transient:
+                    raise
+            except ServerError as exc:
+                transient, reason = exc.status_code >= 500, f"HTTP {exc.status_code}"
+                if not transient:
+                    raise
+            except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
+                reason = type(exc).__name__
+            if attempt == self.retries:
+                break
+            _log.warning("object store: %s failed (%s), retry %d in %.2fs", what, reason, attempt + 1, delay)
+            time.sleep(delay)
+            delay *= 2
+        raise StoreUnavailable(
+            f"object store at {self.config.endpoint} unavailable for {what} after {self.retries + 1} attempts ({reason})"
+        )
