@@ -20,6 +20,7 @@ __all__ = [
     "FailedPrecondition",
     "Unavailable",
     "StoreUnavailable",
+    "DeadlineExceeded",
 ]
 
 
@@ -73,3 +74,9 @@ class Unavailable(NightshiftError):
 
 class StoreUnavailable(Unavailable, ConnectionError):
     """The object store could not be reached after retries."""
+
+
+class DeadlineExceeded(NightshiftError):
+    """The caller's deadline passed before the work could start."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -1,0 +1,118 @@
+"""A blocking client of any science service: the orchestration, benchmarks and tests use it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, TASK_SERVICE_NAME
+from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
+
+__all__ = ["TaskClient", "channel_options"]
+
+# Describe, Infer and Evaluate are idempotent, so the channel retries them on UNAVAILABLE with backoff.
+_RETRY_POLICY = {
+    "methodConfig": [
+        {
+            "name": [{"service": TASK_SERVICE_NAME, "method": m} for m in ("Describe", "Infer", "Evaluate")],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, object]]:
+    """gRPC channel options: message size limits as the servers', and retries of idempotent calls."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(_RETRY_POLICY)),
+    ]
+
+
+class TaskClient:
+    """Call a science service at ``target`` (``host:port``); every call has a deadline.
+
+    Parameters
+    ----------
+    target : str
+        Address of the service.
+    timeout_s : float
+        Default deadline of a call, in seconds.
+    max_message_bytes : int
+        Largest message sent or received.
+    """
+
+    def __init__(self, target: str, *, timeout_s: float = 60.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def describe(self, *, timeout_s: float | None = None) -> task_service_pb2.DescribeResponse:
+        return self._stub.Describe(task_service_pb2.DescribeRequest(), timeout=timeout_s or self.timeout_s)
+
+    def infer(
+        self, tiles: Sequence[tile_pb2.ImageTile], *, model_version: str = "", timeout_s: float | None = None
+    ) -> task_service_pb2.InferResponse:
+        request = task_service_pb2.InferRequest(tiles=tiles, model_version=model_version)
+        return self._stub.Infer(request, timeout=timeout_s or self.timeout_s)
+
+    def infer_stream(
+        self, batches: Iterable[Sequence[tile_pb2.ImageTile]], *, model_version: str = "", timeout_s: float | None = None
+    ) -> Iterator[task_service_pb2.InferStreamResponse]:
+        """Stream batches of tiles; yields one response per batch, in order."""
+        requests = (task_service_pb2.InferStreamRequest(tiles=b, model_version=model_version) for b in batches)
+        return self._stub.InferStream(requests, timeout=timeout_s or self.timeout_s)
+
+    def train(self, request: task_service_pb2.TrainRequest, *, timeout_s: float | None = None) -> Iterator[task_service_pb2.TrainResponse]:
+        return self._stub.Train(request, timeout=timeout_s or self.timeout_s)
+
+    def evaluate(self, request: task_service_pb2.EvaluateRequest, *, timeout_s: float | None = None) -> task_service_pb2.EvaluateResponse:
+        return self._stub.Evaluate(request, timeout=timeout_s or self.timeout_s)
+
+    def health(self, service: str = "", *, timeout_s: float = 5.0) -> int:
+        """The ``HealthCheckResponse.ServingStatus`` the server reports for ``service``."""
+        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        return response.status
+
+    def wait_until_serving(self, *, timeout_s: float = 120.0, service: str = "") -> None:
+        """Poll health until SERVING.
+
+        Raises
+        ------
+        TimeoutError
+            The service did not report SERVING within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.health(service) == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.target} not SERVING after {timeout_s} s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TaskClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

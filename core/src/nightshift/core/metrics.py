@@ -1,0 +1,43 @@
+"""Prometheus metrics of a service: requests, errors, latency, queue vs compute time, in-flight."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+
+__all__ = ["ServiceMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class ServiceMetrics:
+    """The metrics of one server, in a registry of their own (several servers may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("nightshift_grpc_requests", "RPCs handled, by method and status code", ["method", "code"], registry=r)
+        self.errors = Counter("nightshift_grpc_errors", "RPCs that ended with a status other than OK", ["method", "code"], registry=r)
+        self.latency = Histogram("nightshift_grpc_latency_seconds", "RPC latency", ["method"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.inflight = Gauge("nightshift_grpc_inflight", "RPCs in progress", ["method"], registry=r)
+        self.queue_seconds = Histogram("nightshift_queue_seconds", "Time a batch waited for a compute slot", buckets=_LATENCY_BUCKETS, registry=r)
+        self.compute_seconds = Histogram("nightshift_compute_seconds", "Model compute time of a batch", buckets=_LATENCY_BUCKETS, registry=r)
+        self.decode_seconds = Histogram("nightshift_decode_seconds", "Time to validate and decode a batch's tiles", buckets=_LATENCY_BUCKETS, registry=r)
+        self.tiles = Counter("nightshift_tiles", "Tiles processed", registry=r)
+        self.model_ready = Gauge("nightshift_model_ready", "1 once the serving model is loaded and warmed up", registry=r)
+        self._http = None
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0 picks a free port); return the port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return int(server.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus text format."""
+        return generate_latest(self.registry)

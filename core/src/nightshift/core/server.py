@@ -1,0 +1,465 @@
+"""The gRPC server runtime every science service runs on (``grpc.aio``).
+
+One call starts a service from its :class:`~nightshift.core.model.TaskModel`::
+
+    run(MyTaskModel(...), options=ServerOptions.from_env())
+
+The runtime serves ``nightshift.v1.TaskService``, the standard ``grpc.health.v1.Health`` service and
+server reflection. Health says NOT_SERVING until the model is loaded and warmed up, then SERVING
+(service names ``""``, ``nightshift.v1.TaskService`` and the task name); ``liveness`` is SERVING
+from the start. On SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused, calls in
+flight finish within ``grace_s``, then the model is unloaded. One interceptor maps the project's
+errors to status codes (unknown errors become INTERNAL, with no stack trace on the wire), logs
+every call as a JSON line and counts it in Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nightshift.core.errors import DeadlineExceeded, NightshiftError, ResourceExhausted, Unavailable
+from nightshift.core.metrics import ServiceMetrics
+from nightshift.core.model import TaskModel
+from nightshift.core.store import ObjectStore
+from nightshift.core.tiles import Tile, decode_tile
+from nightshift.v1 import results_pb2, task_service_pb2, task_service_pb2_grpc, tile_pb2
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "TASK_SERVICE_NAME",
+    "LIVENESS",
+    "ServerOptions",
+    "TaskServer",
+    "BackgroundServer",
+    "serve",
+    "run",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+TASK_SERVICE_NAME = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+LIVENESS = "liveness"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """How a service listens and behaves.
+
+    Parameters
+    ----------
+    host : str
+        Address to bind ("0.0.0.0" in a container, "127.0.0.1" locally).
+    port : int
+        gRPC port; 0 picks a free one (read it back from ``TaskServer.port`` or ``port_file``).
+    metrics_port : int or None
+        Port of the Prometheus ``/metrics`` endpoint; 0 picks a free one; None serves none.
+    max_message_bytes : int
+        Largest gRPC message received or sent (at least 64 MiB by default).
+    grace_s : float
+        Time calls in flight get to finish on shutdown, in seconds.
+    compute_slots : int
+        Batches computed at once (1 for a single GPU); further batches queue.
+    port_file : Path or None
+        File the bound port is written to once listening (for launchers using port 0).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    grace_s: float = 30.0
+    compute_slots: int = 1
+    port_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServerOptions:
+        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS}`` and
+        ``NIGHTSHIFT_METRICS_PORT``; keyword overrides win."""
+        env = os.environ
+        values: dict[str, Any] = {}
+        for field, var, cast in (
+            ("host", "NIGHTSHIFT_GRPC_HOST", str),
+            ("port", "NIGHTSHIFT_GRPC_PORT", int),
+            ("max_message_bytes", "NIGHTSHIFT_GRPC_MAX_MESSAGE_BYTES", int),
+            ("grace_s", "NIGHTSHIFT_GRPC_GRACE_S", float),
+            ("compute_slots", "NIGHTSHIFT_GRPC_COMPUTE_SLOTS", int),
+            ("metrics_port", "NIGHTSHIFT_METRICS_PORT", int),
+        ):
+            if env.get(var):
+                values[field] = cast(env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class _Calls(grpc.aio.ServerInterceptor):
+    """Map errors to status codes, log each call as JSON and count it in the metrics."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(f"/{TASK_SERVICE_NAME}/"):
+            return handler  # health and reflection pass through untouched
+        method = details.method.rsplit("/", 1)[-1]
+        kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._unary(method, handler.unary_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._stream(method, handler.unary_stream), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self._stream(method, handler.stream_stream), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary), **kwargs)
+
+    def _unary(self, method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = self._begin(method)
+            code = grpc.StatusCode.OK
+            try:
+                return await behaviour(request, context)
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = _status_of(exc, context)
+                await _abort(method, exc, context)
+                raise
+            finally:
+                self._end(method, started, code)
+
+        return call
+
+    def _stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = self._begin(method)
+            code = grpc.StatusCode.OK
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = _status_of(exc, context)
+                await _abort(method, exc, context)
+                raise
+            finally:
+                self._end(method, started, code)
+
+        return call
+
+    def _begin(self, method: str) -> float:
+        self.metrics.inflight.labels(method).inc()
+        return time.perf_counter()
+
+    def _end(self, method: str, started: float, code: grpc.StatusCode) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.inflight.labels(method).dec()
+        self.metrics.requests.labels(method, code.name).inc()
+        self.metrics.latency.labels(method).observe(elapsed)
+        if code != grpc.StatusCode.OK:
+            self.metrics.errors.labels(method, code.name).inc()
+        _log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(elapsed * 1e3, 2)})
+
+
+def _status_of(exc: Exception, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a failed call ends with."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    if isinstance(exc, NightshiftError):
+        return exc.code
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(method: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call with the status ``exc`` maps to (raises AbortError); no stack trace on the wire."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return  # already aborted with its own status
+    if isinstance(exc, NightshiftError):
+        await context.abort(exc.code, str(exc))
+    error_id = uuid.uuid4().hex[:12]
+    _log.error("unhandled error in %s (error id %s)", method, error_id, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (error id {error_id}; see the server log)")
+
+
+class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
+    """The contract's ``TaskService`` over a :class:`TaskModel`: decode, validate, compute, encode."""
+
+    def __init__(self, model: TaskModel, store: ObjectStore | None, metrics: ServiceMetrics, compute_slots: int) -> None:
+        self.model = model
+        self.store = store
+        self.metrics = metrics
+        self.ready = False
+        self._slots = asyncio.Semaphore(compute_slots)
+        self._compute = concurrent.futures.ThreadPoolExecutor(compute_slots, thread_name_prefix=f"{model.task}-compute")
+        self._training = asyncio.Lock()
+
+    def close(self) -> None:
+        self._compute.shutdown(wait=True)
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise Unavailable(f"{self.model.task}: the model is still loading; retry when health is SERVING")
+
+    def _decode(self, tiles: Sequence[tile_pb2.ImageTile]) -> list[Tile]:
+        started = time.perf_counter()
+        decoded = [decode_tile(t, spec=self.model.spec, store=self.store) for t in tiles]
+        self.metrics.decode_seconds.observe(time.perf_counter() - started)
+        return decoded
+
+    async def _infer(
+        self, tiles: Sequence[tile_pb2.ImageTile], model_version: str, context: grpc.aio.ServicerContext
+    ) -> tuple[results_pb2.ModelRef, list[results_pb2.TileResult]]:
+        self._require_ready()
+        limit = self.model.spec.max_batch_tiles
+        if len(tiles) > limit:
+            raise ResourceExhausted(f"{len(tiles)} tiles in one call; {self.model.task} takes at most {limit}: split the batch")
+        model = self.model.model_ref(model_version)
+        if not tiles:
+            return model, []
+        decoded = await asyncio.to_thread(self._decode, tiles)
+        queued = time.perf_counter()
+        async with self._slots:
+            self.metrics.queue_seconds.observe(time.perf_counter() - queued)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceeded(f"deadline passed after {time.perf_counter() - queued:.3f} s in the queue")
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._compute, self.model.infer, decoded, model)
+            self.metrics.compute_seconds.observe(time.perf_counter() - started)
+        if len(results) != len(decoded):
+            raise RuntimeError(f"{self.model.task}.infer returned {len(results)} results for {len(decoded)} tiles")
+        self.metrics.tiles.inc(len(decoded))
+        return model, results
+
+    async def Describe(self, request: task_service_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.DescribeResponse:
+        self._require_ready()
+        models = await asyncio.to_thread(self.model.models)
+        return task_service_pb2.DescribeResponse(
+            task=self.model.task, summary=self.model.summary, models=models,
+            serving_model=self.model.serving_model(), input=self.model.spec.to_proto(),
+            output_kind=self.model.output_kind,
+        )
+
+    async def Infer(self, request: task_service_pb2.InferRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.InferResponse:
+        model, results = await self._infer(request.tiles, request.model_version, context)
+        return task_service_pb2.InferResponse(results=results, model=model)
+
+    async def InferStream(
+        self, request_iterator: AsyncIterator[task_service_pb2.InferStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_service_pb2.InferStreamResponse]:
+        async for request in request_iterator:
+            model, results = await self._infer(request.tiles, request.model_version, context)
+            yield task_service_pb2.InferStreamResponse(results=results, model=model)
+
+    async def Train(self, request: task_service_pb2.TrainRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[task_service_pb2.TrainResponse]:
+        if self._training.locked():
+            raise ResourceExhausted(f"{self.model.task}: a training run is already in progress")
+        async with self._training:
+            loop = asyncio.get_running_loop()
+            events: asyncio.Queue[task_service_pb2.TrainProgress] = asyncio.Queue()
+
+            def progress(event: task_service_pb2.TrainProgress) -> None:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+            run = asyncio.ensure_future(asyncio.to_thread(self.model.train, request, progress))
+            while True:
+                next_event = asyncio.ensure_future(events.get())
+                await asyncio.wait({run, next_event}, return_when=asyncio.FIRST_COMPLETED)
+                if next_event.done():
+                    yield task_service_pb2.TrainResponse(progress=next_event.result())
+                    continue
+                next_event.cancel()
+                while not events.empty():
+                    yield task_service_pb2.TrainResponse(progress=events.get_nowait())
+                yield task_service_pb2.TrainResponse(registered=run.result())
+                return
+
+    async def Evaluate(self, request: task_service_pb2.EvaluateRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.EvaluateResponse:
+        return await asyncio.to_thread(self.model.evaluate, request)
+
+
+class TaskServer:
+    """A running service: gRPC server, health, reflection, metrics and the model's lifecycle.
+
+    Use :func:`serve` / :func:`run` in a service process, :class:`BackgroundServer` in tests and
+    benchmarks, or this class directly inside an event loop (``await start()`` ... ``await stop()``).
+    """
+
+    def __init__(self, model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+        self.model = model
+        self.store = store
+        self.options = options or ServerOptions()
+        self.metrics = ServiceMetrics()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._servicer: _TaskServicer | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._readiness_names = ("", TASK_SERVICE_NAME, model.task)
+
+    async def start(self) -> None:
+        """Bind, start serving (health NOT_SERVING) and begin loading the model in the background."""
+        opts = self.options
+        server = grpc.aio.server(interceptors=[_Calls(self.metrics)], options=_grpc_options(opts.max_message_bytes))
+        self._servicer = _TaskServicer(self.model, self.store, self.metrics, opts.compute_slots)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (TASK_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        )
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        for name in self._readiness_names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = server.add_insecure_port(f"{opts.host}:{opts.port}")
+        if not self.port:
+            raise OSError(f"could not bind {opts.host}:{opts.port}")
+        await server.start()
+        self._server = server
+        if opts.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(opts.host, opts.metrics_port)
+        if opts.port_file is not None:
+            opts.port_file.write_text(str(self.port))
+        _log.info("listening", extra={"task": self.model.task, "port": self.port, "metrics_port": self.metrics_port})
+        self._loading = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        started = time.perf_counter()
+        await asyncio.to_thread(self.model.load)
+        await asyncio.to_thread(self.model.warmup)
+        assert self._servicer is not None
+        self._servicer.ready = True
+        self.metrics.model_ready.set(1)
+        for name in self._readiness_names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        serving = self.model.serving_model()
+        _log.info("serving", extra={"task": self.model.task, "model": f"{serving.name}:{serving.version}",
+                                    "load_s": round(time.perf_counter() - started, 3)})
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until the model is loaded and health is SERVING; re-raise a failed load."""
+        if self._loading is None:
+            raise RuntimeError("server not started")
+        await asyncio.wait_for(asyncio.shield(self._loading), timeout_s)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, let calls in flight finish, unload."""
+        if self._server is None:
+            return
+        grace = self.options.grace_s if grace_s is None else grace_s
+        _log.info("draining", extra={"task": self.model.task, "grace_s": grace})
+        await self._health.enter_graceful_shutdown()
+        self.metrics.model_ready.set(0)
+        await self._server.stop(grace)
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        assert self._servicer is not None
+        self._servicer.close()
+        await asyncio.to_thread(self.model.unload)
+        self.metrics.stop_http()
+        self._server = None
+        _log.info("stopped", extra={"task": self.model.task})
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+    """Serve ``model`` until SIGTERM or SIGINT, then drain; raise if the model fails to load."""
+    server = TaskServer(model, store=store, options=options)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    assert server._loading is not None
+    await asyncio.wait({stopping, server._loading}, return_when=asyncio.FIRST_COMPLETED)
+    if server._loading.done() and server._loading.exception() is not None:
+        _log.error("model failed to load", exc_info=server._loading.exception())
+        await server.stop(0)
+        raise server._loading.exception()  # type: ignore[misc]
+    await stopping
+    await server.stop()
+
+
+def run(model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+    """Blocking :func:`serve`: the one call a service's ``serve`` command makes."""
+    asyncio.run(serve(model, store=store, options=options))
+
+
+class BackgroundServer:
+    """A :class:`TaskServer` on its own event loop in a daemon thread, for tests and benchmarks.
+
+    >>> with BackgroundServer(model, store=store, options=ServerOptions(port=0)) as server:
+    ...     client = TaskClient(server.target)
+    """
+
+    def __init__(self, model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+        self.server = TaskServer(model, store=store, options=options or ServerOptions(port=0))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{model.task}-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def _run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)  # type: ignore[arg-type]
+
+    def start(self, *, wait_ready: bool = True, timeout_s: float = 120.0) -> BackgroundServer:
+        """Start serving; by default wait until the model is loaded (health SERVING)."""
+        self._thread.start()
+        self._run(self.server.start(), timeout_s)
+        if wait_ready:
+            self._run(self.server.wait_ready(timeout_s), timeout_s)
+        return self
+
+    def stop(self, grace_s: float | None = 5.0) -> None:
+        """Drain and stop the server, then its loop."""
+        if self._thread.is_alive():
+            self._run(self.server.stop(grace_s))
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
