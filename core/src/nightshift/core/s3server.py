@@ -43,6 +43,19 @@ def _wait_for_port(port: int, timeout_s: float, alive: callable) -> None:  # typ
     raise TimeoutError(f"S3 server on 127.0.0.1:{port} not ready after {timeout_s} s")
 
 
+def _terminate(pid: int, grace_s: float) -> None:
+    """SIGTERM the process ``pid`` and SIGKILL it if it still runs after ``grace_s`` seconds."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
 class LocalS3Server:
     """Base of the local servers: a context manager whose ``config`` points at the running server."""
 
@@ -162,13 +175,12 @@ class CephRgwServer(LocalS3Server):
         return self.config
 
     def stop(self) -> None:
-        for pid_file in (self.data_dir / "cluster" / "run").glob("*.pid"):
-            with contextlib.suppress(ValueError, ProcessLookupError, OSError):
-                pid = int(pid_file.read_text().strip())
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
+        run_dir = self.data_dir / "cluster" / "run"
+        # Dependants first: radosgw hangs on SIGTERM once the monitor and OSD it talks to are gone.
+        for pattern in ("client.rgw.*.pid", "osd.*.pid", "mon.*.pid"):
+            for pid_file in run_dir.glob(pattern):
+                with contextlib.suppress(ValueError, OSError):
+                    _terminate(int(pid_file.read_text().strip()), grace_s=10.0)
         self.port = 0
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)

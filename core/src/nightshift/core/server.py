@@ -1,20 +1,22 @@
 """The gRPC server runtime every science service runs on (``grpc.aio``).
 
-One call starts a service from its :class:`~nightshift.core.model.TaskModel`::
+One call starts a service from its :class:`~nightshift.core.model.TaskModel` (or any
+:class:`Servable`, e.g. the ingest service)::
 
     run(MyTaskModel(...), options=ServerOptions.from_env())
 
-The runtime serves ``nightshift.v1.TaskService``, the standard ``grpc.health.v1.Health`` service and
+The runtime serves the servable's services (``nightshift.v1.TaskService`` for a model), the standard ``grpc.health.v1.Health`` service and
 server reflection. Health says NOT_SERVING until the model is loaded and warmed up, then SERVING
-(service names ``""``, ``nightshift.v1.TaskService`` and the task name); ``liveness`` is SERVING
+(service names ``""``, each service's full name and the servable's name, e.g. the task); ``liveness`` is SERVING
 from the start. On SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused, calls in
-flight finish within ``grace_s``, then the model is unloaded. One interceptor maps the project's
+flight finish within ``grace_s``, then the servable is closed (the model unloaded). One interceptor maps the project's
 errors to status codes (unknown errors become INTERNAL, with no stack trace on the wire), logs
 every call as a JSON line and counts it in Prometheus metrics.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import dataclasses
@@ -45,7 +47,9 @@ __all__ = [
     "TASK_SERVICE_NAME",
     "LIVENESS",
     "ServerOptions",
-    "TaskServer",
+    "Servable",
+    "TaskServable",
+    "Server",
     "BackgroundServer",
     "serve",
     "run",
@@ -67,7 +71,7 @@ class ServerOptions:
     host : str
         Address to bind ("0.0.0.0" in a container, "127.0.0.1" locally).
     port : int
-        gRPC port; 0 picks a free one (read it back from ``TaskServer.port`` or ``port_file``).
+        gRPC port; 0 picks a free one (read it back from ``Server.port`` or ``port_file``).
     metrics_port : int or None
         Port of the Prometheus ``/metrics`` endpoint; 0 picks a free one; None serves none.
     max_message_bytes : int
@@ -127,7 +131,7 @@ class _Calls(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(f"/{TASK_SERVICE_NAME}/"):
+        if handler is None or not details.method.startswith("/nightshift."):
             return handler  # health and reflection pass through untouched
         method = details.method.rsplit("/", 1)[-1]
         kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
@@ -308,35 +312,105 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return await asyncio.to_thread(self.model.evaluate, request)
 
 
-class TaskServer:
-    """A running service: gRPC server, health, reflection, metrics and the model's lifecycle.
+class Servable(abc.ABC):
+    """What a :class:`Server` serves: gRPC services plus a load/close lifecycle.
+
+    A science service passes its :class:`TaskModel` (wrapped in :class:`TaskServable`); a service
+    with another contract (e.g. ingest) subclasses this.
+    """
+
+    name: str
+    """Name reported by per-service readiness health checks (e.g. the task name)."""
+    service_names: tuple[str, ...]
+    """Full names of the gRPC services added (for health and reflection)."""
+
+    @abc.abstractmethod
+    def add_to_server(self, server: grpc.aio.Server, metrics: ServiceMetrics, options: ServerOptions) -> None:
+        """Register the servicers on ``server``."""
+
+    def load(self) -> None:
+        """Blocking start-up work done before health turns SERVING (default: nothing)."""
+
+    def set_ready(self) -> None:
+        """Called once ``load`` has succeeded, before health turns SERVING."""
+
+    def close(self) -> None:
+        """Release resources after the server has drained (default: nothing)."""
+
+    def describe_ready(self) -> dict[str, Any]:
+        """Fields logged when serving starts."""
+        return {}
+
+
+class TaskServable(Servable):
+    """A :class:`TaskModel` served as ``nightshift.v1.TaskService``."""
+
+    service_names = (TASK_SERVICE_NAME,)
+
+    def __init__(self, model: TaskModel, store: ObjectStore | None = None) -> None:
+        self.model = model
+        self.store = store
+        self.name = model.task
+        self._servicer: _TaskServicer | None = None
+
+    def add_to_server(self, server: grpc.aio.Server, metrics: ServiceMetrics, options: ServerOptions) -> None:
+        self._servicer = _TaskServicer(self.model, self.store, metrics, options.compute_slots)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(self._servicer, server)
+
+    def load(self) -> None:
+        self.model.load()
+        self.model.warmup()
+
+    def set_ready(self) -> None:
+        assert self._servicer is not None
+        self._servicer.ready = True
+
+    def close(self) -> None:
+        if self._servicer is not None:
+            self._servicer.close()
+        self.model.unload()
+
+    def describe_ready(self) -> dict[str, Any]:
+        serving = self.model.serving_model()
+        return {"model": f"{serving.name}:{serving.version}"}
+
+
+class Server:
+    """A running service: gRPC server, health, reflection, metrics and the servable's lifecycle.
 
     Use :func:`serve` / :func:`run` in a service process, :class:`BackgroundServer` in tests and
     benchmarks, or this class directly inside an event loop (``await start()`` ... ``await stop()``).
+
+    Parameters
+    ----------
+    servable : Servable or TaskModel
+        What to serve; a :class:`TaskModel` is served as ``TaskService``.
+    store : ObjectStore, optional
+        Object store a :class:`TaskModel` reads referenced tiles from.
+    options : ServerOptions, optional
+        Ports, limits and drain time.
     """
 
-    def __init__(self, model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
-        self.model = model
-        self.store = store
+    def __init__(self, servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+        self.servable = servable if isinstance(servable, Servable) else TaskServable(servable, store)
         self.options = options or ServerOptions()
         self.metrics = ServiceMetrics()
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
-        self._servicer: _TaskServicer | None = None
         self._loading: asyncio.Task[None] | None = None
-        self._readiness_names = ("", TASK_SERVICE_NAME, model.task)
+        self._readiness_names = ("", *self.servable.service_names, self.servable.name)
 
     async def start(self) -> None:
-        """Bind, start serving (health NOT_SERVING) and begin loading the model in the background."""
+        """Bind, start serving (health NOT_SERVING) and begin loading in the background."""
         opts = self.options
         server = grpc.aio.server(interceptors=[_Calls(self.metrics)], options=_grpc_options(opts.max_message_bytes))
-        self._servicer = _TaskServicer(self.model, self.store, self.metrics, opts.compute_slots)
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(self._servicer, server)
+        self.servable.add_to_server(server, self.metrics, opts)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (TASK_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+            (*self.servable.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
         )
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         for name in self._readiness_names:
@@ -350,86 +424,81 @@ class TaskServer:
             self.metrics_port = self.metrics.serve_http(opts.host, opts.metrics_port)
         if opts.port_file is not None:
             opts.port_file.write_text(str(self.port))
-        _log.info("listening", extra={"task": self.model.task, "port": self.port, "metrics_port": self.metrics_port})
+        _log.info("listening", extra={"service": self.servable.name, "port": self.port, "metrics_port": self.metrics_port})
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
         started = time.perf_counter()
-        await asyncio.to_thread(self.model.load)
-        await asyncio.to_thread(self.model.warmup)
-        assert self._servicer is not None
-        self._servicer.ready = True
+        await asyncio.to_thread(self.servable.load)
+        self.servable.set_ready()
         self.metrics.model_ready.set(1)
         for name in self._readiness_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        serving = self.model.serving_model()
-        _log.info("serving", extra={"task": self.model.task, "model": f"{serving.name}:{serving.version}",
-                                    "load_s": round(time.perf_counter() - started, 3)})
+        _log.info("serving", extra={"service": self.servable.name, "load_s": round(time.perf_counter() - started, 3),
+                                    **self.servable.describe_ready()})
 
-    async def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Wait until the model is loaded and health is SERVING; re-raise a failed load."""
+    @property
+    def loading(self) -> asyncio.Task[None]:
+        """The start-up task: done once serving, or failed with the load error."""
         if self._loading is None:
             raise RuntimeError("server not started")
-        await asyncio.wait_for(asyncio.shield(self._loading), timeout_s)
+        return self._loading
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until loaded and health is SERVING; re-raise a failed load."""
+        await asyncio.wait_for(asyncio.shield(self.loading), timeout_s)
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, let calls in flight finish, unload."""
+        """Drain: health NOT_SERVING, refuse new calls, let calls in flight finish, then close."""
         if self._server is None:
             return
         grace = self.options.grace_s if grace_s is None else grace_s
-        _log.info("draining", extra={"task": self.model.task, "grace_s": grace})
+        _log.info("draining", extra={"service": self.servable.name, "grace_s": grace})
         await self._health.enter_graceful_shutdown()
         self.metrics.model_ready.set(0)
         await self._server.stop(grace)
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-        assert self._servicer is not None
-        self._servicer.close()
-        await asyncio.to_thread(self.model.unload)
+        if not self.loading.done():
+            self.loading.cancel()
+        await asyncio.to_thread(self.servable.close)
         self.metrics.stop_http()
         self._server = None
-        _log.info("stopped", extra={"task": self.model.task})
-
-    async def wait_for_termination(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
+        _log.info("stopped", extra={"service": self.servable.name})
 
 
-async def serve(model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
-    """Serve ``model`` until SIGTERM or SIGINT, then drain; raise if the model fails to load."""
-    server = TaskServer(model, store=store, options=options)
+async def serve(servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain; raise if loading fails."""
+    server = Server(servable, store=store, options=options)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stopping = asyncio.create_task(stop.wait())
-    assert server._loading is not None
-    await asyncio.wait({stopping, server._loading}, return_when=asyncio.FIRST_COMPLETED)
-    if server._loading.done() and server._loading.exception() is not None:
-        _log.error("model failed to load", exc_info=server._loading.exception())
+    await asyncio.wait({stopping, server.loading}, return_when=asyncio.FIRST_COMPLETED)
+    if server.loading.done() and (error := server.loading.exception()) is not None:
+        _log.error("failed to load", exc_info=error)
         await server.stop(0)
-        raise server._loading.exception()  # type: ignore[misc]
+        raise error
     await stopping
     await server.stop()
 
 
-def run(model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+def run(servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
     """Blocking :func:`serve`: the one call a service's ``serve`` command makes."""
-    asyncio.run(serve(model, store=store, options=options))
+    asyncio.run(serve(servable, store=store, options=options))
 
 
 class BackgroundServer:
-    """A :class:`TaskServer` on its own event loop in a daemon thread, for tests and benchmarks.
+    """A :class:`Server` on its own event loop in a daemon thread, for tests and benchmarks.
 
     >>> with BackgroundServer(model, store=store, options=ServerOptions(port=0)) as server:
     ...     client = TaskClient(server.target)
     """
 
-    def __init__(self, model: TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
-        self.server = TaskServer(model, store=store, options=options or ServerOptions(port=0))
+    def __init__(self, servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
+        self.server = Server(servable, store=store, options=options or ServerOptions(port=0))
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{model.task}-server", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{self.server.servable.name}-server", daemon=True)
 
     @property
     def port(self) -> int:

@@ -1,0 +1,279 @@
+"""The server runtime against real gRPC servers on 127.0.0.1 and the real local S3 server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from sleepy_service import SleepyModel
+
+from nightshift.core.client import TaskClient
+from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, TASK_SERVICE_NAME, BackgroundServer, ServerOptions
+from nightshift.core.store import ObjectStore
+from nightshift.core.tiles import make_tile
+from nightshift.v1 import task_service_pb2, tile_pb2
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def tile(value: float = 1.0, *, size: int = 8, store: ObjectStore | None = None, **labels: str) -> tile_pb2.ImageTile:
+    pixels = np.full((1, size, size), value, dtype=np.float32)
+    return make_tile(pixels, bands=["image"], survey="test", field=f"f{value}-{sorted(labels.items())}",
+                     labels=labels, store=store, inline_limit_bytes=64)
+
+
+@pytest.fixture
+def model() -> SleepyModel:
+    return SleepyModel()
+
+
+@pytest.fixture
+def server(model: SleepyModel, store: ObjectStore):
+    with BackgroundServer(model, store=store, options=ServerOptions(port=0, metrics_port=0)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: BackgroundServer):
+    with TaskClient(server.target, timeout_s=10) as c:
+        yield c
+
+
+def assert_code(call, code: grpc.StatusCode, match: str) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    assert match in info.value.details()
+    return info.value
+
+
+def test_health_is_not_serving_until_the_model_is_loaded(store: ObjectStore) -> None:
+    gate = threading.Event()
+    background = BackgroundServer(SleepyModel(load_gate=gate), store=store).start(wait_ready=False)
+    try:
+        with TaskClient(background.target, timeout_s=5) as client:
+            assert client.health("liveness") == SERVING
+            for service in ("", TASK_SERVICE_NAME, "sleepy"):
+                assert client.health(service) == NOT_SERVING
+            assert_code(lambda: client.infer([tile()]), grpc.StatusCode.UNAVAILABLE, "still loading")
+            gate.set()
+            client.wait_until_serving(timeout_s=10)
+            for service in ("", TASK_SERVICE_NAME, "sleepy", "liveness"):
+                assert client.health(service) == SERVING
+    finally:
+        background.stop()
+
+
+def test_failed_load_is_reported(store: ObjectStore) -> None:
+    with pytest.raises(OSError, match="weights missing"):
+        BackgroundServer(SleepyModel(load_error=OSError("weights missing")), store=store).start()
+
+
+def test_describe(client: TaskClient) -> None:
+    described = client.describe()
+    assert described.task == "sleepy"
+    assert described.serving_model.version == "7"
+    assert list(described.input.bands) == ["image"]
+    assert described.input.dtype == tile_pb2.DATA_TYPE_FLOAT32
+    assert described.output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS
+
+
+def test_infer_inline_and_by_reference_in_order(client: TaskClient, store: ObjectStore) -> None:
+    tiles = [tile(1.0), tile(2.0, size=32, store=store), tile(3.0)]
+    assert tiles[1].pixels.WhichOneof("storage") == "object_ref"
+    response = client.infer(tiles)
+    assert [r.tile_id for r in response.results] == [t.tile_id for t in tiles]
+    assert [r.measurements[0].value for r in response.results] == [64.0, 2.0 * 32 * 32, 192.0]
+    assert response.model.version == "7"
+    assert client.infer([]).results == []
+
+
+def test_infer_stream_answers_each_batch_in_order(client: TaskClient) -> None:
+    batches = [[tile(1.0)], [tile(2.0), tile(3.0)], [tile(4.0)]]
+    responses = list(client.infer_stream(batches))
+    assert [[r.tile_id for r in resp.results] for resp in responses] == [[t.tile_id for t in b] for b in batches]
+
+
+def test_unknown_model_version_is_not_found(client: TaskClient) -> None:
+    assert_code(lambda: client.infer([tile()], model_version="99"), grpc.StatusCode.NOT_FOUND, "'99' is not served")
+
+
+def test_train_streams_progress_then_the_registered_version(client: TaskClient) -> None:
+    events = list(client.train(task_service_pb2.TrainRequest(preset="tiny", overrides={"epochs": "4"})))
+    assert [e.progress.epoch for e in events[:-1]] == [1, 2, 3, 4]
+    assert events[-1].registered.model.version == "8"
+
+
+def test_evaluate_without_support_is_failed_precondition(client: TaskClient) -> None:
+    assert_code(lambda: client.evaluate(task_service_pb2.EvaluateRequest(dataset="x")),
+                grpc.StatusCode.FAILED_PRECONDITION, "has no evaluation")
+
+
+def _wrong_dtype() -> tile_pb2.ImageTile:
+    return make_tile(np.zeros((1, 8, 8), np.float64), bands=["image"], survey="t", field="f")
+
+
+def _truncated_bytes() -> tile_pb2.ImageTile:
+    bad = tile()
+    bad.pixels.inline_data = bad.pixels.inline_data[:-4]
+    return bad
+
+
+def _shape_mismatch() -> tile_pb2.ImageTile:
+    bad = tile()
+    bad.pixels.shape[:] = [1, 8, 9]
+    return bad
+
+
+def _wrong_bands() -> tile_pb2.ImageTile:
+    return make_tile(np.zeros((2, 8, 8), np.float32), bands=["g", "r"], survey="t", field="f")
+
+
+def _bad_reference_size(store: ObjectStore) -> tile_pb2.ImageTile:
+    bad = tile(5.0, size=32, store=store)
+    bad.pixels.object_ref.size_bytes += 4
+    return bad
+
+
+def _bad_reference_digest(store: ObjectStore) -> tile_pb2.ImageTile:
+    bad = tile(6.0, size=32, store=store)
+    bad.pixels.object_ref.sha256 = "0" * 64
+    return bad
+
+
+def _no_tile_id() -> tile_pb2.ImageTile:
+    bad = tile()
+    bad.tile_id = ""
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "message"),
+    [
+        (lambda store: _wrong_dtype(), "pixel dtype DATA_TYPE_FLOAT64, expected DATA_TYPE_FLOAT32"),
+        (lambda store: _truncated_bytes(), "252 bytes inline, expected 256"),
+        (lambda store: _shape_mismatch(), "256 bytes inline, expected 288 for dtype float32 and shape (1, 8, 9)"),
+        (lambda store: _wrong_bands(), "bands ('g', 'r'), expected ('image',)"),
+        (_bad_reference_size, "reference names 4100 bytes, expected 4096"),
+        (_bad_reference_digest, "sha256 does not match"),
+        (lambda store: _no_tile_id(), "tile without a tile_id"),
+    ],
+    ids=["dtype", "byte-size", "shape", "bands", "reference-size", "reference-digest", "tile-id"],
+)
+def test_malformed_tiles_are_invalid_argument_and_the_server_keeps_serving(client, store, make_bad, message) -> None:
+    error = assert_code(lambda: client.infer([tile(), make_bad(store)]), grpc.StatusCode.INVALID_ARGUMENT, message)
+    assert "Traceback" not in error.details()
+    assert client.health() == SERVING
+    assert client.infer([tile()]).results[0].measurements[0].value == 64.0
+
+
+def test_reference_to_a_missing_object_is_not_found(client: TaskClient, store: ObjectStore) -> None:
+    missing = tile(7.0, size=32, store=store)
+    store.delete(missing.pixels.object_ref.key)
+    assert_code(lambda: client.infer([missing]), grpc.StatusCode.NOT_FOUND, "not found in object store")
+
+
+def test_too_many_tiles_is_resource_exhausted(client: TaskClient) -> None:
+    assert_code(lambda: client.infer([tile(float(i)) for i in range(9)]), grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 8")
+
+
+def test_default_message_limit_is_at_least_64_mib_and_carries_a_20_mib_tile(client: TaskClient) -> None:
+    assert ServerOptions().max_message_bytes >= 64 * 1024 * 1024 == DEFAULT_MAX_MESSAGE_BYTES
+    big = make_tile(np.ones((1, 2300, 2300), np.float32), bands=["image"], survey="t", field="big")
+    assert len(big.pixels.inline_data) > 20 * 1024 * 1024
+    assert client.infer([big]).results[0].measurements[0].value == 2300 * 2300
+
+
+def test_oversize_message_is_resource_exhausted(store: ObjectStore) -> None:
+    options = ServerOptions(port=0, max_message_bytes=1024 * 1024)
+    with BackgroundServer(SleepyModel(), store=store, options=options) as small, TaskClient(small.target) as client:
+        big = make_tile(np.ones((1, 600, 600), np.float32), bands=["image"], survey="t", field="big")
+        assert_code(lambda: client.infer([big]), grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+        assert client.health() == SERVING
+
+
+def test_missed_deadline_and_a_deadline_passed_in_the_queue(client: TaskClient, model: SleepyModel) -> None:
+    assert_code(lambda: client.infer([tile(sleep_s="1.0")], timeout_s=0.2), grpc.StatusCode.DEADLINE_EXCEEDED, "")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(client.infer, [tile(sleep_s="1.0", n="2")])
+        time.sleep(0.2)  # the slow call now holds the only compute slot
+        queued = tile(9.0)
+        assert_code(lambda: client.infer([queued], timeout_s=0.3), grpc.StatusCode.DEADLINE_EXCEEDED, "")
+        assert busy.result().results
+    time.sleep(0.2)
+    assert queued.tile_id not in model.computed  # dropped in the queue, never computed
+    assert client.health() == SERVING
+
+
+def test_unexpected_error_is_internal_without_a_stack_trace(client: TaskClient) -> None:
+    error = assert_code(lambda: client.infer([tile(fail="x")]), grpc.StatusCode.INTERNAL, "internal error in Infer (error id")
+    assert "secret" not in error.details() and "Traceback" not in error.details()
+
+
+def test_reflection_lists_the_services(server: BackgroundServer) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {TASK_SERVICE_NAME, "grpc.health.v1.Health"} <= services
+
+
+def test_metrics_count_requests_errors_queue_and_compute(client: TaskClient, server: BackgroundServer) -> None:
+    client.infer([tile()])
+    with pytest.raises(grpc.RpcError):
+        client.infer([_wrong_dtype()])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'nightshift_grpc_requests_total{code="OK",method="Infer"} 1.0' in text
+    assert 'nightshift_grpc_errors_total{code="INVALID_ARGUMENT",method="Infer"} 1.0' in text
+    assert "nightshift_queue_seconds_count 1.0" in text
+    assert "nightshift_compute_seconds_count 1.0" in text
+    assert "nightshift_tiles_total 1.0" in text
+    assert 'nightshift_grpc_inflight{method="Infer"} 0.0' in text
+
+
+def test_options_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIGHTSHIFT_GRPC_PORT", "6000")
+    monkeypatch.setenv("NIGHTSHIFT_GRPC_GRACE_S", "2.5")
+    monkeypatch.setenv("NIGHTSHIFT_METRICS_PORT", "9100")
+    options = ServerOptions.from_env(host="0.0.0.0")
+    assert (options.port, options.grace_s, options.metrics_port, options.host) == (6000, 2.5, 9100, "0.0.0.0")
+
+
+def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    script = Path(__file__).with_name("sleepy_service.py")
+    process = subprocess.Popen([sys.executable, str(script), str(port_file)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "service did not start"
+            time.sleep(0.05)
+        with TaskClient(f"127.0.0.1:{port_file.read_text()}", timeout_s=20) as client, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            client.wait_until_serving(timeout_s=30)
+            in_flight = pool.submit(client.infer, [tile(sleep_s="2.0")])
+            time.sleep(0.5)
+            os.kill(process.pid, signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(grpc.RpcError) as refused:
+                client.infer([tile(2.0)], timeout_s=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert in_flight.result().results[0].measurements[0].value == 64.0
+        assert process.wait(timeout=20) == 0
+        log = process.stderr.read()
+        assert '"msg": "draining"' in log and '"msg": "stopped"' in log
+    finally:
+        process.kill()
+        process.wait()

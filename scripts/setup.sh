@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up the development environment; idempotent and quick when nothing changed.
+#   .venv/                 Python 3.11 virtual environment with every package of the repository
+#                          installed editable (core, each service, the orchestration) with pinned versions
+#   node_modules/.bin/buf  buf, to lint the contract
+# Sourced by scripts/night.sh and scripts/test.sh; run it alone to prepare a checkout.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
+  echo "setup: Python 3.11 or newer is needed, found $("$python" --version 2>&1)" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+# Every installable package of the repository: the shared core first, then services and orchestration.
+packages=(core)
+for dir in services/*/ orchestration/; do
+  [ -f "$dir/pyproject.toml" ] && packages+=("${dir%/}")
+done
+
+stamp=.venv/.nightshift-setup
+want=$(cat constraints.txt requirements-dev.txt "${packages[@]/%//pyproject.toml}" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing ${packages[*]} into .venv"
+  editable=(-e "core[test]")
+  for pkg in "${packages[@]:1}"; do editable+=(-e "$pkg[test]"); done
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --progress-bar off \
+    -c constraints.txt -r requirements-dev.txt "${editable[@]}" 2> >(grep -v "^WARNING: Location" >&2)
+  echo "$want" > "$stamp"
+fi
+
+if [ ! -x node_modules/.bin/buf ]; then
+  echo "setup: installing buf (npm)"
+  npm install --silent --no-audit --no-fund >/dev/null
+fi
