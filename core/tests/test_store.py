@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
@@ -80,6 +83,13 @@ def test_range_past_the_end_is_a_size_mismatch(store: ObjectStore) -> None:
         store.get_bytes(ref)
 
 
+@pytest.mark.parametrize("offset", [100, 200])
+def test_range_starting_past_the_end_is_invalid_input(store: ObjectStore, offset: int) -> None:
+    key = store.put_bytes(store.key("short"), bytes(100)).key
+    with pytest.raises(InvalidInput, match="byte range outside .*short"):
+        store.get_bytes(tile_pb2.ObjectRef(key=key, offset=offset, size_bytes=10))
+
+
 def test_content_addressed_key_is_derived_from_the_sha(store: ObjectStore) -> None:
     data = b"some array bytes"
     digest = sha256_hex(data)
@@ -142,6 +152,11 @@ def test_wrong_secret_is_access_denied(store: ObjectStore) -> None:
         intruder.put_bytes(store.key("forged"), b"x")
     with pytest.raises(AccessDenied):
         list(intruder.list_keys(store.key()))
+    with pytest.raises(AccessDenied):
+        intruder.exists(key)
+    with pytest.raises(AccessDenied):
+        intruder.delete(key)
+    assert store.exists(key)
     assert not store.exists(store.key("forged"))
 
 
@@ -260,3 +275,52 @@ def test_closed_port_is_store_unavailable_after_retries() -> None:
         unreachable.get_bytes("k")
     assert failed.value.retryable
     assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture
+def flaky_endpoint() -> Iterator[tuple[ThreadingHTTPServer, list[tuple[int, str, bytes]]]]:
+    """An HTTP server on 127.0.0.1 answering GETs with the (status, content type, body) replies queued."""
+    replies: list[tuple[int, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, content_type, body = replies.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield server, replies
+    server.shutdown()
+    server.server_close()
+
+
+SLOW_DOWN = (503, "application/xml", b"<Error><Code>SlowDown</Code><Message>busy</Message></Error>")
+BAD_GATEWAY = (502, "text/html", b"<html>bad gateway</html>")
+
+
+def flaky_store(server: ThreadingHTTPServer) -> ObjectStore:
+    config = StoreConfig(endpoint=f"127.0.0.1:{server.server_address[1]}", access_key="ak", secret_key="sk")
+    return ObjectStore(config, retries=2, backoff_s=0.01, timeout_s=2.0)
+
+
+def test_server_errors_are_retried(flaky_endpoint) -> None:
+    server, replies = flaky_endpoint
+    replies += [SLOW_DOWN, BAD_GATEWAY, (200, "application/octet-stream", b"payload")]
+    assert flaky_store(server).get_bytes("k") == b"payload"
+    assert replies == []
+
+
+def test_persistent_server_errors_are_store_unavailable(flaky_endpoint) -> None:
+    server, replies = flaky_endpoint
+    replies += [BAD_GATEWAY, SLOW_DOWN, SLOW_DOWN]
+    with pytest.raises(StoreUnavailable, match=r"unavailable for nightshift/k after 3 attempts \(SlowDown\)"):
+        flaky_store(server).get_bytes("k")
+    assert replies == []

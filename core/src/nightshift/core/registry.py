@@ -165,12 +165,26 @@ class ModelRegistry:
             self._set_latest(version)
         return model
 
+    def ensure_bundled(self, weights: Path, card: Path) -> RegisteredModel:
+        """Register the default model shipped inside a service package; make it LATEST only in an empty registry.
+
+        ``card`` is the JSON file shipped beside ``weights``: ``{"name", "metrics", "config",
+        "data_seed"}`` as written by the service's ``train``. Idempotent: the same weights give the
+        same version.
+        """
+        info = json.loads(card.read_text())
+        return self.register(
+            {weights.name: weights}, name=info["name"], metrics=info["metrics"], config=info["config"],
+            data_seed=info["data_seed"], set_latest=not self.versions(),
+        )
+
     def _set_latest(self, version: str) -> None:
         self.store.put_bytes(self._key("LATEST"), version.encode(), content_type="text/plain")
 
     def versions(self) -> list[RegisteredModel]:
         """Every registered version, oldest first."""
-        keys = [k for k in self.store.list_keys(self._key()) if k.endswith("/metadata.json")]
+        # the trailing "/" keeps task "bubbles" from listing the versions of "bubbles-v2"
+        keys = [k for k in self.store.list_keys(self._key() + "/") if k.endswith("/metadata.json")]
         models = [RegisteredModel(**json.loads(self.store.get_bytes(k))) for k in keys]
         return sorted(models, key=lambda m: int(m.version))
 

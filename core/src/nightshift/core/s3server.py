@@ -92,7 +92,8 @@ class LocalS3Server:
         raise NotImplementedError
 
     def __enter__(self) -> LocalS3Server:
-        self.start()
+        if not self.port:  # start_local_s3 returns it already running
+            self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -240,7 +240,8 @@ class ObjectStore:
         ObjectNotFound
             The bucket or key does not exist.
         InvalidInput
-            The bytes read do not match the reference's size or SHA-256.
+            The byte range starts past the object's end, or the bytes read do not match the
+            reference's size or SHA-256.
         """
         if isinstance(ref, str):
             ref = tile_pb2.ObjectRef(bucket=self.bucket, key=ref)
@@ -307,6 +308,8 @@ class ObjectStore:
                     raise ObjectNotFound(f"not found in object store: {what} ({exc.code})") from None
                 if exc.code in _DENIED_CODES:
                     raise AccessDenied(f"object store denied access to {what} ({exc.code})") from None
+                if exc.code == "InvalidRange":
+                    raise InvalidInput(f"byte range outside the object {what} ({exc.code})") from None
                 transient, reason = exc.response is not None and exc.response.status >= 500, exc.code
                 if not transient:
                     raise
@@ -316,6 +319,8 @@ class ObjectStore:
                     raise ObjectNotFound(f"not found in object store: {what} (HTTP 404)") from None
                 if status in (401, 403):
                     raise AccessDenied(f"object store denied access to {what} (HTTP {status})") from None
+                if status == 416:
+                    raise InvalidInput(f"byte range outside the object {what} (HTTP 416)") from None
                 transient, reason = status >= 500, f"HTTP {status}"
                 if not transient:
                     raise

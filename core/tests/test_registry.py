@@ -1,0 +1,192 @@
+"""Model registry: versions, LATEST, idempotent registration, safe formats, verified fetch."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from nightshift.core.errors import InvalidInput, NotFound
+from nightshift.core.registry import ModelRegistry, RegisteredModel
+from nightshift.core.store import ObjectStore, sha256_hex
+
+WEIGHTS = {"model.safetensors": b"weights v1", "config.json": b'{"layers": 3}'}
+CONFIG = {"lr": 0.001, "epochs": 5, "augment": ["flip"]}
+
+
+@pytest.fixture
+def registry(store: ObjectStore) -> ModelRegistry:
+    return ModelRegistry(store, "bubbles")
+
+
+def register(registry: ModelRegistry, files: dict[str, bytes | Path] = WEIGHTS, **kwargs: object) -> RegisteredModel:
+    fields = {"name": "bubbles-ssd", "metrics": {"map50": 0.5}, "config": CONFIG, "data_seed": 7} | kwargs
+    return registry.register(files, **fields)  # type: ignore[arg-type]
+
+
+def test_register_records_files_and_provenance(registry: ModelRegistry) -> None:
+    model = register(registry, metrics={"map50": 1, "recall": 0.25})
+
+    assert (model.task, model.name, model.version) == ("bubbles", "bubbles-ssd", "1")
+    assert model.metrics == {"map50": 1.0, "recall": 0.25}
+    assert (model.config, model.data_seed) == (CONFIG, 7)
+    assert model.code_version
+    assert model.files == {name: {"sha256": sha256_hex(b), "size_bytes": len(b)} for name, b in WEIGHTS.items()}
+    assert dt.datetime.fromisoformat(model.created).tzinfo == dt.UTC
+    store = registry.store
+    assert store.get_bytes(store.key("models", "bubbles", "1", "model.safetensors")) == b"weights v1"
+    assert json.loads(store.get_bytes(store.key("models", "bubbles", "1", "metadata.json"))) == dataclasses.asdict(model)
+    assert store.get_bytes(store.key("models", "bubbles", "LATEST")) == b"1"
+
+
+def test_registering_the_same_files_returns_the_existing_version(registry: ModelRegistry) -> None:
+    first = register(registry)
+    again = register(registry, name="renamed", metrics={"map50": 0.9}, data_seed=8)
+
+    assert again == first
+    assert [m.version for m in registry.versions()] == ["1"]
+
+
+def test_changed_files_make_a_new_version_and_move_latest(registry: ModelRegistry) -> None:
+    first = register(registry)
+    second = register(registry, {**WEIGHTS, "model.safetensors": b"weights v2"})
+
+    assert (first.version, second.version) == ("1", "2")
+    assert second.digest != first.digest
+    assert registry.get() == second
+    assert registry.get("latest") == second
+    assert registry.get("1") == first
+    assert registry.versions() == [first, second]
+
+
+def test_renaming_a_file_is_a_new_version(registry: ModelRegistry) -> None:
+    register(registry, {"a.safetensors": b"same bytes"})
+    assert register(registry, {"b.safetensors": b"same bytes"}).version == "2"
+
+
+def test_re_registering_old_files_moves_latest_back(registry: ModelRegistry) -> None:
+    first = register(registry)
+    register(registry, {"model.safetensors": b"other"})
+    assert register(registry) == first
+    assert registry.get() == first
+
+
+def test_register_without_set_latest_keeps_the_served_version(registry: ModelRegistry) -> None:
+    first = register(registry)
+    candidate = register(registry, {"model.safetensors": b"candidate"}, set_latest=False)
+    assert candidate.version == "2"
+    assert registry.get() == first
+    assert registry.get("2") == candidate
+
+
+def test_versions_are_ordered_numerically(registry: ModelRegistry) -> None:
+    for n in range(10):
+        register(registry, {"w.npz": f"weights {n}".encode()})
+    assert [m.version for m in registry.versions()] == [str(n) for n in range(1, 11)]
+    assert registry.get().version == "10"
+
+
+def test_files_given_as_paths(registry: ModelRegistry, tmp_path: Path) -> None:
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"keras archive")
+    model = register(registry, {"model.keras": path})
+    assert model.files["model.keras"] == {"sha256": sha256_hex(b"keras archive"), "size_bytes": 13}
+    assert register(registry, {"model.keras": b"keras archive"}) == model
+
+
+def test_tasks_whose_names_share_a_prefix_are_separate(store: ObjectStore) -> None:
+    register(ModelRegistry(store, "bubbles-v2"))
+    bubbles = ModelRegistry(store, "bubbles")
+    assert bubbles.versions() == []
+    assert register(bubbles).version == "1"
+    with pytest.raises(NotFound, match=r"task 'bubbles' has no model version '2' \(available: 1\)"):
+        bubbles.get("2")
+
+
+def test_empty_registry_has_no_latest(registry: ModelRegistry) -> None:
+    assert registry.versions() == []
+    with pytest.raises(NotFound, match="task 'bubbles' has no registered model yet"):
+        registry.get()
+
+
+def test_missing_version_names_the_available_ones(registry: ModelRegistry) -> None:
+    register(registry)
+    register(registry, {"model.safetensors": b"v2"})
+    with pytest.raises(NotFound, match=r"task 'bubbles' has no model version '7' \(available: 1, 2\)"):
+        registry.get("7")
+
+
+def test_non_numeric_version_is_not_found(registry: ModelRegistry) -> None:
+    with pytest.raises(NotFound, match="version '../1' is not a registry version number"):
+        registry.get("../1")
+
+
+@pytest.mark.parametrize("file_name", ["model.pkl", "model.pt.pkl", "weights.h5", "model"])
+def test_unsafe_format_is_rejected(registry: ModelRegistry, file_name: str) -> None:
+    with pytest.raises(InvalidInput, match=f"model file '{file_name}': unsafe or unknown format, expected one of"):
+        register(registry, {file_name: b"x"})
+    assert registry.versions() == []
+
+
+@pytest.mark.parametrize("file_name", ["../model.pt", "dir/model.pt", ".hidden.pt", "", "metadata.json", "a b.pt"])
+def test_file_name_with_a_path_or_odd_characters_is_rejected(registry: ModelRegistry, file_name: str) -> None:
+    with pytest.raises(InvalidInput, match="expected a plain file name"):
+        register(registry, {file_name: b"x"})
+
+
+def test_model_without_files_is_rejected(registry: ModelRegistry) -> None:
+    with pytest.raises(InvalidInput, match="at least one file"):
+        register(registry, {})
+
+
+@pytest.mark.parametrize("task", ["Bubbles", "1task", "bub_bles", ""])
+def test_bad_task_name_is_rejected(store: ObjectStore, task: str) -> None:
+    with pytest.raises(ValueError, match="must be lower-case letters, digits and '-'"):
+        ModelRegistry(store, task)
+
+
+def test_fetch_downloads_verified_files(registry: ModelRegistry, tmp_path: Path) -> None:
+    model = register(registry)
+    target = registry.fetch(model, tmp_path)
+    assert target == tmp_path / "bubbles" / "1"
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == WEIGHTS
+
+
+def test_second_fetch_is_a_cache_hit(registry: ModelRegistry, tmp_path: Path, monkeypatch) -> None:
+    model = register(registry)
+    registry.fetch(model, tmp_path)
+
+    def no_download(*args: object) -> bytes:
+        raise AssertionError("files already fetched must not be downloaded again")
+
+    monkeypatch.setattr(registry.store, "get_bytes", no_download)
+    assert registry.fetch(model, tmp_path) == tmp_path / "bubbles" / "1"
+
+
+def test_fetch_replaces_a_corrupted_local_file(registry: ModelRegistry, tmp_path: Path) -> None:
+    model = register(registry)
+    target = registry.fetch(model, tmp_path)
+    (target / "model.safetensors").write_bytes(b"truncated")
+    registry.fetch(model, tmp_path)
+    assert (target / "model.safetensors").read_bytes() == b"weights v1"
+
+
+def test_fetch_rejects_a_tampered_object(registry: ModelRegistry, tmp_path: Path) -> None:
+    model = register(registry)
+    registry.store.put_bytes(registry.store.key("models", "bubbles", "1", "config.json"), b'{"layers": 4}')
+    with pytest.raises(InvalidInput, match="sha256 does not match the reference"):
+        registry.fetch(model, tmp_path)
+
+
+def test_to_proto(registry: ModelRegistry) -> None:
+    model = register(registry, metrics={"map50": 0.5, "recall": 0.75})
+    proto = model.to_proto()
+
+    assert (proto.model.name, proto.model.version) == ("bubbles-ssd", "1")
+    assert proto.model == model.ref()
+    assert proto.created.ToDatetime(tzinfo=dt.UTC) == dt.datetime.fromisoformat(model.created)
+    assert dict(proto.metrics) == {"map50": 0.5, "recall": 0.75}
+    assert RegisteredModel(**json.loads(proto.metadata_json)) == model
