@@ -1,0 +1,51 @@
+"""The contract: generated stubs match the .proto files, buf lint passes, no breaking change since the last release."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUF = REPO / "node_modules" / ".bin" / "buf"
+RELEASES = REPO / "proto" / "RELEASES"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("generate_stubs", REPO / "scripts" / "generate_stubs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stub_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "nightshift" / "v1").glob("*_pb2*.py*"))}
+
+
+def test_generated_stubs_are_not_stale(tmp_path: Path) -> None:
+    _generator().generate(tmp_path)
+    fresh, committed = _stub_files(tmp_path), _stub_files(REPO / "core" / "src")
+    stale = sorted(name for name in fresh.keys() | committed.keys() if fresh.get(name) != committed.get(name))
+    assert fresh, "the generator produced no stubs"
+    assert not stale, f"stubs differ from proto/: {stale}; run .venv/bin/python scripts/generate_stubs.py"
+
+
+def _buf(*args: str) -> subprocess.CompletedProcess[str]:
+    assert BUF.exists(), "buf is not installed: run scripts/setup.sh"
+    return subprocess.run([str(BUF), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_buf_lint_passes() -> None:
+    result = _buf("lint", "proto")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_breaking_change_since_the_last_release() -> None:
+    released = [line.split() for line in RELEASES.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not released:
+        pytest.skip("no contract version released yet (proto/RELEASES lists none)")
+    version, commit = released[-1]
+    result = _buf("breaking", "proto", "--against", f".git#ref={commit},subdir=proto")
+    assert result.returncode == 0, f"breaking change against released {version} ({commit}):\n{result.stdout}{result.stderr}"
