@@ -1,0 +1,24 @@
+"""Client behaviour that needs no server: options and an unreachable target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nightshift.core.client import TaskClient, channel_options
+from nightshift.core.s3server import free_port
+from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES
+
+
+def test_channel_options_set_limits_and_retry_only_idempotent_calls() -> None:
+    options = dict(channel_options())
+    assert options["grpc.max_receive_message_length"] == options["grpc.max_send_message_length"] == DEFAULT_MAX_MESSAGE_BYTES
+    (policy,) = json.loads(options["grpc.service_config"])["methodConfig"]
+    assert sorted(n["method"] for n in policy["name"]) == ["Describe", "Evaluate", "Infer"]
+    assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+
+
+def test_waiting_for_a_server_that_is_not_there_times_out() -> None:
+    with TaskClient(f"127.0.0.1:{free_port()}") as client, pytest.raises(TimeoutError, match="not SERVING after 0.5 s"):
+        client.wait_until_serving(timeout_s=0.5)
