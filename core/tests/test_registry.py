@@ -181,6 +181,23 @@ def test_fetch_rejects_a_tampered_object(registry: ModelRegistry, tmp_path: Path
         registry.fetch(model, tmp_path)
 
 
+def test_ensure_bundled_registers_once_and_takes_latest_only_in_an_empty_registry(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    weights = tmp_path / "bundled.safetensors"
+    weights.write_bytes(b"bundled weights")
+    card = tmp_path / "bundled.json"
+    card.write_text(json.dumps({"name": "bubbles-tiny", "metrics": {"map50": 0.3}, "config": CONFIG, "data_seed": 1}))
+
+    bundled = registry.ensure_bundled(weights, card)
+    assert (bundled.version, bundled.name, bundled.metrics) == ("1", "bubbles-tiny", {"map50": 0.3})
+    assert registry.get() == bundled
+
+    trained = register(registry)
+    assert registry.ensure_bundled(weights, card) == bundled
+    assert registry.get() == trained
+
+
 def test_to_proto(registry: ModelRegistry) -> None:
     model = register(registry, metrics={"map50": 0.5, "recall": 0.75})
     proto = model.to_proto()

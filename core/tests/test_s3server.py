@@ -23,8 +23,9 @@ def test_free_port_can_be_bound() -> None:
 
 def test_rclone_server_starts_answers_and_stops() -> None:
     server = start_local_s3("rclone")
-    try:
-        port, data_dir = server.port, server.data_dir
+    port, data_dir = server.port, server.data_dir
+    with server:
+        assert server.port == port  # entering a running server does not start another
         assert isinstance(server, RcloneS3Server)
         assert server.config.endpoint == f"127.0.0.1:{port}"
         assert port_is_open(port)
@@ -32,8 +33,6 @@ def test_rclone_server_starts_answers_and_stops() -> None:
         ref = store.put_bytes("hello.txt", b"hello")
         assert store.get_bytes(ref) == b"hello"
         assert (data_dir / "nightshift" / "hello.txt").read_bytes() == b"hello"
-    finally:
-        server.stop()
 
     assert not port_is_open(port)
     assert not data_dir.exists()
