@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -145,53 +146,42 @@ class _Calls(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = self._begin(method)
-            code = grpc.StatusCode.OK
-            try:
+            async with self._observed(method, context):
                 return await behaviour(request, context)
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                code = _status_of(exc, context)
-                await _abort(method, exc, context)
-                raise
-            finally:
-                self._end(method, started, code)
 
         return call
 
     def _stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = self._begin(method)
-            code = grpc.StatusCode.OK
-            try:
+            async with self._observed(method, context):
                 async for response in behaviour(request, context):
                     yield response
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                code = _status_of(exc, context)
-                await _abort(method, exc, context)
-                raise
-            finally:
-                self._end(method, started, code)
 
         return call
 
-    def _begin(self, method: str) -> float:
+    @contextlib.asynccontextmanager
+    async def _observed(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Count, time and log one call; turn its failure into the status it maps to."""
         self.metrics.inflight.labels(method).inc()
-        return time.perf_counter()
-
-    def _end(self, method: str, started: float, code: grpc.StatusCode) -> None:
-        elapsed = time.perf_counter() - started
-        self.metrics.inflight.labels(method).dec()
-        self.metrics.requests.labels(method, code.name).inc()
-        self.metrics.latency.labels(method).observe(elapsed)
-        if code != grpc.StatusCode.OK:
-            self.metrics.errors.labels(method, code.name).inc()
-        _log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(elapsed * 1e3, 2)})
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = _status_of(exc, context)
+            await _abort(method, exc, context)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.inflight.labels(method).dec()
+            self.metrics.requests.labels(method, code.name).inc()
+            self.metrics.latency.labels(method).observe(elapsed)
+            if code != grpc.StatusCode.OK:
+                self.metrics.errors.labels(method, code.name).inc()
+            _log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(elapsed * 1e3, 2)})
 
 
 def _status_of(exc: Exception, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
