@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# nightshift-ghosts: ghosts and scattered light (PyTorch Mask R-CNN).
+# GPU-capable: torch==2.14.1 (constraints.txt) is the CUDA build, bringing the CUDA runtime and cuDNN as
+# wheels; the NVIDIA container toolkit mounts the driver (NVIDIA_* below), so the base needs no CUDA.
+# Build from the repository root (README: deploy/k8s/README.md):
+#   docker build -f deploy/docker/ghosts.Dockerfile -t REGISTRY/nightshift-ghosts:0.1.0 .
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY constraints.txt ./
+COPY core core
+COPY services/ghosts services/ghosts
+# Pins come from constraints.txt; only the core and this service are installed.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -c constraints.txt ./core ./services/ghosts
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp nightshift
+COPY --from=build /opt/venv /opt/venv
+# HOME is /tmp: Kubernetes mounts a scratch volume there over the read-only root filesystem.
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp \
+    NIGHTSHIFT_GRPC_HOST=0.0.0.0 NIGHTSHIFT_GRPC_PORT=50051 NIGHTSHIFT_METRICS_PORT=9090 \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+EXPOSE 50051 9090
+ENTRYPOINT ["nightshift-ghosts"]
+CMD ["serve"]

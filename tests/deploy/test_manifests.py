@@ -1,0 +1,409 @@
+"""The rendered overlays are valid Kubernetes objects that follow the deployment's policies (issue 10).
+
+Everything is checked on what ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would apply, rendered
+by deploy/render.py, plus the flow-run Job that the Prefect worker makes from the work-pool template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_validate import utils as kubernetes_validate
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAYS = ("dev", "gpu")
+
+KUBERNETES_VERSION = "1.32.0"
+SCIENCE_SERVICES = ("bubbles", "clusters", "filaments", "ghosts", "inclination")
+GRPC_SERVICES = ("ingest", *SCIENCE_SERVICES)
+READINESS_SERVICE = {"ingest": "nightshift.v1.IngestService", **dict.fromkeys(SCIENCE_SERVICES, "nightshift.v1.TaskService")}
+LIVENESS_SERVICE = "liveness"  # nightshift.core.server.LIVENESS
+# The taint the README tells operators to put on the GPU node pool.
+GPU_POOL_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_NODE_LABELS = {"nvidia.com/gpu.present": "true"}
+WORK_POOL_TEMPLATE = REPO / "deploy" / "k8s" / "base" / "work-pool" / "base-job-template.json"
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+LONG_RUNNING_KINDS = {"Deployment", "StatefulSet"}
+
+Object = dict[str, Any]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def by_kind(objects: list[Object], kind: str) -> dict[str, Object]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def config(objects: list[Object]) -> dict[str, str]:
+    return by_kind(objects, "ConfigMap")["nightshift-config"]["data"]
+
+
+def fill_prefect_template(node: Any, values: Mapping[str, Any]) -> Any:
+    """Prefect's templating of a base job template: a value that is exactly ``{{ name }}`` becomes the
+    variable (its type kept) and disappears when the variable is unset or null; other strings are
+    formatted. (Checked against prefect-kubernetes 0.8 when the template was written.)"""
+    if isinstance(node, dict):
+        filled = {k: fill_prefect_template(v, values) for k, v in node.items()}
+        return {k: v for k, v in filled.items() if v is not None}
+    if isinstance(node, list):
+        return [fill_prefect_template(v, values) for v in node]
+    if isinstance(node, str):
+        whole = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", node)
+        if whole:
+            return values.get(whole.group(1))
+        return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(values.get(m.group(1), "")), node)
+    return node
+
+
+def flow_run_job(**variables: Any) -> Object:
+    """The Job the Prefect worker creates for a flow run with these job variables."""
+    template = json.loads(WORK_POOL_TEMPLATE.read_text())
+    defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    job = fill_prefect_template(template["job_configuration"]["job_manifest"], {**defaults, "name": "nightly", **variables})
+    job["metadata"]["name"] = job["metadata"].pop("generateName") + "x1"  # the API server's part
+    return job
+
+
+GPU_FLOW_VARIABLES = {"gpu_count": 1, "node_selector": GPU_NODE_LABELS,
+                      "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def workloads(objects: list[Object]) -> Iterator[tuple[Object, Object]]:
+    """(workload, pod template) of every workload, the flow-run Job included."""
+    for obj in [*objects, flow_run_job()]:
+        if obj["kind"] in WORKLOAD_KINDS:
+            yield obj, obj["spec"]["template"]
+
+
+def containers(pod_template: Object) -> list[Object]:
+    return pod_template["spec"].get("initContainers", []) + pod_template["spec"]["containers"]
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) applied to labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if not {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[operator]:
+            return False
+    return True
+
+
+def tolerates(tolerations: list[Object], taint: Mapping[str, str]) -> bool:
+    """Kubernetes' toleration matching (an operator other than Exists/Equal tolerates nothing)."""
+    for t in tolerations:
+        operator = t.get("operator", "Equal")
+        key_matches = t.get("key") == taint["key"] or (not t.get("key") and operator == "Exists")
+        value_matches = operator == "Exists" or (operator == "Equal" and t.get("value") == taint["value"])
+        if key_matches and value_matches and t.get("effect") in (None, "", taint["effect"]):
+            return True
+    return False
+
+
+def ingress_allowed(objects: list[Object], source_labels: Mapping[str, str], target: Object, port: int) -> bool:
+    """Whether a pod in the namespace with source_labels may open ``port`` on the target pod template."""
+    target_labels = target["metadata"]["labels"]
+    policies = [p for p in by_kind(objects, "NetworkPolicy").values()
+                if "Ingress" in p["spec"]["policyTypes"] and selector_matches(p["spec"]["podSelector"], target_labels)]
+    if not policies:
+        return True
+    named_ports = {p["name"]: p["containerPort"] for c in target["spec"]["containers"] for p in c.get("ports", [])}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            # A peer with a namespaceSelector admits other namespaces' pods, never this namespace's by itself.
+            peer_ok = any("namespaceSelector" not in peer and selector_matches(peer["podSelector"], source_labels)
+                          for peer in rule.get("from", []))
+            port_ok = any(named_ports.get(p["port"], p["port"]) == port for p in rule.get("ports", []))
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+# --- validity -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_strictly(rendered: dict[str, list[Object]], overlay: str) -> None:
+    errors = []
+    for obj in rendered[overlay]:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:  # a CRD or a typo in apiVersion: no schema, no check
+            errors.append(e.message)
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("variables", [{}, GPU_FLOW_VARIABLES], ids=["cpu-flow", "gpu-flow"])
+def test_flow_run_job_validates_strictly(variables: dict[str, Any]) -> None:
+    job = flow_run_job(**variables)
+    # Prefect insists on these two in the pod spec (its default template's layout); the API server drops them.
+    assert {job["spec"]["template"]["spec"].pop(k) for k in ("completions", "parallelism")} == {1}
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+
+
+def test_both_overlays_render_the_same_objects(rendered: dict[str, list[Object]]) -> None:
+    assert tuple(rendered) == OVERLAYS
+    names = {overlay: sorted((o["kind"], o["metadata"]["name"]) for o in objects) for overlay, objects in rendered.items()}
+    assert names["dev"] == names["gpu"]
+    assert {n for k, n in names["dev"] if k == "Deployment"} >= {*GRPC_SERVICES, "prefect-server", "prefect-worker"}
+    assert {n for k, n in names["dev"] if k == "StatefulSet"} == {"minio", "postgres"}
+
+
+# --- containers -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_bounded_hardened_and_pinned(rendered: dict[str, list[Object]], overlay: str) -> None:
+    problems = []
+    for workload, pod in workloads(rendered[overlay]):
+        where = f"{workload['kind']}/{workload['metadata']['name']}"
+        pod_security = pod["spec"].get("securityContext", {})
+        if not (pod_security.get("runAsNonRoot") and pod_security.get("runAsUser", 0) > 0):
+            problems.append(f"{where}: pod must set runAsNonRoot and a non-zero runAsUser")
+        if pod_security.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: pod must use the RuntimeDefault seccomp profile")
+        for c in containers(pod):
+            name = f"{where} container {c['name']}"
+            resources = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                if not {"cpu", "memory"} <= set(resources.get(kind, {})):
+                    problems.append(f"{name}: needs cpu and memory {kind}")
+            security = c.get("securityContext", {})
+            if security.get("allowPrivilegeEscalation") is not False or security.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{name}: needs allowPrivilegeEscalation false and readOnlyRootFilesystem true")
+            if security.get("capabilities", {}).get("drop") != ["ALL"] or security.get("privileged"):
+                problems.append(f"{name}: must drop ALL capabilities and not be privileged")
+            image = c["image"]
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            if "@sha256:" not in image and (not tag or tag == "latest"):
+                problems.append(f"{name}: image {image} needs a pinned tag or digest (not latest)")
+            if workload["kind"] in LONG_RUNNING_KINDS and not {"livenessProbe", "readinessProbe"} <= set(c):
+                problems.append(f"{name}: needs liveness and readiness probes")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_credential_in_plain_text(rendered: dict[str, list[Object]], overlay: str) -> None:
+    credential = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|CREDENTIAL", re.IGNORECASE)
+    for obj in rendered[overlay]:
+        if obj["kind"] == "ConfigMap":
+            assert not [k for k in obj["data"] if credential.search(k)], f"credential in ConfigMap {obj['metadata']['name']}"
+    for workload, pod in workloads(rendered[overlay]):
+        for c in containers(pod):
+            plain = [e["name"] for e in c.get("env", []) if credential.search(e["name"]) and "value" in e]
+            assert not plain, f"{workload['metadata']['name']}: {plain} must come from a Secret"
+
+
+def test_secrets_are_generated_from_files_kept_out_of_git() -> None:
+    secrets_dir = REPO / "deploy" / "k8s" / "base" / "secrets"
+    for example in secrets_dir.glob("*.env.example"):
+        real = example.with_name(example.name.removesuffix(".example"))
+        ignore = (secrets_dir / ".gitignore").read_text().split()
+        assert any(real.match(pattern) for pattern in ignore), f"{real.name} must be gitignored"
+    for path in (REPO / "deploy" / "k8s").rglob("*.yaml"):
+        assert "kind: Secret" not in path.read_text(), f"{path}: Secrets come from secretGenerator, never from a manifest"
+
+
+# --- references -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_config_and_secret_reference_resolves(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    data = {(o["kind"], o["metadata"]["name"]): set(o.get("data", {})) for o in objects if o["kind"] in ("ConfigMap", "Secret")}
+    service_accounts = set(by_kind(objects, "ServiceAccount"))
+    missing = []
+    for workload, pod in workloads(objects):
+        where = f"{workload['kind']}/{workload['metadata']['name']}"
+        refs: list[tuple[str, str, str | None]] = []
+        for c in containers(pod):
+            for source in c.get("envFrom", []):
+                refs += [("ConfigMap", source["configMapRef"]["name"], None)] if "configMapRef" in source else []
+                refs += [("Secret", source["secretRef"]["name"], None)] if "secretRef" in source else []
+            for env in c.get("env", []):
+                value_from = env.get("valueFrom", {})
+                for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                    if field in value_from:
+                        refs.append((kind, value_from[field]["name"], value_from[field]["key"]))
+        for volume in pod["spec"].get("volumes", []):
+            refs += [("ConfigMap", volume["configMap"]["name"], None)] if "configMap" in volume else []
+            refs += [("Secret", volume["secret"]["secretName"], None)] if "secret" in volume else []
+        for kind, name, key in refs:
+            if (kind, name) not in data:
+                missing.append(f"{where}: {kind} {name} does not exist")
+            elif key is not None and key not in data[kind, name]:
+                missing.append(f"{where}: {kind} {name} has no key {key}")
+        account = pod["spec"].get("serviceAccountName")
+        if account and account not in service_accounts:
+            missing.append(f"{where}: ServiceAccount {account} does not exist")
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_select_pods_and_their_ports(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    pods = [pod for _, pod in workloads(objects)]
+    for name, service in by_kind(objects, "Service").items():
+        selected = [p for p in pods if selector_matches({"matchLabels": service["spec"]["selector"]}, p["metadata"]["labels"])]
+        assert len(selected) == 1, f"Service {name} selects {len(selected)} pod templates"
+        container_ports = {p["name"]: p["containerPort"] for c in selected[0]["spec"]["containers"] for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in container_ports, f"Service {name}: no container port named {port['targetPort']}"
+            assert container_ports[port["targetPort"]] == port["port"], f"Service {name}: port {port['name']} differs"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscalers_and_disruption_budgets_target_the_services(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    deployments = by_kind(objects, "Deployment")
+    autoscalers, budgets = by_kind(objects, "HorizontalPodAutoscaler"), by_kind(objects, "PodDisruptionBudget")
+    assert set(autoscalers) == set(budgets) == set(GRPC_SERVICES)
+    for name, hpa in autoscalers.items():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", name) and name in deployments
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        assert "replicas" not in deployments[name]["spec"], f"{name}: the HPA owns the replica count"
+    for name, pdb in budgets.items():
+        matched = [d for d, dep in deployments.items()
+                   if selector_matches(pdb["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])]
+        assert matched == [name], f"PodDisruptionBudget {name} matches {matched}"
+        assert "maxUnavailable" in pdb["spec"], f"{name}: minAvailable would block draining a single replica"
+
+
+# --- the gRPC services ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", GRPC_SERVICES)
+def test_grpc_service_agrees_with_its_configuration(rendered: dict[str, list[Object]], overlay: str, service: str) -> None:
+    objects = rendered[overlay]
+    settings = config(objects)
+    grpc_port, metrics_port = int(settings["NIGHTSHIFT_GRPC_PORT"]), int(settings["NIGHTSHIFT_METRICS_PORT"])
+    pod = by_kind(objects, "Deployment")[service]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+
+    assert {"configMapRef": {"name": "nightshift-config"}} in container["envFrom"]
+    assert {"secretRef": {"name": "nightshift-object-store"}} in container["envFrom"]
+    assert settings["NIGHTSHIFT_GRPC_HOST"] == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
+    assert container["livenessProbe"]["grpc"] == {"port": grpc_port, "service": LIVENESS_SERVICE}
+    assert container["readinessProbe"]["grpc"] == {"port": grpc_port, "service": READINESS_SERVICE[service]}
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics"}
+    assert container["image"].rsplit("/", 1)[-1].split(":")[0] == f"nightshift-{service}"
+
+    # Endpoints drop the pod during preStop, then the server drains for GRACE_S, all before SIGKILL.
+    drain_s = container["lifecycle"]["preStop"]["sleep"]["seconds"] + float(settings["NIGHTSHIFT_GRPC_GRACE_S"])
+    assert pod["spec"]["terminationGracePeriodSeconds"] > drain_s
+
+    headless = by_kind(objects, "Service")[service]
+    assert headless["spec"]["clusterIP"] == "None", "gRPC needs a headless Service to balance across pods"
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gpu_requests_only_where_the_overlay_gives_gpus(rendered: dict[str, list[Object]], overlay: str) -> None:
+    for workload, pod in workloads(rendered[overlay]):
+        name = workload["metadata"]["name"]
+        wants_gpu = overlay == "gpu" and name in SCIENCE_SERVICES
+        for c in containers(pod):
+            requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+            gpus = limits.get("nvidia.com/gpu", 0)
+            if not wants_gpu:
+                assert not int(gpus), f"{overlay}: {name} must not ask for a GPU"
+                continue
+            assert re.fullmatch(r"[1-9][0-9]*", str(gpus)), f"{name}: nvidia.com/gpu must be a whole number, got {gpus!r}"
+            assert requests.get("nvidia.com/gpu", gpus) == gpus, f"{name}: GPU request must equal the limit"
+        spec = pod["spec"]
+        if wants_gpu:
+            assert tolerates(spec.get("tolerations", []), GPU_POOL_TAINT), f"{name} does not tolerate the GPU pool taint"
+            assert spec.get("nodeSelector") == GPU_NODE_LABELS, f"{name} is not pinned to the GPU pool"
+        else:
+            assert not spec.get("nodeSelector"), f"{overlay}: {name} must not be pinned to GPU nodes"
+
+
+def test_toleration_matching_refuses_bad_operators() -> None:
+    assert tolerates([{"key": "nvidia.com/gpu", "operator": "Exists"}], GPU_POOL_TAINT)
+    assert tolerates([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}], GPU_POOL_TAINT)
+    assert not tolerates([{"key": "nvidia.com/gpu", "operator": "Exist", "effect": "NoSchedule"}], GPU_POOL_TAINT)
+    assert not tolerates([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}], GPU_POOL_TAINT)
+
+
+# --- network, RBAC, work pool ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    settings = config(objects)
+    grpc_port = int(settings["NIGHTSHIFT_GRPC_PORT"])
+    s3_port = int(settings["NIGHTSHIFT_S3_ENDPOINT"].rsplit(":", 1)[1])
+    pods = {w["metadata"]["name"]: pod for w, pod in workloads(objects)}
+    pods["flow-run"] = flow_run_job()["spec"]["template"]
+    roles = {name: pod["metadata"]["labels"]["nightshift.io/role"] for name, pod in pods.items()}
+
+    def reachable(target: str, port: int) -> set[str]:
+        return {name for name, pod in pods.items() if ingress_allowed(objects, pod["metadata"]["labels"], pods[target], port)}
+
+    assert reachable("minio", s3_port) == {n for n, r in roles.items() if r in ("flow", "service")}
+    for service in GRPC_SERVICES:
+        assert reachable(service, grpc_port) == {n for n, r in roles.items() if r == "flow"}
+    assert reachable("prefect-server", 4200) == {n for n, r in roles.items() if r in ("flow", "prefect-worker")}
+    assert reachable("postgres", 5432) == {"prefect-server"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_worker_may_only_run_jobs_in_its_namespace(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")], "no cluster-wide RBAC"
+    (role,) = by_kind(objects, "Role").values()
+    (binding,) = by_kind(objects, "RoleBinding").values()
+    worker = by_kind(objects, "Deployment")["prefect-worker"]["spec"]["template"]["spec"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": worker["serviceAccountName"], "namespace": "nightshift"}]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "nightshift"
+    writes = {"create", "update", "patch", "delete", "deletecollection", "*"}
+    for rule in role["rules"]:
+        assert "*" not in rule["resources"] + rule["apiGroups"], f"wildcard in {rule}"
+        written = writes & set(rule["verbs"])
+        if rule["apiGroups"] == ["batch"] and rule["resources"] == ["jobs"]:
+            continue
+        # kopf (the worker's observer) posts Events; nothing else may be written.
+        assert written <= ({"create"} if rule["resources"] == ["events"] else set()), f"the worker may write {rule}"
+    env = {e["name"]: e for e in worker["containers"][0]["env"]}
+    assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    others = [w["metadata"]["name"] for w, pod in workloads(objects)
+              if w["metadata"]["name"] != "prefect-worker" and pod["spec"].get("automountServiceAccountToken") is not False]
+    assert not others, f"{others} need no Kubernetes API token"
+
+
+def test_work_pool_template_adds_gpu_variables(rendered: dict[str, list[Object]]) -> None:
+    template = json.loads(WORK_POOL_TEMPLATE.read_text())
+    variables = template["variables"]["properties"]
+    assert variables["gpu_count"]["type"] == "integer" and variables["gpu_count"]["minimum"] == 0
+    assert variables["node_selector"]["type"] == "object" and variables["tolerations"]["type"] == "array"
+
+    job = flow_run_job(**GPU_FLOW_VARIABLES)
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == container["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert spec["nodeSelector"] == GPU_NODE_LABELS and tolerates(spec["tolerations"], GPU_POOL_TAINT)
+    assert job["metadata"]["namespace"] == "nightshift"
+    cpu_job = flow_run_job()["spec"]["template"]["spec"]
+    assert cpu_job["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 0 and cpu_job["nodeSelector"] == {}
+
+    # The worker creates the pool "nightshift" from this very file, mounted from the generated ConfigMap.
+    for overlay in OVERLAYS:
+        objects = rendered[overlay]
+        assert json.loads(by_kind(objects, "ConfigMap")["prefect-work-pool"]["data"]["base-job-template.json"]) == template
+        worker = by_kind(objects, "Deployment")["prefect-worker"]["spec"]["template"]["spec"]["containers"][0]
+        mount = next(m["mountPath"] for m in worker["volumeMounts"] if m["name"] == "work-pool")
+        command = worker["command"]
+        assert command[command.index("--base-job-template") + 1] == f"{mount}/base-job-template.json"
+        assert command[command.index("--pool") + 1] == "nightshift"
+        # Flow runs use the same orchestration image as the server and the worker.
+        assert container["image"] == worker["image"]
