@@ -207,3 +207,15 @@ def test_to_proto(registry: ModelRegistry) -> None:
     assert proto.created.ToDatetime(tzinfo=dt.UTC) == dt.datetime.fromisoformat(model.created)
     assert dict(proto.metrics) == {"map50": 0.5, "recall": 0.75}
     assert RegisteredModel(**json.loads(proto.metadata_json)) == model
+
+
+def test_promote_moves_latest_to_the_version_named(store: ObjectStore) -> None:
+    registry = ModelRegistry(store, "bubbles")
+    first = registry.register({"w.json": b"{}"}, name="ssd", metrics={"detection_rate": 0.8}, config={}, data_seed=0)
+    second = registry.register({"w.json": b'{"a": 1}'}, name="ssd", metrics={"detection_rate": 0.7}, config={}, data_seed=1)
+    assert registry.get().version == second.version
+    assert registry.promote(first.version).version == first.version
+    assert registry.get().version == first.version
+    assert len(registry.versions()) == 2
+    with pytest.raises(NotFound, match="no model version '9'"):
+        registry.promote("9")

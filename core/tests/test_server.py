@@ -246,8 +246,10 @@ def test_options_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NIGHTSHIFT_GRPC_PORT", "6000")
     monkeypatch.setenv("NIGHTSHIFT_GRPC_GRACE_S", "2.5")
     monkeypatch.setenv("NIGHTSHIFT_METRICS_PORT", "9100")
+    monkeypatch.setenv("NIGHTSHIFT_GRPC_PORT_FILE", "/run/nightshift/port")
     options = ServerOptions.from_env(host="0.0.0.0")
     assert (options.port, options.grace_s, options.metrics_port, options.host) == (6000, 2.5, 9100, "0.0.0.0")
+    assert options.port_file == Path("/run/nightshift/port")
 
 
 def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:

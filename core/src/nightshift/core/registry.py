@@ -178,6 +178,18 @@ class ModelRegistry:
             data_seed=info["data_seed"], set_latest=not self.versions(),
         )
 
+    def promote(self, version: str) -> RegisteredModel:
+        """Make ``version`` the one served by default (move ``LATEST``) and return it.
+
+        Raises
+        ------
+        NotFound
+            No such version.
+        """
+        model = self.get(version)
+        self._set_latest(model.version)
+        return model
+
     def _set_latest(self, version: str) -> None:
         self.store.put_bytes(self._key("LATEST"), version.encode(), content_type="text/plain")
 

@@ -95,7 +95,7 @@ class ServerOptions:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerOptions:
-        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS}`` and
+        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE}`` and
         ``NIGHTSHIFT_METRICS_PORT``; keyword overrides win."""
         env = os.environ
         values: dict[str, Any] = {}
@@ -106,6 +106,7 @@ class ServerOptions:
             ("grace_s", "NIGHTSHIFT_GRPC_GRACE_S", float),
             ("compute_slots", "NIGHTSHIFT_GRPC_COMPUTE_SLOTS", int),
             ("metrics_port", "NIGHTSHIFT_METRICS_PORT", int),
+            ("port_file", "NIGHTSHIFT_GRPC_PORT_FILE", Path),
         ):
             if env.get(var):
                 values[field] = cast(env[var])

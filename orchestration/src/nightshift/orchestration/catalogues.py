@@ -1,0 +1,200 @@
+"""One catalogue per task and night, from the recorded results: duplicates merged on the sky.
+
+Detections (also those derived from segmentation maps, and instances) found in overlapping tiles
+are the same object seen twice: objects of one label closer than the service's
+``duplicate_radius_arcsec`` are merged greedily, highest score first, keeping the best-scored
+position and counting the tiles that saw it. Measurements are per tile (a galaxy image, a data
+quality figure) and are listed one row per (tile, quantity). Every catalogue carries Galactic and
+ICRS coordinates; rows are in a fixed order, so the same results always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord, search_around_sky
+
+from nightshift.core.catalog import Column, write_catalog
+from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
+
+__all__ = ["SkyObject", "SkyPositions", "detections_of", "merge_duplicates", "catalogue_rows", "write_task_catalogue", "DETECTION_COLUMNS",
+           "MEASUREMENT_COLUMNS"]
+
+_FRAMES = {tile_pb2.SKY_FRAME_GALACTIC: "galactic", tile_pb2.SKY_FRAME_ICRS: "icrs"}
+
+_SKY_COLUMNS = (
+    Column("glon", "deg", "Galactic longitude"),
+    Column("glat", "deg", "Galactic latitude"),
+    Column("ra", "deg", "ICRS right ascension"),
+    Column("dec", "deg", "ICRS declination"),
+)
+DETECTION_COLUMNS = (
+    Column("name", "", "Object name in this catalogue"),
+    *_SKY_COLUMNS,
+    Column("radius_arcsec", "arcsec", "Radius on the sky (0 when not meaningful)"),
+    Column("score", "", "Confidence in [0, 1] of the best detection"),
+    Column("label", "", "Class label"),
+    Column("n_tiles", "", "Overlapping tiles the object was detected in"),
+    Column("tile_id", "", "Tile of the best detection"),
+    Column("survey", "", "Survey of that tile"),
+    Column("field", "", "Field of that tile"),
+)
+MEASUREMENT_COLUMNS = (
+    Column("tile_id", "", "Tile measured"),
+    Column("survey", "", "Survey of the tile"),
+    Column("field", "", "Field of the tile"),
+    *_SKY_COLUMNS,
+    Column("quantity", "", "Quantity measured"),
+    Column("value", "", "Measured value, in the row's unit"),
+    Column("uncertainty", "", "One-sigma uncertainty, in the row's unit (0 when unknown)"),
+    Column("unit", "", "Unit of value and uncertainty"),
+    Column("reject_probability", "", "Probability the tile should be rejected"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SkyObject:
+    """One detection (from a box, circle, segmentation or instance) at a sky position.
+
+    ``lon_deg``/``lat_deg`` are in ``frame`` ("galactic" or "icrs"); ``radius_arcsec`` is 0 when unknown.
+    """
+
+    tile_id: str
+    lon_deg: float
+    lat_deg: float
+    frame: str
+    radius_arcsec: float
+    score: float
+    label: str
+
+
+def _instance_radius_arcsec(instance: results_pb2.Instance, tile: tile_pb2.ImageTile) -> float:
+    box = instance.box
+    return 0.5 * max(box.x_max - box.x_min, box.y_max - box.y_min) * tile.pixel_scale_arcsec
+
+
+def detections_of(responses: Sequence[task_service_pb2.InferResponse], tiles: Mapping[str, tile_pb2.ImageTile]) -> list[SkyObject]:
+    """Every detection in ``responses`` as a :class:`SkyObject` (instances get the radius of their box)."""
+    found = []
+    for response in responses:
+        for result in response.results:
+            detections = [*result.detections, *(d for s in result.segmentations for d in s.detections)]
+            for d in detections:
+                found.append(SkyObject(d.tile_id or result.tile_id, d.sky.lon_deg, d.sky.lat_deg,
+                                       _FRAMES.get(d.sky.frame, "icrs"), d.radius_arcsec, float(d.score), d.label))
+            for i in result.instances:
+                tile_id = i.tile_id or result.tile_id
+                found.append(SkyObject(tile_id, i.sky.lon_deg, i.sky.lat_deg, _FRAMES.get(i.sky.frame, "icrs"),
+                                       _instance_radius_arcsec(i, tiles[tile_id]), float(i.score), i.label))
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class SkyPositions:
+    """Positions given in mixed frames, in both catalogue frames, in degrees."""
+
+    galactic: SkyCoord
+    ra_deg: np.ndarray
+    dec_deg: np.ndarray
+
+    @classmethod
+    def of(cls, lon_deg: Sequence[float], lat_deg: Sequence[float], frames: Sequence[str]) -> SkyPositions:
+        lon, lat = np.asarray(lon_deg, float), np.asarray(lat_deg, float)
+        galactic_given = np.array([f == "galactic" for f in frames], dtype=bool)
+        as_icrs = SkyCoord(lon * u.deg, lat * u.deg, frame="icrs")
+        as_galactic = SkyCoord(lon * u.deg, lat * u.deg, frame="galactic")
+        galactic = SkyCoord(np.where(galactic_given, lon, as_icrs.galactic.l.deg) * u.deg,
+                            np.where(galactic_given, lat, as_icrs.galactic.b.deg) * u.deg, frame="galactic")
+        return cls(galactic, np.where(galactic_given, as_galactic.icrs.ra.deg, lon),
+                   np.where(galactic_given, as_galactic.icrs.dec.deg, lat))
+
+    def columns(self, i: int) -> dict[str, float]:
+        """The sky columns of position ``i`` (rounded to 0.4 mas so the text files are stable)."""
+        return {"glon": round(float(self.galactic.l.deg[i]), 7), "glat": round(float(self.galactic.b.deg[i]), 7),
+                "ra": round(float(self.ra_deg[i]), 7), "dec": round(float(self.dec_deg[i]), 7)}
+
+
+def merge_duplicates(objects: Sequence[SkyObject], positions: SkyPositions, radius_arcsec: float) -> list[tuple[int, int]]:
+    """Merge objects of one label closer than ``radius_arcsec``, best score first.
+
+    ``positions`` are the objects' positions (:meth:`SkyPositions.of` of them).
+
+    Returns
+    -------
+    list of (int, int)
+        Index of each kept object in ``objects`` and how many detections it absorbed (itself
+        included), highest score first, ties by position: the order does not depend on the input order.
+    """
+    if not objects:
+        return []
+    glon, glat = positions.galactic.l.deg, positions.galactic.b.deg
+    order = sorted(range(len(objects)), key=lambda i: (-objects[i].score, glon[i], glat[i], objects[i].tile_id))
+    neighbours: dict[int, list[int]] = {i: [] for i in range(len(objects))}
+    if radius_arcsec > 0 and len(objects) > 1:
+        first, second, _, _ = search_around_sky(positions.galactic, positions.galactic, radius_arcsec * u.arcsec)
+        for a, b in zip(first.tolist(), second.tolist()):
+            if a != b and objects[a].label == objects[b].label:
+                neighbours[a].append(b)
+    absorbed: set[int] = set()
+    kept = []
+    for i in order:
+        if i in absorbed:
+            continue
+        group = {i, *(j for j in neighbours[i] if j not in absorbed)}
+        absorbed |= group
+        kept.append((i, len(group)))
+    return kept
+
+
+def catalogue_rows(
+    task: str,
+    output_kind: int,
+    responses: Sequence[task_service_pb2.InferResponse],
+    tiles: Mapping[str, tile_pb2.ImageTile],
+    *,
+    duplicate_radius_arcsec: float,
+) -> list[dict[str, object]]:
+    """The rows of ``task``'s catalogue: merged detections, or one row per (tile, quantity) for measurements."""
+    if output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS:
+        measurements = sorted(
+            ((m.tile_id or r.tile_id, m.quantity, m) for resp in responses for r in resp.results for m in r.measurements),
+            key=lambda item: item[:2],
+        )
+        tile_ids = sorted({tile_id for tile_id, _, _ in measurements})
+        centres = [tiles[t].center for t in tile_ids]
+        positions = SkyPositions.of([c.lon_deg for c in centres], [c.lat_deg for c in centres],
+                                  [_FRAMES.get(c.frame, "icrs") for c in centres])
+        index = {t: i for i, t in enumerate(tile_ids)}
+        return [
+            {"tile_id": tile_id, "survey": tiles[tile_id].survey, "field": tiles[tile_id].field,
+             **positions.columns(index[tile_id]), "quantity": quantity, "value": m.value, "uncertainty": m.uncertainty,
+             "unit": m.unit, "reject_probability": m.reject_probability}
+            for tile_id, quantity, m in measurements
+        ]
+    objects = detections_of(responses, tiles)
+    if not objects:
+        return []
+    positions = SkyPositions.of([o.lon_deg for o in objects], [o.lat_deg for o in objects], [o.frame for o in objects])
+    merged = merge_duplicates(objects, positions, duplicate_radius_arcsec)
+    rows = []
+    for number, (i, count) in enumerate(merged, start=1):
+        obj, tile = objects[i], tiles[objects[i].tile_id]
+        rows.append({"name": f"{task}-{number:05d}", **positions.columns(i), "radius_arcsec": obj.radius_arcsec,
+                     "score": obj.score, "label": obj.label, "n_tiles": count, "tile_id": obj.tile_id,
+                     "survey": tile.survey, "field": tile.field})
+    return rows
+
+
+def write_task_catalogue(
+    task: str, output_kind: int, rows: Sequence[Mapping[str, object]], directory: Path, meta: Mapping[str, str]
+) -> list[Path]:
+    """Write ``<directory>/<task>.fits``, ``.csv`` (ECSV) and ``.reg`` (DS9, Galactic)."""
+    measurements = output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS
+    return write_catalog(
+        rows, MEASUREMENT_COLUMNS if measurements else DETECTION_COLUMNS, directory / task, frame="galactic",
+        radius_arcsec=None if measurements else "radius_arcsec", label="quantity" if measurements else "name", meta=meta,
+    )

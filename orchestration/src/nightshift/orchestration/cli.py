@@ -1,0 +1,133 @@
+"""``nightshift``: the nightly survey flow and its deployments.
+
+    nightshift [night]                        the demo night: local S3 + services, a simulated night, one JSON line
+    nightshift serve --config night.json      serve the nightly (cron) and training deployments from this process
+    nightshift deploy --config night.json --work-pool NAME --image IMAGE
+                                              create the Kubernetes work pool (GPU template) and the deployments
+    nightshift work-pool-template             print the Kubernetes base job template (GPU, node selector, tolerations)
+    nightshift serve-tilestats --bands B ...  serve the tile-statistics data-quality task for tiles of these bands
+
+The object store comes from ``NIGHTSHIFT_S3_*`` (see ``nightshift-core local-s3``). A night
+configuration file is a JSON ``NightConfig`` (see ``nightshift.orchestration.config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _quiet_prefect() -> None:
+    """Prefect's own INFO lines would drown the progress display; the report keeps the record."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _night(args: argparse.Namespace) -> int:
+    _quiet_prefect()
+    from nightshift.orchestration.demo import run_demo
+
+    return run_demo(work_dir=args.work_dir, night=args.night, seed=args.seed, startup_timeout_s=args.startup_timeout_s)
+
+
+def _load_config(path: Path):  # type: ignore[no-untyped-def]
+    from nightshift.orchestration.config import NightConfig
+
+    return NightConfig.model_validate_json(path.read_text())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    from nightshift.orchestration.deployments import flow_deployments
+
+    serve(*flow_deployments(_load_config(args.config), nightly_cron=args.cron, timezone=args.timezone))
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from prefect import deploy
+
+    from nightshift.orchestration.deployments import flow_deployments, kubernetes_job_template
+
+    asyncio.run(_ensure_work_pool(args.work_pool, kubernetes_job_template()))
+    deployments = flow_deployments(_load_config(args.config), nightly_cron=args.cron, timezone=args.timezone,
+                                   job_variables=json.loads(args.job_variables))
+    deploy(*deployments, work_pool_name=args.work_pool, image=args.image, build=False, push=False)
+    return 0
+
+
+async def _ensure_work_pool(name: str, template: dict[str, object]) -> None:
+    """Create the Kubernetes work pool ``name`` with ``template``, or update the template of an existing one."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=name, type="kubernetes", base_job_template=template))
+        except ObjectAlreadyExists:
+            await client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+
+
+def _work_pool_template(args: argparse.Namespace) -> int:
+    from nightshift.orchestration.deployments import kubernetes_job_template
+
+    print(json.dumps(kubernetes_job_template(), indent=2))
+    return 0
+
+
+def _serve_tilestats(args: argparse.Namespace) -> int:
+    from nightshift.core.logs import configure_logging
+    from nightshift.core.server import ServerOptions, run
+    from nightshift.core.store import ObjectStore
+    from nightshift.core.tilestats import TileStatisticsModel
+
+    configure_logging("tilestats")
+    run(TileStatisticsModel(bands=tuple(args.bands)), store=ObjectStore.from_env(), options=ServerOptions.from_env(port=args.port))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON
+    from nightshift.orchestration.simulate import DEMO_NIGHT
+
+    parser = argparse.ArgumentParser(prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command")
+    night = commands.add_parser("night", help="the demo night, end to end on this machine (the default command)")
+    night.add_argument("--night", default=DEMO_NIGHT, help="night to simulate and process, YYYY-MM-DD (default: %(default)s)")
+    night.add_argument("--work-dir", type=Path, help="keeps the store's files and the service logs (default: a new temporary directory); "
+                                                     "the same directory again re-runs the night")
+    night.add_argument("--seed", type=int, default=0, help="seed of the simulated night")
+    night.add_argument("--startup-timeout-s", type=float, default=300.0, help="time the services get to become SERVING")
+    night.set_defaults(run=_night)
+    for name, handler, help_text in (("serve", _serve, "serve the nightly and training deployments from this process"),
+                                     ("deploy", _deploy, "create the Kubernetes work pool and the deployments on the Prefect server")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", type=Path, required=True, help="JSON NightConfig: surveys, ingest and service addresses")
+        sub.add_argument("--cron", default=DEFAULT_NIGHTLY_CRON, help="schedule of the nightly run (default: %(default)s)")
+        sub.add_argument("--timezone", default="UTC", help="time zone of the schedule (default: %(default)s)")
+        sub.set_defaults(run=handler)
+        if name == "deploy":
+            sub.add_argument("--work-pool", required=True, help="Kubernetes work pool (created with the GPU job template)")
+            sub.add_argument("--image", required=True, help="image with nightshift-orchestration installed")
+            sub.add_argument("--job-variables", default="{}", help='JSON job variables, e.g. \'{"gpu_count": 1}\'')
+    template = commands.add_parser("work-pool-template", help="print the Kubernetes base job template with GPU variables")
+    template.set_defaults(run=_work_pool_template)
+    tilestats = commands.add_parser("serve-tilestats", help="serve the tile-statistics data-quality task (TaskService)")
+    tilestats.add_argument("--bands", nargs="+", required=True, help="band names of the tiles it accepts, in order")
+    tilestats.add_argument("--port", type=int, default=None, help="port (default: NIGHTSHIFT_GRPC_PORT or 50051; 0: any free)")
+    tilestats.set_defaults(run=_serve_tilestats)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["night"])
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Everything a night needs on one machine: a local S3 server and the services as local processes.
+
+The services are started through their own console scripts (``nightshift-ingest serve``,
+``nightshift-<task> serve``), exactly as a container would run them, each on a free port of
+127.0.0.1 with a Prometheus endpoint of its own, configured by environment (``NIGHTSHIFT_GRPC_*``,
+``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_S3_*``). A service counts as started once its gRPC health
+says SERVING; one that exits or stays unready is stopped and reported with the tail of its log.
+Leaving the context stops every process it started (SIGTERM, then SIGKILL after a grace period),
+also when the night failed, and then the S3 server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from nightshift.core.client import TaskClient
+from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
+from nightshift.core.store import ObjectStore
+
+__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "science_service_commands", "ingest_command",
+           "tilestats_command"]
+
+SCIENCE_TASKS = ("bubbles", "clusters", "filaments", "ghosts", "inclination")
+_LOG_TAIL_CHARS = 1500
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceCommand:
+    """How to start one service: its name and the command line (the port comes from the environment)."""
+
+    name: str
+    argv: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class RunningService:
+    """A started service process, its ports and its log file."""
+
+    command: ServiceCommand
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def request_count(self, method: str) -> int:
+        """RPCs of ``method`` (e.g. "Infer") this process has handled, whatever their status, from its metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("nightshift_grpc_requests_total{") and f'method="{method}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
+
+    def log_tail(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-_LOG_TAIL_CHARS:].strip()
+
+
+def _console_script(name: str) -> str | None:
+    """The console script ``name`` of this environment, or None if it is not installed."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def science_service_commands() -> tuple[list[ServiceCommand], dict[str, str]]:
+    """``nightshift-<task> serve`` for each science service installed, and the reason for each one not."""
+    commands, missing = [], {}
+    for task in SCIENCE_TASKS:
+        script = _console_script(f"nightshift-{task}")
+        if script is None:
+            missing[task] = f"not installed here (no nightshift-{task} command)"
+        else:
+            commands.append(ServiceCommand(task, (script, "serve")))
+    return commands, missing
+
+
+def ingest_command() -> ServiceCommand:
+    """``nightshift-ingest serve``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The ingest service is not installed (the night cannot run without it).
+    """
+    script = _console_script("nightshift-ingest")
+    if script is None:
+        raise FileNotFoundError("nightshift-ingest is not installed: pip install -e services/ingest")
+    return ServiceCommand("ingest", (script, "serve"))
+
+
+def tilestats_command(name: str, bands: Sequence[str]) -> ServiceCommand:
+    """The tile-statistics data-quality service for tiles of ``bands`` (this package's ``serve-tilestats``)."""
+    return ServiceCommand(name, (sys.executable, "-m", "nightshift.orchestration.cli", "serve-tilestats", "--bands", *bands))
+
+
+class LocalNight:
+    """A local S3 server and service processes, stopped together.
+
+    Parameters
+    ----------
+    work_dir : Path
+        Holds the S3 server's data (``s3/``) and the services' logs (``logs/``).
+    s3_kind : str
+        "rclone" (default) or "ceph".
+    """
+
+    def __init__(self, work_dir: Path, *, s3_kind: str = "rclone") -> None:
+        self.work_dir = work_dir
+        self.s3_kind = s3_kind
+        self.s3: LocalS3Server | None = None
+        self._store: ObjectStore | None = None
+        self.services: dict[str, RunningService] = {}
+
+    @property
+    def store(self) -> ObjectStore:
+        """A store on the running S3 server."""
+        if self._store is None:
+            raise RuntimeError("the local S3 server is not running")
+        return self._store
+
+    def environment(self) -> dict[str, str]:
+        """The environment that points a process at this night's object store."""
+        if self.s3 is None:
+            raise RuntimeError("the local S3 server is not running")
+        return {**os.environ, **self.s3.config.to_env()}
+
+    def start_s3(self) -> ObjectStore:
+        """Start the S3 server (with its bucket) and return a store on it."""
+        self.s3 = start_local_s3(self.s3_kind, self.work_dir / "s3")
+        self._store = self.s3.store()
+        return self._store
+
+    def _spawn(self, command: ServiceCommand) -> RunningService:
+        port, metrics_port = free_port(), free_port()
+        log_path = self.work_dir / "logs" / f"{command.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(port),
+               "NIGHTSHIFT_METRICS_PORT": str(metrics_port), "NIGHTSHIFT_GRPC_GRACE_S": "5"}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return RunningService(command, process, port, metrics_port, log_path)
+
+    def _wait_serving(self, service: RunningService, deadline: float) -> str:
+        """"" once ``service`` is SERVING, else why it is not."""
+        with TaskClient(service.target) as client:
+            while time.monotonic() < deadline:
+                if service.process.poll() is not None:
+                    return f"exited with status {service.process.returncode} during start-up: {service.log_tail()}"
+                try:
+                    client.wait_until_serving(timeout_s=min(1.0, max(0.0, deadline - time.monotonic())))
+                    return ""
+                except TimeoutError:
+                    continue
+        return f"not SERVING after the start-up timeout: {service.log_tail()}"
+
+    def start_services(self, commands: Sequence[ServiceCommand], *, timeout_s: float = 240.0) -> dict[str, str]:
+        """Start ``commands`` at once and wait until each serves; return {name: reason} of those that failed.
+
+        Failed services are stopped; the others are in :attr:`services`.
+        """
+        spawned = [self._spawn(c) for c in commands]
+        deadline = time.monotonic() + timeout_s
+        failed = {}
+        for service in spawned:
+            reason = self._wait_serving(service, deadline)
+            if reason:
+                _stop(service.process)
+                failed[service.command.name] = reason
+            else:
+                self.services[service.command.name] = service
+        return failed
+
+    def kill(self, name: str) -> RunningService:
+        """SIGKILL the service ``name`` (no drain), as a crash would; return it (for :meth:`restart`)."""
+        service = self.services.pop(name)
+        service.process.kill()
+        service.process.wait()
+        return service
+
+    def restart(self, service: RunningService, *, timeout_s: float = 120.0) -> RunningService:
+        """Start ``service``'s command again on new ports and wait until it serves.
+
+        Raises
+        ------
+        RuntimeError
+            It did not come up.
+        """
+        failed = self.start_services([service.command], timeout_s=timeout_s)
+        if failed:
+            raise RuntimeError(f"{service.command.name} did not restart: {failed[service.command.name]}")
+        return self.services[service.command.name]
+
+    def stop(self) -> None:
+        """Stop every service (SIGTERM, SIGKILL after a grace period), then the S3 server."""
+        for service in self.services.values():
+            _stop(service.process)
+        self.services.clear()
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3, self._store = None, None
+
+    def __enter__(self) -> LocalNight:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM ``process`` (a service drains), then SIGKILL it if it is still running after ``grace_s``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

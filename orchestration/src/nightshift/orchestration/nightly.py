@@ -1,0 +1,405 @@
+"""The nightly flow: raw files -> ingest -> every science service that applies -> catalogues, run, report.
+
+Stages, each a Prefect task (see :mod:`nightshift.orchestration.layout` for the keys):
+
+1. discover the night's inputs in ``raw/<night>/``; quarantine files that cannot form an input;
+2. ingest each input (one task per input) and, at the same time, ask each service what it accepts;
+3. send each service the tiles it accepts: one task per few hundred tiles, several Infer calls each,
+   at most ``max_concurrent_calls`` calls in flight per service, every call with a deadline, each
+   call's results recorded once (a re-run or a resumed night makes no call already made);
+4. one catalogue per task (FITS, CSV, DS9) under the run's immutable path, then the manifest, then
+   the night's ``LATEST.json``: only a night where every task completed gets a run;
+5. the report (Prefect markdown artifact and an HTML page in the store), complete or not.
+
+Retries: only transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, the store unreachable) are retried,
+with exponential backoff; a malformed input is quarantined and the rest of the night goes on; a
+service that stays down leaves its task incomplete and the flow fails after writing the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from nightshift.core.errors import ObjectNotFound
+from nightshift.core.store import ObjectStore, sha256_hex
+from nightshift.core.version import code_version
+from nightshift.orchestration.catalogues import catalogue_rows, write_task_catalogue
+from nightshift.orchestration.config import NightConfig, ServiceEndpoint
+from nightshift.orchestration.discovery import NightInput, Rejection, discover, find_quarantined, quarantine
+from nightshift.orchestration.fanout import InferOutcome, ServicePlan, call_batches, describe, infer_batches, recorded_results
+from nightshift.orchestration.ingest import IngestClient, ingest_request, ingest_run_id
+from nightshift.orchestration.layout import NightLayout, content_digest
+from nightshift.orchestration.progress import report_progress
+from nightshift.orchestration.report import NightSummary, TaskSummary, render_html, render_markdown, sky_plot_png
+from nightshift.orchestration.retries import TRANSIENT_RETRY_OPTIONS
+from nightshift.v1 import ingest_service_pb2, tile_pb2
+
+__all__ = ["nightly", "NightIncomplete", "IngestedInput", "TaskCatalogue", "run_id_of"]
+
+
+class NightIncomplete(RuntimeError):
+    """Some task of the night did not complete; its report says which and why. Re-run to resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestedInput:
+    """An input and its tiles (``tiles`` is empty and ``rejection`` set when it was quarantined)."""
+
+    night_input: NightInput
+    tiles: tuple[tile_pb2.ImageTile, ...]
+    rejection: Rejection | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskCatalogue:
+    """A task's catalogue as written: rows, object keys with their SHA-256, and the rows' Galactic positions."""
+
+    rows: int
+    files: dict[str, str]
+    glon: tuple[float, ...]
+    glat: tuple[float, ...]
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def discover_inputs(night: str, config: NightConfig) -> tuple[list[NightInput], list[Rejection]]:
+    """The inputs of ``night`` in the raw area, and the files that cannot form one (see :func:`discover`)."""
+    inputs, rejections = discover(ObjectStore.from_env(), night, config)
+    get_run_logger().info("night %s: %d inputs, %d rejected files", night, len(inputs), len(rejections))
+    return inputs, rejections
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def quarantine_rejections(night: str, rejections: list[Rejection]) -> list[Rejection]:
+    """Quarantine each rejection not already quarantined; return them all (for the report)."""
+    store = ObjectStore.from_env()
+    for rejection in rejections:
+        if find_quarantined(store, night, rejection.input_key) is None:
+            quarantine(store, night, rejection.input_key, rejection)
+            get_run_logger().warning("quarantined %s: %s", rejection.name, rejection.reason)
+    return rejections
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def ingest_input(night: str, night_input: NightInput, config: NightConfig) -> IngestedInput:
+    """Ingest one input through the ingest service, unless its tiles are already recorded.
+
+    A request the service rejects as invalid (INVALID_ARGUMENT) quarantines the input. The tiles
+    are recorded at ``work/ingest/<input_key>.pb`` so a re-run neither ingests nor lists again.
+    """
+    store, logger = ObjectStore.from_env(), get_run_logger()
+    layout = NightLayout(store, night)
+    record = layout.ingest_record(night_input.input_key)
+    if (earlier := find_quarantined(store, night, night_input.input_key)) is not None:
+        report_progress("ingest", 1, 0)
+        return IngestedInput(night_input, (), earlier)
+    try:
+        tiles = ingest_service_pb2.ListTilesResponse.FromString(store.get_bytes(record)).tiles
+        logger.info("%s: %d tiles already ingested", night_input.name, len(tiles))
+        report_progress("ingest", 1, 0)
+        return IngestedInput(night_input, tuple(tiles))
+    except ObjectNotFound:
+        pass
+    request = ingest_request(night, night_input, store.bucket)
+    with IngestClient(config.ingest_target, timeout_s=config.ingest_timeout_s) as client:
+        try:
+            summary = client.ingest(request, on_progress=lambda p: logger.debug("%s: %s", night_input.name, p.message))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            rejection = Rejection(night_input.name, night_input.files, f"ingest rejected {night_input.name}: {exc.details()}")
+            quarantine(store, night, night_input.input_key, rejection)
+            logger.warning("quarantined %s: %s", night_input.name, rejection.reason)
+            report_progress("ingest", 1, 0)
+            return IngestedInput(night_input, (), rejection)
+        tiles = client.list_tiles(ingest_run_id(night, night_input))
+    if len(tiles) != summary.tile_count:
+        raise RuntimeError(f"{night_input.name}: ingest reported {summary.tile_count} tiles, ListTiles gave {len(tiles)}")
+    store.put_bytes(record, ingest_service_pb2.ListTilesResponse(tiles=tiles).SerializeToString(deterministic=True))
+    logger.info("%s: ingested %d tiles (%d bytes written)", night_input.name, len(tiles), summary.bytes_written)
+    report_progress("ingest", 1, 0)
+    return IngestedInput(night_input, tuple(tiles))
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def describe_service(endpoint: ServiceEndpoint) -> ServicePlan:
+    """What ``endpoint`` does, accepts and serves (its ``Describe``), as the night will use it."""
+    plan = describe(endpoint)
+    get_run_logger().info("%s: task %s, model %s:%s, accepts %s", endpoint.name, plan.task, plan.model_name,
+                          plan.model_version, plan.describe_input())
+    return plan
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def infer_work(night: str, plan: ServicePlan, input_key: str, batches: list[list[tile_pb2.ImageTile]]) -> InferOutcome:
+    """Send ``batches`` (one Infer call each, a few hundred tiles in all) to ``plan``'s service; record each call."""
+    store = ObjectStore.from_env()
+    outcome = infer_batches(store, NightLayout(store, night), plan, input_key, batches)
+    report_progress(f"infer {plan.endpoint.name}", outcome.tiles_inferred + outcome.tiles_recorded_before, 0)
+    return outcome
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def write_catalogue(
+    night: str, run_id: str, task_name: str, work: list[tuple[ServicePlan, str, list[list[tile_pb2.ImageTile]]]]
+) -> TaskCatalogue:
+    """Merge ``task_name``'s recorded results into one catalogue and store it under the run.
+
+    ``work`` lists (service plan, input key, call batches) of everything the task did tonight. A
+    run is immutable: a file already stored must have the same bytes, or this fails.
+    """
+    store = ObjectStore.from_env()
+    layout = NightLayout(store, night)
+    responses, tiles = [], {}
+    for plan, input_key, batches in work:
+        responses += recorded_results(store, layout, plan, input_key, batches)
+        tiles.update((t.tile_id, t) for batch in batches for t in batch)
+    plan = work[0][0]
+    rows = catalogue_rows(task_name, plan.output_kind, responses, tiles,
+                          duplicate_radius_arcsec=plan.endpoint.duplicate_radius_arcsec)
+    meta = {"NIGHT": night, "RUNID": run_id, "TASK": task_name, "MODEL": f"{plan.model_name}:{plan.model_version}",
+            "CODEVER": code_version()}
+    files = {}
+    with tempfile.TemporaryDirectory(prefix="nightshift-catalogue-") as directory:
+        for path in write_task_catalogue(task_name, plan.output_kind, rows, Path(directory), meta):
+            key = layout.run_prefix(run_id) + f"catalogues/{path.name}"
+            data = path.read_bytes()
+            files[key] = _put_immutable(store, key, data)
+    positions = sorted({(r["glon"], r["glat"]) for r in rows})  # measurements have several rows per tile
+    return TaskCatalogue(rows=len(rows), files=files, glon=tuple(p[0] for p in positions), glat=tuple(p[1] for p in positions))
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def publish_run(night: str, run_id: str, manifest: dict[str, Any]) -> str:
+    """Write the run's manifest (once: a run is immutable), then point the night's ``LATEST.json`` at it."""
+    store = ObjectStore.from_env()
+    layout = NightLayout(store, night)
+    key = layout.manifest(run_id)
+    if not store.exists(key):  # the manifest is the run's completion mark: written last, never rewritten
+        store.put_bytes(key, json.dumps(manifest, indent=1, sort_keys=True).encode(), content_type="application/json")
+    latest = {"night": night, "run_id": run_id, "manifest": key}
+    store.put_bytes(layout.latest, json.dumps(latest, sort_keys=True).encode(), content_type="application/json")
+    return key
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def write_report(summary: NightSummary, sky: dict[str, tuple[tuple[float, ...], tuple[float, ...]]]) -> str:
+    """Store the HTML report of this attempt and publish the markdown as a Prefect artifact; return the HTML key."""
+    store = ObjectStore.from_env()
+    key = summary.report_key
+    store.put_bytes(key, render_html(summary, sky_plot_png(sky)).encode(), content_type="text/html")
+    create_markdown_artifact(render_markdown(summary), key=f"night-{summary.night}", description=f"Nightshift night {summary.night}")
+    return key
+
+
+# -- helpers of the flow ----------------------------------------------------------------------
+
+
+def _put_immutable(store: ObjectStore, key: str, data: bytes) -> str:
+    """Write ``data`` at ``key`` unless it is there already with the same bytes; return its SHA-256.
+
+    Raises
+    ------
+    RuntimeError
+        ``key`` holds other bytes: the outputs of a run are not reproducible, or someone wrote into a run.
+    """
+    digest = sha256_hex(data)
+    if store.size_of(key) is None:
+        store.put_bytes(key, data)
+    elif sha256_hex(store.get_bytes(key)) != digest:
+        raise RuntimeError(f"{key} exists with other content: runs are immutable and their outputs must be reproducible")
+    return digest
+
+
+def run_id_of(night: str, inputs: Sequence[IngestedInput], plans: Sequence[ServicePlan]) -> str:
+    """The run's id: a digest of everything its outputs depend on (inputs, models, parameters, code)."""
+    return content_digest({
+        "night": night,
+        "inputs": sorted(i.night_input.input_key for i in inputs),
+        "services": sorted((p.task, p.model_name, p.model_version, p.endpoint.duplicate_radius_arcsec) for p in plans),
+        "code": code_version(),
+    })
+
+
+def _outcome(future: PrefectFuture[Any]) -> tuple[Any, str]:
+    """(result, "") of a future once completed, or (None, the error) once failed."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result(), ""
+    return None, state.message or state.name
+
+
+def _task_batches(batches: list[list[tile_pb2.ImageTile]], tiles_per_task: int) -> list[list[list[tile_pb2.ImageTile]]]:
+    """Group call batches into tasks of about ``tiles_per_task`` tiles (at least one call each)."""
+    groups: list[list[list[tile_pb2.ImageTile]]] = [[]]
+    for batch in batches:
+        if groups[-1] and sum(map(len, groups[-1])) + len(batch) > tiles_per_task:
+            groups.append([])
+        groups[-1].append(batch)
+    return [g for g in groups if g]
+
+
+def _manifest(night: str, run_id: str, inputs: Sequence[IngestedInput], quarantined: Sequence[Rejection],
+              tasks: dict[str, list[ServicePlan]], catalogues: dict[str, TaskCatalogue], config: NightConfig,
+              timings: dict[str, float]) -> dict[str, Any]:
+    return {
+        "night": night,
+        "run_id": run_id,
+        "code_version": code_version(),
+        "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": {"tiles_per_task": config.tiles_per_task,
+                       "services": {e.name: e.model_dump(exclude={"target"}) for e in config.services}},
+        "inputs": [
+            {"name": i.night_input.name, "input_key": i.night_input.input_key,
+             "files": [dataclasses.asdict(f) for f in i.night_input.files], "tile_ids": sorted(t.tile_id for t in i.tiles)}
+            for i in inputs
+        ],
+        "quarantined": [{"name": r.name, "reason": r.reason, "files": [dataclasses.asdict(f) for f in r.files]} for r in quarantined],
+        "tasks": {
+            name: {"models": sorted({f"{p.model_name}:{p.model_version}" for p in plans}),
+                   "services": sorted(p.endpoint.name for p in plans),
+                   "rows": catalogues[name].rows, "catalogue": catalogues[name].files}
+            for name, plans in sorted(tasks.items())
+        },
+        "timings_s": timings,
+    }
+
+
+# -- the flow ---------------------------------------------------------------------------------
+
+
+@flow(name="nightshift-nightly", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def nightly(config: NightConfig, night: str = "") -> NightSummary:
+    """Process the night ``night`` (YYYY-MM-DD; default: today in UTC): ingest what arrived, run every science service that applies.
+
+    Returns the night's summary; raises :class:`NightIncomplete` (after writing the report) when a
+    task did not complete, so the flow run is marked failed and a later run resumes it.
+    """
+    night = night or time.strftime("%Y-%m-%d", time.gmtime())
+    store = ObjectStore.from_env()
+    layout = NightLayout(store, night)
+    attempt = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{str(flow_run.id or 'local')[:8]}"
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    night_inputs, rejections = discover_inputs(night, config)
+    quarantined = list(quarantine_rejections(night, rejections))
+    timings["discover"] = time.perf_counter() - started
+
+    stage = time.perf_counter()
+    report_progress("ingest", 0, len(night_inputs))
+    ingests = [ingest_input.submit(night, i, config) for i in night_inputs]
+    describes = {e.name: describe_service.submit(e) for e in config.services}
+    wait(ingests)
+    timings["ingest"] = time.perf_counter() - stage
+    ingested: list[IngestedInput] = []
+    failures: dict[str, str] = {}
+    for night_input, future in zip(night_inputs, ingests):
+        result, error = _outcome(future)
+        if error:
+            failures[f"ingest {night_input.name}"] = error
+        elif result.rejection is not None:
+            quarantined.append(result.rejection)
+        else:
+            ingested.append(result)
+
+    stage = time.perf_counter()
+    wait(list(describes.values()))
+    plans: list[ServicePlan] = []
+    skipped = dict(config.skipped_services)
+    for name, future in describes.items():
+        plan, error = _outcome(future)
+        if error:
+            failures[name] = f"Describe failed: {error}"
+        else:
+            plans.append(plan)
+    work: dict[str, list[tuple[ServicePlan, str, list[list[tile_pb2.ImageTile]]]]] = defaultdict(list)
+    submitted: dict[str, list[PrefectFuture[InferOutcome]]] = defaultdict(list)
+    for plan in plans:
+        per_input = [(i.night_input.input_key, call_batches(plan, i.tiles)) for i in ingested]
+        per_input = [(key, batches) for key, batches in per_input if batches]
+        if not per_input:
+            skipped[plan.endpoint.name] = f"no tile of the night fits it (it accepts {plan.describe_input()})"
+            continue
+        report_progress(f"infer {plan.endpoint.name}", 0, sum(len(b) for _, batches in per_input for b in batches))
+        for input_key, batches in per_input:
+            work[plan.task].append((plan, input_key, batches))
+            submitted[plan.task] += [infer_work.submit(night, plan, input_key, group)
+                                     for group in _task_batches(batches, config.tiles_per_task)]
+    tasks: dict[str, list[ServicePlan]] = defaultdict(list)
+    for plan, _, _ in (w for items in work.values() for w in items):
+        if plan not in tasks[plan.task]:
+            tasks[plan.task].append(plan)
+    calls: dict[str, int] = {}
+    for name, futures in submitted.items():
+        wait(futures)
+        outcomes = [_outcome(f) for f in futures]
+        calls[name] = sum(o.calls for o, error in outcomes if not error)
+        if errors := [error for _, error in outcomes if error]:
+            failures[name] = f"{len(errors)} of {len(futures)} work items failed; first: {errors[0]}"
+    timings["infer"] = time.perf_counter() - stage
+
+    complete = not failures
+    run_id = run_id_of(night, ingested, [p for plans_ in tasks.values() for p in plans_]) if complete else ""
+    catalogues: dict[str, TaskCatalogue] = {}
+    if complete:
+        stage = time.perf_counter()
+        futures = {name: write_catalogue.submit(night, run_id, name, items) for name, items in sorted(work.items())}
+        for name, future in futures.items():
+            catalogue, error = _outcome(future)
+            if error:
+                failures[name] = f"catalogue failed: {error}"
+            else:
+                catalogues[name] = catalogue
+        timings["catalogues"] = time.perf_counter() - stage
+        complete = not failures
+    if complete:
+        stage = time.perf_counter()
+        publish_run(night, run_id, _manifest(night, run_id, ingested, quarantined, tasks, catalogues, config, timings))
+        timings["publish"] = time.perf_counter() - stage
+    timings["total"] = time.perf_counter() - started
+
+    summary = NightSummary(
+        night=night, attempt=attempt, complete=complete, run_id=run_id if complete else "",
+        run_prefix=layout.run_prefix(run_id) if complete else "", report_key=layout.report(attempt),
+        inputs=tuple((i.night_input.name, len(i.tiles)) for i in ingested),
+        quarantined=tuple((r.name, r.reason) for r in quarantined),
+        skipped_services=tuple(sorted(skipped.items())),
+        tasks=tuple(
+            TaskSummary(
+                task=name, endpoints=tuple(p.endpoint.name for p in tasks[name]),
+                model=", ".join(sorted({f"{p.model_name}:{p.model_version}" for p in tasks[name]})),
+                tiles=sum(len(b) for _, _, batches in work[name] for b in batches),
+                rows=catalogues[name].rows if name in catalogues else 0, calls=calls.get(name, 0),
+                catalogue_keys=tuple(sorted(catalogues[name].files)) if name in catalogues else (),
+                error=failures.get(name, ""),
+            )
+            for name in sorted(tasks)
+        ) + tuple(TaskSummary(task=name, endpoints=(), model="", tiles=0, error=error)
+                  for name, error in sorted(failures.items()) if name not in tasks),
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+        code_version=code_version(),
+    )
+    sky = {name: (c.glon, c.glat) for name, c in catalogues.items()}
+    write_report(summary, sky)
+    print(f"night {night}: report at s3://{store.bucket}/{summary.report_key}")
+    if not complete:
+        raise NightIncomplete(f"night {night} incomplete: " + "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())))
+    return summary

@@ -1,0 +1,19 @@
+"""Local services as processes: started through their commands, health-checked, stopped."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nightshift.orchestration.launcher import LocalNight, ServiceCommand, tilestats_command
+
+
+def test_a_service_that_cannot_start_is_reported_and_a_good_one_serves_until_stopped(tmp_path: Path) -> None:
+    broken = ServiceCommand("broken", (sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"))
+    with LocalNight(tmp_path) as night:
+        night.start_s3()
+        failed = night.start_services([broken, tilestats_command("stats", ["g"])], timeout_s=60)
+        assert failed.keys() == {"broken"} and "status 3" in failed["broken"] and "no model here" in failed["broken"]
+        stats = night.services["stats"]
+        assert stats.request_count("Infer") == 0
+    assert stats.process.poll() is not None  # stopped with the night
