@@ -6,6 +6,4 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false TF_CPP_MIN_LOG_LEVEL=2 MPLBACKEND=Agg
-# Until the orchestration's nightly flow lands, the night is the foundation slice: simulated tiles
-# through a real S3 server and a real gRPC service, checked against their truth.
-exec .venv/bin/nightshift-core demo "$@"
+exec .venv/bin/nightshift night "$@"
