@@ -109,9 +109,9 @@ def test_repeated_content_addressed_put_writes_nothing(store: ObjectStore, monke
         raise AssertionError("a repeated content-addressed put must not write")
 
     monkeypatch.setattr(store, "put_bytes", refuse_write)
-    second = store.put_content_addressed(data)
+    second, written = store.ensure_content_addressed(data)
 
-    assert second == first
+    assert second == first and not written
     assert list(store.list_keys(store.key("cas"))) == [first.key]
 
 

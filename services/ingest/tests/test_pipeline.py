@@ -84,6 +84,8 @@ def test_fits_pixels_come_back_exactly_with_wcs_centre_and_provenance(store: Obj
     assert tile.provenance.source_uri == f"s3://{store.bucket}/{ref_a.key}"
     assert tile.provenance.source_sha256 == ref_a.sha256
     assert (tile.provenance.ingest_run_id, tile.provenance.software_version) == ("night", code_version())
+    assert [b.provenance.source_sha256 for b in tile.bands] == [ref_a.sha256, ref_b.sha256]
+    assert tile.bands[1].provenance.source_uri == f"s3://{store.bucket}/{ref_b.key}"
 
 
 def test_reingesting_writes_nothing_and_gives_identical_tiles(store: ObjectStore, field) -> None:

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -48,6 +48,7 @@ __all__ = [
     "TASK_SERVICE_NAME",
     "LIVENESS",
     "ServerOptions",
+    "ProgressStream",
     "Servable",
     "TaskServable",
     "Server",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_Event = TypeVar("_Event")
+_Result = TypeVar("_Result")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TASK_SERVICE_NAME = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
@@ -280,27 +283,49 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         if self._training.locked():
             raise ResourceExhausted(f"{self.model.task}: a training run is already in progress")
         async with self._training:
-            loop = asyncio.get_running_loop()
-            events: asyncio.Queue[task_service_pb2.TrainProgress] = asyncio.Queue()
-
-            def progress(event: task_service_pb2.TrainProgress) -> None:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-
-            run = asyncio.ensure_future(asyncio.to_thread(self.model.train, request, progress))
-            while True:
-                next_event = asyncio.ensure_future(events.get())
-                await asyncio.wait({run, next_event}, return_when=asyncio.FIRST_COMPLETED)
-                if next_event.done():
-                    yield task_service_pb2.TrainResponse(progress=next_event.result())
-                    continue
-                next_event.cancel()
-                while not events.empty():
-                    yield task_service_pb2.TrainResponse(progress=events.get_nowait())
-                yield task_service_pb2.TrainResponse(registered=run.result())
-                return
+            run = ProgressStream(lambda report: self.model.train(request, report))
+            async for event in run:
+                yield task_service_pb2.TrainResponse(progress=event)
+            yield task_service_pb2.TrainResponse(registered=run.result)
 
     async def Evaluate(self, request: task_service_pb2.EvaluateRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.EvaluateResponse:
         return await asyncio.to_thread(self.model.evaluate, request)
+
+
+class ProgressStream(Generic[_Event, _Result]):
+    """Run blocking ``work(report)`` in a worker thread and iterate the events it reports, as they come.
+
+    After the iteration ends, ``result`` holds what ``work`` returned; if ``work`` raised, the
+    iteration re-raises it after yielding the events reported before the failure.
+
+    >>> stream = ProgressStream(lambda report: model.train(request, report))
+    >>> async for event in stream:
+    ...     yield TrainResponse(progress=event)
+    >>> yield TrainResponse(registered=stream.result)
+    """
+
+    def __init__(self, work: Callable[[Callable[[_Event], None]], _Result]) -> None:
+        self._work = work
+        self.result: _Result
+
+    async def __aiter__(self) -> AsyncIterator[_Event]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[_Event] = asyncio.Queue()
+
+        def report(event: _Event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        run = asyncio.ensure_future(asyncio.to_thread(self._work, report))
+        while not run.done():
+            next_event = asyncio.ensure_future(events.get())
+            await asyncio.wait({run, next_event}, return_when=asyncio.FIRST_COMPLETED)
+            if next_event.done():
+                yield next_event.result()
+            else:
+                next_event.cancel()
+        while not events.empty():
+            yield events.get_nowait()
+        self.result = run.result()
 
 
 class Servable(abc.ABC):

@@ -209,11 +209,15 @@ class ObjectStore:
 
         The key is ``<prefix>/cas/<namespace>/<sha[:2]>/<sha>``.
         """
+        return self.ensure_content_addressed(data, namespace=namespace)[0]
+
+    def ensure_content_addressed(self, data: bytes, *, namespace: str = "blobs") -> tuple[tile_pb2.ObjectRef, bool]:
+        """:meth:`put_content_addressed`, also saying whether it wrote (False: already stored)."""
         digest = sha256_hex(data)
         key = self.key("cas", namespace, digest[:2], digest)
         if self.size_of(key) == len(data):
-            return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest)
-        return self.put_bytes(key, data)
+            return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest), False
+        return self.put_bytes(key, data), True
 
     def put_file(self, key: str, path: str | Path, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
         """Upload the file at ``path`` to ``key`` (multipart when large) and return a reference."""

@@ -143,7 +143,7 @@ class IngestProgress(_message.Message):
     tiles_done: _builtins.int
     """Tiles written or found already written."""
     tiles_total: _builtins.int
-    """Tiles planned."""
+    """Windows or patches planned; those without usable pixels are skipped, so the final count may be lower."""
     message: _builtins.str
     """Human-readable status line."""
     def __init__(
@@ -452,3 +452,27 @@ class ListTilesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTilesResponse: _TypeAlias = ListTilesResponse  # noqa: Y015
+
+@_typing.final
+class TileIndex(_message.Message):
+    """The tiles of one ingested input, as stored at IngestSummary.index_key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tiles(self) -> _containers.RepeatedCompositeFieldContainer[_tile_pb2.ImageTile]:
+        """Tiles in ingest order, pixels by object-store reference."""
+
+    def __init__(
+        self,
+        *,
+        tiles: _abc.Iterable[_tile_pb2.ImageTile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tiles", b"tiles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TileIndex: _TypeAlias = TileIndex  # noqa: Y015

@@ -226,22 +226,28 @@ class Band(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     WAVELENGTH_UM_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Band name as the service expects it, e.g. "irac4", "mips24", "hfi_143", "g"."""
     wavelength_um: _builtins.float
     """Effective wavelength in micrometres (a 143 GHz band is 2096 um)."""
     unit: _builtins.str
     """Unit of the pixel values, e.g. "MJy/sr", "K_CMB", "cm-2", "adu"."""
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """Origin of this band's pixels, when the bands of a tile come from separate files."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         wavelength_um: _builtins.float = ...,
         unit: _builtins.str = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "unit", b"unit", "wavelength_um", b"wavelength_um"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "provenance", b"provenance", "unit", b"unit", "wavelength_um", b"wavelength_um"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -411,7 +417,7 @@ class ImageTile(_message.Message):
 
     @_builtins.property
     def provenance(self) -> Global___Provenance:
-        """Origin of the tile."""
+        """Origin of the tile (of its reference band when bands come from separate files)."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:

@@ -4,7 +4,7 @@
 
     raw/<night>/<survey>/<field>/<band>.fits          what arrived (written by the survey's transfer)
     quarantine/<night>/<input_key>/                   malformed inputs: copies and reason.json
-    work/ingest/<input_key>.pb                        the tiles of an ingested input (ListTilesResponse)
+    work/ingest/<input_key>.pb                        the tiles of an ingested input (TileIndex)
     work/infer/<task>/<model>/<version>/<input_key>/<batch>.pb
                                                       one Infer call's results (InferResponse)
     runs/<night>/<run_id>/                            a completed run: catalogues/ and manifest.json

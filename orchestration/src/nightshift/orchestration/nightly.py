@@ -110,7 +110,7 @@ def ingest_input(night: str, night_input: NightInput, config: NightConfig) -> In
         report_progress("ingest", 1, 0)
         return IngestedInput(night_input, (), earlier)
     try:
-        tiles = ingest_service_pb2.ListTilesResponse.FromString(store.get_bytes(record)).tiles
+        tiles = ingest_service_pb2.TileIndex.FromString(store.get_bytes(record)).tiles
         logger.info("%s: %d tiles already ingested", night_input.name, len(tiles))
         report_progress("ingest", 1, 0)
         return IngestedInput(night_input, tuple(tiles))
@@ -131,7 +131,7 @@ def ingest_input(night: str, night_input: NightInput, config: NightConfig) -> In
         tiles = client.list_tiles(ingest_run_id(night, night_input))
     if len(tiles) != summary.tile_count:
         raise RuntimeError(f"{night_input.name}: ingest reported {summary.tile_count} tiles, ListTiles gave {len(tiles)}")
-    store.put_bytes(record, ingest_service_pb2.ListTilesResponse(tiles=tiles).SerializeToString(deterministic=True))
+    store.put_bytes(record, ingest_service_pb2.TileIndex(tiles=tiles).SerializeToString(deterministic=True))
     logger.info("%s: ingested %d tiles (%d bytes written)", night_input.name, len(tiles), summary.bytes_written)
     report_progress("ingest", 1, 0)
     return IngestedInput(night_input, tuple(tiles))

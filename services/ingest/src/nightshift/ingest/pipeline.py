@@ -148,8 +148,8 @@ def ingest_fits(
 
     Every band is resampled onto the reference band's grid, cut into the tiling's windows (each
     size in turn), and stored; windows without a usable pixel are skipped. A band's unit, when
-    the request leaves it empty, is the file's ``BUNIT``. Tiles carry the reference band's file as
-    their provenance and the labels ``window_px``, ``x_px`` and ``y_px`` (the window's first pixel
+    the request leaves it empty, is the file's ``BUNIT``. Each band carries its own file as its
+    provenance, the tile the reference band's; tiles carry the labels ``window_px``, ``x_px`` and ``y_px`` (the window's first pixel
     in the reference grid).
 
     Raises
@@ -171,8 +171,11 @@ def ingest_fits(
     tiling = request.tiling
     windows = plan_windows(cube.shape[1:], tiling, what=images[reference].what)
     _progress(progress, 0, len(windows), f"{len(windows)} windows planned over {cube.shape[2]} x {cube.shape[1]} px")
-    bands = [tile_pb2.Band(name=b.band.name, wavelength_um=b.band.wavelength_um, unit=b.band.unit or image.unit)
-             for b, image in zip(request.bands, images)]
+    bands = [
+        tile_pb2.Band(name=b.band.name, wavelength_um=b.band.wavelength_um, unit=b.band.unit or image.unit,
+                      provenance=_provenance(f, request.run_id))
+        for b, image, f in zip(request.bands, images, sources)
+    ]
     input_id = stable_tile_id(
         TILING_SCHEME, "fits", request.survey, request.field,
         *((b.band.name, f.sha256, b.hdu) for b, f in zip(request.bands, sources)),
@@ -251,7 +254,11 @@ def ingest_healpix(
     frame = resolve_frame(tiling.frame, maps.coordsys, what=first_uri)
     grid = patch_grid(tiling)
     _progress(progress, 0, len(grid), f"{len(grid)} patches planned over nside {maps.nside}")
-    bands = [b.band for b in request.bands]
+    bands = [
+        tile_pb2.Band(name=b.band.name, wavelength_um=b.band.wavelength_um, unit=b.band.unit,
+                      provenance=_provenance(files[source_uri(b.source)], request.run_id))
+        for b in request.bands
+    ]
     input_id = stable_tile_id(
         TILING_SCHEME, "healpix", request.survey, request.field,
         *((b.band.name, files[source_uri(b.source)].sha256, b.field_index) for b in request.bands),

@@ -14,7 +14,7 @@ from typing import TypeVar
 import grpc
 
 from nightshift.core.metrics import ServiceMetrics
-from nightshift.core.server import Servable, ServerOptions
+from nightshift.core.server import ProgressStream, Servable, ServerOptions
 from nightshift.core.store import ObjectStore
 from nightshift.ingest.config import FitsIngest, HealpixIngest
 from nightshift.ingest.pipeline import ProgressCallback, ingest_fits, ingest_healpix
@@ -39,25 +39,11 @@ class _IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
         response: type[_Response],
     ) -> AsyncIterator[_Response]:
         """Run ``work`` in a thread; yield each progress event as it comes, then the summary."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[ingest_service_pb2.IngestProgress] = asyncio.Queue()
-
-        def progress(event: ingest_service_pb2.IngestProgress) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
         async with self._slots:
-            run = asyncio.ensure_future(asyncio.to_thread(work, progress))
-            while not run.done():
-                next_event = asyncio.ensure_future(events.get())
-                await asyncio.wait({run, next_event}, return_when=asyncio.FIRST_COMPLETED)
-                if next_event.done():
-                    yield response(progress=next_event.result())
-                else:
-                    next_event.cancel()
-            summary = run.result()  # raises the ingest's error, after the progress before it
-        while not events.empty():
-            yield response(progress=events.get_nowait())
-        yield response(summary=summary)
+            run = ProgressStream(work)
+            async for event in run:
+                yield response(progress=event)
+        yield response(summary=run.result)
 
     async def IngestFits(
         self, request: ingest_service_pb2.IngestFitsRequest, context: grpc.aio.ServicerContext

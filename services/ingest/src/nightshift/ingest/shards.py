@@ -1,8 +1,8 @@
 """Tile pixels packed into few-MB shard objects, content-addressed, each tile naming its byte range.
 
 A shard is the concatenation of its tiles' pixel bytes (C order, little-endian: the codec's
-layout), stored at ``<prefix>/ingest/shards/<sha[:2]>/<sha>`` where ``sha`` is the SHA-256 of the
-whole shard. Each tile's ``pixels.object_ref`` names the shard key, the tile's byte offset and
+layout), stored content-addressed at ``<prefix>/cas/shards/<sha[:2]>/<sha>`` where ``sha`` is the SHA-256
+of the whole shard. Each tile's ``pixels.object_ref`` names the shard key, the tile's byte offset and
 size, and the SHA-256 of its own bytes, so ``nightshift.core.codec.decode_array`` reads exactly
 that range and verifies it. The same tiles in the same order give the same shards, so a repeated
 ingest finds every shard already stored and writes nothing.
@@ -68,11 +68,9 @@ class ShardWriter:
         if not self._pending:
             return []
         shard = b"".join(data for _, data in self._pending)
-        digest = sha256_hex(shard)
-        key = self.store.key("ingest", "shards", digest[:2], digest)
-        if self.store.size_of(key) != len(shard):
-            self.store.put_bytes(key, shard)
-            self.bytes_written += len(shard)
+        ref, written = self.store.ensure_content_addressed(shard, namespace="shards")
+        key = ref.key
+        self.bytes_written += len(shard) if written else 0
         self.shard_keys.append(key)
         tiles, offset = [], 0
         for tile, data in self._pending:

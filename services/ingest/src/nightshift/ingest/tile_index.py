@@ -3,7 +3,7 @@
 An ingest writes its shards first and its index last, so an index only ever references shards
 that exist. The index of one input is one object,
 ``<prefix>/ingest/runs/<run_id>/index/<survey>/<field>/<input_id>.pb``, holding every
-``ImageTile`` of that input as a serialised ``ListTilesResponse`` (the contract's list of tiles).
+``ImageTile`` of that input as a serialised ``TileIndex``.
 ``input_id`` is derived from the sources' checksums and the tiling parameters, so the same input
 ingested again in the same run rewrites nothing, while another tiling of it adds a second index.
 """
@@ -36,7 +36,7 @@ def index_key(store: ObjectStore, *, run_id: str, survey: str, field: str, input
 
 def write_index(store: ObjectStore, key: str, tiles: Sequence[tile_pb2.ImageTile]) -> int:
     """Write the index of ``tiles`` at ``key``; returns the bytes written (0 if the same index is stored)."""
-    data = ingest_service_pb2.ListTilesResponse(tiles=tiles).SerializeToString(deterministic=True)
+    data = ingest_service_pb2.TileIndex(tiles=tiles).SerializeToString(deterministic=True)
     if store.size_of(key) == len(data) and store.get_bytes(key) == data:
         return 0
     store.put_bytes(key, data, content_type="application/x-protobuf")
@@ -45,7 +45,7 @@ def write_index(store: ObjectStore, key: str, tiles: Sequence[tile_pb2.ImageTile
 
 def read_index(store: ObjectStore, key: str) -> list[tile_pb2.ImageTile]:
     """The tiles of the index at ``key``, in ingest order."""
-    return list(ingest_service_pb2.ListTilesResponse.FromString(store.get_bytes(key)).tiles)
+    return list(ingest_service_pb2.TileIndex.FromString(store.get_bytes(key)).tiles)
 
 
 def _encode_token(key: str, position: int) -> str:
