@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.core.errors import InvalidInput, NotFound
-from nightshift.core.registry import ModelRegistry, RegisteredModel
+from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
+from nightshift.core.registry import ModelRegistry, RegisteredModel, resolve_checkpoint
 from nightshift.core.store import ObjectStore, sha256_hex
 
 WEIGHTS = {"model.safetensors": b"weights v1", "config.json": b'{"layers": 3}'}
@@ -219,3 +219,41 @@ def test_promote_moves_latest_to_the_version_named(store: ObjectStore) -> None:
     assert len(registry.versions()) == 2
     with pytest.raises(NotFound, match="no model version '9'"):
         registry.promote("9")
+
+
+def _bundle(tmp_path: Path, content: bytes = b'{"w": 1}') -> Path:
+    weights = tmp_path / "bundle" / "toy-model.safetensors"
+    weights.parent.mkdir(exist_ok=True)
+    weights.write_bytes(content)
+    weights.with_suffix(".json").write_text(json.dumps(
+        {"name": "toy-model", "metrics": {"dice": 0.8}, "config": {"depth": 3}, "data_seed": 5}))
+    return weights
+
+
+def test_resolve_checkpoint_without_a_store_serves_the_bundled_model(tmp_path: Path) -> None:
+    weights = _bundle(tmp_path)
+    served = resolve_checkpoint("toy", weights, store=None, cache_dir=tmp_path / "cache")
+    assert served.weights == weights and served.config == {"depth": 3} and served.metrics == {"dice": 0.8}
+    assert (served.ref.name, served.ref.version) == ("toy-model", "bundled")
+
+
+def test_resolve_checkpoint_registers_the_bundle_then_serves_the_pinned_or_latest(store: ObjectStore, tmp_path: Path, monkeypatch) -> None:
+    weights = _bundle(tmp_path)
+    first = resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache")
+    assert first.ref.version == "1" and first.weights.read_bytes() == weights.read_bytes()
+    registry = ModelRegistry(store, "toy")
+    registry.register({"toy-model.safetensors": b"retrained"}, name="toy-model", metrics={"dice": 0.9},
+                      config={"depth": 4}, data_seed=6)
+    latest = resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache")
+    assert latest.ref.version == "2" and latest.weights.read_bytes() == b"retrained" and latest.config == {"depth": 4}
+    monkeypatch.setenv("NIGHTSHIFT_MODEL_VERSION", "1")
+    assert resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache").ref.version == "1"
+    assert resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache", version="2").ref.version == "2"
+    with pytest.raises(NotFound, match="no model version '7'"):
+        resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache", version="7")
+
+
+def test_resolve_checkpoint_needs_a_file_of_the_bundled_format(store: ObjectStore, tmp_path: Path) -> None:
+    ModelRegistry(store, "toy").register({"other.json": b"{}"}, name="x", metrics={}, config={}, data_seed=0)
+    with pytest.raises(FailedPrecondition, match=r"expected one \.safetensors file"):
+        resolve_checkpoint("toy", _bundle(tmp_path), store=store, cache_dir=tmp_path / "cache", version="1")

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,12 +27,12 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from nightshift.core.errors import InvalidInput, NotFound, ObjectNotFound
+from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound, ObjectNotFound
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES"]
+__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "resolve_checkpoint"]
 
 SAFE_SUFFIXES = (".safetensors", ".keras", ".json", ".npz", ".pt")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -235,3 +236,50 @@ class ModelRegistry:
             )
             path.write_bytes(self.store.get_bytes(ref))
         return target
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedCheckpoint:
+    """The checkpoint a service serves: the weights file to load, its training config and metrics, its reference."""
+
+    weights: Path
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    ref: results_pb2.ModelRef
+
+
+def resolve_checkpoint(
+    task: str,
+    bundled_weights: Path,
+    *,
+    store: ObjectStore | None,
+    cache_dir: str | Path,
+    version: str | None = None,
+) -> ServedCheckpoint:
+    """The checkpoint a service loads at start-up.
+
+    Without a store, the model shipped in the package (``bundled_weights`` and its JSON card beside
+    it, same stem), reported as version ``"bundled"``. With a store, the shipped model is registered
+    first (it becomes ``LATEST`` only in an empty registry), then the pinned version is fetched:
+    ``version``, else ``NIGHTSHIFT_MODEL_VERSION``, else ``LATEST``.
+
+    Raises
+    ------
+    NotFound
+        The pinned version does not exist.
+    FailedPrecondition
+        The version holds no file of the bundled weights' format.
+    """
+    card_path = bundled_weights.with_suffix(".json")
+    if store is None:
+        card = json.loads(card_path.read_text())
+        return ServedCheckpoint(bundled_weights, card["config"], card["metrics"],
+                                results_pb2.ModelRef(name=card["name"], version="bundled"))
+    registry = ModelRegistry(store, task)
+    registry.ensure_bundled(bundled_weights, card_path)
+    model = registry.get(os.environ.get("NIGHTSHIFT_MODEL_VERSION", "") if version is None else version)
+    suffix = "".join(bundled_weights.suffixes)
+    weights = [name for name in model.files if name.endswith(suffix)]
+    if len(weights) != 1:
+        raise FailedPrecondition(f"{task} model version {model.version} holds {sorted(model.files)}: expected one {suffix} file")
+    return ServedCheckpoint(registry.fetch(model, cache_dir) / weights[0], model.config, model.metrics, model.ref())
