@@ -1,0 +1,278 @@
+"""``nightshift-inclination``: simulate, train, evaluate, measure files, serve and benchmark.
+
+    nightshift-inclination synth --galaxies 200 --out sims/          simulated tiles + truth (+ FITS with --fits)
+    nightshift-inclination train --preset default --seed 0 --ship    train; --ship replaces the bundled model
+    nightshift-inclination evaluate                                  score the bundled model on held-out galaxies
+    nightshift-inclination infer galaxy1.fits galaxy2.fits           measure FITS cut-outs, write a catalogue
+    nightshift-inclination serve                                     the gRPC service (store from NIGHTSHIFT_S3_*)
+    nightshift-inclination bench                                     service vs bare-model throughput
+
+TensorFlow is imported only by the commands that need it, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nightshift.inclination.config import PRESETS, build_config
+from nightshift.inclination.simulate import BANDS, WAVELENGTH_UM, stack_truth
+
+__all__ = ["main"]
+
+FITS_UNIT = "nanomaggy"
+
+
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected NAME=JSON_VALUE, e.g. epochs=20 or filters=[16,32]")
+        values[name] = json.loads(value)
+    return values
+
+
+def _wcs_header(size: int, ra_deg: float, dec_deg: float, pixel_scale_arcsec: float):
+    """A TAN WCS centred on the tile, north up and east left."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    wcs.wcs.crval = [ra_deg, dec_deg]
+    wcs.wcs.cdelt = [-pixel_scale_arcsec / 3600, pixel_scale_arcsec / 3600]
+    return wcs.to_header()
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from nightshift.inclination.train import simulate_split
+
+    config = build_config(preset=args.preset)
+    galaxies = simulate_split(config, seed=args.seed, split=args.split, galaxies=args.galaxies)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = stack_truth(galaxies.parameters)
+    np.savez_compressed(out / "galaxies.npz", images=galaxies.images, bands=np.array(BANDS), **truth)
+    from astropy.table import Table
+
+    Table(truth).write(out / "truth.csv", format="ascii.ecsv", delimiter=",", overwrite=True)
+    if args.fits:
+        from astropy.io import fits
+
+        rng = np.random.default_rng([args.seed, 99])
+        for k, (image, p) in enumerate(zip(galaxies.images, galaxies.parameters)):
+            header = _wcs_header(config.image_size, rng.uniform(0, 360), np.degrees(np.arcsin(rng.uniform(-1, 1))), p.pixel_scale_arcsec)
+            header["BUNIT"] = FITS_UNIT
+            header["BANDS"] = ",".join(BANDS)
+            fits.PrimaryHDU(image, header=header).writeto(out / f"galaxy-{k:05d}.fits", overwrite=True)
+    print(json.dumps({"galaxies": len(galaxies), "out": str(out), "labels": {l: int((galaxies.labels == l).sum()) for l in set(galaxies.labels)}}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nightshift.inclination.servicer import BUNDLED_CARD, BUNDLED_WEIGHTS
+    from nightshift.inclination.train import train
+
+    config = build_config(preset=args.preset, **_overrides(args.set))
+    registry = None
+    if args.register:
+        from nightshift.core.registry import ModelRegistry
+        from nightshift.core.store import ObjectStore
+
+        registry = ModelRegistry(ObjectStore.from_env(), "inclination")
+    result = train(config, seed=args.seed, output_dir=args.out, registry=registry)
+    if args.ship:
+        shutil.copyfile(result.weights, BUNDLED_WEIGHTS)
+        shutil.copyfile(result.card, BUNDLED_CARD)
+    print(json.dumps({"weights": str(result.weights), "card": str(result.card), "shipped": args.ship,
+                      "registered": result.registered.version if result.registered else None, **result.metrics}, sort_keys=True))
+    return 0
+
+
+def _predictor(args: argparse.Namespace):
+    from nightshift.inclination.infer import Predictor
+    from nightshift.inclination.servicer import BUNDLED_CARD, BUNDLED_WEIGHTS
+
+    weights = Path(args.weights) if args.weights else BUNDLED_WEIGHTS
+    card = Path(args.card) if args.card else weights.with_suffix(".json") if args.weights else BUNDLED_CARD
+    return Predictor.from_files(weights, card), str(weights) if args.weights else f"bundled:{weights.name}"
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nightshift.inclination.evaluate import evaluate_estimates, write_report
+    from nightshift.inclination.train import simulate_split
+
+    started = time.perf_counter()
+    predictor, model_name = _predictor(args)
+    config = predictor.config
+    galaxies = simulate_split(config, seed=args.seed, split="test", galaxies=args.galaxies or config.test_galaxies)
+    estimates = predictor.measure(galaxies.images)
+    result = evaluate_estimates(galaxies, predicted_deg=estimates.inclination_deg, uncertainty_deg=estimates.uncertainty_deg,
+                                reject_probability=estimates.reject_probability)
+    context = {"model": model_name, "dataset": "simulated-test", "seed": args.seed, "galaxies": len(galaxies),
+               "image_size": config.image_size, "augmented_copies": config.augmented_copies, "ensemble_size": config.ensemble_size,
+               "seed_published": {"rms_deg": 3.09, "mae_deg": 2.12, "best_single_rms_deg": 3.34},
+               "wall_s": round(time.perf_counter() - started, 1)}
+    figures = write_report(result, args.out, context=context,
+                           title=f"{len(galaxies)} held-out simulated galaxies ({config.image_size}x{config.image_size}, seed {args.seed})")
+    print(json.dumps(figures, sort_keys=True, default=float))
+    return 0
+
+
+def _read_fits(path: Path, size: int) -> tuple[np.ndarray, str, int]:
+    """A g, r, i tile resampled to (3, size, size), its WCS header and its native size, from a FITS
+    (3, H, W) cube or three extensions named G, R, I."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from nightshift.inclination.preprocess import resample
+
+    with fits.open(path) as hdus:
+        named = {h.name.lower(): h for h in hdus if h.data is not None}
+        if all(b in named for b in BANDS):
+            cube, header = np.stack([named[b].data for b in BANDS]), named["r"].header
+        elif hdus[0].data is not None and hdus[0].data.ndim == 3 and hdus[0].data.shape[0] == 3:
+            cube, header = hdus[0].data, hdus[0].header
+        else:
+            raise SystemExit(f"{path}: expected a (3, H, W) g, r, i cube in the primary HDU or extensions named G, R, I")
+        cube = np.asarray(cube, dtype=np.float32)
+        if cube.shape[1] != cube.shape[2]:
+            raise SystemExit(f"{path}: a {cube.shape[1]}x{cube.shape[2]} cut-out; expected a square one centred on the galaxy")
+        wcs = WCS(header, naxis=2)
+    wcs_header = wcs.celestial.to_header().tostring() if wcs.has_celestial else ""
+    return resample(cube[None], size)[0], wcs_header, cube.shape[-1]
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from nightshift.inclination.infer import merge_duplicates, tile_centre_sky, write_measurements
+
+    predictor, model_name = _predictor(args)
+    size = predictor.config.image_size
+    paths = [Path(p) for p in args.files]
+    tiles = [_read_fits(p, size) for p in paths]
+    estimates = predictor.measure(np.stack([t[0] for t in tiles]) if tiles else np.zeros((0, 3, size, size), np.float32))
+    rows = []
+    for k, (path, (_, header, native_size)) in enumerate(zip(paths, tiles)):
+        sky = tile_centre_sky(header, native_size)
+        if sky is None:
+            print(f"{path}: no celestial WCS; its row has NaN coordinates", file=sys.stderr)
+        rows.append({"name": path.stem, "ra": sky[0] if sky else float("nan"), "dec": sky[1] if sky else float("nan"),
+                     "inclination": float(estimates.inclination_deg[k]), "inclination_err": float(estimates.uncertainty_deg[k]),
+                     "reject_probability": float(estimates.reject_probability[k]), "n_tiles": 1})
+    located = [r for r in rows if np.isfinite(r["ra"])]
+    merged = merge_duplicates(located, radius_arcsec=args.merge_radius_arcsec) + [r for r in rows if not np.isfinite(r["ra"])]
+    files = write_measurements(merged, args.out, model=model_name)
+    print(json.dumps({"tiles": len(rows), "galaxies": len(merged), "files": [str(f) for f in files]}))
+    return 0
+
+
+def _model_from_env():
+    from nightshift.core.store import ObjectStore
+    from nightshift.inclination.servicer import InclinationModel
+
+    try:
+        store = ObjectStore.from_env()
+    except ValueError:  # no store configured: serve the bundled model
+        store = None
+    return InclinationModel(store=store), store
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nightshift.core.logs import configure_logging
+    from nightshift.core.server import ServerOptions, run
+
+    configure_logging("inclination")
+    model, store = _model_from_env()
+    run(model, store=store, options=ServerOptions.from_env(port=args.port))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from nightshift.core import bench
+    from nightshift.core.s3server import start_local_s3
+    from nightshift.core.tiles import make_tile
+    from nightshift.inclination.model import configure_devices
+    from nightshift.inclination.servicer import InclinationModel
+    from nightshift.inclination.train import simulate_split
+    from nightshift.v1 import tile_pb2
+
+    device = configure_devices()
+    bands = [tile_pb2.Band(name=b, wavelength_um=WAVELENGTH_UM[b], unit=FITS_UNIT) for b in BANDS]
+    with start_local_s3("rclone") as s3:
+        store = s3.store()
+        model = InclinationModel(store=store)
+        galaxies = simulate_split(build_config(preset="default", image_size=model.spec.height), seed=args.seed, split="bench",
+                                  galaxies=args.tiles)
+        tiles = [make_tile(image, bands=bands, survey="simulated", field=f"bench-{k:05d}", store=store, inline_limit_bytes=0)
+                 for k, image in enumerate(galaxies.images)]
+        figures = bench.benchmark_service(model, tiles, store=store, batch_size=args.batch_size, device=device)
+    bench.report(figures, args.out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nightshift-inclination", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write simulated galaxies with their truth")
+    synth.add_argument("--preset", choices=sorted(PRESETS), default="default", help="configuration giving the image size")
+    synth.add_argument("--galaxies", type=int, default=100, help="number of galaxies (default 100)")
+    synth.add_argument("--split", choices=("train", "validation", "test", "bench"), default="test", help="random stream of the seed")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--fits", action="store_true", help="also write one FITS cube (g, r, i) with a TAN WCS per galaxy")
+    synth.add_argument("--out", default="inclination-sims", help="output directory")
+    synth.set_defaults(run=_synth)
+
+    train = commands.add_parser("train", help="train on simulated galaxies")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    train.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and augmentation")
+    train.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="override a config field (repeatable)")
+    train.add_argument("--out", default="inclination-model", help="directory for the model, its card and checkpoints (resumes)")
+    train.add_argument("--register", action="store_true", help="register in the object store of NIGHTSHIFT_S3_*")
+    train.add_argument("--ship", action="store_true", help="replace the model bundled in the package")
+    train.set_defaults(run=_train)
+
+    for name, run, text in (("evaluate", _evaluate, "score a model on held-out simulated galaxies"),
+                            ("infer", _infer, "measure FITS cut-outs and write a catalogue")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--weights", help="model file (default: the bundled model)")
+        command.add_argument("--card", help="its JSON card (default: beside the weights)")
+        command.set_defaults(run=run)
+        if name == "evaluate":
+            from nightshift.inclination.evaluate import HELD_OUT_SEED
+
+            command.add_argument("--galaxies", type=int, help="held-out galaxies (default: the model's test_galaxies)")
+            command.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"held-out seed (default {HELD_OUT_SEED})")
+            command.add_argument("--out", default="inclination-evaluation", help="directory for evaluation.json and residuals.png")
+        else:
+            command.add_argument("files", nargs="*", help="FITS files: a (3, H, W) g, r, i cube or extensions G, R, I")
+            command.add_argument("--merge-radius-arcsec", type=float, default=5.0, help="tiles closer than this are one galaxy")
+            command.add_argument("--out", default="inclination-catalogue", help="catalogue path without suffix")
+
+    serve = commands.add_parser("serve", help="run the gRPC service")
+    serve.add_argument("--port", type=int, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
+    serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser("bench", help="service vs bare-model throughput over gRPC with tiles by reference")
+    bench.add_argument("--tiles", type=int, default=256)
+    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", default="inclination-bench.json", help="JSON file for the figures")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
