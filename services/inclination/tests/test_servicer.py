@@ -63,7 +63,8 @@ def test_health_is_serving(served) -> None:
 
 def test_infer_by_reference_returns_one_inclination_measurement_per_tile(served, store: ObjectStore, galaxies) -> None:
     model, client = served
-    tiles = [make_tile(image, bands=BAND_MESSAGES, survey="simulated", field=f"g{k}", store=store, inline_limit_bytes=0)
+    tiles = [make_tile(image, bands=BAND_MESSAGES, survey="simulated", field=f"g{k}", store=store, inline_limit_bytes=0,
+                       center=tile_pb2.SkyPosition(lon_deg=150.0 + k, lat_deg=2.0, frame=tile_pb2.SKY_FRAME_ICRS))
              for k, image in enumerate(galaxies.images)]
     assert all(t.pixels.WhichOneof("storage") == "object_ref" for t in tiles)
     response = client.infer(tiles)
@@ -75,6 +76,7 @@ def test_infer_by_reference_returns_one_inclination_measurement_per_tile(served,
         assert measurement.value == pytest.approx(expected.inclination_deg[k], abs=1e-4)
         assert measurement.uncertainty > 0 and 0 <= measurement.reject_probability <= 1
         assert measurement.model.version == response.model.version
+        assert measurement.sky == tiles[k].center
     assert client.infer([]).results == []
 
 

@@ -316,6 +316,7 @@ class Measurement(_message.Message):
     UNCERTAINTY_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     REJECT_PROBABILITY_FIELD_NUMBER: _builtins.int
+    SKY_FIELD_NUMBER: _builtins.int
     tile_id: _builtins.str
     """Tile measured."""
     quantity: _builtins.str
@@ -332,6 +333,10 @@ class Measurement(_message.Message):
     def model(self) -> Global___ModelRef:
         """Model that measured it."""
 
+    @_builtins.property
+    def sky(self) -> _tile_pb2.SkyPosition:
+        """Sky position of what was measured (e.g. the galaxy at the tile centre), from the tile's WCS."""
+
     def __init__(
         self,
         *,
@@ -342,10 +347,11 @@ class Measurement(_message.Message):
         uncertainty: _builtins.float = ...,
         unit: _builtins.str = ...,
         reject_probability: _builtins.float = ...,
+        sky: _tile_pb2.SkyPosition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "sky", b"sky"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "quantity", b"quantity", "reject_probability", b"reject_probability", "tile_id", b"tile_id", "uncertainty", b"uncertainty", "unit", b"unit", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "quantity", b"quantity", "reject_probability", b"reject_probability", "sky", b"sky", "tile_id", b"tile_id", "uncertainty", b"uncertainty", "unit", b"unit", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

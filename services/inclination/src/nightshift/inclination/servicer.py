@@ -103,7 +103,7 @@ class InclinationModel(TaskModel):
             results_pb2.TileResult(tile_id=tile.tile_id, measurements=[results_pb2.Measurement(
                 tile_id=tile.tile_id, model=model, quantity="inclination", unit="deg",
                 value=float(estimates.inclination_deg[k]), uncertainty=float(estimates.uncertainty_deg[k]),
-                reject_probability=float(estimates.reject_probability[k]),
+                reject_probability=float(estimates.reject_probability[k]), sky=tile.message.center,
             )])
             for k, tile in enumerate(tiles)
         ]
