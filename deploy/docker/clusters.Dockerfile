@@ -2,25 +2,22 @@
 # nightshift-clusters: galaxy clusters (Keras U-Net).
 # GPU-capable: tensorflow[and-cuda] brings the CUDA runtime and cuDNN as wheels; the NVIDIA container
 # toolkit mounts the driver (NVIDIA_* below), so the base needs no CUDA. A smaller CPU-only image:
-# --build-arg TENSORFLOW=tensorflow-cpu==2.21.0. The service code enables GPU memory growth.
+# --build-arg TENSORFLOW_BUILD=cpu. The service code enables GPU memory growth.
 # Build from the repository root (README: deploy/k8s/README.md):
 #   docker build -f deploy/docker/clusters.Dockerfile -t REGISTRY/nightshift-clusters:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ARG TENSORFLOW="tensorflow[and-cuda]==2.21.0"
+# The service's extra that chooses the TensorFlow build: gpu (tensorflow[and-cuda]) or cpu (tensorflow-cpu).
+ARG TENSORFLOW_BUILD=gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY constraints.txt ./
 COPY core core
 COPY services/clusters services/clusters
-# Pins come from constraints.txt; only the core and this service are installed. The service requires
-# tensorflow-cpu (the development build); both builds fill one `tensorflow` package, so the CPU build is
-# removed before the chosen one goes in.
+# Pins come from constraints.txt; only the core and this service (with one TensorFlow build) are installed.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c constraints.txt ./core ./services/clusters \
- && /opt/venv/bin/pip uninstall -y tensorflow-cpu \
- && /opt/venv/bin/pip install -c constraints.txt "${TENSORFLOW}"
+ && /opt/venv/bin/pip install -c constraints.txt ./core "./services/clusters[${TENSORFLOW_BUILD}]"
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp nightshift

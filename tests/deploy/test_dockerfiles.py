@@ -58,7 +58,7 @@ def test_copies_only_the_core_and_its_own_package(image: str) -> None:
             copied += args.split()[:-1]
     assert copied == ["constraints.txt", "core", IMAGES[image]], f"{image} copies {copied}"
     (install,) = [args for instruction, args in instructions(image) if instruction == "RUN" and "pip install" in args]
-    assert re.search(rf"-c constraints.txt ./core ./{IMAGES[image]}(\s|$)", install), install
+    assert re.search(rf'-c constraints.txt ./core "?./{IMAGES[image]}(\[\$\{{TENSORFLOW_BUILD\}}\]")?(\s|$)', install), install
     others = [p for p in IMAGES.values() if p != IMAGES[image] and p in install]
     assert not others, f"{image} installs {others}"
 
@@ -86,10 +86,10 @@ def test_service_image_runs_its_server(service: str) -> None:
     assert ("NVIDIA_VISIBLE_DEVICES=all" in env) == (service in GPU_SERVICES)
     uses_tensorflow = service in TENSORFLOW_SERVICES
     assert ("TF_FORCE_GPU_ALLOW_GROWTH=true" in env) == uses_tensorflow
-    assert ('TENSORFLOW="tensorflow[and-cuda]==2.21.0"' in steps["ARG"]) == uses_tensorflow
+    assert ("TENSORFLOW_BUILD=gpu" in steps["ARG"]) == uses_tensorflow
     if uses_tensorflow:
-        # The service's own tensorflow-cpu goes before the chosen build, or both would share one package.
-        assert re.search(r"pip uninstall -y tensorflow-cpu .*pip install -c constraints.txt \"\$\{TENSORFLOW\}\"", steps["RUN"])
+        # One TensorFlow build, chosen by the service's extra: tensorflow-cpu and tensorflow share one package.
+        assert f'"./services/{service}[${{TENSORFLOW_BUILD}}]"' in steps["RUN"]
 
 
 def test_orchestration_image_runs_prefect_without_telemetry() -> None:

@@ -1,0 +1,297 @@
+"""Batched inference, the seed's detection rule, whole-field merging and catalogues.
+
+Detection rule (xCluster README): pixels with probability above ``threshold`` (0.9) that form
+a connected group (8-connectivity) of at least ``min_pixels`` (3) are one detection; its centre
+is the barycentre of the group's pixels, its radius that of a disk of the group's area, at most
+``max_radius_arcmin`` (15'), its score the group's peak probability. Sky positions come from each
+tile's WCS. Over a field of overlapping tiles, detections within ``edge_margin_px`` of their
+tile's edge and within ``galactic_mask_deg`` of the Galactic plane are dropped, and detections within
+``merge_radius_arcmin`` (4') are one cluster: the copy farthest from its tile's edge is kept (its
+shape is the least truncated). A single served tile keeps all its detections.
+Detections are then cross-matched with the real catalogues at 7' (known: which catalogue and
+name; else new).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.wcs import WCS
+from scipy import ndimage
+
+from nightshift.clusters.catalogues import CrossMatch, ReferenceCatalogue, crossmatch
+from nightshift.clusters.config import ClustersConfig
+from nightshift.clusters.preprocess import channels_last, fill_missing
+
+__all__ = [
+    "Detections",
+    "predict_probabilities",
+    "find_detections",
+    "sky_positions",
+    "merge_detections",
+    "tile_detections",
+    "field_detections",
+    "tile_wcs",
+    "catalogue_rows",
+    "write_detection_catalogue",
+]
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+    """Detections as parallel arrays, one entry per detection.
+
+    Attributes
+    ----------
+    tile : ndarray of int
+        Index of the tile (in the batch or field) the detection was found in.
+    x, y : ndarray
+        Barycentre column and row in tile pixels (0-based).
+    radius_px : ndarray
+        Radius in pixels (disk of the group's area, capped).
+    score : ndarray
+        Peak value of the map over the group (probability, or S/N for the baseline).
+    n_pixels : ndarray of int
+        Pixels in the group.
+    edge_px : ndarray
+        Distance of the centre from the nearest tile edge, in pixels.
+    glon, glat : ndarray
+        Galactic position in degrees (NaN until :func:`sky_positions`).
+    """
+
+    tile: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    radius_px: np.ndarray
+    score: np.ndarray
+    n_pixels: np.ndarray
+    edge_px: np.ndarray
+    glon: np.ndarray
+    glat: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.tile)
+
+    def select(self, keep: np.ndarray) -> Detections:
+        return Detections(**{f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)})
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(**{f.name: np.zeros(0, dtype=int if f.name in ("tile", "n_pixels") else float)
+                      for f in dataclasses.fields(cls)})
+
+
+def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Cluster probability maps of (n, bands, H, W) tiles, shape (n, H, W), float32 in [0, 1].
+
+    NaN pixels are filled before the network (:func:`~nightshift.clusters.preprocess.fill_missing`)
+    and get probability 0.
+    """
+    pixels = np.asarray(pixels)
+    if len(pixels) == 0:
+        return np.zeros((0, *pixels.shape[2:]), dtype=np.float32)
+    filled, valid = fill_missing(pixels)
+    inputs = channels_last(filled)
+    from keras import ops
+
+    outputs = [ops.convert_to_numpy(model(inputs[i:i + batch_size], training=False)) for i in range(0, len(inputs), batch_size)]
+    return np.where(valid, np.concatenate(outputs)[..., 0], 0.0).astype(np.float32)
+
+
+def find_detections(
+    maps: np.ndarray, *, threshold: float, min_pixels: int, max_radius_px: float,
+) -> Detections:
+    """Groups of at least ``min_pixels`` 8-connected pixels above ``threshold`` in each (n, H, W) map."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"maps shape {maps.shape}: expected (n, height, width)")
+    rows: list[tuple[float, ...]] = []
+    height, width = maps.shape[1:]
+    for index, values in enumerate(maps):
+        labels, count = ndimage.label(values > threshold, structure=_EIGHT_CONNECTED)
+        if count == 0:
+            continue
+        ids = np.arange(1, count + 1)
+        sizes = ndimage.sum_labels(np.ones_like(values), labels, ids)
+        centres = ndimage.center_of_mass(np.ones_like(values), labels, ids)
+        peaks = ndimage.maximum(values, labels, ids)
+        for size, (y, x), peak in zip(sizes, centres, peaks):
+            if size >= min_pixels:
+                edge = min(x, y, width - 1 - x, height - 1 - y)
+                rows.append((index, x, y, min(math.sqrt(size / math.pi), max_radius_px), peak, size, edge))
+    if not rows:
+        return Detections.empty()
+    table = np.array(rows, dtype=float)
+    return Detections(
+        tile=table[:, 0].astype(int), x=table[:, 1], y=table[:, 2], radius_px=table[:, 3], score=table[:, 4],
+        n_pixels=table[:, 5].astype(int), edge_px=table[:, 6], glon=np.full(len(table), np.nan), glat=np.full(len(table), np.nan),
+    )
+
+
+def sky_positions(detections: Detections, wcs_list: Sequence[WCS]) -> Detections:
+    """The detections with Galactic positions from their tiles' WCS (any celestial frame)."""
+    glon, glat = np.full(len(detections), np.nan), np.full(len(detections), np.nan)
+    for tile in np.unique(detections.tile):
+        picked = detections.tile == tile
+        world = wcs_list[tile].pixel_to_world(detections.x[picked], detections.y[picked]).galactic
+        glon[picked], glat[picked] = world.l.deg, world.b.deg
+    return dataclasses.replace(detections, glon=glon, glat=glat)
+
+
+def merge_detections(detections: Detections, *, radius_arcmin: float) -> Detections:
+    """One detection per cluster: of those within ``radius_arcmin``, the one farthest from its tile's edge."""
+    if len(detections) == 0:
+        return detections
+    order = np.lexsort((-detections.score, -detections.edge_px))
+    vectors = np.stack(SkyCoord(l=detections.glon * u.deg, b=detections.glat * u.deg, frame="galactic")
+                       .cartesian.xyz.value, axis=-1)
+    cos_radius = math.cos(math.radians(radius_arcmin / 60.0))
+    taken = np.zeros(len(detections), dtype=bool)
+    kept = []
+    for index in order:
+        if taken[index]:
+            continue
+        kept.append(index)
+        taken |= vectors @ vectors[index] >= cos_radius
+    return detections.select(np.array(sorted(kept)))
+
+
+def tile_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: ClustersConfig, *, threshold: float | None = None) -> Detections:
+    """Detections of each tile of a field, before merging: found, away from tile edges, outside the Galactic mask.
+
+    ``threshold`` defaults to ``config.threshold`` (probabilities); the baseline passes an S/N.
+    Detections closer than ``config.edge_margin_px`` to their tile's edge are dropped (the
+    overlapping tiles of a field see them whole) and so are those within ``config.galactic_mask_deg``
+    of the Galactic plane.
+    """
+    found = find_detections(maps, threshold=config.threshold if threshold is None else threshold,
+                            min_pixels=config.min_pixels, max_radius_px=config.max_radius_arcmin / config.pixel_scale_arcmin)
+    found = sky_positions(found.select(found.edge_px >= config.edge_margin_px), wcs_list)
+    return found.select(np.abs(found.glat) >= config.galactic_mask_deg)
+
+
+def field_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: ClustersConfig, *, threshold: float | None = None) -> Detections:
+    """Merged detections with sky positions over a field of overlapping tiles' maps (n, H, W); see :func:`tile_detections`."""
+    return merge_detections(tile_detections(maps, wcs_list, config, threshold=threshold), radius_arcmin=config.merge_radius_arcmin)
+
+
+def tile_wcs(wcs_header: str) -> WCS:
+    """The celestial WCS of a tile from its FITS header string."""
+    from astropy.io import fits
+
+    return WCS(fits.Header.fromstring(wcs_header))
+
+
+def catalogue_rows(
+    detections: Detections, matches: CrossMatch, *, pixel_arcmin: float, tile_ids: Sequence[str] | None = None,
+) -> list[dict[str, object]]:
+    """One catalogue row per detection: position, radius, score, known/new and the matched catalogue."""
+    icrs = SkyCoord(l=detections.glon * u.deg, b=detections.glat * u.deg, frame="galactic").icrs
+    rows = []
+    for i in range(len(detections)):
+        rows.append({
+            "id": f"NSC G{detections.glon[i]:07.3f}{detections.glat[i]:+07.3f}",
+            "glon": float(detections.glon[i]), "glat": float(detections.glat[i]),
+            "ra": float(icrs.ra.deg[i]), "dec": float(icrs.dec.deg[i]),
+            "radius_arcsec": float(detections.radius_px[i] * pixel_arcmin * 60.0),
+            "score": float(detections.score[i]), "n_pixels": int(detections.n_pixels[i]),
+            "status": "known" if matches.catalogue[i] else "new",
+            "catalogue": str(matches.catalogue[i]), "match_name": str(matches.name[i]),
+            "match_sep_arcmin": float(np.nan_to_num(matches.separation_arcmin[i], nan=-1.0)),
+            "tile_id": tile_ids[detections.tile[i]] if tile_ids is not None else "",
+        })
+    return rows
+
+
+def write_detection_catalogue(
+    detections: Detections, references: list[ReferenceCatalogue], config: ClustersConfig, stem: Path,
+    *, tile_ids: Sequence[str] | None = None, meta: dict[str, object] | None = None,
+) -> list[Path]:
+    """Cross-match ``detections`` with ``references`` and write FITS, CSV (ECSV) and DS9 region files."""
+    from nightshift.core.catalog import Column, write_catalog
+
+    columns = [
+        Column("id", "", "detection name from its Galactic position"),
+        Column("glon", "deg", "Galactic longitude"), Column("glat", "deg", "Galactic latitude"),
+        Column("ra", "deg", "ICRS right ascension"), Column("dec", "deg", "ICRS declination"),
+        Column("radius_arcsec", "arcsec", "radius of the detection (disk of its area, at most 15 arcmin)"),
+        Column("score", "", "peak probability of the detection"),
+        Column("n_pixels", "", "pixels above the threshold"),
+        Column("status", "", "known (in a catalogue within the match radius) or new"),
+        Column("catalogue", "", "first catalogue with a match: PSZ2, MCXC or redMaPPer"),
+        Column("match_name", "", "name of the matched cluster"),
+        Column("match_sep_arcmin", "arcmin", "separation from the matched cluster (-1: none)"),
+        Column("tile_id", "", "tile the detection was kept from"),
+    ]
+    matches = crossmatch(detections.glon, detections.glat, references, radius_arcmin=config.match_radius_arcmin)
+    rows = catalogue_rows(detections, matches, pixel_arcmin=config.pixel_scale_arcmin, tile_ids=tile_ids)
+    return write_catalog(rows, columns, stem, frame="galactic", lon="glon", lat="glat",
+                         radius_arcsec="radius_arcsec", label="id", meta=meta)
+
+
+def infer_healpix_file(
+    maps_path: Path, *, weights: Path | None, cells: Sequence[int] | None, output: Path, nest: bool = False, chunk: int = 256,
+) -> dict[str, object]:
+    """The ``infer`` command: detect clusters in a Galactic HEALPix FITS file and write the catalogue.
+
+    The file holds one column per band in the model's band order and units (Planck HFI maps:
+    K_CMB up to 353 GHz, MJy/sr at 545 and 857 GHz). The requested nside-2 NESTED cells (default
+    the whole sky) are tiled as the test cells are, detections merged and cross-matched with
+    the real catalogues when they are available.
+    """
+    import json
+
+    import healpy as hp
+
+    from nightshift.clusters.catalogues import read_references
+    from nightshift.clusters.config import catalogue_dir
+    from nightshift.clusters.model import load_model
+    from nightshift.clusters.patches import cell_tiling, patch_wcs, sample_patches
+    from nightshift.clusters.servicer import bundled_weights
+    from nightshift.clusters.train import configure_tensorflow
+
+    configure_tensorflow()
+    weights = weights or bundled_weights()
+    config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"])
+    maps, header = hp.read_map(str(maps_path), field=None, dtype=np.float32, nest=None, h=True)
+    maps = np.atleast_2d(maps)
+    if len(maps) != len(config.bands):
+        raise ValueError(f"{maps_path}: {len(maps)} map columns, expected {len(config.bands)} bands {config.band_names}")
+    cards = dict(header)
+    if str(cards.get("COORDSYS", "G")).strip().upper() not in ("G", "GALACTIC"):
+        raise ValueError(f"{maps_path}: COORDSYS {cards['COORDSYS']!r}, expected Galactic maps")
+    maps[hp.mask_bad(maps)] = np.nan
+    nested = nest or str(cards.get("ORDERING", "RING")).strip().upper().startswith("NEST")
+    cells = list(range(48)) if cells is None else list(cells)
+    lon, lat = cell_tiling(cells, config.test_tiling_nside)
+    network = load_model(str(weights))
+    found = []
+    for start in range(0, len(lon), chunk):
+        part = slice(start, start + chunk)
+        pixels = sample_patches(maps, lon[part], lat[part], patch_px=config.patch_px,
+                                pixel_arcmin=config.pixel_scale_arcmin, nest=nested)
+        probability = predict_probabilities(network, pixels)
+        part_wcs = [patch_wcs(a, b, patch_px=config.patch_px, pixel_arcmin=config.pixel_scale_arcmin)
+                    for a, b in zip(lon[part], lat[part])]
+        detections = tile_detections(probability, part_wcs, config)
+        found.append(dataclasses.replace(detections, tile=detections.tile + start))
+    merged = merge_detections(
+        Detections(**{f.name: np.concatenate([getattr(d, f.name) for d in found]) for f in dataclasses.fields(Detections)})
+        if found else Detections.empty(), radius_arcmin=config.merge_radius_arcmin)
+    merged = merged.select(np.isin(hp.ang2pix(2, merged.glon, merged.glat, lonlat=True, nest=True), cells))
+    directory = catalogue_dir()
+    references = read_references(directory) if directory is not None else []
+    tile_ids = [f"{a:.4f}{b:+.4f}" for a, b in zip(lon, lat)]
+    paths = write_detection_catalogue(merged, references, config, output / "clusters", tile_ids=tile_ids,
+                                      meta={"MAPS": str(maps_path), "WEIGHTS": weights.name})
+    known = crossmatch(merged.glon, merged.glat, references, radius_arcmin=config.match_radius_arcmin).known
+    return {"detections": len(merged), "known": int(known.sum()), "new": int((~known).sum()),
+            "tiles": len(lon), "catalogue": [str(p) for p in paths]}

@@ -1,0 +1,84 @@
+"""The detection rule, sky positions, merging across tiles and the catalogue files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+
+from nightshift.clusters.catalogues import ReferenceCatalogue
+from nightshift.clusters.infer import (
+    Detections, find_detections, merge_detections, predict_probabilities, sky_positions, write_detection_catalogue,
+)
+from nightshift.clusters.patches import patch_wcs
+
+
+def test_detection_rule_on_a_hand_made_map() -> None:
+    maps = np.zeros((2, 16, 16))
+    maps[0, 2, 2:5] = 0.95  # three adjacent pixels: a detection at (x=3, y=2)
+    maps[0, 10, 10:12] = 0.99  # two pixels: too small
+    maps[0, 12:15, 5] = 0.85  # below the threshold
+    maps[1, 4:12, 4:12] = 0.97  # 64 pixels: radius capped
+    found = find_detections(maps, threshold=0.9, min_pixels=3, max_radius_px=3.0)
+    assert found.tile.tolist() == [0, 1]
+    assert (found.x[0], found.y[0]) == pytest.approx((3.0, 2.0))
+    assert found.n_pixels.tolist() == [3, 64] and found.radius_px[1] == 3.0
+    assert found.score[0] == pytest.approx(0.95) and found.edge_px[0] == pytest.approx(2.0)
+    assert len(find_detections(np.zeros((0, 8, 8)), threshold=0.9, min_pixels=3, max_radius_px=3)) == 0
+
+
+def test_sky_positions_follow_the_tile_wcs_and_merging_keeps_the_central_copy() -> None:
+    wcs = [patch_wcs(100.0, 30.0, patch_px=64, pixel_arcmin=1.7), patch_wcs(100.5, 30.0, patch_px=64, pixel_arcmin=1.7)]
+    target = SkyCoord(l=100.3 * u.deg, b=30.0 * u.deg, frame="galactic")
+    x0, y0 = wcs[0].world_to_pixel(target)
+    x1, y1 = wcs[1].world_to_pixel(target)
+    detections = Detections(
+        tile=np.array([0, 1]), x=np.array([x0, x1 + 1.0]), y=np.array([y0, y1]), radius_px=np.ones(2),
+        score=np.array([0.99, 0.95]), n_pixels=np.array([5, 5]),
+        edge_px=np.array([min(x0, 63 - x0), min(x1, 63 - x1)]), glon=np.full(2, np.nan), glat=np.full(2, np.nan),
+    )
+    placed = sky_positions(detections, wcs)
+    assert placed.glon[0] == pytest.approx(100.3, abs=1e-6) and placed.glat[0] == pytest.approx(30.0, abs=1e-6)
+    merged = merge_detections(placed, radius_arcmin=4.0)
+    assert len(merged) == 1 and merged.tile[0] == int(np.argmax(detections.edge_px))
+    assert len(merge_detections(placed, radius_arcmin=1.0)) == 2
+
+
+def test_catalogue_files_label_known_and_new(tmp_path, tiny_config) -> None:
+    detections = Detections(
+        tile=np.array([0, 0]), x=np.zeros(2), y=np.zeros(2), radius_px=np.array([2.0, 3.0]), score=np.array([0.9, 0.95]),
+        n_pixels=np.array([4, 9]), edge_px=np.zeros(2), glon=np.array([10.0, 40.0]), glat=np.array([20.0, -40.0]),
+    )
+    psz2 = ReferenceCatalogue("PSZ2", np.array(["PSZ2 G010.00+20.00"]),
+                              SkyCoord(l=[10.02] * u.deg, b=[20.0] * u.deg, frame="galactic").icrs)
+    paths = write_detection_catalogue(detections, [psz2], tiny_config, tmp_path / "found", tile_ids=["t0"])
+    assert [p.suffix for p in paths] == [".fits", ".csv", ".reg"]
+    table = Table.read(paths[1], format="ascii.ecsv")
+    assert table["status"].tolist() == ["known", "new"] and table["match_name"][0] == "PSZ2 G010.00+20.00"
+    assert str(table["radius_arcsec"].unit) == "arcsec" and table["radius_arcsec"][0] == pytest.approx(2 * 102.0)
+    assert "circle(10.000000,20.000000" in paths[2].read_text()
+
+
+def test_probabilities_are_zero_on_missing_pixels(tiny_config) -> None:
+    from nightshift.clusters.model import build_model
+
+    model = build_model(config=tiny_config)
+    pixels = np.random.default_rng(0).normal(size=(2, 6, 64, 64)).astype(np.float32)
+    pixels[0, 3, :5, :5] = np.nan
+    probability = predict_probabilities(model, pixels, batch_size=1)
+    assert probability.shape == (2, 64, 64) and np.all(probability[0, :5, :5] == 0.0) and probability[0, 10, 10] > 0
+    assert predict_probabilities(model, np.zeros((0, 6, 64, 64))).shape == (0, 64, 64)
+
+
+def test_field_detections_drop_tile_edges_and_the_galactic_plane(tiny_config) -> None:
+    from nightshift.clusters.infer import tile_detections
+
+    maps = np.zeros((2, 64, 64))
+    maps[:, 30:33, 30:33] = 0.99  # central blob in both tiles
+    maps[:, 1:4, 40:43] = 0.99  # blob touching the edge margin (centre 2 px from the edge)
+    wcs = [patch_wcs(100.0, 45.0, patch_px=64, pixel_arcmin=1.7), patch_wcs(100.0, 3.0, patch_px=64, pixel_arcmin=1.7)]
+    kept = tile_detections(maps, wcs, tiny_config)
+    assert kept.tile.tolist() == [0]  # the second tile lies within 10 deg of the plane
+    assert (kept.x[0], kept.y[0]) == pytest.approx((31.0, 31.0))
