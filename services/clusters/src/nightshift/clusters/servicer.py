@@ -9,7 +9,6 @@ sky position from the tile's WCS, radius, peak probability, label "cluster").
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from nightshift.clusters.config import ClustersConfig, get_config
 from nightshift.core.codec import encode_array
 from nightshift.core.errors import FailedPrecondition, NotFound
 from nightshift.core.model import ProgressCallback, TaskModel
-from nightshift.core.registry import ModelRegistry
+from nightshift.core.registry import ModelRegistry, resolve_checkpoint
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
@@ -79,19 +78,11 @@ class ClustersModel(TaskModel):
         from nightshift.clusters.train import configure_tensorflow
 
         configure_tensorflow()
-        if self.registry is None:
-            path, self._ref = self.weights, results_pb2.ModelRef(name=self.card["name"], version="bundled")
-        else:
-            self.registry.ensure_bundled(self.weights, self.weights.with_suffix(".json"))
-            registered = self.registry.get(os.environ.get("NIGHTSHIFT_MODEL_VERSION", ""))
-            keras_files = [name for name in registered.files if name.endswith(".keras")]
-            if len(keras_files) != 1:
-                raise FailedPrecondition(f"model version {registered.version} holds {sorted(registered.files)}: expected one .keras file")
-            path = self.registry.fetch(registered, self._cache.name) / keras_files[0]
-            self.config = ClustersConfig.from_dict(registered.config)
-            self.spec = _spec(self.config)
-            self._ref = registered.ref()
-        self._network = load_model(str(path))
+        checkpoint = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name)
+        self.config = ClustersConfig.from_dict(checkpoint.config)
+        self.spec = _spec(self.config)
+        self._ref = checkpoint.ref
+        self._network = load_model(str(checkpoint.weights))
 
     def warmup(self) -> None:
         from nightshift.clusters.infer import predict_probabilities

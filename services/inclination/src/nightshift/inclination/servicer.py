@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,14 +11,14 @@ import numpy as np
 
 from nightshift.core.errors import FailedPrecondition, InvalidInput
 from nightshift.core.model import ProgressCallback, TaskModel
-from nightshift.core.registry import ModelRegistry
+from nightshift.core.registry import ModelRegistry, resolve_checkpoint
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
 from nightshift.inclination.config import InclinationConfig, build_config
 from nightshift.inclination.evaluate import HELD_OUT_SEED, evaluate_estimates
 from nightshift.inclination.infer import Predictor
 from nightshift.inclination.simulate import BANDS
-from nightshift.inclination.train import WEIGHTS_FILE, EpochReport, simulate_split, train
+from nightshift.inclination.train import EpochReport, simulate_split, train
 from nightshift.v1 import results_pb2, task_service_pb2
 
 __all__ = ["InclinationModel", "BUNDLED_WEIGHTS", "BUNDLED_CARD"]
@@ -56,7 +55,7 @@ class InclinationModel(TaskModel):
     def __init__(self, *, store: ObjectStore | None = None, model_version: str | None = None, evaluate_galaxies: int | None = None) -> None:
         self.store = store
         self.registry = ModelRegistry(store, self.task) if store is not None else None
-        self.model_version = model_version if model_version is not None else os.environ.get("NIGHTSHIFT_MODEL_VERSION", "")
+        self.model_version = model_version
         self.evaluate_galaxies = evaluate_galaxies
         self.spec = _spec(InclinationConfig.from_dict(json.loads(BUNDLED_CARD.read_text())["config"]))
         self.predictor: Predictor | None = None
@@ -64,16 +63,10 @@ class InclinationModel(TaskModel):
         self._cache = tempfile.TemporaryDirectory(prefix="nightshift-inclination-")
 
     def load(self) -> None:
-        if self.registry is None:
-            card = json.loads(BUNDLED_CARD.read_text())
-            self.predictor = Predictor.from_files(BUNDLED_WEIGHTS, BUNDLED_CARD)
-            self._ref = results_pb2.ModelRef(name=card["name"], version="bundled")
-        else:
-            self.registry.ensure_bundled(BUNDLED_WEIGHTS, BUNDLED_CARD)
-            registered = self.registry.get(self.model_version)
-            directory = self.registry.fetch(registered, self._cache.name)
-            self.predictor = Predictor.from_card(directory / WEIGHTS_FILE, config=registered.config, metrics=registered.metrics)
-            self._ref = registered.ref()
+        checkpoint = resolve_checkpoint(self.task, BUNDLED_WEIGHTS, store=self.store, cache_dir=self._cache.name,
+                                        version=self.model_version)
+        self.predictor = Predictor.from_card(checkpoint.weights, config=checkpoint.config, metrics=checkpoint.metrics)
+        self._ref = checkpoint.ref
         self.spec = _spec(self.predictor.config)
 
     def warmup(self) -> None:
