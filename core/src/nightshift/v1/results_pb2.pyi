@@ -115,6 +115,26 @@ class Detection(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TILE_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     BOX_FIELD_NUMBER: _builtins.int
@@ -123,6 +143,7 @@ class Detection(_message.Message):
     RADIUS_ARCSEC_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
     tile_id: _builtins.str
     """Tile the detection was found in."""
     radius_arcsec: _builtins.float
@@ -147,6 +168,10 @@ class Detection(_message.Message):
     def sky(self) -> _tile_pb2.SkyPosition:
         """Sky position of the centre, from the tile's WCS."""
 
+    @_builtins.property
+    def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Measured properties of the object, the unit in the name, e.g. {"skeleton_length_px": 42, "mean_nh2_cm-2": 2e22}."""
+
     def __init__(
         self,
         *,
@@ -158,10 +183,11 @@ class Detection(_message.Message):
         radius_arcsec: _builtins.float = ...,
         score: _builtins.float = ...,
         label: _builtins.str = ...,
+        properties: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "circle", b"circle", "model", b"model", "shape", b"shape", "sky", b"sky"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "circle", b"circle", "label", b"label", "model", b"model", "radius_arcsec", b"radius_arcsec", "score", b"score", "shape", b"shape", "sky", b"sky", "tile_id", b"tile_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "circle", b"circle", "label", b"label", "model", b"model", "properties", b"properties", "radius_arcsec", b"radius_arcsec", "score", b"score", "shape", b"shape", "sky", b"sky", "tile_id", b"tile_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_shape: _TypeAlias = _typing.Literal["box", "circle"]  # noqa: Y015
     _WhichOneofArgType_shape: _TypeAlias = _typing.Literal["shape", b"shape"]  # noqa: Y015
