@@ -62,6 +62,7 @@ _Event = TypeVar("_Event")
 _Result = TypeVar("_Result")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_FETCH_THREADS = 8
 TASK_SERVICE_NAME = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 LIVENESS = "liveness"
 
@@ -218,10 +219,13 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self.ready = False
         self._slots = asyncio.Semaphore(compute_slots)
         self._compute = concurrent.futures.ThreadPoolExecutor(compute_slots, thread_name_prefix=f"{model.task}-compute")
+        # Tiles by reference are object-store reads: fetched side by side, not one round trip after another.
+        self._fetch = concurrent.futures.ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix=f"{model.task}-fetch")
         self._training = asyncio.Lock()
 
     def close(self) -> None:
         self._compute.shutdown(wait=True)
+        self._fetch.shutdown(wait=True)
 
     def _require_ready(self) -> None:
         if not self.ready:
@@ -229,7 +233,9 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
 
     def _decode(self, tiles: Sequence[tile_pb2.ImageTile]) -> list[Tile]:
         started = time.perf_counter()
-        decoded = [decode_tile(t, spec=self.model.spec, store=self.store) for t in tiles]
+        for tile in tiles:  # every tile's metadata first: a bad tile fails the call before any read
+            self.model.spec.check(tile)
+        decoded = list(self._fetch.map(lambda t: decode_tile(t, store=self.store), tiles))
         self.metrics.decode_seconds.observe(time.perf_counter() - started)
         return decoded
 
