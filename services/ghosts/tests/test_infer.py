@@ -1,0 +1,67 @@
+"""Inference post-processing: field merging, image findings, sky positions, catalogues."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from nightshift.ghosts.artefacts import Artefact
+from nightshift.ghosts.config import preset
+from nightshift.ghosts.infer import Detector, catalogue_row, findings, merge_field, sky_position, write_instance_catalogue
+from nightshift.ghosts.model import GhostDetector
+
+
+def square(x0: int, y0: int, side: int = 20) -> np.ndarray:
+    mask = np.zeros((400, 400), bool)
+    mask[y0 : y0 + side, x0 : x0 + side] = True
+    return mask
+
+
+def wcs_header() -> str:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [30.0, -20.0]
+    wcs.wcs.crpix = [200.5, 200.5]  # 1-based: pixel (199.5, 199.5) 0-based
+    wcs.wcs.cdelt = [-20 / 3600, 20 / 3600]
+    return wcs.to_header().tostring()
+
+
+def test_merge_field_drops_duplicates_of_the_same_class() -> None:
+    a = Artefact("bright", square(100, 100), 0.9)
+    a_again = Artefact("bright", square(101, 100), 0.7)
+    other_class = Artefact("faint", square(100, 100), 0.8)
+    merged = merge_field([[a], [a_again, other_class]])
+    assert [(m.label, m.score) for m in merged] == [("bright", 0.9), ("faint", 0.8)]
+    assert merge_field([]) == []
+
+
+def test_findings_use_the_threshold() -> None:
+    artefacts = [Artefact("rays", square(100, 100), 0.5)]
+    assert findings(artefacts, score_threshold=0.8).has_artefacts is False
+    found = findings(artefacts, score_threshold=0.4)
+    assert found.has_artefacts and found.ccds
+
+
+def test_sky_position_from_the_wcs() -> None:
+    assert sky_position("", 1, 1) is None
+    ra, dec = sky_position(wcs_header(), 199.5, 199.5)
+    assert (ra, dec) == pytest.approx((30.0, -20.0))
+    assert fits.Header.fromstring(wcs_header())["CTYPE1"] == "RA---TAN"
+
+
+def test_catalogue_files(tmp_path: Path) -> None:
+    row = catalogue_row("tile-1", Artefact("faint", square(190, 190)), wcs_header())
+    assert row["ra"] == pytest.approx(30.0, abs=0.01) and row["area"] == 400
+    files = write_instance_catalogue([row], tmp_path / "cat")
+    assert [f.suffix for f in files] == [".fits", ".csv", ".reg"]
+    assert "deg" in (tmp_path / "cat.csv").read_text()
+    assert write_instance_catalogue([], tmp_path / "empty")
+
+
+def test_detector_batches_and_empty_input() -> None:
+    detector = Detector(GhostDetector(preset("tiny")), batch_size=2)
+    assert detector.predict([], score_threshold=0.5) == []
+    found = detector.predict([np.full((3, 400, 400), 40.0, np.float32)] * 3, score_threshold=0.0)
+    assert len(found) == 3 and all(a.mask.shape == (400, 400) for image in found for a in image)
