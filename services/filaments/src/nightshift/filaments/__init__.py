@@ -1,0 +1,1 @@
+__all__ = ["config", "simulate", "preprocess", "model", "train", "infer", "evaluate", "baseline", "realdata", "servicer", "cli"]

@@ -1,0 +1,245 @@
+"""``nightshift-filaments``: simulate, train, evaluate, infer, serve and benchmark the filaments service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=JSON_VALUE, e.g. epochs=5")
+        key, value = pair.split("=", 1)
+        result[key] = value
+    return result
+
+
+def _store_from_env():
+    from nightshift.core.store import ObjectStore
+
+    return ObjectStore.from_env() if os.environ.get("NIGHTSHIFT_S3_ENDPOINT") else None
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from astropy.io import fits
+
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+    from nightshift.filaments.simulate import map_statistics, simulate_maps
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    statistics = []
+    for index, sky in enumerate(simulate_maps(args.count, args.size, args.seed)):
+        header = fits.Header({"BUNIT": "cm-2", "SEED": args.seed, "INDEX": index})
+        fits.PrimaryHDU(sky.column_density, header=header).writeto(args.output / f"map_{index:04d}_nh2.fits", overwrite=True)
+        fits.PrimaryHDU(sky.mask.astype("uint8"), header=header).writeto(args.output / f"map_{index:04d}_mask.fits", overwrite=True)
+        statistics.append(map_statistics(sky.column_density, sky.mask))
+    summary = {"maps": args.count, "size_px": args.size, "seed": args.seed, "directory": str(args.output),
+               "simulated": {k: sorted(s[k] for s in statistics)[len(statistics) // 2] for k in statistics[0]} if statistics else {}}
+    if real_data_available(default_real_data_dir()):
+        real = load_real_cutout(default_real_data_dir())
+        summary["real"] = map_statistics(real.column_density, real.mask)
+    (args.output / "statistics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nightshift.core.registry import ModelRegistry
+    from nightshift.filaments.config import preset
+    from nightshift.filaments.model import WEIGHTS_DIR
+    from nightshift.filaments.train import train_model
+
+    overrides = _overrides(args.set)
+    if args.seed is not None:
+        overrides["seed"] = str(args.seed)
+    if args.no_real:
+        overrides["use_real"] = "false"
+    config = preset(args.preset, **overrides)
+    store = _store_from_env()
+    registry = ModelRegistry(store, "filaments") if store is not None else None
+    output = args.output or Path("runs") / f"filaments-{args.preset}"
+    result = train_model(config, output_dir=output, registry=registry, real_data_dir=args.real_dir)
+    if args.ship:
+        for old in [*WEIGHTS_DIR.glob("*.safetensors"), *WEIGHTS_DIR.glob("*.json")]:
+            old.unlink()
+        shutil.copy2(result.weights, WEIGHTS_DIR / result.weights.name)
+        shutil.copy2(result.weights.with_suffix(".json"), WEIGHTS_DIR / result.weights.with_suffix(".json").name)
+    print(json.dumps({"weights": str(result.weights), "version": result.version, "shipped": args.ship,
+                      "metrics": result.card["metrics"]}, sort_keys=True, default=float))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nightshift.core.bench import report
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.evaluate import evaluate_real, evaluate_simulated, plot_curves, plot_side_by_side
+    from nightshift.filaments.infer import find_filaments, select_device
+    from nightshift.filaments.model import load_checkpoint
+    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+
+    network, config, card = load_checkpoint(args.weights, select_device())
+    simulated, _ = evaluate_simulated(network, config, maps=args.test_maps)
+    results = [simulated]
+    figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "simulated_test": simulated.figures()}
+    figures.update({k: simulated.figures()[k] for k in ("dice", "iou", "ap")})
+    figures["baseline"] = simulated.figures()["baseline"]
+    real_dir = args.real_dir or default_real_data_dir()
+    args.output.mkdir(parents=True, exist_ok=True)
+    if not args.no_real and real_data_available(real_dir):
+        cutout = load_real_cutout(real_dir)
+        real, probability = evaluate_real(network, config, cutout)
+        results.append(real)
+        figures["real_validation"] = {**real.figures(), "columns": list(config.real_validation_columns)}
+        validation = cutout.columns(config.real_validation_columns)
+        roi, _ = find_filaments(probability, validation.column_density, threshold=config.threshold, min_area_px=0)
+        figures["side_by_side"] = str(plot_side_by_side(
+            validation.column_density, validation.mask, roi, args.output / "real_side_by_side.png",
+            title=f"Hi-GAL cut-out, validation columns {config.real_validation_columns[0]}-{config.real_validation_columns[1] - 1}"))
+    figures["curves"] = str(plot_curves(results, args.output / "curves.png"))
+    report(figures, args.output / "evaluation.json")
+    return 0
+
+
+def _read_fits_map(path: Path) -> tuple:
+    from astropy.io import fits
+
+    with fits.open(path) as hdus:
+        for hdu in hdus:
+            if hdu.data is not None and hdu.data.ndim >= 2:
+                data = hdu.data.astype("float32")
+                while data.ndim > 2:  # degenerate axes of e.g. (1, H, W) cubes
+                    if data.shape[0] != 1:
+                        raise SystemExit(f"{path}: image of shape {hdu.data.shape}: expected one 2-D N(H2) map")
+                    data = data[0]
+                return data, hdu.header.tostring()
+    raise SystemExit(f"{path}: no image HDU found")
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from nightshift.filaments.infer import find_filaments, predict_probability, select_device, write_outputs
+    from nightshift.filaments.model import load_checkpoint
+
+    network, config, _ = load_checkpoint(args.weights, select_device())
+    summary = []
+    for path in args.fits:
+        column_density, header = _read_fits_map(path)
+        probability = predict_probability(network, column_density, config)
+        roi, filaments = find_filaments(probability, column_density, threshold=config.threshold, min_area_px=config.min_instance_px)
+        written = write_outputs(args.output / path.stem, probability, roi, filaments, header)
+        summary.append({"input": str(path), "filaments": len(filaments), "roi_fraction": float(roi.mean()),
+                        "outputs": [str(p) for p in written]})
+    print(json.dumps(summary))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nightshift.core.logs import configure_logging
+    from nightshift.core.server import ServerOptions, run
+    from nightshift.filaments.servicer import FilamentsModel
+
+    configure_logging("filaments")
+    store = _store_from_env()
+    run(FilamentsModel(store=store), store=store, options=ServerOptions.from_env(port=args.port))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from nightshift.core.bench import benchmark_service, report
+    from nightshift.core.s3server import start_local_s3
+    from nightshift.core.tiles import make_tile
+    from nightshift.filaments.config import BAND, UNIT
+    from nightshift.filaments.servicer import FilamentsModel
+    from nightshift.filaments.simulate import simulate_maps
+    from nightshift.v1 import tile_pb2
+
+    model = FilamentsModel()
+    size = model.spec.height
+    with start_local_s3("rclone") as server:
+        store = server.store()
+        store.ensure_bucket()
+        model.store = store
+        maps = simulate_maps(args.tiles, size, seed=7)
+        tiles = [make_tile(m.column_density[None], bands=[tile_pb2.Band(name=BAND, wavelength_um=0.0, unit=UNIT)],
+                           survey="simulated", field=f"bench-{i}", store=store, inline_limit_bytes=0)
+                 for i, m in enumerate(maps)]
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        figures = benchmark_service(model, tiles, store=store, batch_size=args.batch_size or model.spec.preferred_batch_tiles,
+                                    rounds=args.rounds, device=device)
+    figures["tile_px"] = size
+    figures["torch_threads"] = torch.get_num_threads()
+    figures["pixels_per_s"] = float(np.round(figures["tiles_per_s"] * size * size))
+    report(figures, args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    parser = argparse.ArgumentParser(prog="nightshift-filaments", description=(
+        "Galactic filaments in Herschel N(H2) column-density maps: U-Net segmentation (Nightshift's filaments service)."))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write simulated N(H2) maps with their true filament masks (FITS)")
+    synth.add_argument("--output", type=Path, required=True, help="directory for map_NNNN_{nh2,mask}.fits and statistics.json")
+    synth.add_argument("--count", type=int, default=8, help="maps to write (default 8)")
+    synth.add_argument("--size", type=int, default=256, help="side of each map in pixels (default 256)")
+    synth.add_argument("--seed", type=int, default=0, help="seed: map i is a pure function of (seed, i)")
+    synth.set_defaults(run=_synth)
+
+    train = commands.add_parser("train", help="train a U-Net (registers it when NIGHTSHIFT_S3_ENDPOINT is set)")
+    train.add_argument("--preset", choices=("tiny", "default", "paper"), default="default")
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="override a config field")
+    train.add_argument("--seed", type=int, help="seed of data and initialisation (default: the preset's)")
+    train.add_argument("--output", type=Path, help="run directory: weights, card, checkpoint.pt (resumes from it)")
+    train.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")
+    train.add_argument("--no-real", action="store_true", help="train on simulated maps only")
+    train.add_argument("--ship", action="store_true", help="replace the package's shipped default model with the result")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a model and the classical baseline (simulated test maps, real validation columns)")
+    evaluate.add_argument("--weights", type=Path, help=".safetensors file with its JSON card beside it (default: the shipped model)")
+    evaluate.add_argument("--test-maps", type=int, help="held-out simulated maps (default: the model config's test_maps)")
+    evaluate.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")
+    evaluate.add_argument("--no-real", action="store_true", help="skip the real cut-out")
+    evaluate.add_argument("--output", type=Path, default=Path("filaments-evaluation"),
+                          help="directory for evaluation.json, curves.png, real_side_by_side.png")
+    evaluate.set_defaults(run=_evaluate)
+
+    infer = commands.add_parser("infer", help="find filaments in your own N(H2) FITS maps (cm^-2)")
+    infer.add_argument("fits", type=Path, nargs="+", help="FITS files, each one 2-D N(H2) map (its WCS is used when present)")
+    infer.add_argument("--output", type=Path, required=True, help="directory for <stem>_probability.fits, _roi.fits, _filaments.{fits,csv,reg}")
+    infer.add_argument("--weights", type=Path, help=".safetensors file with its JSON card (default: the shipped model)")
+    infer.set_defaults(run=_infer)
+
+    serve = commands.add_parser("serve", help="serve the gRPC TaskService (NIGHTSHIFT_GRPC_PORT, NIGHTSHIFT_S3_* ...)")
+    serve.add_argument("--port", type=int, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
+    serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser("bench", help="service Infer over gRPC (tiles by S3 reference) against the bare model")
+    bench.add_argument("--tiles", type=int, default=32, help="tiles per pass (default 32)")
+    bench.add_argument("--batch-size", type=int, help="tiles per call (default: the service's preferred batch)")
+    bench.add_argument("--rounds", type=int, default=3, help="passes per path; the best is reported")
+    bench.add_argument("--output", type=Path, default=Path("filaments-bench.json"), help="JSON file of the figures")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

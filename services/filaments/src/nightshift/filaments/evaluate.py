@@ -1,0 +1,236 @@
+"""Scoring, per pixel: Dice, IoU, average precision and ROC, for the U-Net and the classical baseline.
+
+Definitions (over the evaluated pixels only: those with data):
+
+- Dice = 2 |P & T| / (|P| + |T|), IoU = |P & T| / |P | T|, with P the pixels at or above the
+  threshold (0.5 for the U-Net; calibrated on training data for the baseline) and T the truth
+  mask; both are 1 when P and T are both empty.
+- AP = sum_n (R_n - R_{n-1}) P_n over the score thresholds (scikit-learn's
+  ``average_precision_score``: no interpolation); NaN without any true pixel.
+- ROC: the false/true positive rates over the score thresholds and the area under them.
+
+Datasets: held-out simulated maps (a seed the training never used) and the real Hi-GAL cut-out's
+validation columns, inferred from those columns alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nightshift.filaments.baseline import ridge_score
+from nightshift.filaments.config import FilamentsConfig
+from nightshift.filaments.infer import predict_probability
+from nightshift.filaments.realdata import RealCutout
+from nightshift.filaments.simulate import simulate_maps
+
+__all__ = ["HEADLINE", "TEST_SEED_OFFSET", "dice", "iou", "segmentation_scores", "calibrate_threshold",
+           "Scored", "score_maps", "evaluate_simulated", "evaluate_real", "plot_curves", "plot_side_by_side"]
+
+HEADLINE = ("dice", "iou", "ap")
+"""The headline metrics, named as the seed's successor code names them."""
+
+TEST_SEED_OFFSET = 1_000_003
+"""Held-out simulated maps use ``config.seed + TEST_SEED_OFFSET``: never a training seed."""
+
+
+def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Dice coefficient of two boolean arrays (1 when both are empty)."""
+    predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
+    total = predicted.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2 * np.sum(predicted & truth) / total)
+
+
+def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two boolean arrays (1 when both are empty)."""
+    predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
+    union = np.sum(predicted | truth)
+    return 1.0 if union == 0 else float(np.sum(predicted & truth) / union)
+
+
+def segmentation_scores(score: np.ndarray, truth: np.ndarray, valid: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Dice, IoU, AP and ROC of a score map against a truth mask, over the valid pixels.
+
+    Parameters
+    ----------
+    score : numpy.ndarray
+        Per-pixel scores (probabilities), any shape.
+    truth, valid : numpy.ndarray
+        Boolean truth mask and pixels evaluated, the shape of ``score``.
+    threshold : float
+        Score at or above which a pixel is predicted filament.
+
+    Returns
+    -------
+    dict
+        ``dice``, ``iou``, ``ap``, ``roc_auc`` (floats; AP and AUC NaN when undefined), and the
+        curves ``pr`` = (precision, recall) and ``roc`` = (fpr, tpr) as arrays.
+    """
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    if not (score.shape == truth.shape == valid.shape):
+        raise ValueError(f"shapes differ: score {score.shape}, truth {truth.shape}, valid {valid.shape}")
+    valid = np.asarray(valid, bool)
+    s, t = np.asarray(score, float)[valid], np.asarray(truth, bool)[valid]
+    scores: dict[str, Any] = {"dice": dice(s >= threshold, t), "iou": iou(s >= threshold, t)}
+    if t.any() and not t.all():
+        scores["ap"] = float(average_precision_score(t, s))
+        scores["roc_auc"] = float(roc_auc_score(t, s))
+        precision, recall, _ = precision_recall_curve(t, s)
+        fpr, tpr, _ = roc_curve(t, s)
+        scores["pr"], scores["roc"] = (precision, recall), (fpr, tpr)
+    else:
+        scores["ap"] = float(average_precision_score(t, s)) if t.any() else float("nan")
+        scores["roc_auc"] = float("nan")
+        scores["pr"] = scores["roc"] = (np.zeros(0), np.zeros(0))
+    return scores
+
+
+def calibrate_threshold(scores: Sequence[np.ndarray], truths: Sequence[np.ndarray], valids: Sequence[np.ndarray]) -> float:
+    """The threshold in 0.02..0.98 maximising Dice over all the given maps together (for the baseline)."""
+    s = np.concatenate([np.asarray(x, float)[v] for x, v in zip(scores, valids)])
+    t = np.concatenate([np.asarray(x, bool)[v] for x, v in zip(truths, valids)])
+    grid = np.arange(0.02, 0.99, 0.02)
+    return float(grid[int(np.argmax([dice(s >= g, t) for g in grid]))])
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """Scores of the model and the baseline on one dataset, with what the plots need."""
+
+    dataset: str
+    model: dict[str, Any]
+    baseline: dict[str, Any]
+    baseline_threshold: float
+
+    def figures(self) -> dict[str, Any]:
+        """The numbers (no curves): the model's metrics and the baseline's under ``baseline``."""
+        numbers = {k: v for k, v in self.model.items() if isinstance(v, float)}
+        numbers["baseline"] = {k: v for k, v in self.baseline.items() if isinstance(v, float)}
+        numbers["baseline"]["threshold"] = self.baseline_threshold
+        return numbers
+
+
+def score_maps(
+    dataset: str,
+    probabilities: Sequence[np.ndarray],
+    column_densities: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray],
+    config: FilamentsConfig,
+    baseline_threshold: float,
+) -> Scored:
+    """Score the model's probability maps and the baseline's ridge maps on the same pixels."""
+    def stacked(maps: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.ravel(m) for m in maps])
+
+    ridges = [ridge_score(c, config.baseline_sigmas_px) for c in column_densities]
+    truth, valid = stacked(truths).astype(bool), stacked(valids).astype(bool)
+    return Scored(
+        dataset,
+        segmentation_scores(stacked(probabilities), truth, valid, config.threshold),
+        segmentation_scores(stacked(ridges), truth, valid, baseline_threshold),
+        baseline_threshold,
+    )
+
+
+def _baseline_threshold(column_densities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                        valids: Sequence[np.ndarray], config: FilamentsConfig) -> float:
+    return calibrate_threshold([ridge_score(c, config.baseline_sigmas_px) for c in column_densities], truths, valids)
+
+
+def evaluate_simulated(network: torch.nn.Module, config: FilamentsConfig, *, maps: int | None = None,
+                       seed: int | None = None) -> tuple[Scored, np.ndarray]:
+    """Score on held-out simulated maps (seed ``config.seed + TEST_SEED_OFFSET`` unless given).
+
+    The baseline's threshold is calibrated on the first training maps (at most 4).
+
+    Returns
+    -------
+    scored : Scored
+    probabilities : numpy.ndarray
+        (maps, H, W) the model's probability maps.
+    """
+    test = simulate_maps(maps or config.test_maps, config.map_px, config.seed + TEST_SEED_OFFSET if seed is None else seed)
+    calibration = simulate_maps(min(config.train_maps, 4), config.map_px, config.seed)
+    threshold = _baseline_threshold([m.column_density for m in calibration], [m.mask for m in calibration],
+                                    [m.usable for m in calibration], config)
+    probabilities = predict_probability(network, np.stack([m.column_density for m in test]), config)
+    scored = score_maps("simulated-test", list(probabilities), [m.column_density for m in test], [m.mask for m in test],
+                        [m.usable for m in test], config, threshold)
+    return scored, probabilities
+
+
+def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: RealCutout) -> tuple[Scored, np.ndarray]:
+    """Score on the real cut-out's validation columns, inferred from those columns alone.
+
+    The baseline's threshold is calibrated on the training columns.
+
+    Returns
+    -------
+    scored : Scored
+    probability : numpy.ndarray
+        (H, W) the model's probability over the validation columns.
+    """
+    train, validation = cutout.columns(config.real_train_columns), cutout.columns(config.real_validation_columns)
+    threshold = _baseline_threshold([train.column_density], [train.mask], [train.usable], config)
+    probability = predict_probability(network, validation.column_density, config)
+    scored = score_maps("real-validation", [probability], [validation.column_density], [validation.mask],
+                        [validation.usable], config, threshold)
+    return scored, probability
+
+
+def plot_curves(results: Sequence[Scored], path: Path) -> Path:
+    """Precision-recall and ROC curves of the model and the baseline, one row per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(results), 2, figsize=(10, 4.2 * len(results)), squeeze=False)
+    for row, scored in zip(axes, results):
+        for name, scores, style in (("U-Net", scored.model, "-"), ("Hessian ridge baseline", scored.baseline, "--")):
+            precision, recall = scores["pr"]
+            fpr, tpr = scores["roc"]
+            row[0].plot(recall, precision, style, label=f"{name} (AP {scores['ap']:.3f})")
+            row[1].plot(fpr, tpr, style, label=f"{name} (AUC {scores['roc_auc']:.3f})")
+        row[0].set(xlabel="recall", ylabel="precision", title=f"{scored.dataset}: precision-recall per pixel", xlim=(0, 1), ylim=(0, 1))
+        row[1].set(xlabel="false positive rate", ylabel="true positive rate", title=f"{scored.dataset}: ROC per pixel", xlim=(0, 1), ylim=(0, 1))
+        row[0].legend(loc="lower left")
+        row[1].legend(loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_side_by_side(column_density: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: Path,
+                      title: str = "Hi-GAL validation columns") -> Path:
+    """The real N(H2) map, the real mask and the predicted mask, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(9, 10), sharey=True)
+    shown = axes[0].imshow(np.log10(column_density), origin="lower", cmap="inferno")
+    figure.colorbar(shown, ax=axes[0], fraction=0.08, label="log10 N(H2) [cm^-2]")
+    axes[1].imshow(truth, origin="lower", cmap="gray")
+    axes[2].imshow(predicted, origin="lower", cmap="gray")
+    for axis, name in zip(axes, ("N(H2) (Hi-GAL)", "real mask (Schisano+2020)", "predicted mask (U-Net)")):
+        axis.set_title(name)
+        axis.set_xlabel("column (pixels)")
+    axes[0].set_ylabel("row (pixels)")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+

@@ -1,0 +1,54 @@
+"""The command line: help, synth writes maps with their truth, infer writes maps and a catalogue, evaluate
+ends with one JSON line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from nightshift.filaments.cli import main
+
+
+def test_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("synth", "train", "evaluate", "infer", "serve", "bench"):
+        assert command in out
+
+
+def test_synth_then_infer_with_a_wcs(tmp_path, capsys) -> None:
+    assert main(["synth", "--output", str(tmp_path / "sky"), "--count", "1", "--size", "128", "--seed", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["maps"] == 1 and 0 < summary["simulated"]["mask_fraction"] < 0.3
+    image = fits.getdata(tmp_path / "sky" / "map_0000_nh2.fits")
+    mask = fits.getdata(tmp_path / "sky" / "map_0000_mask.fits")
+    assert image.shape == mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 1}
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.crpix, wcs.wcs.cdelt = ["GLON-CAR", "GLAT-CAR"], [350.0, 0.5], [64.5, 64.5], [-0.0032, 0.0032]
+    source = tmp_path / "field.fits"
+    fits.PrimaryHDU(image, header=wcs.to_header()).writeto(source)
+    assert main(["infer", str(source), "--output", str(tmp_path / "out")]) == 0
+    (result,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["filaments"] >= 1
+    probability = fits.getdata(tmp_path / "out" / "field_probability.fits")
+    assert probability.shape == (128, 128) and WCS(fits.getheader(tmp_path / "out" / "field_roi.fits")).has_celestial
+    catalogue = Table.read(tmp_path / "out" / "field_filaments.csv", format="ascii.ecsv")
+    assert len(catalogue) == result["filaments"] and str(catalogue["mean_nh2"].unit) == "1 / cm2"
+    assert np.all(np.abs(catalogue["lat"] - 0.5) < 64 * 0.0032 + 1e-6)
+    assert (tmp_path / "out" / "field_filaments.reg").read_text().startswith("# Region file format: DS9")
+
+
+def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsys) -> None:
+    assert main(["evaluate", "--no-real", "--test-maps", "2", "--output", str(tmp_path)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"dice", "iou", "ap"} <= set(figures) and {"dice", "iou", "ap"} <= set(figures["baseline"])
+    assert json.loads((tmp_path / "evaluation.json").read_text())["dice"] == figures["dice"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000

@@ -1,0 +1,108 @@
+"""Whole-map inference: blending, instances with known geometry, sky positions, output files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from nightshift.filaments.config import preset
+from nightshift.filaments.infer import (CATALOG_COLUMNS, find_filaments, predict_probability, skeleton_length_px,
+                                        sky_positions, write_outputs)
+from nightshift.filaments.model import build_unet
+
+
+class _Identity(torch.nn.Module):
+    """A 'network' whose logit is the input itself, so blending can be checked exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0 + 2.0  # sigmoid(2) everywhere
+
+
+def test_blended_probability_of_a_constant_network_is_constant_and_nan_is_zero() -> None:
+    image = np.full((100, 150), 1e22, np.float32)
+    image[10, 20] = np.nan
+    probability = predict_probability(_Identity(), image, preset("tiny"))
+    assert probability.shape == (100, 150)
+    expected = 1 / (1 + np.exp(-2.0))
+    assert probability[10, 20] == 0
+    np.testing.assert_allclose(np.delete(probability.ravel(), 10 * 150 + 20), expected, rtol=1e-5)
+
+
+def test_small_and_batched_maps() -> None:
+    network = build_unet(levels=2, base_channels=2).eval()
+    config = preset("tiny")
+    assert predict_probability(network, np.ones((20, 30), np.float32), config).shape == (20, 30)
+    batch = np.random.default_rng(0).uniform(1e21, 1e22, (3, 64, 80)).astype(np.float32)
+    both = predict_probability(network, batch, config)
+    np.testing.assert_allclose(both[1], predict_probability(network, batch[1], config), atol=1e-6)
+    assert predict_probability(network, np.zeros((0, 64, 64), np.float32), config).shape == (0, 64, 64)
+
+
+def test_skeleton_length_of_known_shapes() -> None:
+    line = np.zeros((20, 40), bool)
+    line[9:12, 5:35] = True  # a 3-pixel-thick horizontal bar: skeleton about 28 pixels long
+    assert 24 <= skeleton_length_px(line) <= 30
+    diagonal = np.eye(10, dtype=bool)
+    assert skeleton_length_px(diagonal) == pytest.approx(9 * np.sqrt(2))
+    assert skeleton_length_px(np.zeros((5, 5), bool)) == 0
+
+
+def test_find_filaments_measures_each_component() -> None:
+    probability = np.zeros((50, 60), np.float32)
+    probability[10:13, 5:45] = 0.9  # 120 pixels
+    probability[30:33, 30:36] = 0.7  # 18 pixels
+    probability[45, 1] = 0.95  # one pixel: below min_area
+    column_density = np.full(probability.shape, 2e22, np.float32)
+    column_density[11, 5] = np.nan
+    roi, filaments = find_filaments(probability, column_density, threshold=0.5, min_area_px=10)
+    assert [f.area_px for f in filaments] == [120, 18]
+    assert not roi[45, 1] and roi.sum() == 138
+    big = filaments[0]
+    assert big.box == (5, 10, 45, 13)
+    assert big.x == pytest.approx(24.5) and big.y == pytest.approx(11.0)
+    assert big.mean_column_density_cm2 == pytest.approx(2e22)
+    assert big.mean_probability == pytest.approx(0.9)
+    assert find_filaments(np.zeros((8, 8)), np.ones((8, 8)), threshold=0.5, min_area_px=1)[1] == []
+
+
+def _galactic_header(shape: tuple[int, int]) -> str:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]
+    wcs.wcs.crval = [350.0, 0.0]
+    wcs.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2 + 0.5]
+    wcs.wcs.cdelt = [-11.5 / 3600, 11.5 / 3600]
+    return wcs.to_header().tostring()
+
+
+def test_sky_positions_follow_the_wcs() -> None:
+    probability = np.zeros((40, 40), np.float32)
+    probability[19:21, 10:30] = 1
+    _, filaments = find_filaments(probability, np.ones_like(probability), threshold=0.5, min_area_px=1)
+    frame, lon, lat = sky_positions(filaments, _galactic_header((40, 40)))
+    assert frame == "galactic"
+    assert lon[0] == pytest.approx(350.0, abs=1e-6) and lat[0] == pytest.approx(0.0, abs=1e-6)
+    assert sky_positions(filaments, "") is None
+
+
+def test_outputs_are_written_with_units(tmp_path) -> None:
+    probability = np.zeros((40, 40), np.float32)
+    probability[19:22, 10:30] = 0.8
+    roi, filaments = find_filaments(probability, np.full((40, 40), 3e22), threshold=0.5, min_area_px=1)
+    paths = write_outputs(tmp_path / "field", probability, roi, filaments, _galactic_header((40, 40)))
+    assert {p.name for p in paths} == {"field_probability.fits", "field_roi.fits", "field_filaments.fits",
+                                       "field_filaments.csv", "field_filaments.reg"}
+    catalogue = Table.read(tmp_path / "field_filaments.csv", format="ascii.ecsv")
+    assert catalogue.colnames == CATALOG_COLUMNS and len(catalogue) == 1
+    assert str(catalogue["mean_nh2"].unit) == "1 / cm2"
+    assert fits.getheader(tmp_path / "field_roi.fits")["CTYPE1"] == "GLON-CAR"
+    assert "galactic" in (tmp_path / "field_filaments.reg").read_text()
+    write_outputs(tmp_path / "nowcs", probability, roi, filaments)
+    assert "image\npoint(" in (tmp_path / "nowcs_filaments.reg").read_text()
