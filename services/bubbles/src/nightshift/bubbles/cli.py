@@ -1,0 +1,138 @@
+"""``nightshift-bubbles``: simulate, train, evaluate, infer, serve and benchmark the bubbles service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+_PRESETS = ("tiny", "default", "paper")
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=JSON_VALUE, e.g. train_fields=8")
+        key, value = pair.split("=", 1)
+        result[key] = value
+    return result
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.workflows import write_simulated
+
+    print(json.dumps(write_simulated(args.output, preset=args.preset, count=args.count, seed=args.seed), sort_keys=True))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.workflows import train_and_package
+
+    summary = train_and_package(preset=args.preset, overrides=_overrides(args.set), seed=args.seed, output=args.output,
+                                resume=args.resume, ship=args.ship)
+    print(json.dumps(summary, sort_keys=True, default=float))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.workflows import evaluate_model
+    from nightshift.core.bench import report
+
+    figures = evaluate_model(weights=args.weights, seed=args.seed, count=args.count, output=args.output,
+                             real_dir=None if args.no_real else args.real_dir)
+    report(figures, args.output / "evaluation.json")
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.workflows import infer_files
+
+    print(json.dumps(infer_files(args.files, output=args.output, weights=args.weights, score_threshold=args.threshold), sort_keys=True))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.servicer import BubblesModel
+    from nightshift.core.logs import configure_logging
+    from nightshift.core.server import ServerOptions, run
+    from nightshift.core.store import ObjectStore
+
+    configure_logging("bubbles")
+    store = ObjectStore.from_env() if os.environ.get("NIGHTSHIFT_S3_ENDPOINT") else None
+    run(BubblesModel(store=store), store=store, options=ServerOptions.from_env(port=args.port))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.workflows import benchmark
+    from nightshift.core.bench import report
+
+    report(benchmark(tiles=args.tiles, batch_size=args.batch_size, seed=args.seed), args.output / "bench.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    from nightshift.bubbles.realdata import DEFAULT_REAL_DIR
+
+    parser = argparse.ArgumentParser(prog="nightshift-bubbles", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write simulated fields (FITS per band, Galactic CAR WCS) and their truth catalogues")
+    synth.add_argument("--output", type=Path, default=Path("bubbles-synth"))
+    synth.add_argument("--preset", choices=_PRESETS, default="default", help="field size and content (default: default)")
+    synth.add_argument("--count", type=int, default=4)
+    synth.add_argument("--seed", type=int, default=2_000_007, help="simulation seed (default: the held-out test seed of run seed 7)")
+    synth.set_defaults(run=_synth)
+
+    train = commands.add_parser("train", help="train a model; writes weights, card, history and a resumable checkpoint")
+    train.add_argument("--preset", choices=_PRESETS, default="default")
+    train.add_argument("--seed", type=int, default=7)
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field (JSON value)")
+    train.add_argument("--output", type=Path, default=Path("bubbles-train"))
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output")
+    train.add_argument("--ship", action="store_true", help="replace the package's shipped default weights and card")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a model and the classical baseline; prints one JSON line")
+    evaluate.add_argument("--weights", type=Path, default=None, help="safetensors file with its .json card beside (default: shipped)")
+    evaluate.add_argument("--seed", type=int, default=7, help="run seed: the held-out fields are simulated with seed 2000000 + this")
+    evaluate.add_argument("--count", type=int, default=None, help="held-out simulated fields (default: the config's test_fields)")
+    evaluate.add_argument("--output", type=Path, default=Path("bubbles-evaluation"))
+    evaluate.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real composites and MWP DR1 CSV")
+    evaluate.add_argument("--no-real", action="store_true", help="skip the real-data check")
+    evaluate.set_defaults(run=_evaluate)
+
+    infer = commands.add_parser("infer", help="find bubbles in FITS fields (2 bands) or 8/24 um colour composites; writes a catalogue")
+    infer.add_argument("files", type=Path, nargs="+", help="FITS files (one with 2 planes, or pairs given as A.fits,B.fits) or JPEG/PNG composites")
+    infer.add_argument("--output", type=Path, default=Path("bubbles-infer"))
+    infer.add_argument("--weights", type=Path, default=None)
+    infer.add_argument("--threshold", type=float, default=None, help="confidence threshold (default: the model's)")
+    infer.set_defaults(run=_infer)
+
+    serve = commands.add_parser("serve", help="serve nightshift.v1.TaskService (store from NIGHTSHIFT_S3_* when set)")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser("bench", help="service Infer vs bare model throughput; prints one JSON line")
+    bench.add_argument("--tiles", type=int, default=64)
+    bench.add_argument("--batch-size", type=int, default=16)
+    bench.add_argument("--seed", type=int, default=7)
+    bench.add_argument("--output", type=Path, default=Path("bubbles-bench"))
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The outer I/O layer of the command line: files and stores in, the pure functions, files out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from nightshift.bubbles.config import BubblesConfig, data_seeds
+from nightshift.bubbles.config import preset as config_preset
+from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, count_hits, headline, plot_sweep, score_sweep
+from nightshift.bubbles.infer import FieldDetection
+from nightshift.bubbles.model import BubbleSSD, load_weights, save_weights, write_card
+from nightshift.bubbles.realdata import CATALOGUE_FILE, DEFAULT_REAL_DIR, RealField, catalogue_in_field, load_composite, load_composites
+from nightshift.bubbles.simulate import Field
+from nightshift.bubbles.train import EpochReport, train_model
+
+__all__ = ["PACKAGE_WEIGHTS", "shipped_weights", "load_model", "train_and_package", "register_if_configured", "simulated_rows",
+           "score_simulated", "real_check", "score_real", "evaluate_model", "infer_files", "write_simulated", "benchmark"]
+
+FieldRows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]
+"""One field's detection boxes (n, 4), scores (n,), truth boxes (m, 4) and clear flags (m,)."""
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+
+
+def shipped_weights() -> Path:
+    """The safetensors file of the default model shipped in the package (its JSON card beside it).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the package holds no weights (not trained yet).
+    """
+    files = sorted(PACKAGE_WEIGHTS.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no shipped weights in {PACKAGE_WEIGHTS}: run `nightshift-bubbles train --preset default --ship`")
+    return files[0]
+
+
+def load_model(weights: Path | None = None) -> tuple[BubbleSSD, BubblesConfig, dict[str, Any]]:
+    """(model, config, card) of a weights file with its JSON card beside (default: the shipped model)."""
+    from nightshift.bubbles.infer import select_device
+
+    weights = weights or shipped_weights()
+    card = json.loads(weights.with_suffix(".json").read_text())
+    config = BubblesConfig.from_dict(card["config"])
+    return load_weights(weights, config, device=select_device()), config, card
+
+
+def register_if_configured(weights: Path) -> str | None:
+    """Register a weights file and its card in the store named by ``NIGHTSHIFT_S3_*``; the version, or None."""
+    if not os.environ.get("NIGHTSHIFT_S3_ENDPOINT"):
+        return None
+    from nightshift.core.registry import ModelRegistry
+    from nightshift.core.store import ObjectStore
+
+    info = json.loads(weights.with_suffix(".json").read_text())
+    store = ObjectStore.from_env()
+    store.ensure_bucket()
+    model = ModelRegistry(store, "bubbles").register(
+        {weights.name: weights}, name=info["name"], metrics=info["metrics"], config=info["config"], data_seed=info["data_seed"],
+    )
+    return model.version
+
+
+def train_and_package(*, preset: str, overrides: Mapping[str, str], seed: int, output: Path, resume: bool = False,
+                      ship: bool = False) -> dict[str, Any]:
+    """Train, score on the held-out simulated fields, write weights + card + history; optionally ship and register."""
+    from nightshift.bubbles.simulate import simulate_fields
+    from nightshift.bubbles.train import validate
+
+    config = config_preset(preset).with_overrides(overrides)
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def report(epoch: EpochReport) -> None:
+        print(json.dumps({"epoch": epoch.epoch, "of": epoch.total_epochs, "seconds": round(epoch.seconds, 1),
+                          **{k: round(v, 4) for k, v in epoch.metrics.items()}}), flush=True)
+
+    result = train_model(config, seed=seed, on_epoch=report, checkpoint=output / "checkpoint.pt", resume=resume)
+    config = result.config
+    train_seconds = time.perf_counter() - started
+    test = headline(validate(result.model, simulate_fields(config, data_seeds(seed)["test"], config.test_fields), config))
+    metrics = {**result.metrics, **{f"test_{k}": v for k, v in test.items()}, "train_seconds": train_seconds}
+    weights = save_weights(result.model, output / f"{config.name}.safetensors")
+    card = write_card(weights.with_suffix(".json"), config=config, metrics=metrics, data_seed=seed)
+    (output / "history.json").write_text(json.dumps([dataclasses.asdict(h) for h in result.history], indent=2) + "\n")
+    if ship:
+        for old in (*PACKAGE_WEIGHTS.glob("*.safetensors"), *PACKAGE_WEIGHTS.glob("*.json")):
+            old.unlink()
+        shutil.copy2(weights, PACKAGE_WEIGHTS / weights.name)
+        shutil.copy2(card, PACKAGE_WEIGHTS / card.name)
+    return {"weights": str(weights), "card": str(card), "metrics": metrics, "seed": seed, "preset": preset,
+            "size_mb": weights.stat().st_size / 1e6, "registered_version": register_if_configured(weights), "shipped": ship,
+            "parameters": int(sum(p.numel() for p in result.model.parameters())), "data_seeds": data_seeds(seed)}
+
+
+def _rows(detections: Sequence[FieldDetection], truths: np.ndarray, clear: Sequence[bool]) -> FieldRows:
+    boxes = np.array([d.box() for d in detections]).reshape(-1, 4)
+    return boxes, np.array([d.score for d in detections]), truths.reshape(-1, 4), list(clear)
+
+
+def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
+    """Held-out fields of run ``seed`` and, per field, the model's and the baseline's detections from score 0.5 with the truth."""
+    from nightshift.bubbles.baseline import RingTemplateDetector
+    from nightshift.bubbles.infer import SSDWindowDetector, detect_field
+    from nightshift.bubbles.simulate import simulate_fields
+
+    fields = simulate_fields(config, data_seeds(seed)["test"], count)
+    detectors = (SSDWindowDetector(model), RingTemplateDetector())
+    model_rows, baseline_rows = [], []
+    for field in fields:
+        truths = np.array([b.box() for b in field.bubbles])
+        clear = [b.clear for b in field.bubbles]
+        for detector, rows in zip(detectors, (model_rows, baseline_rows)):
+            rows.append(_rows(detect_field(field.pixels, field.header, detector, config, min_score=SWEEP_THRESHOLDS[0]), truths, clear))
+    return fields, model_rows, baseline_rows
+
+
+def _best(sweep: dict[float, Counts]) -> tuple[float, Counts]:
+    """The threshold with the highest F2 and its counts."""
+    return max(sweep.items(), key=lambda item: item[1].f2)
+
+
+def score_simulated(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Headline figures of the model (at its score threshold) and of the baseline (at its best-F2 threshold)."""
+    _, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
+    model_counts = score_sweep(model_rows, [config.score_threshold])[config.score_threshold]
+    threshold, baseline_counts = _best(score_sweep(baseline_rows))
+    return ({**headline(model_counts), "threshold": config.score_threshold}, {**headline(baseline_counts), "threshold": threshold})
+
+
+def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path = DEFAULT_REAL_DIR, *,
+               overlay: Path | None = None) -> dict[str, Any]:
+    """Run the model and the baseline on the real composites and cross-match with MWP DR1 inside each field.
+
+    A catalogue bubble is recovered when a detection covers 1/3 of its box (+-1.3 x semi-major
+    axis); a detection covering no catalogue box is a new candidate.
+    """
+    from nightshift.bubbles.baseline import RingTemplateDetector
+    from nightshift.bubbles.infer import SSDWindowDetector, detect_field
+
+    fields = load_composites(real_dir)
+    if not fields:
+        raise FileNotFoundError(f"no GLM_*.jpg composites in {real_dir}")
+    figures: dict[str, Any] = {"fields": {}}
+    totals = {"model": Counts(), "baseline": Counts()}
+    drawn = []
+    for field in fields:
+        catalogue = catalogue_in_field(real_dir / CATALOGUE_FILE, field.header, field.pixels.shape[1:])
+        truths = np.array([[c["x_px"] - 1.3 * c["radius_px"], c["y_px"] - 1.3 * c["radius_px"], c["x_px"] + 1.3 * c["radius_px"],
+                            c["y_px"] + 1.3 * c["radius_px"]] for c in catalogue]).reshape(-1, 4)
+        entry: dict[str, Any] = {"catalogue_bubbles": len(catalogue)}
+        for name, detector in (("model", SSDWindowDetector(model)), ("baseline", RingTemplateDetector())):
+            found = detect_field(field.pixels, field.header, detector, config, min_score=config.score_threshold if name == "model" else 0.9)
+            counts = count_hits(np.array([d.box() for d in found]).reshape(-1, 4), truths, [True] * len(catalogue))
+            totals[name] = totals[name] + counts
+            entry[name] = {"recovered": counts.all_hit, "detections": counts.detections,
+                           "new_candidates": counts.detections - counts.true_detections}
+            if name == "model":
+                drawn.append((field, catalogue, found))
+        figures["fields"][field.name] = entry
+    for name, counts in totals.items():
+        figures[name] = {"catalogue_bubbles": counts.all_total, "recovered": counts.all_hit, "detections": counts.detections,
+                         "new_candidates": counts.detections - counts.true_detections,
+                         "detection_rate": counts.detection_rate_all}
+    figures["baseline"]["threshold"] = 0.9
+    if overlay is not None:
+        _plot_real_overlay(drawn, overlay)
+        figures["overlay"] = str(overlay)
+    return figures
+
+
+def score_real(model: BubbleSSD, config: BubblesConfig) -> tuple[dict[str, float], dict[str, float]]:
+    """The real-data check's totals as flat figures for ``Evaluate``."""
+    if not (DEFAULT_REAL_DIR / CATALOGUE_FILE).exists():
+        from nightshift.core.errors import FailedPrecondition
+
+        raise FailedPrecondition(f"bubbles: the real data ({DEFAULT_REAL_DIR}) is not available on this server")
+    figures = real_check(model, config)
+    return ({k: float(v) for k, v in figures["model"].items()}, {k: float(v) for k, v in figures["baseline"].items()})
+
+
+def _plot_real_overlay(drawn: list[tuple[RealField, list[dict[str, float]], list[FieldDetection]]], path: Path) -> Path:
+    """Composites with the model's detections (cyan) and the MWP DR1 bubbles (dashed white)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(drawn), 1, figsize=(10, 5 * len(drawn)))
+    for axis, (field, catalogue, found) in zip(np.atleast_1d(axes), drawn):
+        axis.imshow(field.rgb[::-1], origin="lower")
+        for c in catalogue:
+            axis.add_patch(plt.Circle((c["x_px"], c["y_px"]), c["radius_px"], fill=False, color="white", ls="--", lw=1.2))
+        for d in found:
+            axis.add_patch(plt.Circle((d.x_px, d.y_px), d.radius_px, fill=False, color="cyan", lw=1.2))
+            axis.text(d.x_px, d.y_px + d.radius_px, f"{d.score:.2f}", color="cyan", fontsize=7)
+        axis.set_title(f"{field.name}: model (cyan) vs MWP DR1 (dashed white)", fontsize=9)
+        axis.set_xlim(0, field.rgb.shape[1])
+        axis.set_ylim(0, field.rgb.shape[0])
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def _plot_field_overlay(field: Field, rows: FieldRows, threshold: float, path: Path) -> Path:
+    """A simulated field's 8 um and 24 um images with truth (red clear, yellow other) and model detections (cyan)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 6))
+    boxes, scores, _, _ = rows
+    for axis, band, title in zip(axes, field.pixels, ("8 um", "24 um")):
+        low, high = np.nanpercentile(band, [1, 99.5])
+        axis.imshow(band, origin="lower", cmap="gray", vmin=low, vmax=high)
+        for b in field.bubbles:
+            axis.add_patch(plt.Circle((b.x_px, b.y_px), b.radius_px, fill=False, color="red" if b.clear else "yellow", lw=1.2))
+        for box, score in zip(boxes, scores):
+            if score >= threshold:
+                axis.add_patch(plt.Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color="cyan", lw=1))
+        axis.set_title(f"{field.name} {title}: truth (red clear, yellow other), model boxes (cyan)", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def evaluate_model(*, weights: Path | None, seed: int, count: int | None, output: Path, real_dir: Path | None) -> dict[str, Any]:
+    """Score a model and the baseline on held-out simulated fields (and the real check); write plots; return figures."""
+    started = time.perf_counter()
+    model, config, card = load_model(weights)
+    count = config.test_fields if count is None else count
+    fields, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
+    model_sweep, baseline_sweep = score_sweep(model_rows), score_sweep(baseline_rows)
+    threshold, baseline_counts = _best(baseline_sweep)
+    figures: dict[str, Any] = {
+        "model": card["name"], "seed": seed, "test_seed": data_seeds(seed)["test"], "simulated_fields": count,
+        "score_threshold": config.score_threshold, **headline(model_sweep[config.score_threshold]),
+        "baseline": {**headline(baseline_counts), "threshold": threshold},
+        "sweep": {f"{t:.2f}": headline(c) for t, c in model_sweep.items()},
+        "baseline_sweep": {f"{t:.2f}": headline(c) for t, c in baseline_sweep.items()},
+        "plots": [str(plot_sweep({"SSD": model_sweep, "ring baseline": baseline_sweep}, output / "sweep.png")),
+                  str(_plot_field_overlay(fields[0], model_rows[0], config.score_threshold, output / "overlay_simulated.png"))],
+    }
+    if real_dir is not None and (real_dir / CATALOGUE_FILE).exists():
+        figures["real"] = real_check(model, config, real_dir, overlay=output / "overlay_real.png")
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    return figures
+
+
+def _read_field(path_text: str) -> tuple[str, np.ndarray, fits.Header]:
+    """(name, pixels (2, H, W), header) of a 2-plane FITS file, a pair ``A.fits,B.fits`` (8 um, 24 um) or a composite."""
+    from astropy.wcs import WCS
+
+    paths = [Path(p) for p in path_text.split(",")]
+    if paths[0].suffix.lower() in (".jpg", ".jpeg", ".png"):
+        field = load_composite(paths[0])
+        return field.name, field.pixels, field.header
+    planes, header = [], None
+    for path in paths:
+        with fits.open(path) as hdus:
+            hdu = next(h for h in hdus if h.data is not None)
+            data = np.asarray(hdu.data, dtype=np.float32)
+            header = header or WCS(hdu.header).celestial.to_header()
+        planes.extend(data if data.ndim == 3 else [data])
+    if len(planes) != 2:
+        raise ValueError(f"{path_text}: {len(planes)} image planes, expected 2 (8 um, 24 um)")
+    return paths[0].stem, np.stack(planes), header
+
+
+def infer_files(files: Sequence[Path], *, output: Path, weights: Path | None, score_threshold: float | None) -> dict[str, Any]:
+    """Find bubbles in the user's fields; write one catalogue (FITS, ECSV, DS9 regions) over all of them."""
+    from nightshift.bubbles.infer import SSDWindowDetector, detect_field, write_detection_catalogue
+
+    model, config, _ = load_model(weights)
+    detector = SSDWindowDetector(model)
+    rows = []
+    for file in files:
+        name, pixels, header = _read_field(str(file))
+        found = detect_field(pixels, header, detector, config, min_score=score_threshold)
+        rows += [{"field": name, "glon": d.glon_deg, "glat": d.glat_deg, "radius_arcsec": d.radius_arcsec, "x_px": d.x_px,
+                  "y_px": d.y_px, "radius_px": d.radius_px, "score": d.score} for d in found]
+    written = write_detection_catalogue(rows, output / "bubbles")
+    return {"fields": len(files), "bubbles": len(rows), "files": [str(p) for p in written]}
+
+
+def write_simulated(output: Path, *, preset: str, count: int, seed: int) -> dict[str, Any]:
+    """Write simulated fields as one FITS file per band (MJy/sr, Galactic CAR) and one truth catalogue."""
+    from nightshift.bubbles.config import BANDS
+    from nightshift.bubbles.simulate import simulate_fields
+    from nightshift.core.catalog import Column, write_catalog
+
+    config = config_preset(preset)
+    output.mkdir(parents=True, exist_ok=True)
+    truth = []
+    for field in simulate_fields(config, seed, count):
+        for band, plane in zip(BANDS, field.pixels):
+            header = field.header.copy()
+            header["BUNIT"] = "MJy/sr"
+            header["BAND"] = band
+            fits.PrimaryHDU(plane, header).writeto(output / f"{field.name}_{band}.fits", overwrite=True)
+        truth += [{"field": field.name, "glon": b.glon_deg, "glat": b.glat_deg, "radius_arcsec": b.radius_arcsec,
+                   "x_px": b.x_px, "y_px": b.y_px, "clear": b.clear, "coverage": b.coverage} for b in field.bubbles]
+    columns = [Column("field"), Column("glon", "deg"), Column("glat", "deg"), Column("radius_arcsec", "arcsec"),
+               Column("x_px", "pix"), Column("y_px", "pix"), Column("clear", "", "8 um shell encompassing 24 um emission"),
+               Column("coverage", "", "fraction of the circumference the 8 um shell covers")]
+    write_catalog(truth, columns, output / "truth", radius_arcsec="radius_arcsec", label="field")
+    return {"fields": count, "bubbles": len(truth), "directory": str(output), "truth": str(output / "truth.csv")}
+
+
+def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:
+    """Service Infer over gRPC with tiles by reference vs the bare model, on windows of held-out simulated fields."""
+    import platform
+
+    import torch
+
+    from nightshift.bubbles.servicer import BubblesModel
+    from nightshift.bubbles.simulate import field_tiles, simulate_field
+    from nightshift.core.bench import benchmark_service
+    from nightshift.core.s3server import start_local_s3
+
+    config = config_preset("default")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or 'x86_64'})"
+    with start_local_s3("rclone") as s3:
+        store = s3.store()
+        messages: list = []
+        index = 0
+        while len(messages) < tiles:
+            messages += field_tiles(simulate_field(config, data_seeds(seed)["test"], index), config, store=store)
+            index += 1
+        return benchmark_service(BubblesModel(store=store), messages[:tiles], store=store, batch_size=batch_size, device=device)
