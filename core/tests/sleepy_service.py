@@ -3,20 +3,17 @@
 Per tile, the label ``sleep_s`` makes ``infer`` sleep and ``fail`` makes it raise an unexpected
 error. ``load_gate`` holds ``load`` until set, to observe health before the model is ready.
 
-    python core/tests/sleepy_service.py PORT_FILE     # serve on a free port until SIGTERM
+    NIGHTSHIFT_GRPC_PORT=0 NIGHTSHIFT_GRPC_PORT_FILE=F python core/tests/sleepy_service.py   # serve until SIGTERM
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from nightshift.core.logs import configure_logging
 from nightshift.core.model import ProgressCallback, TaskModel
-from nightshift.core.server import ServerOptions, run
+from nightshift.core.server import serve_from_environment
 from nightshift.core.tiles import Tile, TileSpec
 from nightshift.v1 import results_pb2, task_service_pb2
 
@@ -67,5 +64,4 @@ class SleepyModel(TaskModel):
 
 
 if __name__ == "__main__":
-    configure_logging("sleepy")
-    run(SleepyModel(), options=ServerOptions(port=0, grace_s=10, port_file=Path(sys.argv[1])))
+    serve_from_environment(lambda store: SleepyModel(), service="sleepy")

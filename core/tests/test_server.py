@@ -252,10 +252,12 @@ def test_options_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options.port_file == Path("/run/nightshift/port")
 
 
-def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
+def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones(tmp_path: Path, s3_server) -> None:
     port_file = tmp_path / "port"
     script = Path(__file__).with_name("sleepy_service.py")
-    process = subprocess.Popen([sys.executable, str(script), str(port_file)], stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, **s3_server.config.to_env(), "NIGHTSHIFT_GRPC_PORT": "0",
+           "NIGHTSHIFT_GRPC_PORT_FILE": str(port_file), "NIGHTSHIFT_GRPC_GRACE_S": "10"}
+    process = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 30
         while not port_file.exists() or not port_file.read_text():

@@ -39,7 +39,8 @@ from grpc_reflection.v1alpha import reflection
 from nightshift.core.errors import DeadlineExceeded, NightshiftError, ResourceExhausted, Unavailable
 from nightshift.core.metrics import ServiceMetrics
 from nightshift.core.model import TaskModel
-from nightshift.core.store import ObjectStore
+from nightshift.core.logs import configure_logging
+from nightshift.core.store import ObjectStore, StoreConfig
 from nightshift.core.tiles import Tile, decode_tile
 from nightshift.v1 import results_pb2, task_service_pb2, task_service_pb2_grpc, tile_pb2
 
@@ -55,6 +56,7 @@ __all__ = [
     "BackgroundServer",
     "serve",
     "run",
+    "serve_from_environment",
 ]
 
 _log = logging.getLogger(__name__)
@@ -506,8 +508,19 @@ async def serve(servable: Servable | TaskModel, *, store: ObjectStore | None = N
 
 
 def run(servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
-    """Blocking :func:`serve`: the one call a service's ``serve`` command makes."""
+    """Blocking :func:`serve`."""
     asyncio.run(serve(servable, store=store, options=options))
+
+
+def serve_from_environment(make: Callable[[ObjectStore | None], Servable | TaskModel], *, service: str, port: int | None = None) -> None:
+    """A service's whole ``serve`` command: JSON logs, the store when ``NIGHTSHIFT_S3_ENDPOINT`` is set
+    (``NIGHTSHIFT_S3_*``), options from ``NIGHTSHIFT_GRPC_*`` (``port`` overrides), then :func:`run`.
+
+    ``make`` builds what to serve from the store (None when none is configured).
+    """
+    configure_logging(service)
+    store = ObjectStore.from_env() if os.environ.get(StoreConfig.ENV_PREFIX + "ENDPOINT") else None
+    run(make(store), store=store, options=ServerOptions.from_env(port=port))
 
 
 class BackgroundServer:

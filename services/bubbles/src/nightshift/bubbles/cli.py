@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -58,13 +57,9 @@ def _infer(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from nightshift.bubbles.servicer import BubblesModel
-    from nightshift.core.logs import configure_logging
-    from nightshift.core.server import ServerOptions, run
-    from nightshift.core.store import ObjectStore
+    from nightshift.core.server import serve_from_environment
 
-    configure_logging("bubbles")
-    store = ObjectStore.from_env() if os.environ.get("NIGHTSHIFT_S3_ENDPOINT") else None
-    run(BubblesModel(store=store), store=store, options=ServerOptions.from_env(port=args.port))
+    serve_from_environment(lambda store: BubblesModel(store=store), service="bubbles", port=args.port)
     return 0
 
 

@@ -112,11 +112,9 @@ def _infer(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     from nightshift.clusters.servicer import ClustersModel
-    from nightshift.core.logs import configure_logging
-    from nightshift.core.server import ServerOptions, run
+    from nightshift.core.server import serve_from_environment
 
-    configure_logging("clusters")
-    run(ClustersModel(), store=_store_from_env(), options=ServerOptions.from_env(port=args.port))
+    serve_from_environment(lambda store: ClustersModel(store=store), service="clusters", port=args.port)
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -142,13 +142,10 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nightshift.core.logs import configure_logging
-    from nightshift.core.server import ServerOptions, run
+    from nightshift.core.server import serve_from_environment
     from nightshift.filaments.servicer import FilamentsModel
 
-    configure_logging("filaments")
-    store = _store_from_env()
-    run(FilamentsModel(store=store), store=store, options=ServerOptions.from_env(port=args.port))
+    serve_from_environment(lambda store: FilamentsModel(store=store), service="filaments", port=args.port)
     return 0
 
 

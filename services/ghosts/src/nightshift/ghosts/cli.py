@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -77,14 +76,10 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nightshift.core.logs import configure_logging
-    from nightshift.core.server import ServerOptions, run
-    from nightshift.core.store import ObjectStore
+    from nightshift.core.server import serve_from_environment
     from nightshift.ghosts.servicer import GhostsModel
 
-    configure_logging("ghosts")
-    store = ObjectStore.from_env() if os.environ.get("NIGHTSHIFT_S3_ENDPOINT") else None
-    run(GhostsModel(store=store), store=store, options=ServerOptions.from_env(port=args.port))
+    serve_from_environment(lambda store: GhostsModel(store=store), service="ghosts", port=args.port)
     return 0
 
 

@@ -173,24 +173,11 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_from_env():
-    from nightshift.core.store import ObjectStore
+def _serve(args: argparse.Namespace) -> int:
+    from nightshift.core.server import serve_from_environment
     from nightshift.inclination.servicer import InclinationModel
 
-    try:
-        store = ObjectStore.from_env()
-    except ValueError:  # no store configured: serve the bundled model
-        store = None
-    return InclinationModel(store=store), store
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from nightshift.core.logs import configure_logging
-    from nightshift.core.server import ServerOptions, run
-
-    configure_logging("inclination")
-    model, store = _model_from_env()
-    run(model, store=store, options=ServerOptions.from_env(port=args.port))
+    serve_from_environment(lambda store: InclinationModel(store=store), service="inclination", port=args.port)
     return 0
 
 
