@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
-from nightshift.core.registry import ModelRegistry, RegisteredModel, resolve_checkpoint
+from nightshift.core.registry import ModelRegistry, RegisteredModel, bundled_weights, resolve_checkpoint
 from nightshift.core.store import ObjectStore, sha256_hex
 
 WEIGHTS = {"model.safetensors": b"weights v1", "config.json": b'{"layers": 3}'}
@@ -257,3 +257,13 @@ def test_resolve_checkpoint_needs_a_file_of_the_bundled_format(store: ObjectStor
     ModelRegistry(store, "toy").register({"other.json": b"{}"}, name="x", metrics={}, config={}, data_seed=0)
     with pytest.raises(FailedPrecondition, match=r"expected one \.safetensors file"):
         resolve_checkpoint("toy", _bundle(tmp_path), store=store, cache_dir=tmp_path / "cache", version="1")
+
+
+def test_bundled_weights_finds_the_one_shipped_file(tmp_path: Path) -> None:
+    weights = _bundle(tmp_path)
+    assert bundled_weights(weights.parent, ".safetensors") == weights
+    with pytest.raises(FailedPrecondition, match=r"expected one shipped \.keras model .* found \[\]"):
+        bundled_weights(weights.parent, ".keras")
+    (weights.parent / "second.safetensors").write_bytes(b"x")
+    with pytest.raises(FailedPrecondition, match=r"found \['second.safetensors', 'toy-model.safetensors'\]"):
+        bundled_weights(weights.parent, ".safetensors")

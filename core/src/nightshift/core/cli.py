@@ -17,7 +17,7 @@ import numpy as np
 
 from nightshift.core.client import TaskClient
 from nightshift.core.s3server import start_local_s3
-from nightshift.core.server import BackgroundServer, ServerOptions
+from nightshift.core.server import BackgroundServer
 from nightshift.core.tiles import make_tile
 from nightshift.core.tilestats import TileStatisticsModel
 from nightshift.v1 import tile_pb2

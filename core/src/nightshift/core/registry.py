@@ -32,7 +32,7 @@ from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "resolve_checkpoint"]
+__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "resolve_checkpoint"]
 
 SAFE_SUFFIXES = (".safetensors", ".keras", ".json", ".npz", ".pt")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -246,6 +246,20 @@ class ServedCheckpoint:
     config: dict[str, Any]
     metrics: dict[str, float]
     ref: results_pb2.ModelRef
+
+
+def bundled_weights(directory: Path, suffix: str) -> Path:
+    """The one default-model weights file (``*<suffix>``, its JSON card beside it) shipped in a service package.
+
+    Raises
+    ------
+    FailedPrecondition
+        The directory holds no such file, or several.
+    """
+    found = sorted(Path(directory).glob(f"*{suffix}"))
+    if len(found) != 1:
+        raise FailedPrecondition(f"expected one shipped {suffix} model in {directory}, found {[p.name for p in found]}")
+    return found[0]
 
 
 def resolve_checkpoint(

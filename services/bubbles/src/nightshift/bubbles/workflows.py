@@ -22,6 +22,7 @@ from nightshift.bubbles.model import BubbleSSD, load_weights, save_weights, writ
 from nightshift.bubbles.realdata import CATALOGUE_FILE, DEFAULT_REAL_DIR, RealField, catalogue_in_field, load_composite, load_composites
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
+from nightshift.core.registry import bundled_weights
 
 __all__ = ["PACKAGE_WEIGHTS", "shipped_weights", "load_model", "train_and_package", "register_if_configured", "simulated_rows",
            "score_simulated", "real_check", "score_real", "evaluate_model", "infer_files", "write_simulated", "benchmark"]
@@ -37,13 +38,10 @@ def shipped_weights() -> Path:
 
     Raises
     ------
-    FileNotFoundError
-        If the package holds no weights (not trained yet).
+    FailedPrecondition
+        If the package holds no weights (not trained yet: ``nightshift-bubbles train --preset default --ship``).
     """
-    files = sorted(PACKAGE_WEIGHTS.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no shipped weights in {PACKAGE_WEIGHTS}: run `nightshift-bubbles train --preset default --ship`")
-    return files[0]
+    return bundled_weights(PACKAGE_WEIGHTS, ".safetensors")
 
 
 def load_model(weights: Path | None = None) -> tuple[BubbleSSD, BubblesConfig, dict[str, Any]]:

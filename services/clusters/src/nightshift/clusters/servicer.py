@@ -19,6 +19,7 @@ from nightshift.clusters.config import ClustersConfig, get_config
 from nightshift.core.codec import encode_array
 from nightshift.core.errors import FailedPrecondition, NotFound
 from nightshift.core.model import ProgressCallback, TaskModel
+from nightshift.core import registry as model_registry
 from nightshift.core.registry import ModelRegistry, resolve_checkpoint
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
@@ -32,10 +33,7 @@ _DATASETS = {"simulated-test": "test", "simulated-held-out": "held-out"}
 
 def bundled_weights() -> Path:
     """The default model shipped in the package (one ``.keras`` file beside its JSON card)."""
-    found = sorted(_WEIGHTS_DIR.glob("*.keras"))
-    if len(found) != 1:
-        raise FailedPrecondition(f"expected one shipped model in {_WEIGHTS_DIR}, found {[p.name for p in found]}")
-    return found[0]
+    return model_registry.bundled_weights(_WEIGHTS_DIR, ".keras")
 
 
 def _spec(config: ClustersConfig) -> TileSpec:

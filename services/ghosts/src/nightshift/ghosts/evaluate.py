@@ -28,7 +28,6 @@ from pycocotools.cocoeval import COCOeval
 from nightshift.ghosts.artefacts import Artefact, encode_rle
 from nightshift.ghosts.baseline import ResidualBaseline
 from nightshift.ghosts.config import CLASSES, GhostsConfig, data_ranges
-from nightshift.ghosts.focalplane import affected_ccds
 from nightshift.ghosts.infer import Detector, findings
 from nightshift.ghosts.model import GhostDetector
 from nightshift.ghosts.preprocess import image_to_pixels

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from nightshift.core.registry import bundled_weights
 from nightshift.ghosts.config import GhostsConfig, data_ranges
 from nightshift.ghosts.config import preset as config_preset
 from nightshift.ghosts.model import GhostDetector, load_detector, save_weights, write_card
@@ -31,13 +32,11 @@ def shipped_weights() -> tuple[Path, Path]:
 
     Raises
     ------
-    FileNotFoundError
-        If the package holds no weights (not trained yet).
+    FailedPrecondition
+        If the package holds no weights (not trained yet: ``nightshift-ghosts train --preset default --ship``).
     """
-    files = sorted(_PACKAGE_WEIGHTS.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no shipped weights in {_PACKAGE_WEIGHTS}: run `nightshift-ghosts train --preset default --ship`")
-    return files[0], files[0].with_suffix(".json")
+    weights = bundled_weights(_PACKAGE_WEIGHTS, ".safetensors")
+    return weights, weights.with_suffix(".json")
 
 
 def register_if_configured(weights: Path, card: Path) -> str | None:
