@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.orchestration.catalogues import SkyObject, SkyPositions, catalogue_rows, merge_duplicates, write_task_catalogue
+from astropy.table import Table
+
+from nightshift.orchestration.catalogues import (ReferenceCatalogue, SkyObject, SkyPositions, catalogue_rows, cross_match,
+                                                 merge_duplicates, write_task_catalogue)
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 _GAL = tile_pb2.SKY_FRAME_GALACTIC
@@ -64,3 +67,30 @@ def test_measurements_are_one_row_per_tile_and_quantity_at_the_tile_centre(tmp_p
     first = [p.read_bytes() for p in write_task_catalogue("tilestats", task_service_pb2.OUTPUT_KIND_MEASUREMENTS, rows, tmp_path / "1", {"RUNID": "x"})]
     second = [p.read_bytes() for p in write_task_catalogue("tilestats", task_service_pb2.OUTPUT_KIND_MEASUREMENTS, rows, tmp_path / "2", {"RUNID": "x"})]
     assert first == second and len(first) == 3
+
+
+def _reference(tmp_path: Path, catalogue: str, **columns: list[object]) -> ReferenceCatalogue:
+    path = tmp_path / f"{catalogue}.ecsv"
+    Table(columns).write(path, format="ascii.ecsv")
+    return ReferenceCatalogue.read(catalogue, path)
+
+
+def test_detections_are_cross_matched_with_every_reference_catalogue_within_the_radius(tmp_path: Path) -> None:
+    tiles = {t: _tile(t) for t in ("a", "b")}
+    responses = [_response("a", (30.0, 0.0, 0.9, "cluster")), _response("b", (31.0, 0.5, 0.8, "cluster"), (40.0, 0.0, 0.7, "cluster"))]
+    rows = catalogue_rows("clusters", task_service_pb2.OUTPUT_KIND_DETECTIONS, responses, tiles, duplicate_radius_arcsec=30)
+    galactic = _reference(tmp_path, "psz2", name=["PSZ2 G030.00+00.00", "PSZ2 G031.00+00.55"], glon=[30.0, 31.0], glat=[0.001, 0.55])
+    near = SkyPositions.of([30.0], [0.0], ["galactic"])  # the same object, given in ICRS
+    icrs = _reference(tmp_path, "mcxc", name=["MCXC J1846.0-0237"], ra=[float(near.ra_deg[0])], dec=[float(near.dec_deg[0])])
+    cross_match(rows, [icrs, galactic], radius_arcsec=120.0)
+    known = {(r["glon"], r["glat"]): (r["known_in"], r["known_as"]) for r in rows}
+    assert known[(30.0, 0.0)] == ("mcxc,psz2", "MCXC J1846.0-0237")  # catalogues in name order; the first names it
+    assert known[(31.0, 0.5)] == ("", "")  # 180 arcsec from PSZ2 G031.00+00.55: beyond the radius, new
+    assert known[(40.0, 0.0)] == ("", "")
+    write_task_catalogue("clusters", task_service_pb2.OUTPUT_KIND_DETECTIONS, rows, tmp_path / "out", {})
+    assert list(Table.read(tmp_path / "out" / "clusters.fits")["known_in"].filled("")) == ["mcxc,psz2", "", ""]
+
+
+def test_a_reference_catalogue_without_coordinates_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="glon, glat or ra, dec"):
+        _reference(tmp_path, "bad", name=["x"], l=[1.0])

@@ -1,19 +1,41 @@
-"""The demo's score of the tile statistics against the simulated truth."""
+"""The demo night, as the README runs it: its command in a process of its own, on one science task.
+
+The filaments service is the cheapest to start; every science service's own kit is tested in its
+suite (``services/<task>/tests/test_night.py``).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from nightshift.orchestration.demo import tilestats_score
-from nightshift.orchestration.simulate import BandTruth
+_TASK = "filaments"
 
 
-def test_score_is_the_worst_error_in_noise_units() -> None:
-    truth = [BandTruth("glimpse", "irac4", background=60.0, noise=2.0)]
-    rows = [{"survey": "glimpse", "quantity": "irac4.background", "value": 61.0},
-            {"survey": "glimpse", "quantity": "irac4.background", "value": 59.5},
-            {"survey": "glimpse", "quantity": "irac4.noise", "value": 2.2},
-            {"survey": "glimpse", "quantity": "irac4.missing_fraction", "value": 0.9}]
-    score = tilestats_score(rows, truth)
-    assert score["worst_background_error_in_noise_units"] == 0.5
-    assert score["worst_noise_error_in_noise_units"] == pytest.approx(0.1)
+def _night(work_dir: Path) -> dict[str, object]:
+    script = Path(sys.executable).parent / "nightshift"
+    done = subprocess.run([str(script), "night", "--tasks", _TASK, "--work-dir", str(work_dir)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / f"nightshift-{_TASK}").exists(), reason=f"nightshift-{_TASK} is not installed")
+def test_demo_night_scores_real_detections_and_reruns_without_work(tmp_path: Path) -> None:
+    first = _night(tmp_path)
+    assert first["complete"] is True and first["skipped_services"] == []
+    assert first["quarantined"] == [first["malformed_delivered"]] == ["higal/corrupt-transfer"]
+    task = first["tasks"][_TASK]  # type: ignore[index]
+    assert task["tiles"] > 0 and task["rows"] > 0 and task["infer_calls"] > 0
+    score = task["score"]
+    assert score["truth"] > 0 and score["completeness"] > 0.4 and score["purity"] > 0.4, score  # the shipped model finds filaments
+    reports = list((Path(first["work_dir"]) / "s3").rglob("reports/*/*.html"))  # type: ignore[arg-type]
+    assert len(reports) == 1 and reports[0].read_text().count("data:image/png;base64,") == 2  # the sky plot and the example tiles
+    second = _night(tmp_path)
+    assert second["run_id"] == first["run_id"] and second["tasks"][_TASK]["infer_calls"] == 0  # type: ignore[index]
+    assert second["tasks"][_TASK]["score"] == score  # type: ignore[index]

@@ -6,6 +6,11 @@ are the same object seen twice: objects of one label closer than the service's
 position and counting the tiles that saw it. Measurements are per tile (a galaxy image, a data
 quality figure) and are listed one row per (tile, quantity). Every catalogue carries Galactic and
 ICRS coordinates; rows are in a fixed order, so the same results always give the same bytes.
+
+Detections are cross-matched with the task's reference catalogues (real catalogues of known
+objects, e.g. PSZ2 for clusters): each row says in which catalogues it has a counterpart within the
+task's cross-match radius (``known_in``) and the nearest counterpart's name (``known_as``); a row
+with none is a new object.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from astropy.coordinates import SkyCoord, search_around_sky
 from nightshift.core.catalog import Column, write_catalog
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["SkyObject", "SkyPositions", "detections_of", "merge_duplicates", "catalogue_rows", "write_task_catalogue", "DETECTION_COLUMNS",
-           "MEASUREMENT_COLUMNS"]
+__all__ = ["SkyObject", "SkyPositions", "ReferenceCatalogue", "detections_of", "merge_duplicates", "catalogue_rows", "cross_match",
+           "write_task_catalogue", "DETECTION_COLUMNS", "MEASUREMENT_COLUMNS"]
 
 _FRAMES = {tile_pb2.SKY_FRAME_GALACTIC: "galactic", tile_pb2.SKY_FRAME_ICRS: "icrs"}
 
@@ -42,6 +47,8 @@ DETECTION_COLUMNS = (
     Column("tile_id", "", "Tile of the best detection"),
     Column("survey", "", "Survey of that tile"),
     Column("field", "", "Field of that tile"),
+    Column("known_in", "", "Reference catalogues with a counterpart within the cross-match radius, comma-separated (empty: new)"),
+    Column("known_as", "", "Name of the nearest counterpart in the first of those catalogues"),
 )
 MEASUREMENT_COLUMNS = (
     Column("tile_id", "", "Tile measured"),
@@ -185,8 +192,64 @@ def catalogue_rows(
         obj, tile = objects[i], tiles[objects[i].tile_id]
         rows.append({"name": f"{task}-{number:05d}", **positions.columns(i), "radius_arcsec": obj.radius_arcsec,
                      "score": obj.score, "label": obj.label, "n_tiles": count, "tile_id": obj.tile_id,
-                     "survey": tile.survey, "field": tile.field})
+                     "survey": tile.survey, "field": tile.field, "known_in": "", "known_as": ""})
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceCatalogue:
+    """A catalogue of known objects to cross-match with: its name and its objects' names and positions."""
+
+    name: str
+    names: tuple[str, ...]
+    positions: SkyCoord
+
+    @classmethod
+    def read(cls, name: str, path: Path) -> ReferenceCatalogue:
+        """Read a table with a ``name`` column and ``glon``/``glat`` (Galactic) or ``ra``/``dec`` (ICRS) in degrees.
+
+        Raises
+        ------
+        ValueError
+            The table has neither pair of coordinate columns.
+        """
+        from astropy.table import Table
+
+        table = Table.read(path)
+        if {"glon", "glat"} <= set(table.colnames):
+            positions = SkyCoord(np.asarray(table["glon"], float) * u.deg, np.asarray(table["glat"], float) * u.deg, frame="galactic")
+        elif {"ra", "dec"} <= set(table.colnames):
+            positions = SkyCoord(np.asarray(table["ra"], float) * u.deg, np.asarray(table["dec"], float) * u.deg, frame="icrs")
+        else:
+            raise ValueError(f"reference catalogue {name} ({path.name}): needs columns glon, glat or ra, dec (degrees); has {table.colnames}")
+        names = tuple(str(n).strip() for n in table["name"]) if "name" in table.colnames else tuple(f"{name}-{i}" for i in range(len(table)))
+        return cls(name, names, positions.galactic)
+
+
+def cross_match(rows: Sequence[dict[str, object]], references: Sequence[ReferenceCatalogue], radius_arcsec: float) -> None:
+    """Fill ``known_in`` and ``known_as`` of detection ``rows`` from ``references`` (in place).
+
+    A row is known in a catalogue when that catalogue has an object within ``radius_arcsec`` of it;
+    ``known_as`` names the nearest such object in the first catalogue (by name order) that has one.
+    """
+    for row in rows:
+        row["known_in"], row["known_as"] = "", ""
+    if not rows or radius_arcsec <= 0:
+        return
+    found = SkyCoord(np.array([r["glon"] for r in rows], float) * u.deg, np.array([r["glat"] for r in rows], float) * u.deg,
+                     frame="galactic")
+    known: list[list[str]] = [[] for _ in rows]
+    for reference in sorted(references, key=lambda r: r.name):
+        if len(reference.names) == 0:
+            continue
+        nearest, separation, _ = found.match_to_catalog_sky(reference.positions)
+        for i, (j, distance) in enumerate(zip(np.atleast_1d(nearest), np.atleast_1d(separation.arcsec))):
+            if distance <= radius_arcsec:
+                if not known[i]:
+                    rows[i]["known_as"] = reference.names[int(j)]
+                known[i].append(reference.name)
+    for row, names in zip(rows, known):
+        row["known_in"] = ",".join(names)
 
 
 def write_task_catalogue(

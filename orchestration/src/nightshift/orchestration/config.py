@@ -115,6 +115,9 @@ class ServiceEndpoint(BaseModel, frozen=True):
         Deadline of every call, in seconds.
     duplicate_radius_arcsec : float
         Detections of one label closer than this on the sky (from overlapping tiles) are one object.
+    crossmatch_radius_arcsec : float
+        A detection with an object of the task's reference catalogues (``reference/<task>/`` in the
+        store) within this radius is known; 0 skips the cross-match.
     """
 
     name: Name
@@ -123,6 +126,7 @@ class ServiceEndpoint(BaseModel, frozen=True):
     batch_tiles: int = Field(default=0, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
     duplicate_radius_arcsec: float = Field(default=30.0, ge=0)
+    crossmatch_radius_arcsec: float = Field(default=0.0, ge=0)
 
 
 class NightConfig(BaseModel, frozen=True):

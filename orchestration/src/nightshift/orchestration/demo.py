@@ -1,52 +1,124 @@
 """The demo night: everything on this machine, a simulated night, the real nightly flow, one JSON line.
 
-Starts a local S3 server and the services as local processes (the ingest service, the
-tile-statistics data-quality service once per survey's band set, and every science service whose
-``nightshift-<task>`` command is installed), writes the simulated night (:mod:`.simulate`) into the
-raw area, runs the nightly flow in Prefect's ephemeral mode with progress bars, scores the
-tile statistics against the simulated truth, says where the catalogues and the report are, and
-ends with one JSON line. Everything it started is stopped at the end, also on failure. The store's
-files stay in ``<work dir>/s3/<bucket>/`` (rclone serves a directory), so the outputs can be
-opened after the servers are gone; running again with the same ``--work-dir`` re-runs the night
-(nothing is computed twice).
+Starts a local S3 server, the ingest service and every science service installed here, as local
+processes. Each science service simulates its own small night with known truth through its
+command line (``nightshift-<task> simulate-night``: the raw files of its survey, how they are
+tiled, the service's merge and cross-match radii, real reference catalogues when the service finds
+them, and the truth), so the orchestration imports no service. The night's files go into the raw
+area, the nightly flow runs in Prefect's ephemeral mode with progress bars, and each task's
+catalogue is scored against its truth by the service (``nightshift-<task> score-night``). It says
+where the catalogues and the report are and ends with one JSON line. Everything it started is
+stopped at the end, also on failure. The store's files stay in ``<work dir>/s3/<bucket>/`` (rclone
+serves a directory), so the outputs can be opened after the servers are gone; running again with
+the same ``--work-dir`` re-runs the night (nothing is computed twice).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from nightshift.core.store import ObjectStore
-from nightshift.orchestration.config import NightConfig, ServiceEndpoint
-from nightshift.orchestration.launcher import LocalNight, ingest_command, science_service_commands, tilestats_command
+from nightshift.orchestration.config import NightConfig, ServiceEndpoint, SurveyConfig
+from nightshift.orchestration.launcher import SCIENCE_TASKS, LocalNight, console_script, ingest_command, science_service_commands
+from nightshift.orchestration.layout import NightLayout
 from nightshift.orchestration.progress import ProgressEvent, listening
-from nightshift.orchestration.simulate import DEMO_NIGHT, SIMULATED_SURVEYS, BandTruth, simulate_night
 
-__all__ = ["run_demo", "tilestats_score"]
+__all__ = ["DEMO_NIGHT", "NightKit", "simulate_kit", "upload_kit", "score_kit", "run_demo"]
 
-def tilestats_score(rows: Sequence[dict[str, object]], truth: Sequence[BandTruth]) -> dict[str, float]:
-    """Worst error of the measured background and noise against the simulated truth, in noise units.
+DEMO_NIGHT = "2026-11-21"
+"""The night the demo simulates and processes by default."""
 
-    ``rows`` are rows of the tile-statistics catalogue (quantity ``<band>.background`` / ``<band>.noise``).
+_KIT_TIMEOUT_S = 600.0
+_MALFORMED_FIELD = "corrupt-transfer"
+
+
+@dataclasses.dataclass(frozen=True)
+class NightKit:
+    """A science service's simulated night (``nightshift-<task> simulate-night``) in ``directory``.
+
+    ``directory`` holds ``night.json`` (the survey and the service's radii), ``raw/<field>/<band>.fits``,
+    optionally ``reference/<catalogue>.ecsv``, and the service's private ``truth/``.
     """
-    levels = {(t.survey, t.band): t for t in truth}
-    worst = {"background": 0.0, "noise": 0.0}
-    for row in rows:
-        band, _, quantity = str(row["quantity"]).partition(".")
-        expected = levels.get((str(row["survey"]), band))
-        if expected is None or quantity not in worst:
-            continue
-        target = expected.background if quantity == "background" else expected.noise
-        worst[quantity] = max(worst[quantity], abs(float(row["value"]) - target) / expected.noise)  # type: ignore[arg-type]
-    return {f"worst_{q}_error_in_noise_units": round(v, 4) for q, v in worst.items()}
+
+    task: str
+    directory: Path
+    survey: SurveyConfig
+    duplicate_radius_arcsec: float
+    crossmatch_radius_arcsec: float
+    summary: dict[str, Any]
+
+
+def _run_json(argv: Sequence[str], what: str) -> dict[str, Any]:
+    """Run a service command that prints one JSON line last; return it.
+
+    Raises
+    ------
+    RuntimeError
+        It failed or printed no JSON line (the message carries the tail of its output).
+    """
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=_KIT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip()[-800:]
+        raise RuntimeError(f"{what} failed (exit status {done.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def simulate_kit(task: str, directory: Path, seed: int) -> NightKit:
+    """Have ``task``'s service simulate its night into ``directory``."""
+    script = console_script(f"nightshift-{task}")
+    if script is None:
+        raise FileNotFoundError(f"nightshift-{task} is not installed")
+    summary = _run_json([script, "simulate-night", "--out", str(directory), "--seed", str(seed)], f"nightshift-{task} simulate-night")
+    night = json.loads((directory / "night.json").read_text())
+    service = night.get("service", {})
+    return NightKit(task, directory, SurveyConfig.model_validate(night["survey"]),
+                    float(service.get("duplicate_radius_arcsec", 0.0)), float(service.get("crossmatch_radius_arcsec", 0.0)), summary)
+
+
+def upload_kit(store: ObjectStore, night: str, kit: NightKit) -> int:
+    """Deliver ``kit``'s raw files into the night's raw area and its reference catalogues; return files written."""
+    layout = NightLayout(store, night)
+    written = 0
+    for path in sorted((kit.directory / "raw").glob("*/*.fits")):
+        store.put_file(f"{layout.raw_prefix}{kit.survey.name}/{path.parent.name}/{path.name}", path)
+        written += 1
+    for path in sorted((kit.directory / "reference").glob("*.ecsv")):
+        store.put_file(layout.reference_prefix(kit.task) + path.name, path)
+        written += 1
+    return written
+
+
+def deliver_malformed(store: ObjectStore, night: str, survey: SurveyConfig) -> str:
+    """A transfer gone wrong: a field of ``survey`` whose first band is not a FITS file. Returns the input's name."""
+    prefix = f"{NightLayout(store, night).raw_prefix}{survey.name}/{_MALFORMED_FIELD}/"
+    for number, band in enumerate(survey.bands):
+        body = b"SIMPLE  = truncated by the transfer\n" if number == 0 else b"\0" * 2880
+        store.put_bytes(f"{prefix}{band.name}.fits", body)
+    return f"{survey.name}/{_MALFORMED_FIELD}"
+
+
+def score_kit(kit: NightKit, store: ObjectStore, catalogue_key: str) -> dict[str, Any]:
+    """``task``'s score of the night's catalogue at ``catalogue_key`` (FITS) against the kit's truth."""
+    script = console_script(f"nightshift-{kit.task}")
+    assert script is not None  # the kit was made by it
+    with tempfile.TemporaryDirectory(prefix="nightshift-score-") as directory:
+        path = store.get_file(catalogue_key, Path(directory) / f"{kit.task}.fits")
+        return _run_json([script, "score-night", "--kit", str(kit.directory), "--catalogue", str(path)],
+                         f"nightshift-{kit.task} score-night")
 
 
 class _ProgressBars:
@@ -65,37 +137,52 @@ class _ProgressBars:
         self.progress.advance(bar, event.done)
 
 
-def _read_catalogue_rows(store: ObjectStore, key: str) -> list[dict[str, object]]:
-    from astropy.table import Table
+def _make_kits(tasks: Sequence[str], work_dir: Path, seed: int) -> tuple[dict[str, NightKit], dict[str, str]]:
+    """Every task's night, simulated in parallel processes: (kits, {task: why it has none})."""
+    kits, failed = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, len(tasks))) as pool:
+        futures = {task: pool.submit(simulate_kit, task, work_dir / "kits" / task, seed) for task in tasks}
+        for task, future in futures.items():
+            try:
+                kits[task] = future.result()
+            except (RuntimeError, FileNotFoundError, ValueError, subprocess.TimeoutExpired) as exc:
+                failed[task] = f"its simulated night failed: {exc}"
+    return kits, failed
 
-    with tempfile.TemporaryDirectory() as directory:
-        table = Table.read(store.get_file(key, Path(directory) / "catalogue.fits"))
-        return [dict(zip(table.colnames, row)) for row in table.iterrows()]
 
-
-def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int = 0, startup_timeout_s: float = 300.0) -> int:
-    """Run the demo night; print where its outputs are and one JSON line; return the exit status."""
+def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int = 0, tasks: Sequence[str] = SCIENCE_TASKS,
+             startup_timeout_s: float = 300.0) -> int:
+    """Run the demo night for ``tasks``; print where its outputs are and one JSON line; return the exit status."""
     started = time.perf_counter()
     console = Console(stderr=True)
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="nightshift-night-"))
     with LocalNight(work_dir) as local:
         store = local.start_s3()
         os.environ.update(store.config.to_env())  # the flow's tasks read the store from the environment
-        truth = simulate_night(store, night, seed=seed, malformed=True)
-        science, not_installed = science_service_commands()
-        commands = [ingest_command(), *(tilestats_command(f"tilestats-{s.name}", s.band_names) for s in SIMULATED_SURVEYS), *science]
-        with console.status(f"starting the local S3 server and {len(commands)} services"):
-            failed = local.start_services(commands, timeout_s=startup_timeout_s)
+        science, not_installed = science_service_commands(tasks)
+        with console.status(f"starting the local S3 server and {len(science) + 1} services; the services simulate their nights"):
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                starting = pool.submit(local.start_services, [ingest_command(), *science], timeout_s=startup_timeout_s)
+                kits, kit_failed = _make_kits([c.name for c in science], work_dir, seed)
+                failed = starting.result()
         if "ingest" in failed:
             console.print(f"[red]the ingest service did not start:[/red] {failed['ingest']}")
             return 1
-        for name, reason in {**not_installed, **failed}.items():
+        skipped = {**not_installed, **kit_failed, **{name: f"did not start: {reason[:300]}" for name, reason in failed.items()}}
+        for name, reason in skipped.items():
             console.print(f"[yellow]skipping {name}[/yellow]: {reason}")
+        kits = {task: kit for task, kit in kits.items() if task in local.services}
+        for kit in kits.values():
+            upload_kit(store, night, kit)
+        malformed = deliver_malformed(store, night, next(iter(kits.values())).survey) if kits else ""
         config = NightConfig(
-            surveys=SIMULATED_SURVEYS,
+            surveys=tuple(kit.survey for kit in kits.values()),
             ingest_target=local.services["ingest"].target,
-            services=tuple(ServiceEndpoint(name=name, target=s.target) for name, s in local.services.items() if name != "ingest"),
-            skipped_services={**not_installed, **{name: f"did not start: {reason[:300]}" for name, reason in failed.items()}},
+            services=tuple(ServiceEndpoint(name=task, target=local.services[task].target,
+                                           duplicate_radius_arcsec=kit.duplicate_radius_arcsec,
+                                           crossmatch_radius_arcsec=kit.crossmatch_radius_arcsec)
+                           for task, kit in kits.items()),
+            skipped_services={name: reason for name, reason in skipped.items() if name != "ingest"},
             tiles_per_task=128,
         )
         from nightshift.orchestration.nightly import NightIncomplete, nightly  # imports Prefect: after the services are up
@@ -115,17 +202,22 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
         print(f"  report:     {files_root / summary.report_key}")
         for name, reason in summary.quarantined:
             print(f"  quarantined {name}: {reason}")
-        tasks: dict[str, dict[str, object]] = {}
+        results: dict[str, dict[str, object]] = {}
         for task in summary.tasks:
-            tasks[task.task] = {"tiles": task.tiles, "rows": task.rows, "infer_calls": task.calls, "model": task.model}
-            print(f"  {task.task}: {task.tiles} tiles -> {task.rows} catalogue rows ({task.model})")
-            if task.task == "tilestats":
-                fits_key = next(k for k in task.catalogue_keys if k.endswith(".fits"))
-                tasks[task.task]["score"] = tilestats_score(_read_catalogue_rows(store, fits_key), truth)
+            results[task.task] = {"tiles": task.tiles, "rows": task.rows, "known": task.known, "infer_calls": task.calls,
+                                  "model": task.model}
+            fits_keys = [k for k in task.catalogue_keys if k.endswith(".fits")]
+            if task.task in kits and fits_keys:
+                try:
+                    results[task.task]["score"] = score_kit(kits[task.task], store, fits_keys[0])
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    results[task.task]["score"] = {"error": str(exc)[:300]}
+            print(f"  {task.task}: {task.tiles} tiles -> {task.rows} catalogue rows, {task.known} known ({task.model}); "
+                  f"score {json.dumps(results[task.task].get('score', {}), sort_keys=True)}")
     line = {
-        "night": night, "complete": summary.complete, "run_id": summary.run_id, "tasks": tasks,
-        "inputs": len(summary.inputs), "quarantined": len(summary.quarantined),
-        "skipped_services": sorted(name for name, _ in summary.skipped_services),
+        "night": night, "complete": summary.complete, "run_id": summary.run_id, "tasks": results,
+        "inputs": len(summary.inputs), "quarantined": [name for name, _ in summary.quarantined],
+        "malformed_delivered": malformed, "skipped_services": sorted(name for name, _ in summary.skipped_services),
         "wall_s": round(time.perf_counter() - started, 1), "work_dir": str(work_dir),
     }
     print(json.dumps(line, sort_keys=True))

@@ -27,8 +27,8 @@ from nightshift.core.client import TaskClient
 from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
 from nightshift.core.store import ObjectStore
 
-__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "science_service_commands", "ingest_command",
-           "tilestats_command"]
+__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "console_script", "science_service_commands",
+           "ingest_command", "tilestats_command"]
 
 SCIENCE_TASKS = ("bubbles", "clusters", "filaments", "ghosts", "inclination")
 _LOG_TAIL_CHARS = 1500
@@ -71,17 +71,17 @@ class RunningService:
         return text[-_LOG_TAIL_CHARS:].strip()
 
 
-def _console_script(name: str) -> str | None:
+def console_script(name: str) -> str | None:
     """The console script ``name`` of this environment, or None if it is not installed."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def science_service_commands() -> tuple[list[ServiceCommand], dict[str, str]]:
-    """``nightshift-<task> serve`` for each science service installed, and the reason for each one not."""
+def science_service_commands(tasks: Sequence[str] = SCIENCE_TASKS) -> tuple[list[ServiceCommand], dict[str, str]]:
+    """``nightshift-<task> serve`` for each of ``tasks`` whose service is installed, and the reason for each one not."""
     commands, missing = [], {}
-    for task in SCIENCE_TASKS:
-        script = _console_script(f"nightshift-{task}")
+    for task in tasks:
+        script = console_script(f"nightshift-{task}")
         if script is None:
             missing[task] = f"not installed here (no nightshift-{task} command)"
         else:
@@ -97,7 +97,7 @@ def ingest_command() -> ServiceCommand:
     FileNotFoundError
         The ingest service is not installed (the night cannot run without it).
     """
-    script = _console_script("nightshift-ingest")
+    script = console_script("nightshift-ingest")
     if script is None:
         raise FileNotFoundError("nightshift-ingest is not installed: pip install -e services/ingest")
     return ServiceCommand("ingest", (script, "serve"))

@@ -10,6 +10,8 @@
     runs/<night>/<run_id>/                            a completed run: catalogues/ and manifest.json
     runs/<night>/LATEST.json                          the night's last completed run
     reports/<night>/<attempt>.html                    one report per attempt of the night
+    reference/<task>/<catalogue>.{ecsv,fits}          real catalogues of known objects a task's detections are
+                                                      cross-matched with (written by the survey's data engineers)
 
 Work records are keyed by content (input checksum, task, model version, tile ids of the batch), not
 by night: work already done is never done again, whichever night asks for it. A run's path is
@@ -70,6 +72,9 @@ class NightLayout:
     @property
     def latest(self) -> str:
         return self.store.key("runs", self.night, "LATEST.json")
+
+    def reference_prefix(self, task: str) -> str:
+        return self.store.key("reference", task) + "/"
 
     def report(self, attempt: str) -> str:
         return self.store.key("reports", self.night, f"{attempt}.html")

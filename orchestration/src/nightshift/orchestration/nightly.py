@@ -7,8 +7,9 @@ Stages, each a Prefect task (see :mod:`nightshift.orchestration.layout` for the 
 3. send each service the tiles it accepts: one task per few hundred tiles, several Infer calls each,
    at most ``max_concurrent_calls`` calls in flight per service, every call with a deadline, each
    call's results recorded once (a re-run or a resumed night makes no call already made);
-4. one catalogue per task (FITS, CSV, DS9) under the run's immutable path, then the manifest, then
-   the night's ``LATEST.json``: only a night where every task completed gets a run;
+4. one catalogue per task (FITS, CSV, DS9) under the run's immutable path, detections cross-matched
+   with the task's reference catalogues (``reference/<task>/``), then the manifest, then the
+   night's ``LATEST.json``: only a night where every task completed gets a run;
 5. the report (Prefect markdown artifact and an HTML page in the store), complete or not.
 
 Retries: only transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, the store unreachable) are retried,
@@ -37,16 +38,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from nightshift.core.errors import ObjectNotFound
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
-from nightshift.orchestration.catalogues import catalogue_rows, write_task_catalogue
+from nightshift.orchestration.catalogues import ReferenceCatalogue, catalogue_rows, cross_match, write_task_catalogue
 from nightshift.orchestration.config import NightConfig, ServiceEndpoint
 from nightshift.orchestration.discovery import NightInput, Rejection, discover, find_quarantined, quarantine
 from nightshift.orchestration.fanout import InferOutcome, ServicePlan, call_batches, describe, infer_batches, recorded_results
 from nightshift.orchestration.ingest import IngestClient, ingest_request, ingest_run_id
 from nightshift.orchestration.layout import NightLayout, content_digest
 from nightshift.orchestration.progress import report_progress
-from nightshift.orchestration.report import NightSummary, TaskSummary, render_html, render_markdown, sky_plot_png
+from nightshift.orchestration.report import NightSummary, TaskSummary, overlay_png, render_html, render_markdown, sky_plot_png
 from nightshift.orchestration.retries import TRANSIENT_RETRY_OPTIONS
-from nightshift.v1 import ingest_service_pb2, tile_pb2
+from nightshift.v1 import ingest_service_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["nightly", "NightIncomplete", "IngestedInput", "TaskCatalogue", "run_id_of"]
 
@@ -66,12 +67,15 @@ class IngestedInput:
 
 @dataclasses.dataclass(frozen=True)
 class TaskCatalogue:
-    """A task's catalogue as written: rows, object keys with their SHA-256, and the rows' Galactic positions."""
+    """A task's catalogue as written: rows, rows known in its reference catalogues, object keys with
+    their SHA-256, the rows' Galactic positions, and example tiles with what was found (PNG, for the report)."""
 
     rows: int
+    known: int
     files: dict[str, str]
     glon: tuple[float, ...]
     glat: tuple[float, ...]
+    overlay_png: bytes
 
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -156,13 +160,28 @@ def infer_work(night: str, plan: ServicePlan, input_key: str, batches: list[list
 
 
 @task(**TRANSIENT_RETRY_OPTIONS)
-def write_catalogue(
-    night: str, run_id: str, task_name: str, work: list[tuple[ServicePlan, str, list[list[tile_pb2.ImageTile]]]]
-) -> TaskCatalogue:
-    """Merge ``task_name``'s recorded results into one catalogue and store it under the run.
+def find_references(night: str, task_names: list[str]) -> dict[str, dict[str, str]]:
+    """Each task's reference catalogues in the store (``reference/<task>/*.ecsv|.fits``): {task: {key: SHA-256}}."""
+    store = ObjectStore.from_env()
+    layout = NightLayout(store, night)
+    return {
+        name: {key: sha256_hex(store.get_bytes(key)) for key in sorted(store.list_keys(layout.reference_prefix(name)))
+               if key.endswith(_REFERENCE_SUFFIXES)}
+        for name in task_names
+    }
 
-    ``work`` lists (service plan, input key, call batches) of everything the task did tonight. A
-    run is immutable: a file already stored must have the same bytes, or this fails.
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def write_catalogue(
+    night: str, run_id: str, task_name: str, work: list[tuple[ServicePlan, str, list[list[tile_pb2.ImageTile]]]],
+    references: dict[str, str],
+) -> TaskCatalogue:
+    """Merge ``task_name``'s recorded results into one catalogue, cross-match it, and store it under the run.
+
+    ``work`` lists (service plan, input key, call batches) of everything the task did tonight;
+    ``references`` the keys and SHA-256 of its reference catalogues (as :func:`find_references`
+    found them: one changed since is an error, the run id depends on them). A run is immutable: a
+    file already stored must have the same bytes, or this fails.
     """
     store = ObjectStore.from_env()
     layout = NightLayout(store, night)
@@ -173,6 +192,8 @@ def write_catalogue(
     plan = work[0][0]
     rows = catalogue_rows(task_name, plan.output_kind, responses, tiles,
                           duplicate_radius_arcsec=plan.endpoint.duplicate_radius_arcsec)
+    if plan.output_kind != task_service_pb2.OUTPUT_KIND_MEASUREMENTS:
+        cross_match(rows, _read_references(store, references), plan.endpoint.crossmatch_radius_arcsec)
     meta = {"NIGHT": night, "RUNID": run_id, "TASK": task_name, "MODEL": f"{plan.model_name}:{plan.model_version}",
             "CODEVER": code_version()}
     files = {}
@@ -182,7 +203,9 @@ def write_catalogue(
             data = path.read_bytes()
             files[key] = _put_immutable(store, key, data)
     positions = sorted({(r["glon"], r["glat"]) for r in rows})  # measurements have several rows per tile
-    return TaskCatalogue(rows=len(rows), files=files, glon=tuple(p[0] for p in positions), glat=tuple(p[1] for p in positions))
+    return TaskCatalogue(rows=len(rows), known=sum(1 for r in rows if r.get("known_in")), files=files,
+                         glon=tuple(p[0] for p in positions), glat=tuple(p[1] for p in positions),
+                         overlay_png=_overlay(store, task_name, rows, tiles))
 
 
 @task(**TRANSIENT_RETRY_OPTIONS)
@@ -199,16 +222,68 @@ def publish_run(night: str, run_id: str, manifest: dict[str, Any]) -> str:
 
 
 @task(**TRANSIENT_RETRY_OPTIONS)
-def write_report(summary: NightSummary, sky: dict[str, tuple[tuple[float, ...], tuple[float, ...]]]) -> str:
-    """Store the HTML report of this attempt and publish the markdown as a Prefect artifact; return the HTML key."""
+def write_report(summary: NightSummary, sky: dict[str, tuple[tuple[float, ...], tuple[float, ...]]], sky_map_key: str,
+                 overlays: dict[str, bytes]) -> str:
+    """Store the HTML report of this attempt and publish the markdown as a Prefect artifact; return the HTML key.
+
+    ``sky_map_key`` is a HEALPix map of the night drawn under the sky plot ("" for none).
+    """
     store = ObjectStore.from_env()
     key = summary.report_key
-    store.put_bytes(key, render_html(summary, sky_plot_png(sky)).encode(), content_type="text/html")
+    sky_png = sky_plot_png(sky, _sky_map(store, sky_map_key) if sky_map_key else None)
+    store.put_bytes(key, render_html(summary, sky_png, overlays).encode(), content_type="text/html")
     create_markdown_artifact(render_markdown(summary), key=f"night-{summary.night}", description=f"Nightshift night {summary.night}")
     return key
 
 
 # -- helpers of the flow ----------------------------------------------------------------------
+
+_REFERENCE_SUFFIXES = (".ecsv", ".fits")
+_OVERLAY_EXAMPLES = 3
+_SKY_MAP_NSIDE = 64  # the report's sky map: plenty for a page, quick to draw
+
+
+def _read_references(store: ObjectStore, references: dict[str, str]) -> list[ReferenceCatalogue]:
+    catalogues = []
+    with tempfile.TemporaryDirectory(prefix="nightshift-reference-") as directory:
+        for key, digest in sorted(references.items()):
+            data = store.get_bytes(key)
+            if sha256_hex(data) != digest:
+                raise RuntimeError(f"reference catalogue {key} changed during the night: re-run the night")
+            path = Path(directory) / key.rsplit("/", 1)[-1]
+            path.write_bytes(data)
+            catalogues.append(ReferenceCatalogue.read(path.stem, path))
+    return catalogues
+
+
+def _overlay(store: ObjectStore, task_name: str, rows: list[dict[str, Any]], tiles: dict[str, tile_pb2.ImageTile]) -> bytes:
+    """A few tiles with the catalogue's rows drawn over them: the best-scored detections', or the first measured tiles'."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from nightshift.core.tiles import decode_tile
+
+    chosen: list[str] = []
+    for row in sorted(rows, key=lambda r: -float(r.get("score", 0.0))) if rows and "score" in rows[0] else rows:
+        if row["tile_id"] not in chosen:
+            chosen.append(str(row["tile_id"]))
+        if len(chosen) == _OVERLAY_EXAMPLES:
+            break
+    examples = []
+    for tile_id in chosen:
+        tile = tiles[tile_id]
+        wcs = WCS(fits.Header.fromstring("".join(tile.wcs_cards))).celestial if tile.wcs_cards else None
+        examples.append((decode_tile(tile, store=store).pixels[0], wcs, [r for r in rows if r["tile_id"] == tile_id]))
+    return overlay_png(task_name, examples) if examples else b""
+
+
+def _sky_map(store: ObjectStore, key: str) -> Any:
+    """The HEALPix map at ``key``, degraded to the report's resolution (missing pixels UNSEEN)."""
+    import healpy as hp
+
+    with tempfile.TemporaryDirectory(prefix="nightshift-sky-") as directory:
+        values = hp.read_map(str(store.get_file(key, Path(directory) / "map.fits")), dtype=float)
+    return hp.ud_grade(values, min(_SKY_MAP_NSIDE, hp.npix2nside(values.size)))
 
 
 def _put_immutable(store: ObjectStore, key: str, data: bytes) -> str:
@@ -227,12 +302,15 @@ def _put_immutable(store: ObjectStore, key: str, data: bytes) -> str:
     return digest
 
 
-def run_id_of(night: str, inputs: Sequence[IngestedInput], plans: Sequence[ServicePlan]) -> str:
-    """The run's id: a digest of everything its outputs depend on (inputs, models, parameters, code)."""
+def run_id_of(night: str, inputs: Sequence[IngestedInput], plans: Sequence[ServicePlan],
+              references: dict[str, dict[str, str]] | None = None) -> str:
+    """The run's id: a digest of everything its outputs depend on (inputs, models, parameters, reference catalogues, code)."""
     return content_digest({
         "night": night,
         "inputs": sorted(i.night_input.input_key for i in inputs),
-        "services": sorted((p.task, p.model_name, p.model_version, p.endpoint.duplicate_radius_arcsec) for p in plans),
+        "services": sorted((p.task, p.model_name, p.model_version, p.endpoint.duplicate_radius_arcsec,
+                            p.endpoint.crossmatch_radius_arcsec) for p in plans),
+        "references": references or {},
         "code": code_version(),
     })
 
@@ -258,7 +336,7 @@ def _task_batches(batches: list[list[tile_pb2.ImageTile]], tiles_per_task: int) 
 
 def _manifest(night: str, run_id: str, inputs: Sequence[IngestedInput], quarantined: Sequence[Rejection],
               tasks: dict[str, list[ServicePlan]], catalogues: dict[str, TaskCatalogue], config: NightConfig,
-              timings: dict[str, float]) -> dict[str, Any]:
+              references: dict[str, dict[str, str]], timings: dict[str, float]) -> dict[str, Any]:
     return {
         "night": night,
         "run_id": run_id,
@@ -275,7 +353,8 @@ def _manifest(night: str, run_id: str, inputs: Sequence[IngestedInput], quaranti
         "tasks": {
             name: {"models": sorted({f"{p.model_name}:{p.model_version}" for p in plans}),
                    "services": sorted(p.endpoint.name for p in plans),
-                   "rows": catalogues[name].rows, "catalogue": catalogues[name].files}
+                   "rows": catalogues[name].rows, "known": catalogues[name].known, "catalogue": catalogues[name].files,
+                   "reference_catalogues": references.get(name, {})}
             for name, plans in sorted(tasks.items())
         },
         "timings_s": timings,
@@ -357,11 +436,12 @@ def nightly(config: NightConfig, night: str = "") -> NightSummary:
     timings["infer"] = time.perf_counter() - stage
 
     complete = not failures
-    run_id = run_id_of(night, ingested, [p for plans_ in tasks.values() for p in plans_]) if complete else ""
+    references = find_references(night, sorted(work)) if complete else {}
+    run_id = run_id_of(night, ingested, [p for plans_ in tasks.values() for p in plans_], references) if complete else ""
     catalogues: dict[str, TaskCatalogue] = {}
     if complete:
         stage = time.perf_counter()
-        futures = {name: write_catalogue.submit(night, run_id, name, items) for name, items in sorted(work.items())}
+        futures = {name: write_catalogue.submit(night, run_id, name, items, references[name]) for name, items in sorted(work.items())}
         for name, future in futures.items():
             catalogue, error = _outcome(future)
             if error:
@@ -372,7 +452,7 @@ def nightly(config: NightConfig, night: str = "") -> NightSummary:
         complete = not failures
     if complete:
         stage = time.perf_counter()
-        publish_run(night, run_id, _manifest(night, run_id, ingested, quarantined, tasks, catalogues, config, timings))
+        publish_run(night, run_id, _manifest(night, run_id, ingested, quarantined, tasks, catalogues, config, references, timings))
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
 
@@ -387,7 +467,8 @@ def nightly(config: NightConfig, night: str = "") -> NightSummary:
                 task=name, endpoints=tuple(p.endpoint.name for p in tasks[name]),
                 model=", ".join(sorted({f"{p.model_name}:{p.model_version}" for p in tasks[name]})),
                 tiles=sum(len(b) for _, _, batches in work[name] for b in batches),
-                rows=catalogues[name].rows if name in catalogues else 0, calls=calls.get(name, 0),
+                rows=catalogues[name].rows if name in catalogues else 0,
+                known=catalogues[name].known if name in catalogues else 0, calls=calls.get(name, 0),
                 catalogue_keys=tuple(sorted(catalogues[name].files)) if name in catalogues else (),
                 error=failures.get(name, ""),
             )
@@ -398,7 +479,8 @@ def nightly(config: NightConfig, night: str = "") -> NightSummary:
         code_version=code_version(),
     )
     sky = {name: (c.glon, c.glat) for name, c in catalogues.items()}
-    write_report(summary, sky)
+    sky_maps = [i.night_input.files[0].key for i in ingested if i.night_input.survey.tiling.kind == "healpix"]
+    write_report(summary, sky, sky_maps[0] if sky_maps else "", {name: c.overlay_png for name, c in catalogues.items() if c.overlay_png})
     print(f"night {night}: report at s3://{store.bucket}/{summary.report_key}")
     if not complete:
         raise NightIncomplete(f"night {night} incomplete: " + "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())))

@@ -1,9 +1,11 @@
 """The night's report: a Prefect markdown artifact and a self-contained HTML page (one per attempt).
 
-Both say the same things: whether the night completed and where its run is, counts per task,
-inputs ingested and quarantined (with the reason), services skipped (with the reason), timings per
-stage. The HTML page adds a sky plot of what was found (Mollweide, Galactic), embedded as a PNG so
-the page is one file.
+Both say the same things: whether the night completed and where its run is, counts per task (and
+how many detections are known in the task's reference catalogues and how many are new), inputs
+ingested and quarantined (with the reason), services skipped (with the reason), timings per stage.
+The HTML page adds a sky plot of what was found (Mollweide, Galactic; drawn over the night's
+HEALPix map when the input is a sky map) and, per task, example tiles with the detections or
+measurements drawn over them, embedded as PNGs so the page is one file.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import html
 import io
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["TaskSummary", "NightSummary", "render_markdown", "render_html", "sky_plot_png"]
+__all__ = ["TaskSummary", "NightSummary", "render_markdown", "render_html", "sky_plot_png", "overlay_png"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,8 @@ class TaskSummary:
         Tiles sent (or whose results were already recorded).
     rows : int
         Catalogue rows (merged detections, or tile measurements).
+    known : int
+        Rows with a counterpart in the task's reference catalogues (the other detections are new).
     calls : int
         Infer calls made by this attempt (0 when every result was already recorded).
     catalogue_keys : tuple of str
@@ -49,6 +54,7 @@ class TaskSummary:
     model: str
     tiles: int
     rows: int = 0
+    known: int = 0
     calls: int = 0
     catalogue_keys: tuple[str, ...] = ()
     error: str = ""
@@ -86,9 +92,10 @@ def _status(summary: NightSummary) -> str:
 def render_markdown(summary: NightSummary) -> str:
     """The report as markdown (the Prefect artifact)."""
     lines = [f"# Night {summary.night}", "", f"**{_status(summary)}** (attempt {summary.attempt}, code {summary.code_version})", ""]
-    lines += ["| task | model | tiles | catalogue rows | Infer calls | status |", "| --- | --- | ---: | ---: | ---: | --- |"]
+    lines += ["| task | model | tiles | catalogue rows | known | new | Infer calls | status |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for t in summary.tasks:
-        lines.append(f"| {t.task} | {t.model} | {t.tiles} | {t.rows} | {t.calls} | {t.error or 'ok'} |")
+        lines.append(f"| {t.task} | {t.model} | {t.tiles} | {t.rows} | {t.known} | {t.rows - t.known} | {t.calls} | {t.error or 'ok'} |")
     lines += ["", "## Inputs", ""]
     lines += [f"- {name}: {tiles} tiles" for name, tiles in summary.inputs] or ["- none"]
     lines += ["", "## Quarantined", ""]
@@ -100,13 +107,38 @@ def render_markdown(summary: NightSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sky_plot_png(points: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> bytes:
-    """A Mollweide plot in Galactic coordinates of each task's (glon, glat) in degrees, as PNG bytes."""
+def _png(figure: Any) -> bytes:
+    from matplotlib import pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def sky_plot_png(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], healpix_map: np.ndarray | None = None) -> bytes:
+    """A Mollweide plot in Galactic coordinates of each task's (glon, glat) in degrees, as PNG bytes.
+
+    ``healpix_map`` (Galactic, RING, missing pixels UNSEEN), when the night's input is a sky map,
+    is drawn underneath with ``healpy.mollview``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    if healpix_map is not None:
+        import healpy as hp
+
+        figure = plt.figure(figsize=(9, 5.2))
+        hp.mollview(healpix_map, fig=figure.number, norm="hist", cmap="Greys", cbar=False, title="Galactic coordinates",
+                    badcolor="white")
+        hp.graticule(dpar=30, dmer=30, alpha=0.4)
+        for task, (glon, glat) in sorted(points.items()):
+            hp.projscatter(np.asarray(glon, float), np.asarray(glat, float), lonlat=True, s=10, label=f"{task} ({len(glon)})")
+        if points:
+            plt.legend(loc="lower right", fontsize=8)
+        return _png(figure)
     figure = plt.figure(figsize=(9, 4.8))
     axes = figure.add_subplot(projection="mollweide")
     for task, (glon, glat) in sorted(points.items()):
@@ -117,10 +149,49 @@ def sky_plot_png(points: Mapping[str, tuple[Sequence[float], Sequence[float]]]) 
     if points:
         axes.legend(loc="lower right", fontsize=8)
     axes.set_title("Galactic coordinates")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
+
+
+def overlay_png(task: str, examples: Sequence[tuple[np.ndarray, Any, Sequence[Mapping[str, Any]]]]) -> bytes:
+    """Example tiles of ``task`` with what was found drawn over them, as one PNG.
+
+    Each example is (first band's pixels (height, width), the tile's celestial WCS or None, the
+    catalogue rows of that tile). Detection rows (with ``radius_arcsec``) are circles labelled by
+    their known name or score; measurement rows go in the panel's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Circle
+
+    figure, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.4), squeeze=False)
+    for axis, (image, wcs, rows) in zip(axes[0], examples):
+        finite = np.isfinite(image)
+        norm = ImageNormalize(image[finite] if finite.any() else None, interval=PercentileInterval(99.5), stretch=AsinhStretch())
+        axis.imshow(np.where(finite, image, np.nan), origin="lower", cmap="magma", norm=norm)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        titles = []
+        for row in rows:
+            if "radius_arcsec" not in row:
+                uncertainty = f" ± {row['uncertainty']:.1f}" if row["uncertainty"] else ""
+                titles.append(f"{row['quantity']} {row['value']:.1f}{uncertainty} {row['unit']} (reject {row['reject_probability']:.2f})")
+                continue
+            if wcs is None:
+                continue
+            x, y = wcs.world_to_pixel(SkyCoord(row["glon"] * u.deg, row["glat"] * u.deg, frame="galactic"))
+            scale = float(np.mean(np.abs(wcs.proj_plane_pixel_scales()[0].to_value(u.arcsec))))
+            radius = max(float(row["radius_arcsec"]) / scale, 3.0)
+            axis.add_patch(Circle((float(x), float(y)), radius, fill=False, color="cyan", lw=1.2))
+            axis.annotate(row["known_as"] or f"{row['score']:.2f}", (float(x), float(y) + radius), color="cyan", fontsize=7,
+                          ha="center", va="bottom")
+        axis.set_title("\n".join(titles[:2]) or f"{len(rows)} found", fontsize=7)
+    figure.suptitle(task, fontsize=10)
+    return _png(figure)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -129,11 +200,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>none</p>"
 
 
-def render_html(summary: NightSummary, sky_png: bytes) -> str:
-    """The report as one self-contained HTML page (the sky plot inline)."""
-    image = base64.b64encode(sky_png).decode()
-    tasks = [(t.task, t.model, ", ".join(t.endpoints), t.tiles, t.rows, t.calls, t.error or "ok", " ".join(t.catalogue_keys))
-             for t in summary.tasks]
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def render_html(summary: NightSummary, sky_png: bytes, overlays: Mapping[str, bytes] | None = None) -> str:
+    """The report as one self-contained HTML page (the sky plot and each task's example overlays inline)."""
+    tasks = [(t.task, t.model, ", ".join(t.endpoints), t.tiles, t.rows, t.known, t.rows - t.known, t.calls, t.error or "ok",
+              " ".join(t.catalogue_keys)) for t in summary.tasks]
+    examples = "".join(f"<h3>{html.escape(task)}</h3>{_img(png, f'example tiles of {task}')}"
+                       for task, png in sorted((overlays or {}).items())) or "<p>none</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Nightshift night {html.escape(summary.night)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse;margin:.5em 0}}
@@ -141,8 +217,10 @@ td,th{{border:1px solid #bbb;padding:.2em .6em;text-align:left}}.bad{{color:#b00
 <h1>Night {html.escape(summary.night)}</h1>
 <p class="{'' if summary.complete else 'bad'}"><b>{html.escape(_status(summary))}</b><br>
 attempt {html.escape(summary.attempt)}, code {html.escape(summary.code_version)}</p>
-<h2>Tasks</h2>{_table(("task", "model", "services", "tiles", "catalogue rows", "Infer calls", "status", "catalogue"), tasks)}
-<h2>Sky</h2><img alt="sky plot of the night's catalogue positions" src="data:image/png;base64,{image}">
+<h2>Tasks</h2>{_table(("task", "model", "services", "tiles", "catalogue rows", "known", "new", "Infer calls", "status", "catalogue"),
+                      tasks)}
+<h2>Sky</h2>{_img(sky_png, "sky plot of the night's catalogue positions")}
+<h2>Examples</h2>{examples}
 <h2>Inputs</h2>{_table(("input", "tiles"), summary.inputs)}
 <h2>Quarantined</h2>{_table(("input", "reason"), summary.quarantined)}
 <h2>Services skipped</h2>{_table(("service", "reason"), summary.skipped_services)}

@@ -1,4 +1,8 @@
-"""A small simulated night in the raw area, with its truth: what the demo and the tests process.
+"""A cheap simulated night in the raw area, with its truth: what the flow's tests and benchmarks process.
+
+The demo night is made by the science services themselves (see :mod:`.demo`); this one needs no
+model: its truth is what the tile-statistics data-quality service measures, so the flow can be
+tested end to end in seconds.
 
 Two surveys arrive as the nightly transfer would deliver them (``raw/<night>/<survey>/<field>/<band>.fits``):
 
@@ -23,10 +27,7 @@ from nightshift.core.store import ObjectStore
 from nightshift.orchestration.config import BandConfig, FitsTiling, HealpixTiling, SurveyConfig
 from nightshift.orchestration.layout import NightLayout
 
-__all__ = ["DEMO_NIGHT", "BandTruth", "SIMULATED_SURVEYS", "simulate_night", "MALFORMED_INPUT"]
-
-DEMO_NIGHT = "2026-11-21"
-"""The night the demo simulates and processes by default."""
+__all__ = ["BandTruth", "SIMULATED_SURVEYS", "simulate_night", "MALFORMED_INPUT"]
 
 SIMULATED_SURVEYS = (
     SurveyConfig(
