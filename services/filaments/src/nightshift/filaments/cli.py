@@ -1,4 +1,5 @@
-"""``nightshift-filaments``: simulate, train, evaluate, infer, serve and benchmark the filaments service."""
+"""``nightshift-filaments``: simulate, train, evaluate, infer, serve and benchmark the filaments service,
+and simulate and score a night for the demo (``simulate-night``, ``score-night``)."""
 
 from __future__ import annotations
 
@@ -181,6 +182,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_night(args: argparse.Namespace) -> int:
+    from nightshift.filaments.night import simulate_night
+
+    print(json.dumps(simulate_night(args.out, args.seed, fields=args.fields, size_px=args.size), sort_keys=True))
+    return 0
+
+
+def _score_night(args: argparse.Namespace) -> int:
+    from nightshift.filaments.night import score_night
+
+    print(json.dumps(score_night(args.kit, args.catalogue), sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     parser = argparse.ArgumentParser(prog="nightshift-filaments", description=(
@@ -229,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=3, help="passes per path; the best is reported")
     bench.add_argument("--output", type=Path, default=Path("filaments-bench.json"), help="JSON file of the figures")
     bench.set_defaults(run=_bench)
+
+    from nightshift.filaments.night import DEFAULT_FIELD_PX, DEFAULT_FIELDS
+
+    night = commands.add_parser("simulate-night", help="write a simulated Hi-GAL night (night.json, raw FITS, truth) for the demo night")
+    night.add_argument("--out", type=Path, required=True, help="kit directory: night.json, raw/<field>/nh2.fits, truth/")
+    night.add_argument("--seed", type=int, default=0, help="seed of the night (default 0)")
+    night.add_argument("--fields", type=int, default=DEFAULT_FIELDS, help=f"fields (default {DEFAULT_FIELDS})")
+    night.add_argument("--size", type=int, default=DEFAULT_FIELD_PX, help=f"side of each field in pixels (default {DEFAULT_FIELD_PX})")
+    night.set_defaults(run=_simulate_night)
+
+    score = commands.add_parser("score-night", help="score the night's filament catalogue against the kit's truth (one JSON line)")
+    score.add_argument("--kit", type=Path, required=True, help="the directory simulate-night wrote")
+    score.add_argument("--catalogue", type=Path, required=True, help="the night's merged filaments catalogue (FITS table)")
+    score.set_defaults(run=_score_night)
     return parser
 
 

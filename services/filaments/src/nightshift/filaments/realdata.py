@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RealCutout", "load_real_cutout", "real_data_available"]
+__all__ = ["RealCutout", "load_real_cutout", "real_data_available", "real_pixel_scale_arcsec"]
 
 _FILES = {"column_density": "higal_image.fits", "mask": "higal_target.fits", "usable": "higal_missing.fits"}
 
@@ -63,3 +63,28 @@ def load_real_cutout(directory: Path) -> RealCutout:
     column_density = np.asarray(arrays["column_density"], dtype=np.float32)
     usable = (np.asarray(arrays["usable"]) > 0) & np.isfinite(column_density)
     return RealCutout(column_density, np.asarray(arrays["mask"]) > 0, usable)
+
+
+def real_pixel_scale_arcsec(directory: Path) -> float | None:
+    """Pixel side of the real cut-out's N(H2) map from its header's celestial WCS, in arcseconds.
+
+    Returns
+    -------
+    float or None
+        None when the file is absent or its header has no celestial WCS (the packaged cut-out has none).
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    path = Path(directory) / _FILES["column_density"]
+    if not path.is_file():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(fits.getheader(path)).celestial
+    if not wcs.has_celestial:
+        return None
+    return float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)

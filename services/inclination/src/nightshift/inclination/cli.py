@@ -4,6 +4,8 @@
     nightshift-inclination train --preset default --seed 0 --ship    train; --ship replaces the bundled model
     nightshift-inclination evaluate                                  score the bundled model on held-out galaxies
     nightshift-inclination infer galaxy1.fits galaxy2.fits           measure FITS cut-outs, write a catalogue
+    nightshift-inclination simulate-night --out kit/                 the demo night's mosaic of simulated galaxies + truth
+    nightshift-inclination score-night --kit kit/ --catalogue C.fits score the night's catalogue against that truth
     nightshift-inclination serve                                     the gRPC service (store from NIGHTSHIFT_S3_*)
     nightshift-inclination bench                                     service vs bare-model throughput
 
@@ -39,18 +41,6 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
     return values
 
 
-def _wcs_header(size: int, ra_deg: float, dec_deg: float, pixel_scale_arcsec: float):
-    """A TAN WCS centred on the tile, north up and east left."""
-    from astropy.wcs import WCS
-
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
-    wcs.wcs.crval = [ra_deg, dec_deg]
-    wcs.wcs.cdelt = [-pixel_scale_arcsec / 3600, pixel_scale_arcsec / 3600]
-    return wcs.to_header()
-
-
 def _synth(args: argparse.Namespace) -> int:
     from nightshift.inclination.train import simulate_split
 
@@ -66,9 +56,12 @@ def _synth(args: argparse.Namespace) -> int:
     if args.fits:
         from astropy.io import fits
 
+        from nightshift.inclination.night import tan_wcs
+
         rng = np.random.default_rng([args.seed, 99])
         for k, (image, p) in enumerate(zip(galaxies.images, galaxies.parameters)):
-            header = _wcs_header(config.image_size, rng.uniform(0, 360), np.degrees(np.arcsin(rng.uniform(-1, 1))), p.pixel_scale_arcsec)
+            size = config.image_size
+            header = tan_wcs(size, size, rng.uniform(0, 360), np.degrees(np.arcsin(rng.uniform(-1, 1))), p.pixel_scale_arcsec).to_header()
             header["BUNIT"] = FITS_UNIT
             header["BANDS"] = ",".join(BANDS)
             fits.PrimaryHDU(image, header=header).writeto(out / f"galaxy-{k:05d}.fits", overwrite=True)
@@ -173,6 +166,20 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_night(args: argparse.Namespace) -> int:
+    from nightshift.inclination.night import simulate_night
+
+    print(json.dumps(simulate_night(Path(args.out), args.seed, galaxies=args.galaxies)))
+    return 0
+
+
+def _score_night(args: argparse.Namespace) -> int:
+    from nightshift.inclination.night import score_night
+
+    print(json.dumps(score_night(Path(args.kit), Path(args.catalogue))))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from nightshift.core.server import serve_from_environment
     from nightshift.inclination.servicer import InclinationModel
@@ -242,6 +249,20 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("files", nargs="*", help="FITS files: a (3, H, W) g, r, i cube or extensions G, R, I")
             command.add_argument("--merge-radius-arcsec", type=float, default=5.0, help="tiles closer than this are one galaxy")
             command.add_argument("--out", default="inclination-catalogue", help="catalogue path without suffix")
+
+    from nightshift.inclination.night import DEFAULT_GALAXIES
+
+    simulate_night = commands.add_parser("simulate-night", help="write the demo night's kit: g, r, i mosaic of simulated galaxies + truth")
+    simulate_night.add_argument("--out", required=True, help="kit directory (night.json, raw/, truth/)")
+    simulate_night.add_argument("--seed", type=int, default=0, help="seed of the simulator's held-out stream")
+    simulate_night.add_argument("--galaxies", type=int, default=DEFAULT_GALAXIES,
+                                help=f"galaxies, rounded up to fill a square-ish grid (default {DEFAULT_GALAXIES})")
+    simulate_night.set_defaults(run=_simulate_night)
+
+    score_night = commands.add_parser("score-night", help="score the night's inclination catalogue against the kit's truth")
+    score_night.add_argument("--kit", required=True, help="kit directory written by simulate-night")
+    score_night.add_argument("--catalogue", required=True, help="the night's inclination catalogue (FITS table)")
+    score_night.set_defaults(run=_score_night)
 
     serve = commands.add_parser("serve", help="run the gRPC service")
     serve.add_argument("--port", type=int, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
