@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from nightshift.ghosts.artefacts import Artefact
-from nightshift.ghosts.preprocess import augment, draw_augmentation, image_to_pixels, pixels_to_tensor, training_target
+from nightshift.ghosts.preprocess import (
+    augment, display_pixels, draw_augmentation, image_to_pixels, pixels_to_tensor, sky_and_noise, survey_to_display,
+    training_target,
+)
+from nightshift.ghosts.simulate import nominal_pedestal, stretch
 
 
 def test_image_to_pixels() -> None:
@@ -47,3 +51,34 @@ def test_training_target_and_augmentation_move_boxes_with_masks() -> None:
 def test_draw_augmentation_uses_the_seeds_operations() -> None:
     drawn = {draw_augmentation(np.random.default_rng(i)) for i in range(64)}
     assert () in drawn and ("hflip", "vflip", "rot270") in drawn
+
+
+def test_linear_flux_is_put_on_the_display_scale() -> None:
+    """Electrons (sky 2000, noise 3) with a faint disk become the simulator's display of the same light."""
+    rng = np.random.default_rng(0)
+    light = rng.normal(0.0, 1.0, (400, 400)).astype(np.float32)
+    y, x = np.mgrid[0:400, 0:400]
+    light[np.hypot(x - 150, y - 220) < 40] += 4.0
+    flux = (2000.0 + 3.0 * light).astype(np.float32)
+    flux[:, :10] = np.nan  # off the detector
+    sky, noise = sky_and_noise(flux)
+    assert sky == pytest.approx(2000.0, abs=0.3) and noise == pytest.approx(3.0, rel=0.03)
+    display = survey_to_display(np.stack([flux] * 3))
+    expected = np.clip(nominal_pedestal() + stretch(light), 0, 255)
+    assert display.shape == (3, 400, 400) and display.dtype == np.float32
+    assert np.isnan(display[:, :, :10]).all()
+    assert np.abs(display[0, :, 10:] - expected[:, 10:]).max() < 2.0  # within 2 of 255 levels everywhere
+    assert np.nanmin(display) >= 0 and np.nanmax(display) <= 255
+
+
+def test_display_pixels_dispatches_on_the_band_unit() -> None:
+    pixels = np.full((3, 400, 400), 40.0, np.float32)
+    pixels[:, 0, 0] = 60.0
+    assert np.array_equal(display_pixels(pixels, ["8-bit", "", "8-BIT"]), pixels)  # display levels used as given
+    stretched = display_pixels(pixels * 100, ["electron", "8-bit", "electron"])
+    assert np.array_equal(stretched[1], pixels[1] * 100)
+    assert stretched[0, 200, 200] == pytest.approx(nominal_pedestal()[200, 200], abs=0.01)  # the sky at the pedestal
+    with pytest.raises(ValueError, match="one per band"):
+        display_pixels(pixels, ["electron"])
+    with pytest.raises(ValueError, match="without any finite pixel"):
+        display_pixels(np.full((3, 400, 400), np.nan, np.float32), ["electron"] * 3)

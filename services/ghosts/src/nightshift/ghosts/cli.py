@@ -1,4 +1,4 @@
-"""``nightshift-ghosts``: simulate, train, evaluate, infer, serve and benchmark the ghosts service."""
+"""``nightshift-ghosts``: simulate, train, evaluate, infer, serve and benchmark the ghosts service, and its night kit."""
 
 from __future__ import annotations
 
@@ -91,6 +91,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_night(args: argparse.Namespace) -> int:
+    from nightshift.ghosts.night import simulate_night
+
+    print(json.dumps(simulate_night(args.out, args.seed, exposures=args.exposures), sort_keys=True))
+    return 0
+
+
+def _score_night(args: argparse.Namespace) -> int:
+    from nightshift.ghosts.night import score_night
+
+    print(json.dumps(score_night(args.kit, args.catalogue), sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     parser = argparse.ArgumentParser(prog="nightshift-ghosts", description=__doc__)
@@ -135,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.set_defaults(run=_infer)
 
     serve = commands.add_parser("serve", help="serve nightshift.v1.TaskService (store from NIGHTSHIFT_S3_* when set)")
-    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
     serve.set_defaults(run=_serve)
 
     bench = commands.add_parser("bench", help="service Infer vs bare model throughput; prints one JSON line")
@@ -144,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=7)
     bench.add_argument("--output", type=Path, default=Path("ghosts-bench"))
     bench.set_defaults(run=_bench)
+
+    from nightshift.ghosts.night import DEFAULT_EXPOSURES, MAX_EXPOSURES
+
+    night = commands.add_parser("simulate-night", help="write a simulated DES night (raw FITS per band, night.json, truth); prints one JSON line")
+    night.add_argument("--out", type=Path, required=True, help="kit directory")
+    night.add_argument("--seed", type=int, default=7)
+    night.add_argument("--exposures", type=int, default=DEFAULT_EXPOSURES,
+                       help=f"exposures (fields, one 400x400 tile each), 1 to {MAX_EXPOSURES} (default {DEFAULT_EXPOSURES})")
+    night.set_defaults(run=_simulate_night)
+
+    score = commands.add_parser("score-night", help="score the night's ghosts catalogue (FITS) against the kit's truth; prints one JSON line")
+    score.add_argument("--kit", type=Path, required=True, help="the directory simulate-night wrote")
+    score.add_argument("--catalogue", type=Path, required=True, help="the night's merged ghosts catalogue (FITS table)")
+    score.set_defaults(run=_score_night)
     return parser
 
 

@@ -18,6 +18,7 @@ from nightshift.ghosts.config import BANDS, TILE_SIZE, GhostsConfig, preset
 from nightshift.ghosts.evaluate import headline, score_real_heldout, score_simulated_with_baseline
 from nightshift.ghosts.infer import Detector, sky_position
 from nightshift.ghosts.model import load_detector, save_weights
+from nightshift.ghosts.preprocess import display_pixels
 from nightshift.ghosts.train import EpochReport, select_device, train_model
 from nightshift.ghosts.workflows import shipped_weights
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
@@ -83,7 +84,13 @@ class GhostsModel(TaskModel):
 
     def infer(self, tiles: Sequence[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
         assert self._detector is not None and self._config is not None
-        found = self._detector.predict([t.pixels for t in tiles], score_threshold=self._config.score_threshold)
+        pixels = []
+        for tile in tiles:
+            try:
+                pixels.append(display_pixels(tile.pixels, [b.unit for b in tile.message.bands]))
+            except ValueError as error:  # a linear band without any finite pixel
+                raise InvalidInput(f"ghosts: tile {tile.tile_id!r}: {error}") from None
+        found = self._detector.predict(pixels, score_threshold=self._config.score_threshold)
         return [results_pb2.TileResult(tile_id=tile.tile_id, instances=[self._instance(tile, a, model) for a in artefacts])
                 for tile, artefacts in zip(tiles, found)]
 

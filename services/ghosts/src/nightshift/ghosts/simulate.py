@@ -44,7 +44,7 @@ from nightshift.ghosts.artefacts import Artefact
 from nightshift.ghosts.config import CLASSES, TILE_SIZE
 from nightshift.ghosts.focalplane import DEAD_CCD, GAP_LEVEL, INTERMITTENT_CCD, ccd_map
 
-__all__ = ["SkyModel", "Exposure", "simulate_exposure", "simulate_dataset", "OPTICAL_AXIS_PX"]
+__all__ = ["SkyModel", "Exposure", "simulate_exposure", "simulate_dataset", "stretch", "nominal_pedestal", "OPTICAL_AXIS_PX"]
 
 OPTICAL_AXIS_PX = (199.7, 199.5)
 _HALO_PX = 15
@@ -119,10 +119,15 @@ class Exposure:
         uint8 array of shape (400, 400, 3), the JPEG-decoded RGB image (three equal channels).
     artefacts : list of Artefact
         Truth: every artefact with its mask (score 1).
+    linear : numpy.ndarray or None
+        With ``simulate_exposure(..., keep_linear=True)``: the light before the display step,
+        float32 (400, 400) in units of the sky noise above the sky, NaN off the live CCDs (what a
+        survey's calibrated image holds, up to its sky level and gain); otherwise None.
     """
 
     image: np.ndarray
     artefacts: list[Artefact]
+    linear: np.ndarray | None = None
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +254,32 @@ def _artefacts(
     return light, truth, sources
 
 
-def simulate_exposure(rng: np.random.Generator, sky: SkyModel = SkyModel(), *, size: int = TILE_SIZE) -> Exposure:
+def _axis_radius(x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
+    """Distance from the optical axis in units of 190 pixels of the 400-pixel layout (the vignetting's scale)."""
+    scale = size / TILE_SIZE
+    return np.hypot(x - OPTICAL_AXIS_PX[0] * scale, y - OPTICAL_AXIS_PX[1] * scale) / (190 * scale)
+
+
+def stretch(light: np.ndarray, sky: SkyModel = SkyModel()) -> np.ndarray:
+    """The display stretch above the pedestal: ``gain * asinh(light / softening)`` (light in sky-noise units)."""
+    return sky.stretch_gain * np.arcsinh(light / sky.stretch_softening)
+
+
+def nominal_pedestal(size: int = TILE_SIZE, sky: SkyModel = SkyModel()) -> np.ndarray:
+    """The vignetted 8-bit sky level of a ``size`` x ``size`` image without the per-exposure and per-CCD offsets.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape (size, size): ``pedestal - vignetting * (r / 190 px)**2``.
+    """
+    x, y = _grid(size)
+    return (sky.pedestal - sky.vignetting * _axis_radius(x, y, size) ** 2).astype(np.float32)
+
+
+def simulate_exposure(
+    rng: np.random.Generator, sky: SkyModel = SkyModel(), *, size: int = TILE_SIZE, keep_linear: bool = False,
+) -> Exposure:
     """Simulate one DES exposure as a 400x400 8-bit JPEG-decoded RGB image with its truth.
 
     Parameters
@@ -260,6 +290,9 @@ def simulate_exposure(rng: np.random.Generator, sky: SkyModel = SkyModel(), *, s
         Physical parameters.
     size : int
         Image side in pixels (the layout of :mod:`nightshift.ghosts.focalplane` is scaled to it).
+    keep_linear : bool
+        Also return the linear light before the display step (``Exposure.linear``); the draws,
+        and so the image, are the same either way.
 
     Returns
     -------
@@ -282,16 +315,16 @@ def simulate_exposure(rng: np.random.Generator, sky: SkyModel = SkyModel(), *, s
                 light += _bright_source(x, y, source, rng)
     if rng.uniform() < sky.satellite_probability:
         light += _satellite(x, y, rng, size)
-    scale = size / TILE_SIZE
-    radius = np.hypot(x - OPTICAL_AXIS_PX[0] * scale, y - OPTICAL_AXIS_PX[1] * scale) / (190 * scale)
+    radius = _axis_radius(x, y, size)
     ccd_offsets = rng.uniform(-3, 3, chips.max() + 1)
     pedestal = sky.pedestal + rng.uniform(-8, 8) - sky.vignetting * radius**2 + ccd_offsets[chips]
-    display = pedestal + sky.stretch_gain * np.arcsinh(light / sky.stretch_softening)
+    display = pedestal + stretch(light, sky)
     gray = np.where(live, np.clip(display, 0, 255), GAP_LEVEL).round().astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(gray).convert("RGB").save(buffer, format="JPEG", quality=int(rng.integers(*sky.jpeg_quality)))
     image = np.asarray(Image.open(buffer).convert("RGB"))
-    return Exposure(image=image, artefacts=artefacts)
+    linear = np.where(live, light, np.float32(np.nan)).astype(np.float32) if keep_linear else None
+    return Exposure(image=image, artefacts=artefacts, linear=linear)
 
 
 def simulate_dataset(count: int, seed: int, *, first_index: int = 0, sky: SkyModel = SkyModel()) -> list[Exposure]:

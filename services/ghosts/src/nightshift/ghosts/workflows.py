@@ -150,8 +150,12 @@ def evaluate_model(
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """(uint8 display image (H, W, 3), tile pixels (3, H, W) float32, WCS header string) of a JPEG/PNG/FITS file."""
-    from nightshift.ghosts.preprocess import image_to_pixels
+    """(uint8 display image (H, W, 3), tile pixels (3, H, W) float32, WCS header string) of a JPEG/PNG/FITS file.
+
+    A FITS image whose ``BUNIT`` is empty or ``8-bit`` holds display levels; any other unit is linear
+    flux, put on the display scale as the service does with tiles (``preprocess.display_pixels``).
+    """
+    from nightshift.ghosts.preprocess import display_pixels, image_to_pixels
 
     if path.suffix.lower() in (".fits", ".fit", ".fz"):
         from astropy.io import fits
@@ -160,6 +164,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
             hdu = next(h for h in hdus if h.data is not None)
             data, header = np.asarray(hdu.data, dtype=np.float32), hdu.header
         pixels = np.repeat(data[None], 3, axis=0) if data.ndim == 2 else data
+        pixels = display_pixels(pixels, [str(header.get("BUNIT", ""))] * pixels.shape[0])
         display = np.nan_to_num(pixels, nan=23.0).clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
         return display, pixels, header.tostring()
     from PIL import Image
