@@ -1,4 +1,4 @@
-"""``nightshift-bubbles``: simulate, train, evaluate, infer, serve and benchmark the bubbles service."""
+"""``nightshift-bubbles``: simulate, train, evaluate, infer, serve and benchmark the bubbles service; the demo night's kit."""
 
 from __future__ import annotations
 
@@ -71,6 +71,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_night(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.night import simulate_night
+
+    print(json.dumps(simulate_night(args.out, args.seed, fields=args.fields), sort_keys=True))
+    return 0
+
+
+def _score_night(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.night import score_night
+
+    print(json.dumps(score_night(args.kit, args.catalogue), sort_keys=True, default=float))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     from nightshift.bubbles.realdata import DEFAULT_REAL_DIR
@@ -111,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.set_defaults(run=_infer)
 
     serve = commands.add_parser("serve", help="serve nightshift.v1.TaskService (store from NIGHTSHIFT_S3_* when set)")
-    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
     serve.set_defaults(run=_serve)
 
     bench = commands.add_parser("bench", help="service Infer vs bare model throughput; prints one JSON line")
@@ -120,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=7)
     bench.add_argument("--output", type=Path, default=Path("bubbles-bench"))
     bench.set_defaults(run=_bench)
+
+    simulate = commands.add_parser("simulate-night", help="write the demo night's kit: raw FITS fields, night.json, MWP DR1 reference, truth")
+    simulate.add_argument("--out", type=Path, required=True, help="the kit's directory")
+    simulate.add_argument("--seed", type=int, default=0, help="night seed: fields of simulation seed 3000000 + this (default 0)")
+    simulate.add_argument("--fields", type=int, default=2, help="simulated fields of 768 x 768 px, 129 tiles each (default 2)")
+    simulate.set_defaults(run=_simulate_night)
+
+    score = commands.add_parser("score-night", help="score the night's bubbles catalogue (FITS) against the kit's truth; prints one JSON line")
+    score.add_argument("--kit", type=Path, required=True, help="the directory simulate-night wrote")
+    score.add_argument("--catalogue", type=Path, required=True, help="the night's merged bubbles catalogue (FITS table)")
+    score.set_defaults(run=_score_night)
     return parser
 
 

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BANDS", "IMAGE_SIZE", "FEATURE_MAPS", "MIN_SIZES", "MAX_SIZE", "ASPECT_RATIOS", "BAND_FWHM_ARCSEC",
+__all__ = ["BANDS", "IMAGE_SIZE", "FEATURE_MAPS", "MIN_SIZES", "MAX_SIZE", "ASPECT_RATIOS", "BAND_FWHM_ARCSEC", "BAND_WAVELENGTH_UM",
            "BACKBONES", "BubblesConfig", "PRESETS", "preset", "data_seeds"]
 
 BANDS = ("irac4", "mips24")
@@ -36,6 +36,8 @@ ASPECT_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
 """The paper's prior aspect ratios per feature map."""
 BAND_FWHM_ARCSEC = (1.98, 6.0)
 """PSF FWHM of each band, in arcsec (IRAC 8 um, MIPS 24 um)."""
+BAND_WAVELENGTH_UM = (7.9, 23.7)
+"""Effective wavelength of each band, in um (IRAC channel 4, MIPS 24 um)."""
 BACKBONES = ("compact", "vgg16")
 """Detector bodies: the compact strided body (default) or torchvision's VGG16 SSD extractor (paper)."""
 

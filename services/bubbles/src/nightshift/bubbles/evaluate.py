@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HIT_COVERAGE", "SWEEP_THRESHOLDS", "Counts", "coverage_matrix", "count_hits", "f_beta", "headline",
+__all__ = ["HIT_COVERAGE", "SWEEP_THRESHOLDS", "Counts", "coverage_matrix", "count_covered", "count_hits", "f_beta", "headline",
            "score_sweep", "plot_sweep", "write_json"]
 
 HIT_COVERAGE = 1.0 / 3.0
@@ -92,8 +92,13 @@ def f_beta(precision: float, recall: float, *, beta: float = 2.0) -> float:
 
 def count_hits(detection_boxes: np.ndarray, truth_boxes: np.ndarray, clear: Sequence[bool]) -> Counts:
     """Hits of one field's detections (n, 4) on its truth boxes (m, 4), each truth flagged clear or not."""
+    return count_covered(coverage_matrix(detection_boxes, truth_boxes), clear)
+
+
+def count_covered(coverage: np.ndarray, clear: Sequence[bool]) -> Counts:
+    """Hits from a coverage matrix of shape (n detections, m truths) (:func:`coverage_matrix`), each truth flagged clear or not."""
     clear = np.asarray(clear, bool).reshape(-1)
-    covered = coverage_matrix(detection_boxes, truth_boxes) >= HIT_COVERAGE
+    covered = np.asarray(coverage, float) >= HIT_COVERAGE
     truth_hit = covered.any(axis=0)
     return Counts(
         clear_hit=int(truth_hit[clear].sum()), clear_total=int(clear.sum()),

@@ -23,7 +23,7 @@ from astropy.wcs import WCS
 from nightshift.bubbles.windows import car_header
 
 __all__ = ["DEFAULT_REAL_DIR", "CATALOGUE_FILE", "RealField", "parse_field_name", "load_composite", "load_composites",
-           "catalogue_in_field"]
+           "MwpCatalogue", "load_catalogue", "catalogue_in_field"]
 
 DEFAULT_REAL_DIR = Path(__file__).resolve().parents[5] / ".." / "shared" / "data" / "bubbles"
 """The project's shared real data (``../shared/data/bubbles`` beside the repository), when present."""
@@ -78,15 +78,30 @@ def load_composites(directory: Path) -> list[RealField]:
     return [load_composite(p) for p in sorted(directory.glob("GLM_*.jpg"))]
 
 
+@dataclasses.dataclass(frozen=True)
+class MwpCatalogue:
+    """The MWP DR1 CSV as arrays: ``row`` (the CSV's row number), ``glon``, ``glat`` and ``semi_major`` in degrees."""
+
+    row: np.ndarray
+    glon: np.ndarray
+    glat: np.ndarray
+    semi_major: np.ndarray
+
+
+def load_catalogue(catalogue_csv: Path) -> MwpCatalogue:
+    """Read an MWP DR1 CSV (columns ``row``, ``lon_deg``, ``lat_deg``, ``semi_major`` in degrees)."""
+    with open(catalogue_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return MwpCatalogue(np.array([int(r["row"]) for r in rows], dtype=int),
+                        *(np.array([float(r[key]) for r in rows]) for key in ("lon_deg", "lat_deg", "semi_major")))
+
+
 def catalogue_in_field(catalogue_csv: Path, header: fits.Header, shape: tuple[int, int]) -> list[dict[str, float]]:
     """MWP DR1 bubbles whose centre lies in a field: x, y (0-based pixels), radius_px (semi-major), l, b."""
     wcs = WCS(header)
     scale_deg = abs(header["CDELT2"])
-    with open(catalogue_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    lon = np.array([float(r["lon_deg"]) for r in rows])
-    lat = np.array([float(r["lat_deg"]) for r in rows])
-    x, y = wcs.world_to_pixel_values(lon, lat)
+    catalogue = load_catalogue(catalogue_csv)
+    x, y = wcs.world_to_pixel_values(catalogue.glon, catalogue.glat)
     inside = (x >= -0.5) & (x <= shape[1] - 0.5) & (y >= -0.5) & (y <= shape[0] - 0.5)
-    return [{"x_px": float(x[i]), "y_px": float(y[i]), "radius_px": float(rows[i]["semi_major"]) / scale_deg,
-             "glon": float(lon[i]), "glat": float(lat[i])} for i in np.nonzero(inside)[0]]
+    return [{"x_px": float(x[i]), "y_px": float(y[i]), "radius_px": float(catalogue.semi_major[i]) / scale_deg,
+             "glon": float(catalogue.glon[i]), "glat": float(catalogue.glat[i])} for i in np.nonzero(inside)[0]]

@@ -37,18 +37,17 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from nightshift.bubbles.config import BAND_FWHM_ARCSEC, BANDS, IMAGE_SIZE, BubblesConfig
+from nightshift.bubbles.config import BAND_FWHM_ARCSEC, BAND_WAVELENGTH_UM, BANDS, IMAGE_SIZE, BubblesConfig
 from nightshift.bubbles.infer import BOX_SCALE
 from nightshift.bubbles.windows import car_header, plan_windows, resize_crop, window_header
 
 __all__ = ["ShellStatistics", "MWP_SHELLS", "QUANTILE_LEVELS", "fit_shell_statistics", "BubbleTruth", "Field",
-           "simulate_field", "simulate_fields", "field_tiles"]
+           "simulate_field", "simulate_fields", "band_hdus", "field_tiles"]
 
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """Levels of the embedded shell quantiles (the MWP DR1 deciles with the 5% and 95% ends)."""
 _RADIUS_RANGE_ARCSEC = (14.0, 240.0)
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-_WAVELENGTH_UM = (7.9, 23.7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,6 +342,17 @@ def simulate_fields(config: BubblesConfig, seed: int, count: int) -> list[Field]
     return [simulate_field(config, seed, i) for i in range(count)]
 
 
+def band_hdus(field: Field) -> list[tuple[str, fits.PrimaryHDU]]:
+    """The field as a survey delivers it: one FITS image per band (MJy/sr, the Galactic CAR WCS), with its band name."""
+    hdus = []
+    for band, plane in zip(BANDS, field.pixels):
+        header = field.header.copy()
+        header["BUNIT"] = "MJy/sr"
+        header["BAND"] = band
+        hdus.append((band, fits.PrimaryHDU(plane, header)))
+    return hdus
+
+
 def field_tiles(field: Field, config: BubblesConfig, *, store=None) -> list:
     """The field's multi-scale windows as ``ImageTile`` messages in the ingest service's form.
 
@@ -362,7 +372,7 @@ def field_tiles(field: Field, config: BubblesConfig, *, store=None) -> list:
     from nightshift.core.tiles import make_tile, stable_tile_id
     from nightshift.v1 import tile_pb2
 
-    bands = [tile_pb2.Band(name=name, wavelength_um=wavelength, unit="MJy/sr") for name, wavelength in zip(BANDS, _WAVELENGTH_UM)]
+    bands = [tile_pb2.Band(name=name, wavelength_um=wavelength, unit="MJy/sr") for name, wavelength in zip(BANDS, BAND_WAVELENGTH_UM)]
     tiles = []
     for window in plan_windows(field.pixels.shape[1:], config.window_px, config.window_overlap):
         pixels = resize_crop(field.pixels[:, window.y0:window.y0 + window.size_px, window.x0:window.x0 + window.size_px], IMAGE_SIZE)

@@ -22,10 +22,12 @@ from nightshift.bubbles.model import BubbleSSD, load_weights, save_weights, writ
 from nightshift.bubbles.realdata import CATALOGUE_FILE, DEFAULT_REAL_DIR, RealField, catalogue_in_field, load_composite, load_composites
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
+from nightshift.core.catalog import Column
 from nightshift.core.registry import bundled_weights
 
 __all__ = ["PACKAGE_WEIGHTS", "shipped_weights", "load_model", "train_and_package", "register_if_configured", "simulated_rows",
-           "score_simulated", "real_check", "score_real", "evaluate_model", "infer_files", "write_simulated", "benchmark"]
+           "score_simulated", "real_check", "score_real", "evaluate_model", "infer_files", "TRUTH_COLUMNS", "write_truth",
+           "write_simulated", "benchmark"]
 
 FieldRows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]
 """One field's detection boxes (n, 4), scores (n,), truth boxes (m, 4) and clear flags (m,)."""
@@ -297,27 +299,36 @@ def infer_files(files: Sequence[Path], *, output: Path, weights: Path | None, sc
     return {"fields": len(files), "bubbles": len(rows), "files": [str(p) for p in written]}
 
 
+TRUTH_COLUMNS = (
+    Column("field"), Column("glon", "deg"), Column("glat", "deg"), Column("radius_arcsec", "arcsec"),
+    Column("x_px", "pix"), Column("y_px", "pix"), Column("clear", "", "8 um shell encompassing 24 um emission"),
+    Column("coverage", "", "fraction of the circumference the 8 um shell covers"),
+)
+"""Columns of a simulated truth catalogue: one row per bubble."""
+
+
+def write_truth(fields: Sequence[Field], stem: Path) -> list[dict[str, Any]]:
+    """Write the bubbles of ``fields`` as ``stem.fits``, ``.csv`` (ECSV) and ``.reg``; return the rows."""
+    from nightshift.core.catalog import write_catalog
+
+    truth = [{"field": field.name, "glon": b.glon_deg, "glat": b.glat_deg, "radius_arcsec": b.radius_arcsec,
+              "x_px": b.x_px, "y_px": b.y_px, "clear": b.clear, "coverage": b.coverage}
+             for field in fields for b in field.bubbles]
+    write_catalog(truth, TRUTH_COLUMNS, stem, radius_arcsec="radius_arcsec", label="field")
+    return truth
+
+
 def write_simulated(output: Path, *, preset: str, count: int, seed: int) -> dict[str, Any]:
     """Write simulated fields as one FITS file per band (MJy/sr, Galactic CAR) and one truth catalogue."""
-    from nightshift.bubbles.config import BANDS
-    from nightshift.bubbles.simulate import simulate_fields
-    from nightshift.core.catalog import Column, write_catalog
+    from nightshift.bubbles.simulate import band_hdus, simulate_fields
 
     config = config_preset(preset)
     output.mkdir(parents=True, exist_ok=True)
-    truth = []
-    for field in simulate_fields(config, seed, count):
-        for band, plane in zip(BANDS, field.pixels):
-            header = field.header.copy()
-            header["BUNIT"] = "MJy/sr"
-            header["BAND"] = band
-            fits.PrimaryHDU(plane, header).writeto(output / f"{field.name}_{band}.fits", overwrite=True)
-        truth += [{"field": field.name, "glon": b.glon_deg, "glat": b.glat_deg, "radius_arcsec": b.radius_arcsec,
-                   "x_px": b.x_px, "y_px": b.y_px, "clear": b.clear, "coverage": b.coverage} for b in field.bubbles]
-    columns = [Column("field"), Column("glon", "deg"), Column("glat", "deg"), Column("radius_arcsec", "arcsec"),
-               Column("x_px", "pix"), Column("y_px", "pix"), Column("clear", "", "8 um shell encompassing 24 um emission"),
-               Column("coverage", "", "fraction of the circumference the 8 um shell covers")]
-    write_catalog(truth, columns, output / "truth", radius_arcsec="radius_arcsec", label="field")
+    fields = simulate_fields(config, seed, count)
+    for field in fields:
+        for band, hdu in band_hdus(field):
+            hdu.writeto(output / f"{field.name}_{band}.fits", overwrite=True)
+    truth = write_truth(fields, output / "truth")
     return {"fields": count, "bubbles": len(truth), "directory": str(output), "truth": str(output / "truth.csv")}
 
 
