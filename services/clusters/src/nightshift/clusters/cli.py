@@ -1,4 +1,4 @@
-"""``nightshift-clusters``: synth, train, evaluate, infer, serve and bench.
+"""``nightshift-clusters``: synth, train, evaluate, infer, serve, bench, simulate-night and score-night.
 
 Run ``nightshift-clusters COMMAND --help`` for each command's options.
 """
@@ -139,6 +139,21 @@ def _bench(args: argparse.Namespace) -> None:
     bench.report(figures, Path(args.output) / "bench.json")
 
 
+def _simulate_night(args: argparse.Namespace) -> None:
+    from nightshift.clusters.night import DEFAULT_RADIUS_DEG, DEFAULT_SEED, simulate_night
+
+    overrides = dict(item.split("=", 1) for item in args.set)
+    summary = simulate_night(Path(args.out), DEFAULT_SEED if args.seed is None else args.seed,
+                             radius_deg=DEFAULT_RADIUS_DEG if args.radius_deg is None else args.radius_deg, overrides=overrides)
+    print(json.dumps(summary), flush=True)
+
+
+def _score_night(args: argparse.Namespace) -> None:
+    from nightshift.clusters.night import score_night
+
+    print(json.dumps(score_night(Path(args.kit), Path(args.catalogue))), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nightshift-clusters", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +198,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--batch-size", type=int, default=32, help="tiles per Infer call")
     bench.add_argument("--output", default="clusters-bench", help="directory of the JSON figures")
     bench.set_defaults(run=_bench)
+
+    simulate_night = commands.add_parser("simulate-night", help="write the demo night's partial-sky HEALPix maps, night.json and truth")
+    simulate_night.add_argument("--out", required=True, help="directory of the night kit")
+    simulate_night.add_argument("--seed", type=int, default=None,
+                                help="seed of the night, default 0 (its sky is the simulator's seed N + 1, never the training sky 0)")
+    simulate_night.add_argument("--radius-deg", type=float, default=None, help="radius of the observed disc, default 12 deg")
+    simulate_night.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                                help="override a field of the shipped model's config for the sky, e.g. --set nside=256")
+    simulate_night.set_defaults(run=_simulate_night)
+
+    score_night = commands.add_parser("score-night", help="score the night's merged cluster catalogue against the kit's truth")
+    score_night.add_argument("--kit", required=True, help="directory simulate-night wrote")
+    score_night.add_argument("--catalogue", required=True, help="the night's cluster catalogue (FITS table)")
+    score_night.set_defaults(run=_score_night)
 
     args = parser.parse_args(argv)
     args.run(args)
