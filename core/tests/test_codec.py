@@ -39,7 +39,7 @@ def assert_bitwise_equal(decoded: np.ndarray, original: np.ndarray) -> None:
     native = original.dtype.newbyteorder("=")
     assert decoded.dtype == native
     assert decoded.shape == original.shape
-    assert decoded.flags.writeable and decoded.flags.c_contiguous
+    assert not decoded.flags.writeable and decoded.flags.c_contiguous  # a view of the message's immutable bytes
     as_uint = np.dtype(f"u{native.itemsize}")
     assert np.array_equal(decoded.view(as_uint), original.astype(native).view(as_uint))
 
@@ -168,9 +168,10 @@ def test_message_without_data_is_rejected() -> None:
         decode_array(tile_pb2.NDArray(dtype=tile_pb2.DATA_TYPE_FLOAT32, shape=[2]))
 
 
-def test_absurd_shape_is_rejected_before_reading() -> None:
-    message = tile_pb2.NDArray(dtype=tile_pb2.DATA_TYPE_UINT8, shape=[2**30, 2**30])
-    with pytest.raises(InvalidInput, match=f"has {2**60} elements, more than {2**40}"):
+@pytest.mark.parametrize("shape", [[2**30, 2**30], [0, 2**21, 2**21]], ids=["huge", "huge-but-empty"])
+def test_absurd_shape_is_rejected_before_reading(shape: list[int]) -> None:
+    message = tile_pb2.NDArray(dtype=tile_pb2.DATA_TYPE_UINT8, shape=shape, inline_data=b"")
+    with pytest.raises(InvalidInput, match=f"absurd: more than {2**40} elements"):
         decode_array(message)
 
 
@@ -221,3 +222,14 @@ def test_reference_without_a_store_is_rejected() -> None:
 def test_missing_referenced_object_is_not_found(store: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound, match="never-written"):
         decode_array(referenced(bytes(8), key=store.key("never-written"), shape=[2]), store=store)
+
+
+def test_decoding_views_the_message_bytes_without_copying_them() -> None:
+    message = over_the_wire(encode_array(np.arange(12, dtype=np.float32).reshape(3, 4)))
+    decoded = decode_array(message)
+    owner = decoded
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    assert isinstance(owner, bytes) and len(owner) == decoded.nbytes  # the bytes decoding was given, not a copy of them
+    with pytest.raises(ValueError, match="read-only"):
+        decoded[0, 0] = 1.0

@@ -4,16 +4,42 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
+import struct
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
 from nightshift.core.registry import ModelRegistry, RegisteredModel, bundled_weights, resolve_checkpoint
 from nightshift.core.store import ObjectStore, sha256_hex
 
-WEIGHTS = {"model.safetensors": b"weights v1", "config.json": b'{"layers": 3}'}
+
+
+def safetensors(tag: str) -> bytes:
+    """A valid safetensors file holding no tensor, told apart by a metadata tag."""
+    header = json.dumps({"__metadata__": {"tag": tag}}).encode()
+    return struct.pack("<Q", len(header)) + header
+
+
+def keras_archive(tag: str) -> bytes:
+    """A zip laid out as a native Keras archive (config.json inside)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", json.dumps({"tag": tag}))
+    return buffer.getvalue()
+
+
+def npz(value: int) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, w=np.array([value]))
+    return buffer.getvalue()
+
+
+WEIGHTS = {"model.safetensors": safetensors("weights v1"), "config.json": b'{"layers": 3}'}
 CONFIG = {"lr": 0.001, "epochs": 5, "augment": ["flip"]}
 
 
@@ -37,7 +63,7 @@ def test_register_records_files_and_provenance(registry: ModelRegistry) -> None:
     assert model.files == {name: {"sha256": sha256_hex(b), "size_bytes": len(b)} for name, b in WEIGHTS.items()}
     assert dt.datetime.fromisoformat(model.created).tzinfo == dt.UTC
     store = registry.store
-    assert store.get_bytes(store.key("models", "bubbles", "1", "model.safetensors")) == b"weights v1"
+    assert store.get_bytes(store.key("models", "bubbles", "1", "model.safetensors")) == safetensors("weights v1")
     assert json.loads(store.get_bytes(store.key("models", "bubbles", "1", "metadata.json"))) == dataclasses.asdict(model)
     assert store.get_bytes(store.key("models", "bubbles", "LATEST")) == b"1"
 
@@ -52,7 +78,7 @@ def test_registering_the_same_files_returns_the_existing_version(registry: Model
 
 def test_changed_files_make_a_new_version_and_move_latest(registry: ModelRegistry) -> None:
     first = register(registry)
-    second = register(registry, {**WEIGHTS, "model.safetensors": b"weights v2"})
+    second = register(registry, {**WEIGHTS, "model.safetensors": safetensors("weights v2")})
 
     assert (first.version, second.version) == ("1", "2")
     assert second.digest != first.digest
@@ -63,20 +89,20 @@ def test_changed_files_make_a_new_version_and_move_latest(registry: ModelRegistr
 
 
 def test_renaming_a_file_is_a_new_version(registry: ModelRegistry) -> None:
-    register(registry, {"a.safetensors": b"same bytes"})
-    assert register(registry, {"b.safetensors": b"same bytes"}).version == "2"
+    register(registry, {"a.safetensors": safetensors("same bytes")})
+    assert register(registry, {"b.safetensors": safetensors("same bytes")}).version == "2"
 
 
 def test_re_registering_old_files_moves_latest_back(registry: ModelRegistry) -> None:
     first = register(registry)
-    register(registry, {"model.safetensors": b"other"})
+    register(registry, {"model.safetensors": safetensors("other")})
     assert register(registry) == first
     assert registry.get() == first
 
 
 def test_register_without_set_latest_keeps_the_served_version(registry: ModelRegistry) -> None:
     first = register(registry)
-    candidate = register(registry, {"model.safetensors": b"candidate"}, set_latest=False)
+    candidate = register(registry, {"model.safetensors": safetensors("candidate")}, set_latest=False)
     assert candidate.version == "2"
     assert registry.get() == first
     assert registry.get("2") == candidate
@@ -84,17 +110,17 @@ def test_register_without_set_latest_keeps_the_served_version(registry: ModelReg
 
 def test_versions_are_ordered_numerically(registry: ModelRegistry) -> None:
     for n in range(10):
-        register(registry, {"w.npz": f"weights {n}".encode()})
+        register(registry, {"w.npz": npz(n)})
     assert [m.version for m in registry.versions()] == [str(n) for n in range(1, 11)]
     assert registry.get().version == "10"
 
 
 def test_files_given_as_paths(registry: ModelRegistry, tmp_path: Path) -> None:
     path = tmp_path / "model.keras"
-    path.write_bytes(b"keras archive")
+    path.write_bytes(keras_archive("v1"))
     model = register(registry, {"model.keras": path})
-    assert model.files["model.keras"] == {"sha256": sha256_hex(b"keras archive"), "size_bytes": 13}
-    assert register(registry, {"model.keras": b"keras archive"}) == model
+    assert model.files["model.keras"] == {"sha256": sha256_hex(path.read_bytes()), "size_bytes": path.stat().st_size}
+    assert register(registry, {"model.keras": path.read_bytes()}) == model
 
 
 def test_tasks_whose_names_share_a_prefix_are_separate(store: ObjectStore) -> None:
@@ -114,7 +140,7 @@ def test_empty_registry_has_no_latest(registry: ModelRegistry) -> None:
 
 def test_missing_version_names_the_available_ones(registry: ModelRegistry) -> None:
     register(registry)
-    register(registry, {"model.safetensors": b"v2"})
+    register(registry, {"model.safetensors": safetensors("v2")})
     with pytest.raises(NotFound, match=r"task 'bubbles' has no model version '7' \(available: 1, 2\)"):
         registry.get("7")
 
@@ -171,7 +197,7 @@ def test_fetch_replaces_a_corrupted_local_file(registry: ModelRegistry, tmp_path
     target = registry.fetch(model, tmp_path)
     (target / "model.safetensors").write_bytes(b"truncated")
     registry.fetch(model, tmp_path)
-    assert (target / "model.safetensors").read_bytes() == b"weights v1"
+    assert (target / "model.safetensors").read_bytes() == safetensors("weights v1")
 
 
 def test_fetch_rejects_a_tampered_object(registry: ModelRegistry, tmp_path: Path) -> None:
@@ -185,7 +211,7 @@ def test_ensure_bundled_registers_once_and_takes_latest_only_in_an_empty_registr
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
     weights = tmp_path / "bundled.safetensors"
-    weights.write_bytes(b"bundled weights")
+    weights.write_bytes(safetensors("bundled weights"))
     card = tmp_path / "bundled.json"
     card.write_text(json.dumps({"name": "bubbles-tiny", "metrics": {"map50": 0.3}, "config": CONFIG, "data_seed": 1}))
 
@@ -221,7 +247,7 @@ def test_promote_moves_latest_to_the_version_named(store: ObjectStore) -> None:
         registry.promote("9")
 
 
-def _bundle(tmp_path: Path, content: bytes = b'{"w": 1}') -> Path:
+def _bundle(tmp_path: Path, content: bytes = safetensors("w 1")) -> Path:
     weights = tmp_path / "bundle" / "toy-model.safetensors"
     weights.parent.mkdir(exist_ok=True)
     weights.write_bytes(content)
@@ -242,10 +268,10 @@ def test_resolve_checkpoint_registers_the_bundle_then_serves_the_pinned_or_lates
     first = resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache")
     assert first.ref.version == "1" and first.weights.read_bytes() == weights.read_bytes()
     registry = ModelRegistry(store, "toy")
-    registry.register({"toy-model.safetensors": b"retrained"}, name="toy-model", metrics={"dice": 0.9},
+    registry.register({"toy-model.safetensors": safetensors("retrained")}, name="toy-model", metrics={"dice": 0.9},
                       config={"depth": 4}, data_seed=6)
     latest = resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache")
-    assert latest.ref.version == "2" and latest.weights.read_bytes() == b"retrained" and latest.config == {"depth": 4}
+    assert latest.ref.version == "2" and latest.weights.read_bytes() == safetensors("retrained") and latest.config == {"depth": 4}
     monkeypatch.setenv("NIGHTSHIFT_MODEL_VERSION", "1")
     assert resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache").ref.version == "1"
     assert resolve_checkpoint("toy", weights, store=store, cache_dir=tmp_path / "cache", version="2").ref.version == "2"

@@ -233,9 +233,15 @@ def test_metrics_count_requests_errors_queue_and_compute(client: TaskClient, ser
     client.infer([tile()])
     with pytest.raises(grpc.RpcError):
         client.infer([_wrong_dtype()])
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
+    error_counted = 'nightshift_grpc_errors_total{code="INVALID_ARGUMENT",method="Infer"} 1.0'
+    deadline = time.monotonic() + 10  # the server counts a call after its status reached the client
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
+        if error_counted in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert 'nightshift_grpc_requests_total{code="OK",method="Infer"} 1.0' in text
-    assert 'nightshift_grpc_errors_total{code="INVALID_ARGUMENT",method="Infer"} 1.0' in text
+    assert error_counted in text
     assert "nightshift_queue_seconds_count 1.0" in text
     assert "nightshift_compute_seconds_count 1.0" in text
     assert "nightshift_tiles_total 1.0" in text
@@ -281,3 +287,50 @@ def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones(tmp_path: Path, 
     finally:
         process.kill()
         process.wait()
+
+
+def _concurrently(client: TaskClient, batches: list[list[tile_pb2.ImageTile]]) -> list[object]:
+    """Send each batch in its own thread at once; each call's response, or the RpcError it raised."""
+    def call(batch: list[tile_pb2.ImageTile]) -> object:
+        try:
+            return client.infer(batch)
+        except grpc.RpcError as error:
+            return error
+
+    with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
+        return list(pool.map(call, batches))
+
+
+def _compute_calls(server: BackgroundServer) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("nightshift_compute_seconds_count")))
+
+
+def test_server_side_batching_gives_each_caller_its_own_results_as_unbatched(store: ObjectStore) -> None:
+    requests = [[tile(float(i), n=str(i))] for i in range(5)] + [[tile(10.0), tile(11.0, store=store, size=16)]]
+    options = ServerOptions(port=0, metrics_port=0, batch_max_delay_ms=300)
+    with BackgroundServer(SleepyModel(), store=store, options=options) as batching, TaskClient(batching.target) as client:
+        batched = _concurrently(client, requests)
+        calls = _compute_calls(batching)
+    with BackgroundServer(SleepyModel(), store=store, options=ServerOptions(port=0)) as plain, TaskClient(plain.target) as client:
+        unbatched = [client.infer(r) for r in requests]
+    assert calls < len(requests)  # concatenated into fewer model calls
+    assert [list(r.results) for r in batched] == [list(r.results) for r in unbatched]
+    assert [[result.tile_id for result in r.results] for r in batched] == [[t.tile_id for t in r] for r in requests]
+
+
+def test_server_side_batching_fails_only_the_request_that_fails(store: ObjectStore) -> None:
+    requests = [[tile(1.0)], [tile(2.0, fail="x")], [tile(3.0), tile(4.0)]]
+    options = ServerOptions(port=0, metrics_port=0, batch_max_delay_ms=300)
+    with BackgroundServer(SleepyModel(), store=store, options=options) as batching, TaskClient(batching.target) as client:
+        first, failed, third = _concurrently(client, requests)
+        assert isinstance(failed, grpc.RpcError) and failed.code() == grpc.StatusCode.INTERNAL
+        assert [r.tile_id for r in first.results] == [requests[0][0].tile_id]
+        assert [r.measurements[0].value for r in third.results] == [3.0 * 64, 4.0 * 64]
+        assert client.health() == SERVING
+
+
+def test_batching_delay_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServerOptions.from_env().batch_max_delay_ms == 0  # off unless asked for
+    monkeypatch.setenv("NIGHTSHIFT_BATCH_MAX_DELAY_MS", "2.5")
+    assert ServerOptions.from_env().batch_max_delay_ms == 2.5

@@ -214,8 +214,18 @@ def test_ensure_bucket_creates_a_missing_bucket(store: ObjectStore) -> None:
 
 def test_key_joins_parts_under_the_prefix() -> None:
     store = ObjectStore(StoreConfig(endpoint="127.0.0.1:1", access_key="a", secret_key="s", prefix="deploy"))
-    assert store.key("models/", "/bubbles", "", "1") == "deploy/models/bubbles/1"
+    assert store.key("models", "bubbles/v2", "1") == "deploy/models/bubbles/v2/1"
+    assert store.key() == "deploy"
     assert ObjectStore(StoreConfig(endpoint="127.0.0.1:1", access_key="a", secret_key="s")).key("x") == "x"
+
+
+@pytest.mark.parametrize("part", ["", "/etc/passwd", "..", "a/../../b", "a//b", "a/", "./a", "tab\there", "nul\x00", "x" * 1025])
+def test_key_parts_that_could_leave_the_prefix_are_refused(part: str) -> None:
+    store = ObjectStore(StoreConfig(endpoint="127.0.0.1:1", access_key="a", secret_key="s", prefix="deploy"))
+    with pytest.raises(InvalidInput, match="key part"):
+        store.key("runs", part)
+    with pytest.raises(InvalidInput, match="object key"):
+        store.get_bytes(tile_pb2.ObjectRef(key=f"deploy/{part}" if part else ""))
 
 
 def test_store_from_env_reaches_the_server(store: ObjectStore) -> None:

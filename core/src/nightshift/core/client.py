@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -13,7 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, TASK_SERVICE_NAME
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
-__all__ = ["TaskClient", "channel_options"]
+__all__ = ["TaskClient", "channel_options", "open_channel", "TLS_CA_ENV"]
+
+TLS_CA_ENV = "NIGHTSHIFT_GRPC_TLS_CA"
 
 # Describe, Infer and Evaluate are idempotent, so the channel retries them on UNAVAILABLE with backoff.
 _RETRY_POLICY = {
@@ -42,6 +46,23 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
     ]
 
 
+def open_channel(
+    target: str,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    root_certificates: bytes | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> grpc.Channel:
+    """A channel to ``target``: TLS when root certificates are given or ``NIGHTSHIFT_GRPC_TLS_CA`` names a
+    PEM file of them, plaintext otherwise."""
+    if root_certificates is None and environ.get(TLS_CA_ENV):
+        root_certificates = Path(environ[TLS_CA_ENV]).read_bytes()
+    options = channel_options(max_message_bytes)
+    if root_certificates is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
+
+
 class TaskClient:
     """Call a science service at ``target`` (``host:port``); every call has a deadline.
 
@@ -53,12 +74,16 @@ class TaskClient:
         Default deadline of a call, in seconds.
     max_message_bytes : int
         Largest message sent or received.
+    root_certificates : bytes or None
+        PEM root certificates to verify a TLS server with (default: the file ``NIGHTSHIFT_GRPC_TLS_CA``
+        names, if set; else plaintext).
     """
 
-    def __init__(self, target: str, *, timeout_s: float = 60.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, target: str, *, timeout_s: float = 60.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 root_certificates: bytes | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+        self._channel = open_channel(target, max_message_bytes=max_message_bytes, root_certificates=root_certificates)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

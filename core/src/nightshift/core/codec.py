@@ -65,10 +65,10 @@ def array_nbytes(message: tile_pb2.NDArray) -> int:
     """Byte size the message's dtype and shape imply (validated, before any data is read)."""
     dtype = dtype_from_proto(message.dtype)
     shape = tuple(int(n) for n in message.shape)
-    elements = math.prod(shape)
-    if elements > _MAX_ELEMENTS:
-        raise InvalidInput(f"shape {shape} has {elements} elements, more than {_MAX_ELEMENTS}")
-    return elements * dtype.itemsize
+    if any(n > _MAX_ELEMENTS for n in shape) or math.prod(max(n, 1) for n in shape) > _MAX_ELEMENTS:
+        # also with a zero dimension: numpy refuses such a shape, and no tile has one
+        raise InvalidInput(f"shape {shape} is absurd: more than {_MAX_ELEMENTS} elements along its non-zero dimensions")
+    return math.prod(shape) * dtype.itemsize
 
 
 def encode_array(
@@ -100,7 +100,11 @@ def encode_array(
 
 
 def decode_array(message: tile_pb2.NDArray, *, store: ObjectStore | None = None, what: str = "array") -> np.ndarray:
-    """Decode an ``NDArray`` into a writable, native-order numpy array.
+    """Decode an ``NDArray`` into a native-order numpy array: a read-only view of the message's bytes.
+
+    No pixel is copied on a little-endian host: the array views the immutable ``bytes`` the message
+    (or the object store) gave, so it is read-only. A caller that writes into it copies it first
+    (``array.copy()``).
 
     Parameters
     ----------
@@ -145,8 +149,13 @@ def decode_array(message: tile_pb2.NDArray, *, store: ObjectStore | None = None,
         if store is None:
             raise InvalidInput(f"{what}: carried by reference but this receiver has no object store configured")
         data = store.get_bytes(ref)
+        if len(data) != nbytes:
+            raise InvalidInput(f"{what}: the referenced object holds {len(data)} bytes, expected {nbytes}")
     else:
         raise InvalidInput(f"{what}: no data (neither inline bytes nor an object reference)")
     if dtype.kind == "b" and data and np.frombuffer(data, dtype=np.uint8).max() > 1:
         raise InvalidInput(f"{what}: bool array holds bytes other than 0 and 1")
-    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if not dtype.isnative:
+        return array.astype(dtype.newbyteorder("="))  # a big-endian host: byte-swapping is the copy decoding needs
+    return array

@@ -10,7 +10,11 @@ A version exists once its ``metadata.json`` is written (files first, metadata la
 moves only after that, so a crash mid-registration never exposes a half-written version.
 Registering the same files again returns the existing version (idempotent). Only formats that load
 without unpickling are accepted: safetensors, native Keras, JSON, NumPy ``.npz`` (loaded with
-``allow_pickle=False``) and torch ``.pt`` state dicts (loaded with ``weights_only=True``).
+``allow_pickle=False``) and torch ``.pt`` state dicts (loaded with ``weights_only=True``). Each file's
+content is checked against its format when registered and again when fetched (a file planted in the
+store is refused before anything loads it): a ``.pt`` archive's pickles may name only the few globals
+a state dict needs (scanned with :mod:`pickletools`, never unpickled), an ``.npz`` may hold no object
+array, a safetensors header must be JSON.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import json
 import os
+import pickletools
 import re
-from collections.abc import Mapping
+import struct
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound, ObjectNotFound
@@ -32,11 +41,115 @@ from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "resolve_checkpoint"]
+__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_safe_format",
+           "resolve_checkpoint"]
 
 SAFE_SUFFIXES = (".safetensors", ".keras", ".json", ".npz", ".pt")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+# What a torch state dict's pickle names: containers, tensor rebuilders and typed storages.
+_TORCH_STATE_DICT_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+}
+_TORCH_STORAGE = re.compile(r"^[A-Z][A-Za-z0-9]*Storage$")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickle_globals(data: bytes) -> Iterator[tuple[str, str]]:
+    """Every (module, name) a pickle would import, read from its opcodes without unpickling.
+
+    Raises
+    ------
+    InvalidInput
+        The pickle is malformed, or imports a global built at run time (STACK_GLOBAL of non-literals).
+    """
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                module, _, name = str(arg).partition(" ")
+                yield module, name
+            elif opcode.name == "STACK_GLOBAL":
+                if len(strings) < 2:
+                    raise InvalidInput("pickle imports a global whose name is not a literal")
+                yield strings[-2], strings[-1]
+            if opcode.name in _STRING_OPS:
+                strings.append(str(arg))
+            elif opcode.name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                strings.clear()  # STACK_GLOBAL's module and name are the two pushes right before it
+    except ValueError as exc:
+        raise InvalidInput(f"malformed pickle: {exc}") from None
+
+
+def _check_torch_state_dict(file_name: str, blob: bytes) -> None:
+    if not zipfile.is_zipfile(io.BytesIO(blob)):
+        raise InvalidInput(f"model file {file_name!r}: not a torch zip archive (a bare pickle is never loaded)")
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
+        if not pickles:
+            raise InvalidInput(f"model file {file_name!r}: a torch archive holds a data.pkl; this one holds none")
+        for member in pickles:
+            for module, name in _pickle_globals(archive.read(member)):
+                storage = module == "torch" and _TORCH_STORAGE.match(name)
+                if (module, name) not in _TORCH_STATE_DICT_GLOBALS and not storage:
+                    raise InvalidInput(f"model file {file_name!r}: its pickle imports {module}.{name}, not part of a state dict")
+
+
+def _check_npz(file_name: str, blob: bytes) -> None:
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+            for name in arrays.files:
+                arrays[name]  # reading an object array without pickle raises
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InvalidInput(f"model file {file_name!r}: not a pickle-free .npz ({exc})") from None
+
+
+def _check_safetensors(file_name: str, blob: bytes) -> None:
+    header_bytes = struct.unpack("<Q", blob[:8])[0] if len(blob) >= 8 else -1
+    try:
+        if not 0 < header_bytes <= len(blob) - 8:
+            raise ValueError(f"header of {header_bytes} bytes")
+        if not isinstance(json.loads(blob[8 : 8 + header_bytes]), dict):
+            raise ValueError("header is not a JSON object")
+    except ValueError as exc:
+        raise InvalidInput(f"model file {file_name!r}: not a safetensors file ({exc})") from None
+
+
+def _check_keras(file_name: str, blob: bytes) -> None:
+    if not zipfile.is_zipfile(io.BytesIO(blob)):
+        raise InvalidInput(f"model file {file_name!r}: not a native Keras archive (zip)")
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        if "config.json" not in archive.namelist():
+            raise InvalidInput(f"model file {file_name!r}: a Keras archive holds config.json; this one does not")
+
+
+def _check_json(file_name: str, blob: bytes) -> None:
+    try:
+        json.loads(blob)
+    except ValueError as exc:
+        raise InvalidInput(f"model file {file_name!r}: not JSON ({exc})") from None
+
+
+_FORMAT_CHECKS = {".pt": _check_torch_state_dict, ".npz": _check_npz, ".safetensors": _check_safetensors,
+                  ".keras": _check_keras, ".json": _check_json}
+
+
+def check_safe_format(file_name: str, blob: bytes) -> None:
+    """Check that ``blob`` is a file of the safe format its name's suffix says, without loading it.
+
+    Raises
+    ------
+    InvalidInput
+        An unsafe or unknown suffix, or content that is not of the format (e.g. a pickle payload).
+    """
+    suffix = next((s for s in SAFE_SUFFIXES if file_name.endswith(s)), None)
+    if suffix is None:
+        raise InvalidInput(f"model file {file_name!r}: unsafe or unknown format, expected one of {', '.join(SAFE_SUFFIXES)}")
+    _FORMAT_CHECKS[suffix](file_name, blob)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +238,8 @@ class ModelRegistry:
         Raises
         ------
         InvalidInput
-            No files, a file name with a path or odd characters, or an unsafe format.
+            No files, a file name with a path or odd characters, or an unsafe format or content
+            (see :func:`check_safe_format`).
         """
         if not files:
             raise InvalidInput("a model version needs at least one file")
@@ -133,11 +247,8 @@ class ModelRegistry:
         for file_name, content in files.items():
             if not _FILE_NAME.match(file_name) or file_name == "metadata.json":
                 raise InvalidInput(f"model file name {file_name!r}: expected a plain file name")
-            if not file_name.endswith(SAFE_SUFFIXES):
-                raise InvalidInput(
-                    f"model file {file_name!r}: unsafe or unknown format, expected one of {', '.join(SAFE_SUFFIXES)}"
-                )
             blobs[file_name] = Path(content).read_bytes() if isinstance(content, Path) else bytes(content)
+            check_safe_format(file_name, blobs[file_name])
         digest = _files_digest(blobs)
         existing = self.versions()
         for model in existing:
@@ -223,7 +334,14 @@ class ModelRegistry:
             raise NotFound(f"task {self.task!r} has no model version {version!r} (available: {available})") from None
 
     def fetch(self, model: RegisteredModel, directory: str | Path) -> Path:
-        """Download a version's files into ``directory/<task>/<version>/`` (verified, cached) and return it."""
+        """Download a version's files into ``directory/<task>/<version>/`` (verified, cached) and return it.
+
+        Raises
+        ------
+        InvalidInput
+            A file is not of the safe format its name says (e.g. a pickle planted in the store), or
+            its bytes do not match the version's metadata.
+        """
         target = Path(directory) / self.task / model.version
         target.mkdir(parents=True, exist_ok=True)
         for file_name, info in model.files.items():
@@ -234,7 +352,11 @@ class ModelRegistry:
                 bucket=self.store.bucket, key=self._key(model.version, file_name),
                 size_bytes=info["size_bytes"], sha256=info["sha256"],
             )
-            path.write_bytes(self.store.get_bytes(ref))
+            if not _FILE_NAME.match(file_name):
+                raise InvalidInput(f"model version {model.version}: file name {file_name!r} is not a plain file name")
+            blob = self.store.get_bytes(ref)
+            check_safe_format(file_name, blob)
+            path.write_bytes(blob)
         return target
 
 

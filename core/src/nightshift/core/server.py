@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -89,6 +90,15 @@ class ServerOptions:
         Batches computed at once (1 for a single GPU); further batches queue.
     port_file : Path or None
         File the bound port is written to once listening (for launchers using port 0).
+    tls_cert, tls_key : Path or None
+        PEM certificate chain and private key: serve TLS. Both or neither.
+    drain_notice_s : float
+        On shutdown, how long health says NOT_SERVING while calls are still accepted, so probes and
+        load balancers see it before new calls are refused.
+    batch_max_delay_ms : float
+        Server-side batching: ``Infer`` requests arriving within this many milliseconds of the first
+        waiting one are concatenated into one model call (up to the model's preferred batch, never
+        above its maximum) and the results split back; 0 (the default) computes each request alone.
     """
 
     host: str = "127.0.0.1"
@@ -98,11 +108,25 @@ class ServerOptions:
     grace_s: float = 30.0
     compute_slots: int = 1
     port_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    drain_notice_s: float = 0.0
+    batch_max_delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key (NIGHTSHIFT_GRPC_TLS_CERT and NIGHTSHIFT_GRPC_TLS_KEY)")
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """TLS credentials from ``tls_cert`` and ``tls_key``, or None to serve plaintext."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return grpc.ssl_server_credentials([(self.tls_key.read_bytes(), self.tls_cert.read_bytes())])
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerOptions:
-        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE}`` and
-        ``NIGHTSHIFT_METRICS_PORT``; keyword overrides win."""
+        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,DRAIN_NOTICE_S}``,
+        ``NIGHTSHIFT_METRICS_PORT`` and ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``; keyword overrides win."""
         env = os.environ
         values: dict[str, Any] = {}
         for field, var, cast in (
@@ -113,6 +137,10 @@ class ServerOptions:
             ("compute_slots", "NIGHTSHIFT_GRPC_COMPUTE_SLOTS", int),
             ("metrics_port", "NIGHTSHIFT_METRICS_PORT", int),
             ("port_file", "NIGHTSHIFT_GRPC_PORT_FILE", Path),
+            ("tls_cert", "NIGHTSHIFT_GRPC_TLS_CERT", Path),
+            ("tls_key", "NIGHTSHIFT_GRPC_TLS_KEY", Path),
+            ("drain_notice_s", "NIGHTSHIFT_GRPC_DRAIN_NOTICE_S", float),
+            ("batch_max_delay_ms", "NIGHTSHIFT_BATCH_MAX_DELAY_MS", float),
         ):
             if env.get(var):
                 values[field] = cast(env[var])
@@ -175,7 +203,8 @@ class _Calls(grpc.aio.ServerInterceptor):
         try:
             yield
         except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
+            remaining = context.time_remaining()  # a call cancelled by its passed deadline is logged as such
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             code = _status_of(exc, context)
@@ -211,19 +240,143 @@ async def _abort(method: str, exc: Exception, context: grpc.aio.ServicerContext)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (error id {error_id}; see the server log)")
 
 
+def _check_deadline(context: grpc.aio.ServicerContext, queued: float) -> None:
+    """Refuse to compute a request whose deadline passed while it waited."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded(f"deadline passed after {time.perf_counter() - queued:.3f} s in the queue")
+
+
+@dataclasses.dataclass
+class _Waiting:
+    """One ``Infer`` request waiting for the batcher: its decoded tiles and where its results go."""
+
+    tiles: list[Tile]
+    model: results_pb2.ModelRef
+    context: grpc.aio.ServicerContext
+    results: asyncio.Future[list[results_pb2.TileResult]]
+    queued: float
+
+
+class _Batcher:
+    """Concatenate concurrent ``Infer`` requests into one model call, as inference servers do.
+
+    A worker takes the oldest waiting request and adds the requests that arrive within
+    ``max_delay_s`` of it (same model version, at most ``max_tiles`` tiles in all), dispatching as
+    soon as ``preferred_tiles`` are collected; each caller gets its own slice of the results. If the
+    concatenated call fails, each request is computed alone, so one bad request fails only itself.
+    At most ``workers`` (the compute slots) batches are computed at once; a worker exits when
+    nothing waits, so no task outlives the traffic.
+    """
+
+    def __init__(self, run: Callable[[list[Tile], results_pb2.ModelRef], Awaitable[list[results_pb2.TileResult]]],
+                 metrics: ServiceMetrics, *, max_delay_s: float, preferred_tiles: int, max_tiles: int, workers: int) -> None:
+        self._run = run
+        self._metrics = metrics
+        self._max_delay_s = max_delay_s
+        self._preferred_tiles = preferred_tiles
+        self._max_tiles = max_tiles
+        self._workers = workers
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._active: set[asyncio.Task[None]] = set()
+
+    async def infer(self, tiles: list[Tile], model: results_pb2.ModelRef,
+                    context: grpc.aio.ServicerContext) -> list[results_pb2.TileResult]:
+        request = _Waiting(tiles, model, context, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._waiting.append(request)
+        self._arrived.set()
+        if len(self._active) < self._workers:
+            worker = asyncio.create_task(self._work())
+            self._active.add(worker)  # removed by the worker itself, in the step that sees the queue empty
+        return await request.results
+
+    async def _work(self) -> None:
+        try:
+            while self._waiting:
+                await self._compute(await self._collect())
+        finally:
+            self._active.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _collect(self) -> list[_Waiting]:
+        first = self._waiting.popleft()
+        batch, tiles = [first], len(first.tiles)
+        closes = first.queued + self._max_delay_s
+        while tiles < self._preferred_tiles:
+            if not self._waiting:
+                remaining = closes - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                continue
+            following = self._waiting[0]
+            if following.model != first.model or tiles + len(following.tiles) > self._max_tiles:
+                break
+            batch.append(self._waiting.popleft())
+            tiles += len(following.tiles)
+        return batch
+
+    async def _compute(self, batch: list[_Waiting]) -> None:
+        live = []
+        for request in batch:
+            if request.results.done():
+                continue  # the caller went away
+            self._metrics.queue_seconds.observe(time.perf_counter() - request.queued)
+            try:
+                _check_deadline(request.context, request.queued)
+            except DeadlineExceeded as exc:
+                request.results.set_exception(exc)
+                continue
+            live.append(request)
+        if not live:
+            return
+        try:
+            results = await self._run([t for r in live for t in r.tiles], live[0].model)
+        except Exception as exc:
+            if len(live) == 1:
+                _settle(live[0].results, exception=exc)
+                return
+            for request in live:  # find whose request failed: each alone
+                try:
+                    _settle(request.results, await self._run(request.tiles, request.model))
+                except Exception as alone:
+                    _settle(request.results, exception=alone)
+            return
+        start = 0
+        for request in live:
+            _settle(request.results, results[start:start + len(request.tiles)])
+            start += len(request.tiles)
+
+
+def _settle(future: asyncio.Future[Any], result: Any = None, *, exception: Exception | None = None) -> None:
+    """Complete ``future`` unless its caller cancelled it meanwhile."""
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
+
+
 class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     """The contract's ``TaskService`` over a :class:`TaskModel`: decode, validate, compute, encode."""
 
-    def __init__(self, model: TaskModel, store: ObjectStore | None, metrics: ServiceMetrics, compute_slots: int) -> None:
+    def __init__(self, model: TaskModel, store: ObjectStore | None, metrics: ServiceMetrics, options: ServerOptions) -> None:
         self.model = model
         self.store = store
         self.metrics = metrics
         self.ready = False
-        self._slots = asyncio.Semaphore(compute_slots)
-        self._compute = concurrent.futures.ThreadPoolExecutor(compute_slots, thread_name_prefix=f"{model.task}-compute")
+        self._slots = asyncio.Semaphore(options.compute_slots)
+        self._compute = concurrent.futures.ThreadPoolExecutor(options.compute_slots, thread_name_prefix=f"{model.task}-compute")
         # Tiles by reference are object-store reads: fetched side by side, not one round trip after another.
         self._fetch = concurrent.futures.ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix=f"{model.task}-fetch")
         self._training = asyncio.Lock()
+        self._batcher = None if options.batch_max_delay_ms <= 0 else _Batcher(
+            self._run_model, metrics, max_delay_s=options.batch_max_delay_ms / 1e3, workers=options.compute_slots,
+            preferred_tiles=model.spec.preferred_batch_tiles, max_tiles=model.spec.max_batch_tiles,
+        )
 
     def close(self) -> None:
         self._compute.shutdown(wait=True)
@@ -241,6 +394,15 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self.metrics.decode_seconds.observe(time.perf_counter() - started)
         return decoded
 
+    async def _run_model(self, tiles: list[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
+        """One call of the model in the compute pool, timed and its result count checked."""
+        started = time.perf_counter()
+        results = await asyncio.get_running_loop().run_in_executor(self._compute, self.model.infer, tiles, model)
+        self.metrics.compute_seconds.observe(time.perf_counter() - started)
+        if len(results) != len(tiles):
+            raise RuntimeError(f"{self.model.task}.infer returned {len(results)} results for {len(tiles)} tiles")
+        return results
+
     async def _infer(
         self, tiles: Sequence[tile_pb2.ImageTile], model_version: str, context: grpc.aio.ServicerContext
     ) -> tuple[results_pb2.ModelRef, list[results_pb2.TileResult]]:
@@ -252,18 +414,14 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         if not tiles:
             return model, []
         decoded = await asyncio.to_thread(self._decode, tiles)
-        queued = time.perf_counter()
-        async with self._slots:
-            self.metrics.queue_seconds.observe(time.perf_counter() - queued)
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                raise DeadlineExceeded(f"deadline passed after {time.perf_counter() - queued:.3f} s in the queue")
-            started = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._compute, self.model.infer, decoded, model)
-            self.metrics.compute_seconds.observe(time.perf_counter() - started)
-        if len(results) != len(decoded):
-            raise RuntimeError(f"{self.model.task}.infer returned {len(results)} results for {len(decoded)} tiles")
+        if self._batcher is not None:
+            results = await self._batcher.infer(decoded, model, context)
+        else:
+            queued = time.perf_counter()
+            async with self._slots:
+                self.metrics.queue_seconds.observe(time.perf_counter() - queued)
+                _check_deadline(context, queued)
+                results = await self._run_model(decoded, model)
         self.metrics.tiles.inc(len(decoded))
         return model, results
 
@@ -378,7 +536,7 @@ class TaskServable(Servable):
         self._servicer: _TaskServicer | None = None
 
     def add_to_server(self, server: grpc.aio.Server, metrics: ServiceMetrics, options: ServerOptions) -> None:
-        self._servicer = _TaskServicer(self.model, self.store, metrics, options.compute_slots)
+        self._servicer = _TaskServicer(self.model, self.store, metrics, options)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(self._servicer, server)
 
     def load(self) -> None:
@@ -439,7 +597,9 @@ class Server:
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         for name in self._readiness_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = server.add_insecure_port(f"{opts.host}:{opts.port}")
+        address = f"{opts.host}:{opts.port}"
+        credentials = opts.server_credentials()
+        self.port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
         if not self.port:
             raise OSError(f"could not bind {opts.host}:{opts.port}")
         await server.start()
@@ -448,7 +608,8 @@ class Server:
             self.metrics_port = self.metrics.serve_http(opts.host, opts.metrics_port)
         if opts.port_file is not None:
             opts.port_file.write_text(str(self.port))
-        _log.info("listening", extra={"service": self.servable.name, "port": self.port, "metrics_port": self.metrics_port})
+        _log.info("listening", extra={"service": self.servable.name, "port": self.port, "metrics_port": self.metrics_port,
+                                      "tls": credentials is not None})
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -480,6 +641,7 @@ class Server:
         _log.info("draining", extra={"service": self.servable.name, "grace_s": grace})
         await self._health.enter_graceful_shutdown()
         self.metrics.model_ready.set(0)
+        await asyncio.sleep(self.options.drain_notice_s)
         await self._server.stop(grace)
         if not self.loading.done():
             self.loading.cancel()

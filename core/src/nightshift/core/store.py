@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,10 +25,10 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from nightshift.core.errors import AccessDenied, InvalidInput, ObjectNotFound, StoreUnavailable
+from nightshift.core.errors import AccessDenied, FailedPrecondition, InvalidInput, ObjectNotFound, StoreUnavailable
 from nightshift.v1 import tile_pb2
 
-__all__ = ["StoreConfig", "ObjectStore", "sha256_hex"]
+__all__ = ["StoreConfig", "ObjectStore", "sha256_hex", "check_key"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -35,11 +36,39 @@ _T = TypeVar("_T")
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 _MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest multipart part
+_MAX_KEY_BYTES = 1024  # S3's longest key
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
     """Lower-case hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def check_key(key: str, *, what: str = "object key") -> str:
+    """Return ``key`` if it is a safe relative object key, else raise.
+
+    A key (or a part of one built from a request, a file name, a model version) must not climb out
+    of the prefix it is put under: no absolute path, no ``.`` or ``..`` segment, no empty segment
+    (``a//b``, a trailing ``/``), no control character, at most 1024 bytes.
+
+    Raises
+    ------
+    InvalidInput
+        Naming what is wrong with the key.
+    """
+    if not key:
+        raise InvalidInput(f"{what} is empty")
+    if len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
+        raise InvalidInput(f"{what} {key[:64]!r}...: longer than {_MAX_KEY_BYTES} bytes")
+    if _CONTROL_CHARACTERS.search(key):
+        raise InvalidInput(f"{what} {key!r}: control characters are not allowed")
+    if key.startswith("/"):
+        raise InvalidInput(f"{what} {key!r}: absolute paths are not allowed")
+    segments = key.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise InvalidInput(f"{what} {key!r}: empty, '.' and '..' path segments are not allowed")
+    return key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +210,19 @@ class ObjectStore:
         return self.config.bucket
 
     def key(self, *parts: str) -> str:
-        """The object key of ``parts`` under the configured prefix."""
-        return "/".join(p.strip("/") for p in (self.config.prefix, *parts) if p.strip("/"))
+        """The object key of ``parts`` under the configured prefix.
+
+        A part may hold several segments (``"run/a"``); each part is checked with :func:`check_key`,
+        so a part taken from a request cannot leave the prefix.
+
+        Raises
+        ------
+        InvalidInput
+            A part is empty, absolute, or holds a ``.``/``..``/empty segment or a control character.
+        """
+        for part in parts:
+            check_key(part, what=f"key part {part!r}")
+        return "/".join(p for p in (self.config.prefix, *parts) if p)
 
     # -- buckets -----------------------------------------------------------------------------
 
@@ -195,6 +235,7 @@ class ObjectStore:
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
         """Write ``data`` at ``key`` (overwriting) and return a reference to it."""
+        check_key(key)
         self._call(
             lambda: self._client.put_object(
                 self.bucket, key, io.BytesIO(data), len(data),
@@ -221,6 +262,7 @@ class ObjectStore:
 
     def put_file(self, key: str, path: str | Path, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
         """Upload the file at ``path`` to ``key`` (multipart when large) and return a reference."""
+        check_key(key)
         path = Path(path)
         digest = hashlib.sha256()
         with path.open("rb") as fh:
@@ -244,12 +286,12 @@ class ObjectStore:
         ObjectNotFound
             The bucket or key does not exist.
         InvalidInput
-            The byte range starts past the object's end, or the bytes read do not match the
-            reference's size or SHA-256.
+            The key is malformed (see :func:`check_key`), the byte range starts past the object's end, or the bytes read do not match the reference's size or SHA-256.
         """
         if isinstance(ref, str):
             ref = tile_pb2.ObjectRef(bucket=self.bucket, key=ref)
         bucket = ref.bucket or self.bucket
+        check_key(ref.key, what=f"object key in {bucket}")
 
         def read() -> bytes:
             # length 0 reads to the end of the object
@@ -271,6 +313,7 @@ class ObjectStore:
 
     def get_file(self, key: str, path: str | Path) -> Path:
         """Download ``key`` to ``path`` and return the path."""
+        check_key(key)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._call(lambda: self._client.fget_object(self.bucket, key, str(path)), what=key)
@@ -278,6 +321,7 @@ class ObjectStore:
 
     def size_of(self, key: str) -> int | None:
         """Size in bytes of ``key``, or None if it does not exist."""
+        check_key(key)
         try:
             stat = self._call(lambda: self._client.stat_object(self.bucket, key), what=key)
         except ObjectNotFound:
@@ -297,6 +341,7 @@ class ObjectStore:
 
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
+        check_key(key)
         self._call(lambda: self._client.remove_object(self.bucket, key), what=key)
 
     # -- error mapping and retries -----------------------------------------------------------
@@ -326,8 +371,10 @@ class ObjectStore:
                 if status == 416:
                     raise InvalidInput(f"byte range outside the object {what} (HTTP 416)") from None
                 transient, reason = status >= 500, f"HTTP {status}"
-                if not transient:
-                    raise
+                if not transient:  # e.g. plaintext sent to an HTTPS port: a configuration error, said plainly
+                    raise FailedPrecondition(
+                        f"object store at {self.config.endpoint} refused {what} (HTTP {status}): {(exc._body or '')[:200]}"
+                    ) from None
             except ServerError as exc:
                 transient, reason = exc.status_code >= 500, f"HTTP {exc.status_code}"
                 if not transient:

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import TracebackType
 
-import grpc
-
-from nightshift.core.client import channel_options
+from nightshift.core.client import open_channel
 from nightshift.orchestration.config import FitsTiling
 from nightshift.orchestration.discovery import NightInput
 from nightshift.v1 import ingest_service_pb2, ingest_service_pb2_grpc, tile_pb2
@@ -60,12 +58,15 @@ def ingest_request(night: str, night_input: NightInput, bucket: str) -> IngestRe
 
 
 class IngestClient:
-    """Call the ingest service at ``target``; every call has a deadline of ``timeout_s`` seconds."""
+    """Call the ingest service at ``target``; every call has a deadline of ``timeout_s`` seconds.
 
-    def __init__(self, target: str, *, timeout_s: float) -> None:
+    TLS when ``root_certificates`` (PEM) are given or ``NIGHTSHIFT_GRPC_TLS_CA`` names a file of them.
+    """
+
+    def __init__(self, target: str, *, timeout_s: float, root_certificates: bytes | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target, options=channel_options())
+        self._channel = open_channel(target, root_certificates=root_certificates)
         self._stub = ingest_service_pb2_grpc.IngestServiceStub(self._channel)
 
     def ingest(self, request: IngestRequest, on_progress: ProgressCallback) -> ingest_service_pb2.IngestSummary:

@@ -87,7 +87,7 @@ def _train(args: argparse.Namespace) -> None:
 
     checkpoints = Path(args.checkpoints or f"runs/clusters-{config.preset}-seed{config.seed}")
     result = train_model(config, output_dir=Path(args.output), checkpoint_dir=checkpoints,
-                         resume_dir=Path(args.resume) if args.resume else None, progress=report, registry=registry)
+                         resume_dir=Path(args.resume) if args.resume else None, progress=report, registry=registry, cache=True)
     print(json.dumps({"weights": str(result.weights_path), "card": str(result.card_path), "version": result.version,
                       **result.metrics}))
 

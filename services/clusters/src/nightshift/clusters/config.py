@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "HFI_BANDS",
+    "TRAINING_SKY_STRIDE",
     "Y_MAP_BAND",
     "BandInfo",
     "ClustersConfig",
@@ -61,6 +62,9 @@ _ARCHITECTURES = ("unet", "attention_unet", "unet_plus_plus")
 _LOSSES = ("binary_crossentropy", "focal", "dice", "tversky", "focal_tversky", "combo")
 _OPTIMIZERS = ("adam", "sgd")
 
+TRAINING_SKY_STRIDE = 1000
+"""Training sky k of a config with seed s is the simulator's seed s + 1000 k: far from the night kits' skies 1, 2, ..."""
+
 CATALOGUE_ENV = "NIGHTSHIFT_CLUSTERS_CATALOGUES"
 _SHARED_CATALOGUES = Path("/work/shared/data/clusters")
 
@@ -79,7 +83,10 @@ class ClustersConfig:
     """Everything that defines a clusters model: its simulated sky, data, network and training.
 
     Sky (see :mod:`nightshift.clusters.simulate`)
-        ``nside`` of the full-sky HEALPix maps (Galactic coordinates); ``random_clusters`` injected
+        ``seed`` of the sky and of the training; the training and validation patches come from
+        ``training_skies`` independent sky realisations (:attr:`training_sky_seeds`), and
+        ``evaluate`` scores the held-out cells of the skies ``evaluation_seeds``, which no training
+        patch comes from; ``nside`` of the full-sky HEALPix maps (Galactic coordinates); ``random_clusters`` injected
         at random positions besides the PSZ2 ones; their ``random_m500_range_msun`` (log-uniform)
         and ``random_z_range`` (uniform); ``radio_sources`` / ``ir_sources`` point sources over
         the sky; ``include_y_map`` adds the Compton-y map as a seventh input band.
@@ -112,6 +119,8 @@ class ClustersConfig:
     preset: str = "default"
     seed: int = 0
     # sky
+    training_skies: int = 1
+    evaluation_seeds: tuple[int, ...] = (1, 2)
     nside: int = 1024
     random_clusters: int = 4000
     random_m500_range_msun: tuple[float, float] = (1.5e14, 1.5e15)
@@ -167,6 +176,8 @@ class ClustersConfig:
         _check(0.0 < self.threshold < 1.0, "threshold", self.threshold, "in (0, 1)")
         _check(self.min_pixels >= 1, "min_pixels", self.min_pixels, ">= 1")
         _check(0.0 <= self.train_cluster_fraction <= 1.0, "train_cluster_fraction", self.train_cluster_fraction, "in [0, 1]")
+        _check(self.training_skies >= 1, "training_skies", self.training_skies, ">= 1")
+        _check(len(self.evaluation_seeds) >= 1, "evaluation_seeds", self.evaluation_seeds, "at least one sky seed")
         _check(self.epochs >= 1 and self.batch_size >= 1, "epochs/batch_size", (self.epochs, self.batch_size), ">= 1")
         cells = set(self.validation_cells) | set(self.test_cells)
         _check(all(0 <= c < 48 for c in cells), "validation_cells/test_cells", sorted(cells), "nside-2 cells in 0..47")
@@ -181,6 +192,11 @@ class ClustersConfig:
     @property
     def band_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.bands)
+
+    @property
+    def training_sky_seeds(self) -> tuple[int, ...]:
+        """Simulator seeds of the training skies: ``seed``, ``seed + 1000``, ... (``training_skies`` of them)."""
+        return tuple(self.seed + TRAINING_SKY_STRIDE * k for k in range(self.training_skies))
 
     @property
     def held_out_cells(self) -> tuple[int, ...]:

@@ -1,5 +1,9 @@
 """The simulated datasets: sky, truth S/N and patch splits of a config, with an on-disk cache.
 
+A model trains on the training and validation cells of several independent sky realisations
+(:func:`training_data`): the local dust level, CMB and sources differ from one realisation to the
+next, and a model that saw one sky only learns that sky's mix of them.
+
 The sky of a config is reproducible from its seed, so the cache only saves time: ``evaluate``
 and ``bench`` reuse the held-out patches of a sky they have already simulated (a few hundred MB
 at most, under ``$NIGHTSHIFT_CLUSTERS_CACHE`` or ``~/.cache/nightshift/clusters``).
@@ -22,7 +26,7 @@ from nightshift.clusters.config import ClustersConfig, catalogue_dir
 from nightshift.clusters.patches import PatchSet, build_splits, measure_truth_snr
 from nightshift.clusters.simulate import ClusterTruth, SkyMaps, simulate_sky
 
-__all__ = ["SimulatedData", "simulated_sky", "simulated_data", "sky_key"]
+__all__ = ["SimulatedData", "simulated_sky", "simulated_data", "training_data", "sky_key"]
 
 _log = logging.getLogger(__name__)
 
@@ -91,3 +95,26 @@ def simulated_data(config: ClustersConfig, splits: Sequence[str], *, cache: bool
         np.savez(temporary, **arrays)
         temporary.replace(path)
     return data
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (k < total % parts) for k in range(parts)]
+
+
+def training_data(config: ClustersConfig, *, cache: bool = False) -> SimulatedData:
+    """The "train" and "validation" splits of ``config``, drawn in equal shares from each of its training skies.
+
+    Sky k is the simulator's seed ``config.training_sky_seeds[k]``; the truth is every sky's truth
+    in sky order. With ``cache`` each sky's splits are read from, or written to, the cache.
+    """
+    skies = config.training_sky_seeds
+    per_sky = [
+        simulated_data(dataclasses.replace(config, seed=seed, train_patches=train, validation_patches=validation),
+                       ("train", "validation"), cache=cache)
+        for seed, train, validation in zip(skies, _shares(config.train_patches, len(skies)),
+                                           _shares(config.validation_patches, len(skies)))
+    ]
+    truth = ClusterTruth.from_arrays({name: np.concatenate([d.truth.to_arrays()[name] for d in per_sky])
+                                      for name in per_sky[0].truth.to_arrays()})
+    return SimulatedData(truth, {split: PatchSet.concatenate([d.splits[split] for d in per_sky])
+                                 for split in ("train", "validation")})

@@ -136,10 +136,12 @@ def find_detections(
     )
 
 
-def sky_positions(detections: Detections, wcs_list: Sequence[WCS]) -> Detections:
-    """The detections with Galactic positions from their tiles' WCS (any celestial frame)."""
+def sky_positions(detections: Detections, wcs_list: Sequence[WCS | None]) -> Detections:
+    """The detections with Galactic positions from their tiles' WCS (any celestial frame; NaN where a tile has none)."""
     glon, glat = np.full(len(detections), np.nan), np.full(len(detections), np.nan)
     for tile in np.unique(detections.tile):
+        if wcs_list[tile] is None:
+            continue
         picked = detections.tile == tile
         world = wcs_list[tile].pixel_to_world(detections.x[picked], detections.y[picked]).galactic
         glon[picked], glat[picked] = world.l.deg, world.b.deg
@@ -183,11 +185,12 @@ def field_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: Clusters
     return merge_detections(tile_detections(maps, wcs_list, config, threshold=threshold), radius_arcmin=config.merge_radius_arcmin)
 
 
-def tile_wcs(wcs_header: str) -> WCS:
-    """The celestial WCS of a tile from its FITS header string."""
+def tile_wcs(wcs_header: str) -> WCS | None:
+    """The celestial WCS of a tile from its FITS header string, or None when the tile has none."""
     from astropy.io import fits
 
-    return WCS(fits.Header.fromstring(wcs_header))
+    wcs = WCS(fits.Header.fromstring(wcs_header)) if wcs_header else None
+    return wcs if wcs is not None and wcs.has_celestial else None
 
 
 def catalogue_rows(

@@ -78,6 +78,11 @@ class PatchSet:
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> PatchSet:
         return cls(**{f.name: np.asarray(arrays[f"{prefix}{f.name}"]) for f in dataclasses.fields(cls)})
 
+    @classmethod
+    def concatenate(cls, sets: Sequence[PatchSet]) -> PatchSet:
+        """One set of the patches of ``sets``, in order."""
+        return cls(**{f.name: np.concatenate([getattr(s, f.name) for s in sets]) for f in dataclasses.fields(cls)})
+
 
 def _tangent_grid(patch_px: int, pixel_arcmin: float) -> np.ndarray:
     """Unit vectors of the patch pixels about (lon, lat) = (0, 0), shape (patch_px**2, 3), rows first."""

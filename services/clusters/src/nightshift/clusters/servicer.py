@@ -117,7 +117,7 @@ class ClustersModel(TaskModel):
                 tile_id=tile.tile_id, model=model, label="cluster", score=float(found.score[i]),
                 circle=results_pb2.PixelCircle(x=float(found.x[i]), y=float(found.y[i]), radius=float(found.radius_px[i])),
                 sky=tile_pb2.SkyPosition(lon_deg=float(found.glon[i]) % 360.0, lat_deg=float(found.glat[i]),
-                                         frame=tile_pb2.SKY_FRAME_GALACTIC),
+                                         frame=tile_pb2.SKY_FRAME_GALACTIC) if np.isfinite(found.glon[i]) else None,
                 radius_arcsec=float(found.radius_px[i] * pixel_arcmin * 60.0),
             ) for i in mine]
             segmentation = results_pb2.SegmentationMap(

@@ -1,4 +1,4 @@
-"""Training on the simulated sky: progress, per-epoch metrics, checkpoints, resumption, registration.
+"""Training on the simulated skies: progress, per-epoch metrics, checkpoints, resumption, registration.
 
 Deterministic for a seed on CPU (Keras seeded, TensorFlow op determinism on, augmentation drawn
 from a generator seeded by (seed, epoch)). A GPU is used when present, with memory growth on.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nightshift.clusters.config import ClustersConfig
-from nightshift.clusters.datasets import SimulatedData, simulated_data
+from nightshift.clusters.datasets import SimulatedData, training_data
 from nightshift.clusters.preprocess import augment, channels_last, fill_missing, robust_scales
 
 __all__ = ["EpochProgress", "TrainResult", "configure_tensorflow", "train_model", "model_file_name"]
@@ -117,6 +117,7 @@ def train_model(
     progress: EpochProgress | None = None,
     registry: Any = None,
     show_progress: bool = True,
+    cache: bool = False,
 ) -> TrainResult:
     """Train ``config``'s network on its simulated sky; write the best model and its card into ``output_dir``.
 
@@ -127,7 +128,8 @@ def train_model(
     output_dir : Path
         Where the model file and its card go.
     data : SimulatedData, optional
-        The "train" and "validation" splits (default: simulated from ``config``).
+        The "train" and "validation" splits (default: simulated from ``config``'s training skies,
+        :func:`~nightshift.clusters.datasets.training_data`).
     checkpoint_dir : Path, optional
         Where each epoch's checkpoint goes (default: ``output_dir / "checkpoints"``).
     resume_dir : Path, optional
@@ -138,6 +140,8 @@ def train_model(
         Registers the best model (metrics, exact config, seed) when given.
     show_progress : bool
         Draw a tqdm bar over the epochs.
+    cache : bool
+        Read the simulated training skies from the dataset cache, or write them there.
     """
     configure_tensorflow(seed=config.seed)
     import keras
@@ -149,7 +153,7 @@ def train_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else output_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = data or simulated_data(config, ("train", "validation"))
+    data = data or training_data(config, cache=cache)
     train_x, train_y = _arrays(data, "train")
     val_x, val_y = _arrays(data, "validation")
     model = build_model(config=config, scales=robust_scales(data.splits["train"].pixels))
