@@ -1,11 +1,12 @@
 """``nightshift``: the nightly survey flow and its deployments.
 
-    nightshift [night]                        the demo night: local S3 + services, a simulated night, one JSON line
+    nightshift [night] [--tasks T,...]        the demo night: local S3 + services, a simulated night, one JSON line
     nightshift serve --config night.json      serve the nightly (cron) and training deployments from this process
     nightshift deploy --config night.json --work-pool NAME --image IMAGE
                                               create the Kubernetes work pool (GPU template) and the deployments
     nightshift work-pool-template             print the Kubernetes base job template (GPU, node selector, tolerations)
     nightshift serve-tilestats --bands B ...  serve the tile-statistics data-quality task for tiles of these bands
+    nightshift bench [--quick] [--gpu]        every benchmark in one table; writes bench/results/latest.{json,md}
 
 The object store comes from ``NIGHTSHIFT_S3_*`` (see ``nightshift-core local-s3``). A night
 configuration file is a JSON ``NightConfig`` (see ``nightshift.orchestration.config``).
@@ -34,7 +35,8 @@ def _night(args: argparse.Namespace) -> int:
     _quiet_prefect()
     from nightshift.orchestration.demo import run_demo
 
-    return run_demo(work_dir=args.work_dir, night=args.night, seed=args.seed, startup_timeout_s=args.startup_timeout_s)
+    tasks = [t for t in args.tasks.split(",") if t]
+    return run_demo(work_dir=args.work_dir, night=args.night, seed=args.seed, tasks=tasks, startup_timeout_s=args.startup_timeout_s)
 
 
 def _load_config(path: Path):  # type: ignore[no-untyped-def]
@@ -97,7 +99,9 @@ def _serve_tilestats(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON
-    from nightshift.orchestration.simulate import DEMO_NIGHT
+    from nightshift.orchestration.demo import DEMO_NIGHT
+    from nightshift.orchestration.launcher import SCIENCE_TASKS
+    from nightshift.orchestration import benchmarks
 
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     night.add_argument("--work-dir", type=Path, help="keeps the store's files and the service logs (default: a new temporary directory); "
                                                      "the same directory again re-runs the night")
     night.add_argument("--seed", type=int, default=0, help="seed of the simulated night")
+    night.add_argument("--tasks", default=",".join(SCIENCE_TASKS), help="science tasks to run, comma-separated (default: %(default)s)")
     night.add_argument("--startup-timeout-s", type=float, default=300.0, help="time the services get to become SERVING")
     night.set_defaults(run=_night)
     for name, handler, help_text in (("serve", _serve, "serve the nightly and training deployments from this process"),
@@ -125,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     tilestats.add_argument("--bands", nargs="+", required=True, help="band names of the tiles it accepts, in order")
     tilestats.add_argument("--port", type=int, default=None, help="port (default: NIGHTSHIFT_GRPC_PORT or 50051; 0: any free)")
     tilestats.set_defaults(run=_serve_tilestats)
+    bench = commands.add_parser("bench", help="every benchmark: services, ingest, transport, batching, store, the night; "
+                                              "one table, bench/results/latest.{json,md}")
+    benchmarks.add_arguments(bench)
+    bench.set_defaults(run=benchmarks.main)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["night"])
     return int(args.run(args))
 

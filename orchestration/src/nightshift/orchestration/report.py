@@ -130,9 +130,8 @@ def sky_plot_png(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     if healpix_map is not None:
         import healpy as hp
 
-        figure = plt.figure(figsize=(9, 5.2))
-        hp.mollview(healpix_map, fig=figure.number, norm="hist", cmap="Greys", cbar=False, title="Galactic coordinates",
-                    badcolor="white")
+        hp.mollview(healpix_map, norm="hist", cmap="Greys", cbar=False, title="Galactic coordinates", badcolor="white")
+        figure = plt.gcf()
         hp.graticule(dpar=30, dmer=30, alpha=0.4)
         for task, (glon, glat) in sorted(points.items()):
             hp.projscatter(np.asarray(glon, float), np.asarray(glat, float), lonlat=True, s=10, label=f"{task} ({len(glon)})")
