@@ -25,12 +25,13 @@ BORDER_FRACTION = 1 / 8         # the tile's outer frame that estimates the sky 
 
 APPEARANCES = ("colour", "gray-g", "gray-r", "gray-i", "inverted-g", "inverted-r", "inverted-i")
 ORIENTATIONS = ("identity", "flip-lr", "flip-ud", "rotate-180")
-# Test-time views, in order of use: colour and each band in each orientation, half of the grays inverted.
+# Test-time views, in order of use: colour and the r and i grays first (the network measures those
+# best; the g band is the noisiest and inverted views the hardest), then the other grays and inversions.
 TEST_TIME_VIEWS: tuple[tuple[str, str], ...] = (
-    ("colour", "identity"), ("gray-r", "flip-lr"), ("colour", "rotate-180"), ("inverted-i", "flip-ud"),
-    ("gray-g", "identity"), ("colour", "flip-lr"), ("inverted-r", "rotate-180"), ("gray-i", "flip-ud"),
-    ("colour", "flip-ud"), ("inverted-g", "identity"), ("gray-r", "rotate-180"), ("inverted-i", "flip-lr"),
-    ("gray-g", "flip-ud"), ("colour", "identity"), ("inverted-r", "flip-lr"), ("gray-i", "rotate-180"),
+    ("colour", "identity"), ("gray-r", "flip-lr"), ("colour", "rotate-180"), ("gray-i", "flip-ud"),
+    ("colour", "flip-lr"), ("gray-r", "rotate-180"), ("colour", "flip-ud"), ("gray-i", "rotate-180"),
+    ("gray-g", "identity"), ("inverted-i", "flip-ud"), ("inverted-r", "rotate-180"), ("inverted-g", "identity"),
+    ("gray-g", "flip-ud"), ("inverted-i", "flip-lr"), ("inverted-r", "flip-lr"), ("inverted-g", "rotate-180"),
 )
 
 # Training augmentation ranges (IncliNET's): scale, translation (fraction of the tile), blur sigma
