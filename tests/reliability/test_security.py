@@ -204,13 +204,14 @@ def test_a_service_never_serves_a_planted_checkpoint(store: ObjectStore, tmp_pat
 
 def test_request_and_batch_sizes_are_bounded_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NIGHTSHIFT_GRPC_MAX_MESSAGE_BYTES", str(256 * 1024))
+    monkeypatch.setenv("NIGHTSHIFT_MAX_BATCH_TILES", "7")  # the operator's cap, below the model's own
     model = TileStatisticsModel()
     with BackgroundServer(model, options=ServerOptions.from_env(port=0)) as server, TaskClient(server.target, timeout_s=10) as client:
         with pytest.raises(grpc.RpcError) as too_big:
             client.infer([_tile(size=512)])  # 1 MiB of pixels inline
         assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         limit = client.describe().input.max_batch_tiles
-        assert limit == model.spec.max_batch_tiles
+        assert limit == 7 < model.spec.max_batch_tiles
         with pytest.raises(grpc.RpcError) as too_many:
             client.infer([_tile(size=1)] * (limit + 1))
         assert too_many.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and f"at most {limit}" in too_many.value.details()

@@ -99,6 +99,9 @@ class ServerOptions:
         Server-side batching: ``Infer`` requests arriving within this many milliseconds of the first
         waiting one are concatenated into one model call (up to the model's preferred batch, never
         above its maximum) and the results split back; 0 (the default) computes each request alone.
+    max_batch_tiles : int
+        The operator's cap on tiles in one call, below the model's own ``max_batch_tiles`` (0: the
+        model's); Describe says the effective limit, more is RESOURCE_EXHAUSTED.
     """
 
     host: str = "127.0.0.1"
@@ -112,6 +115,7 @@ class ServerOptions:
     tls_key: Path | None = None
     drain_notice_s: float = 0.0
     batch_max_delay_ms: float = 0.0
+    max_batch_tiles: int = 0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -126,7 +130,7 @@ class ServerOptions:
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerOptions:
         """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,DRAIN_NOTICE_S}``,
-        ``NIGHTSHIFT_METRICS_PORT`` and ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``; keyword overrides win."""
+        ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS`` and ``NIGHTSHIFT_MAX_BATCH_TILES``; keyword overrides win."""
         env = os.environ
         values: dict[str, Any] = {}
         for field, var, cast in (
@@ -141,6 +145,7 @@ class ServerOptions:
             ("tls_key", "NIGHTSHIFT_GRPC_TLS_KEY", Path),
             ("drain_notice_s", "NIGHTSHIFT_GRPC_DRAIN_NOTICE_S", float),
             ("batch_max_delay_ms", "NIGHTSHIFT_BATCH_MAX_DELAY_MS", float),
+            ("max_batch_tiles", "NIGHTSHIFT_MAX_BATCH_TILES", int),
         ):
             if env.get(var):
                 values[field] = cast(env[var])
@@ -373,9 +378,12 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         # Tiles by reference are object-store reads: fetched side by side, not one round trip after another.
         self._fetch = concurrent.futures.ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix=f"{model.task}-fetch")
         self._training = asyncio.Lock()
+        self.spec = model.spec if options.max_batch_tiles <= 0 else dataclasses.replace(
+            model.spec, max_batch_tiles=min(model.spec.max_batch_tiles, options.max_batch_tiles),
+            preferred_batch_tiles=min(model.spec.preferred_batch_tiles, options.max_batch_tiles))
         self._batcher = None if options.batch_max_delay_ms <= 0 else _Batcher(
             self._run_model, metrics, max_delay_s=options.batch_max_delay_ms / 1e3, workers=options.compute_slots,
-            preferred_tiles=model.spec.preferred_batch_tiles, max_tiles=model.spec.max_batch_tiles,
+            preferred_tiles=self.spec.preferred_batch_tiles, max_tiles=self.spec.max_batch_tiles,
         )
 
     def close(self) -> None:
@@ -407,7 +415,7 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, tiles: Sequence[tile_pb2.ImageTile], model_version: str, context: grpc.aio.ServicerContext
     ) -> tuple[results_pb2.ModelRef, list[results_pb2.TileResult]]:
         self._require_ready()
-        limit = self.model.spec.max_batch_tiles
+        limit = self.spec.max_batch_tiles
         if len(tiles) > limit:
             raise ResourceExhausted(f"{len(tiles)} tiles in one call; {self.model.task} takes at most {limit}: split the batch")
         model = self.model.model_ref(model_version)
@@ -430,7 +438,7 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         models = await asyncio.to_thread(self.model.models)
         return task_service_pb2.DescribeResponse(
             task=self.model.task, summary=self.model.summary, models=models,
-            serving_model=self.model.serving_model(), input=self.model.spec.to_proto(),
+            serving_model=self.model.serving_model(), input=self.spec.to_proto(),
             output_kind=self.model.output_kind,
         )
 
