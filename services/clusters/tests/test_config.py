@@ -34,6 +34,8 @@ def test_overrides_are_parsed_as_json() -> None:
     ({"test_cells": [10]}, "no cell shared with test_cells"),
     ({"patch_px": 63}, "divisible by"),
     ({"colour": 1}, "unknown config fields"),
+    ({"training_skies": 0}, "training_skies=0: expected >= 1"),
+    ({"evaluation_seeds": []}, r"evaluation_seeds=\(\): expected at least one sky seed"),
 ])
 def test_bad_values_are_named(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nightshift.clusters.config import ClustersConfig
-from nightshift.clusters.evaluate import completeness_curve, detection_scores, evaluate_field, match_to_truth, plot_evaluation
+from nightshift.clusters.evaluate import completeness_curve, detection_scores, evaluate_skies, match_to_truth, plot_evaluation
 from nightshift.clusters.infer import Detections
 from nightshift.clusters.simulate import ClusterTruth
 
@@ -45,10 +45,17 @@ def test_completeness_and_purity_on_a_known_field() -> None:
     detections = Detections(tile=np.zeros(3, int), x=np.zeros(3), y=np.zeros(3), radius_px=np.ones(3), score=np.ones(3),
                             n_pixels=np.full(3, 3), edge_px=np.zeros(3),
                             glon=np.array([lon, lon + 3, lon - 1]), glat=np.array([lat, lat + 0.05, lat]))
-    scores = detection_scores(detections, truth, ClustersConfig(headline_snr=6.0), (7,))
+    scores = detection_scores([detections], [truth], ClustersConfig(headline_snr=6.0), (7,))
     assert scores["completeness"] == pytest.approx(1 / 3)
     assert scores["completeness_all"] == pytest.approx(0.5)
     assert scores["purity"] == pytest.approx(2 / 3)
+    # a second sky with the same clusters found alike plus one more false detection: counts pool
+    more = Detections(tile=np.zeros(4, int), x=np.zeros(4), y=np.zeros(4), radius_px=np.ones(4), score=np.ones(4),
+                      n_pixels=np.full(4, 3), edge_px=np.zeros(4),
+                      glon=np.array([lon, lon + 3, lon - 1, lon - 2]), glat=np.array([lat, lat + 0.05, lat, lat]))
+    pooled = detection_scores([detections, more], [truth, truth], ClustersConfig(headline_snr=6.0), (7,))
+    assert (pooled["detections"], pooled["clusters"]) == (7, 8)
+    assert pooled["purity"] == pytest.approx(4 / 7) and pooled["completeness"] == pytest.approx(1 / 3)
 
 
 def test_shipped_model_beats_the_matched_filter_on_a_held_out_sky(tmp_path) -> None:
@@ -61,7 +68,7 @@ def test_shipped_model_beats_the_matched_filter_on_a_held_out_sky(tmp_path) -> N
     config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"]).with_overrides(
         {"seed": 2024, "random_clusters": 2500, "validation_cells": []})
     data = simulated_data(config, ("test",))
-    evaluation = evaluate_field(load_model(str(weights)), data.splits["test"], data.truth, config, (7,))
+    evaluation = evaluate_skies(load_model(str(weights)), [(data.splits["test"], data.truth)], config, (7,))
     metrics = evaluation.metrics
     baseline = metrics["baseline"]
     assert metrics["clusters_above_headline_snr"] >= 5 and metrics["completeness"] >= 0.9

@@ -35,6 +35,21 @@ def test_scaling_layer_is_the_seed_preprocessing_and_survives_safe_loading(tmp_p
         layer.set_scales([1.0, 2.0])
 
 
+def test_tile_median_subtraction_ignores_band_levels_and_survives_safe_loading(tmp_path) -> None:
+    from nightshift.clusters.preprocess import subtract_tile_medians
+
+    model = build_model(config=get_config("tiny", overrides={"subtract_tile_median": True}))
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 6)).astype("float32")
+    offsets = np.array([0.5, -2.0, 0.0, 3.0, 10.0, 40.0], "float32")  # e.g. a brighter dust level per band
+    np.testing.assert_allclose(np.asarray(model(x + offsets)), np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(model.get_layer("tile_median")(x)), -1, 1),
+                               subtract_tile_medians(np.moveaxis(x, -1, 1)), atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(load_model(str(tmp_path / "m.keras"))(x)), np.asarray(model(x)), atol=1e-6)
+    plain = build_model(config=get_config("tiny"))
+    assert not np.allclose(np.asarray(plain(x + offsets)), np.asarray(plain(x)), atol=1e-3)
+
+
 def test_losses_on_known_cases() -> None:
     truth = np.zeros((1, 4, 4, 1), "float32")
     truth[0, :2, :2] = 1.0

@@ -11,7 +11,7 @@ from astropy.table import Table
 
 from nightshift.clusters.cli import main
 from nightshift.clusters.config import catalogue_dir
-from nightshift.clusters.night import night_config, score_night
+from nightshift.clusters.night import SKY_SEED_OFFSET, night_config, score_night
 from nightshift.clusters.patches import sample_patches
 from nightshift.clusters.servicer import ClustersModel
 
@@ -150,3 +150,9 @@ def test_border_patches_get_no_probability_on_missing_pixels(kit, summary) -> No
     probability = predict_probabilities(load_model(str(bundled_weights())), patches)
     assert np.isfinite(probability).all() and (probability[missing] == 0).all()
     assert ((probability >= 0) & (probability <= 1)).all()
+
+
+def test_a_night_on_a_training_sky_is_refused() -> None:
+    with pytest.raises(ValueError, match="training skies"):
+        night_config(999 + SKY_SEED_OFFSET)  # sky 1000: the shipped model's second training sky
+    assert night_config(SKY_SEED_OFFSET).seed == 1

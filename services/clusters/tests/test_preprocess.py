@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nightshift.clusters.preprocess import arcsinh_scale, augment, channels_last, fill_missing, robust_scales
+from nightshift.clusters.preprocess import arcsinh_scale, augment, channels_last, fill_missing, robust_scales, subtract_tile_medians
 
 
 def test_missing_pixels_become_the_tile_band_median() -> None:
@@ -25,6 +25,13 @@ def test_robust_scales_are_mad_std_per_band() -> None:
     np.testing.assert_allclose(robust_scales(pixels), [1.482602, 14.82602], rtol=1e-5)
     constant = np.ones((1, 1, 2, 2))
     assert robust_scales(constant)[0] > 0
+
+
+def test_tile_medians_are_subtracted_per_tile_and_band_ignoring_nan() -> None:
+    pixels = np.array([[[[1.0, 2.0], [np.nan, 9.0]], [[5.0, 5.0], [5.0, 7.0]]]], dtype=np.float32)
+    out = subtract_tile_medians(pixels)
+    np.testing.assert_allclose(out[0, 0], [[-1.0, 0.0], [np.nan, 7.0]])
+    np.testing.assert_allclose(out[0, 1], [[0.0, 0.0], [0.0, 2.0]])
 
 
 def test_arcsinh_scale_and_layout() -> None:

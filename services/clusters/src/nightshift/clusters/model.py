@@ -4,6 +4,9 @@ Every network maps raw tiles to a cluster probability per pixel:
 
 - input: float32 tensor (batch, P, P, bands), channels last, each band in its unit (K_CMB or
   MJy/sr), NaN already replaced (see :mod:`nightshift.clusters.preprocess`);
+- optionally (``subtract_tile_median``) :class:`TileMedianSubtraction`: each band's median over
+  the tile subtracted, so the network never sees the absolute level of a band (the local dust
+  and CIB brightness, and the arbitrary zero level of real maps), only the structure in the tile;
 - :class:`ArcsinhMadScaling`: ``arcsinh(x / mad_std_b)`` per band with the robust scales fitted
   on the training split and stored in the model file, so a served tile needs no statistics;
 - an encoder of ``len(filters)`` levels of (3x3 conv, batch norm, ReLU) x 2 with 2x2 max pooling;
@@ -25,9 +28,17 @@ from keras import layers, ops
 
 from nightshift.clusters.config import ClustersConfig
 
-__all__ = ["ArcsinhMadScaling", "build_model", "unet", "attention_unet", "unet_plus_plus", "LOSSES", "make_loss", "load_model"]
+__all__ = ["TileMedianSubtraction", "ArcsinhMadScaling", "build_model", "unet", "attention_unet", "unet_plus_plus", "LOSSES", "make_loss", "load_model"]
 
 _PACKAGE = "nightshift_clusters"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TileMedianSubtraction(layers.Layer):
+    """Each band minus its median over the tile: inputs (batch, H, W, bands), same shape out."""
+
+    def call(self, inputs):
+        return inputs - ops.median(inputs, axis=(1, 2), keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -136,12 +147,14 @@ def build_model(*, config: ClustersConfig, scales: Sequence[float] | None = None
     config : ClustersConfig
         Architecture, filters, patch size and bands.
     scales : sequence of float, optional
-        Per-band robust scales for :class:`ArcsinhMadScaling` (default: ones).
+        Per-band robust scales for :class:`ArcsinhMadScaling` (default: ones), of median-subtracted
+        tiles when ``config.subtract_tile_median``.
     """
     bands = len(config.bands)
     inputs = keras.Input((config.patch_px, config.patch_px, bands), name="tiles")
+    x = TileMedianSubtraction(name="tile_median")(inputs) if config.subtract_tile_median else inputs
     scaling = ArcsinhMadScaling(bands, name="arcsinh_mad")
-    x = _DECODERS[config.architecture](scaling(inputs), config.filters)
+    x = _DECODERS[config.architecture](scaling(x), config.filters)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="probability")(x)
     model = keras.Model(inputs, outputs, name=f"clusters_{config.architecture}")
     if scales is not None:

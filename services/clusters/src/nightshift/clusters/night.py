@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_SEED", "SKY_SEED_OFFSET", "DEFAULT_RADIUS_DEG", "OVERLAP_FRA
 DEFAULT_SEED = 0
 """Seed of the night; its sky is the simulator's seed ``seed + SKY_SEED_OFFSET``."""
 SKY_SEED_OFFSET = 1
-"""Night seed N simulates sky seed N + 1: no night is the shipped model's training sky (seed 0)."""
+"""Night seed N simulates sky seed N + 1; a seed whose sky the shipped model trained on is refused."""
 DEFAULT_RADIUS_DEG = 12.0
 """Radius of the observed disc: a few hundred tiles (see the README)."""
 OVERLAP_FRACTION = 0.25
@@ -48,11 +48,21 @@ _TRUTH_MARGIN_DEG = 1.0  # clusters this far outside the disc still count for pu
 
 
 def night_config(sky_seed: int, overrides: dict[str, Any] | None = None) -> ClustersConfig:
-    """The shipped model's configuration (its card) with the sky seed ``sky_seed`` and ``overrides``."""
+    """The shipped model's configuration (its card) with the sky seed ``sky_seed`` and ``overrides``.
+
+    Raises
+    ------
+    ValueError
+        ``sky_seed`` is one of the skies the shipped model was trained on: its score would flatter it.
+    """
     from nightshift.clusters.servicer import bundled_weights
 
     card = json.loads(bundled_weights().with_suffix(".json").read_text())
-    return ClustersConfig.from_dict(card["config"]).with_overrides({**(overrides or {}), "seed": sky_seed})
+    trained = ClustersConfig.from_dict(card["config"])
+    if sky_seed in trained.training_sky_seeds:
+        raise ValueError(f"sky seed {sky_seed} is one of the shipped model's training skies {list(trained.training_sky_seeds)}: "
+                         f"choose another night seed")
+    return trained.with_overrides({**(overrides or {}), "seed": sky_seed})
 
 
 def _region_centre() -> tuple[float, float]:
@@ -100,8 +110,8 @@ def simulate_night(
         Directory of the kit: ``night.json``, ``raw/<field>/<band>.fits``, ``reference/*.ecsv``
         (when the real catalogues are present) and ``truth/`` (``clusters.ecsv``, ``region.json``).
     seed : int
-        Seed of the night: the sky is the simulator's seed ``seed + SKY_SEED_OFFSET`` (a sky the
-        shipped model never saw any part of).
+        Seed of the night: the sky is the simulator's seed ``seed + SKY_SEED_OFFSET``, never one of
+        the shipped model's training skies (ValueError).
     radius_deg : float
         Radius of the observed disc, centred on the test cell 7.
     overrides : dict, optional

@@ -5,7 +5,8 @@ same tile (0 when the band has none), and the model's probability there is set t
 detection is ever made on missing data.
 
 Scaling (the seed's): ``arcsinh(x / mad_std(x))`` per band, where ``mad_std`` is astropy's
-robust standard deviation over every pixel of the training split. The scales are fitted once on
+robust standard deviation over every pixel of the training split (of the median-subtracted tiles
+when the model subtracts each tile's band medians first, ``subtract_tile_median``). The scales are fitted once on
 the training split and stored inside the model (:class:`~nightshift.clusters.model.ArcsinhMadScaling`)
 so a served tile, which has no split around it, is scaled exactly as in training.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.stats import mad_std
 
-__all__ = ["fill_missing", "robust_scales", "arcsinh_scale", "channels_last", "augment"]
+__all__ = ["fill_missing", "subtract_tile_medians", "robust_scales", "arcsinh_scale", "channels_last", "augment"]
 
 _MIN_SCALE = 1e-12
 
@@ -47,6 +48,14 @@ def fill_missing(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         all_missing = missing.reshape(*pixels.shape[:2], -1).all(axis=-1)
         medians = np.where(all_missing, 0.0, np.nanmedian(np.where(all_missing[..., None], 0.0, flat), axis=-1))
     return np.where(missing, medians[..., None, None], pixels).astype(np.float32), valid
+
+
+def subtract_tile_medians(pixels: np.ndarray) -> np.ndarray:
+    """(n, bands, H, W) pixels minus each tile's band median (NaN ignored); what a model with ``subtract_tile_median`` sees."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        medians = np.nanmedian(pixels.reshape(*pixels.shape[:2], -1), axis=-1)
+    return pixels - np.nan_to_num(medians)[..., None, None]
 
 
 def robust_scales(pixels: np.ndarray) -> np.ndarray:

@@ -148,17 +148,20 @@ class ClustersModel(TaskModel):
         return self.registry.get(result.version).to_proto()
 
     def evaluate(self, request: task_service_pb2.EvaluateRequest) -> task_service_pb2.EvaluateResponse:
+        """Score the held-out cells of the config's evaluation skies (never trained on), or of the sky ``request.seed``."""
         from nightshift.clusters.datasets import simulated_data
-        from nightshift.clusters.evaluate import evaluate_field
+        from nightshift.clusters.evaluate import evaluate_skies
 
         if request.dataset not in _DATASETS:
             raise NotFound(f"dataset {request.dataset!r}: expected one of {sorted(_DATASETS)}")
         model = self.model_ref(request.model_version)
-        overrides = {**self.evaluation_overrides, **({"seed": int(request.seed)} if request.seed else {})}
-        config = self.config.with_overrides(overrides)
+        config = self.config.with_overrides(self.evaluation_overrides)
         cells = config.held_out_cells if _DATASETS[request.dataset] == "held-out" else tuple(config.test_cells)
-        data = simulated_data(config.with_overrides({"validation_cells": [], "test_cells": list(cells)}), ("test",))
-        scores = evaluate_field(self._network, data.splits["test"], data.truth, config, cells).metrics
+        skies = []
+        for sky_seed in (request.seed,) if request.seed else config.evaluation_seeds:
+            data = simulated_data(config.with_overrides({"seed": sky_seed, "validation_cells": [], "test_cells": list(cells)}), ("test",))
+            skies.append((data.splits["test"], data.truth))
+        scores = evaluate_skies(self._network, skies, config, cells).metrics
         headline = ("completeness", "purity", "completeness_all")
         return task_service_pb2.EvaluateResponse(
             model=model, dataset=request.dataset,

@@ -21,7 +21,7 @@ import numpy as np
 
 from nightshift.clusters.config import ClustersConfig
 from nightshift.clusters.datasets import SimulatedData, training_data
-from nightshift.clusters.preprocess import augment, channels_last, fill_missing, robust_scales
+from nightshift.clusters.preprocess import augment, channels_last, fill_missing, robust_scales, subtract_tile_medians
 
 __all__ = ["EpochProgress", "TrainResult", "configure_tensorflow", "train_model", "model_file_name"]
 
@@ -156,7 +156,9 @@ def train_model(
     data = data or training_data(config, cache=cache)
     train_x, train_y = _arrays(data, "train")
     val_x, val_y = _arrays(data, "validation")
-    model = build_model(config=config, scales=robust_scales(data.splits["train"].pixels))
+    train_pixels = data.splits["train"].pixels
+    scales = robust_scales(subtract_tile_medians(train_pixels) if config.subtract_tile_median else train_pixels)
+    model = build_model(config=config, scales=scales)
     history: list[dict[str, float]] = []
     initial_epoch, learning_rate = 0, config.learning_rate
     if resume_dir is not None:
