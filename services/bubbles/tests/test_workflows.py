@@ -9,7 +9,7 @@ from nightshift.bubbles.cli import build_parser, main
 
 def test_help_lists_every_command(capsys) -> None:
     help_text = build_parser().format_help()
-    for command in ("synth", "train", "evaluate", "infer", "serve", "bench"):
+    for command in ("synth", "train", "tune", "evaluate", "infer", "serve", "bench"):
         assert command in help_text
 
 

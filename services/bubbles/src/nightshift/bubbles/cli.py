@@ -1,4 +1,4 @@
-"""``nightshift-bubbles``: simulate, train, evaluate, infer, serve and benchmark the bubbles service; the demo night's kit."""
+"""``nightshift-bubbles``: simulate, train, tune, evaluate, infer, serve and benchmark the bubbles service; the demo night's kit."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ def _train(args: argparse.Namespace) -> int:
     summary = train_and_package(preset=args.preset, overrides=_overrides(args.set), seed=args.seed, output=args.output,
                                 resume=args.resume, ship=args.ship)
     print(json.dumps(summary, sort_keys=True, default=float))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.config import preset
+    from nightshift.bubbles.tune import tune
+    from nightshift.core.bench import report
+
+    config = preset(args.preset).with_overrides(_overrides(args.set))
+    report(tune(config, seed=args.seed, trials=args.trials, epochs=args.epochs, storage=args.storage, study_name=args.study_name),
+           args.output / "tune.json")
     return 0
 
 
@@ -107,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output")
     train.add_argument("--ship", action="store_true", help="replace the package's shipped default weights and card")
     train.set_defaults(run=_train)
+
+    tune = commands.add_parser("tune", help="optuna TPE search of learning rate, weight decay and the two batch sizes for validation F2")
+    tune.add_argument("--preset", choices=_PRESETS, default="default")
+    tune.add_argument("--seed", type=int, default=7, help="data, training and sampler seed (the same for every trial)")
+    tune.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field (JSON value)")
+    tune.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (earlier runs' included)")
+    tune.add_argument("--epochs", type=int, default=5, help="epochs per trial")
+    tune.add_argument("--storage", type=Path, default=None, help="SQLite file keeping the study so a later call resumes it")
+    tune.add_argument("--study-name", default=None, help="study name in --storage (default: <model name>-tune)")
+    tune.add_argument("--output", type=Path, default=Path("bubbles-tune"))
+    tune.set_defaults(run=_tune)
 
     evaluate = commands.add_parser("evaluate", help="score a model and the classical baseline; prints one JSON line")
     evaluate.add_argument("--weights", type=Path, default=None, help="safetensors file with its .json card beside (default: shipped)")

@@ -160,6 +160,12 @@ def validation_sweep(model: BubbleSSD, fields: Sequence[Field], config: BubblesC
     return max(score_sweep(rows).items(), key=lambda item: item[1].f2)
 
 
+def _validation_metrics(threshold: float, counts: Counts) -> dict[str, float]:
+    """An epoch's validation figures at the sweep's best-F2 threshold."""
+    return {"val_f2": counts.f2, "val_detection_rate": counts.detection_rate, "val_precision": counts.precision,
+            "val_threshold": threshold}
+
+
 def _negative_features(model: BubbleSSD, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
     """(deepest backbone features (n, c), highest detection score (n,)) of negative samples."""
     model.eval()
@@ -222,7 +228,9 @@ def train_model(
         A ``.pt`` file (tensors and plain values, loaded with ``weights_only=True``) written after
         every epoch.
     resume : bool
-        Continue from ``checkpoint`` when it exists.
+        Continue from ``checkpoint`` when it exists, with the learning rate and weight decay of ``config``;
+        the best model so far is re-scored on the validation fields of ``config`` (which may have more
+        fields than the checkpoint's run).
     show_progress : bool
         Show a tqdm progress bar over each epoch's steps.
     """
@@ -245,10 +253,17 @@ def train_model(
         saved = torch.load(checkpoint, weights_only=True, map_location=device)
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
+        for group in optimiser.param_groups:  # this run's rates, not the checkpoint's: a resumed run may lower them
+            group.update(lr=config.learning_rate, weight_decay=config.weight_decay)
         best_state = saved["best_model"]
         state = saved["state"]
         negatives = [(int(i), Window(*(int(v) for v in w))) for i, w in saved["negatives"]]
         history = [EpochReport(**h) for h in saved["history"]]
+        # Re-score the best model on this run's validation fields: a resumed run with more of them selects on them.
+        best_model = build_model(config).to(device)
+        best_model.load_state_dict(best_state)
+        threshold, counts = validation_sweep(best_model, val_fields, config)
+        state.update(best_f2=counts.f2, best_threshold=threshold, best_val=_validation_metrics(threshold, counts))
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if state["bad_epochs"] >= config.patience:
             break
@@ -280,11 +295,11 @@ def train_model(
             for name in ("bbox_regression", "classification"):
                 sums[name] += float(losses[name].detach())
         threshold, counts = validation_sweep(model, val_fields, config)
-        metrics = {**{k: v / len(steps) for k, v in sums.items()}, "val_f2": counts.f2,
-                   "val_detection_rate": counts.detection_rate, "val_precision": counts.precision,
-                   "val_threshold": threshold, "negatives": float(len(negatives))}
+        metrics = {**{k: v / len(steps) for k, v in sums.items()}, **_validation_metrics(threshold, counts),
+                   "negatives": float(len(negatives))}
         if counts.f2 > state["best_f2"]:
-            state.update(best_f2=counts.f2, bad_epochs=0, best_epoch=epoch, best_threshold=threshold)
+            state.update(best_f2=counts.f2, bad_epochs=0, best_epoch=epoch, best_threshold=threshold,
+                         best_val=_validation_metrics(threshold, counts))
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state["bad_epochs"] += 1
@@ -300,10 +315,9 @@ def train_model(
             on_epoch(report)
     model.load_state_dict(best_state)
     model.eval()
-    best = next((h for h in history if h.epoch == state.get("best_epoch")), history[-1] if history else None)
-    metrics = {"epochs_run": float(state["epoch"]), "best_epoch": float(state.get("best_epoch", 0))}
-    if best is not None:
-        metrics.update({k: best.metrics[k] for k in ("val_f2", "val_detection_rate", "val_precision", "val_threshold")})
+    metrics = {"epochs_run": float(state["epoch"]), "best_epoch": float(state.get("best_epoch", 0)),
+               "epoch_seconds_total": float(sum(h.seconds for h in history)), **state.get("best_val", {})}
+    if history:
         metrics["final_loss"] = history[-1].metrics["loss"]
     chosen = dataclasses.replace(config, score_threshold=float(state.get("best_threshold", config.score_threshold)))
     return TrainResult(model=model, config=chosen, metrics=metrics, history=history)
