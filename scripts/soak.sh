@@ -37,8 +37,9 @@ for xml in sorted(work.glob("round-*.xml")):
     suite = ET.parse(xml).getroot().find("testsuite")
     for key in totals:
         totals[key] += int(suite.get(key, 0))
-figures = [json.loads(m) for log in sorted(work.glob("round-*.log")) for m in re.findall(r"^\{\"task\".*\}$", log.read_text(), re.M)]
-fuzz = [int(n) for log in work.glob("round-*.log") for n in re.findall(r"^\w+: (\d+) (?:malformed requests|cases)", log.read_text(), re.M)]
+# pytest -s prints the tests' lines after its progress marks: find them anywhere in a line
+figures = [json.loads(m) for log in sorted(work.glob("round-*.log")) for m in re.findall(r"(\{\"task\".*\})\s*$", log.read_text(), re.M)]
+fuzz = [int(n) for log in work.glob("round-*.log") for n in re.findall(r"\b\w+: (\d+) (?:malformed requests|cases)\b", log.read_text())]
 print(json.dumps({"rounds": len(list(work.glob("round-*.xml"))), "wall_s": round(time.time() - start, 1), "load_s_per_service": load_s,
                   **totals, "bad_inputs_tried": sum(fuzz),
                   "load": [f for f in figures if "tiles_per_s" in f], "reload": [f for f in figures if "reload_cycles" in f]}))
