@@ -25,6 +25,7 @@ while :; do
   round=$((round + 1))
   .venv/bin/python -m pytest -m reliability tests/reliability -q -s \
     --junitxml="$work/round-$round.xml" >"$work/round-$round.log" 2>&1 || status=1
+  grep -E "^(FAILED|ERROR) " "$work/round-$round.log" >&2 || true
   tail -n 1 "$work/round-$round.log" >&2
   [ $(( $(date +%s) - start )) -ge $((minutes * 60)) ] && break
 done

@@ -153,6 +153,9 @@ class ServerOptions:
         return cls(**values)
 
 
+_DEADLINE_SLACK_S = 0.25
+
+
 def _grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -208,8 +211,11 @@ class _Calls(grpc.aio.ServerInterceptor):
         try:
             yield
         except (asyncio.CancelledError, GeneratorExit):
-            remaining = context.time_remaining()  # a call cancelled by its passed deadline is logged as such
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+            # A call cancelled by its passed deadline is logged as such. The client's deadline fires a
+            # little before the server's copy of it (the propagated timeout starts later), hence the slack.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= _DEADLINE_SLACK_S
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             code = _status_of(exc, context)
