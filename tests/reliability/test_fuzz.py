@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nightshift.core.client import TaskClient
 from nightshift.core.codec import decode_array, encode_array
 from nightshift.core.errors import NightshiftError
-from nightshift.core.store import ObjectStore, sha256_hex
+from nightshift.core.store import ObjectStore
 from nightshift.orchestration.launcher import LocalNight
 from nightshift.v1 import task_service_pb2, tile_pb2
 
