@@ -1,4 +1,4 @@
-"""Fixtures of the orchestration tests: Prefect against a temporary database, and a real local night.
+"""Fixtures of the orchestration tests: a real local night (Prefect's test server is the root conftest's ``prefect_harness``).
 
 ``local_night`` is a real rclone S3 server with the ingest service and one tile-statistics service
 per simulated survey running as processes started through their commands, exactly as the demo
@@ -7,7 +7,6 @@ starts them; the store's settings are in the environment, where the flow's tasks
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,17 +14,6 @@ import pytest
 from nightshift.orchestration.config import NightConfig, ServiceEndpoint
 from nightshift.orchestration.launcher import LocalNight, ingest_command, tilestats_command
 from nightshift.orchestration.simulate import SIMULATED_SURVEYS
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """Prefect flows run against a temporary database and server for the session."""
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="session")
