@@ -44,6 +44,7 @@ import numpy as np
 
 from nightshift.core.model import TaskModel
 from nightshift.core.tiles import Tile, TileSpec, make_tile
+from nightshift.orchestration.launcher import console_script, run_json_command
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["README_BEGIN", "README_END", "SECTIONS", "add_arguments", "main", "update_readme"]
@@ -496,33 +497,20 @@ def gpu_name() -> str | None:
 
 
 def _run_json_command(argv: Sequence[str], *, timeout_s: float = _SERVICE_TIMEOUT_S) -> dict[str, Any]:
-    """Run a benchmark command; its figures (last stdout line, JSON) with the wall time, or the error."""
+    """A benchmark command's figures (its last stdout line, JSON) with the wall time, or the error: one failure never stops the run."""
     started = time.perf_counter()
     try:
-        done = subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return {"error": f"no result within {timeout_s} s", "command": shlex.join(argv)}
-    wall = time.perf_counter() - started
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return {"error": f"exit status {done.returncode}: {done.stderr.strip()[-800:]}", "command": shlex.join(argv)}
-    try:
-        figures = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return {"error": f"last line is not JSON: {lines[-1][:200]}", "command": shlex.join(argv)}
-    return {**figures, "command": shlex.join(argv), "wall_s": wall}
-
-
-def _script(name: str) -> str | None:
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name)
+        figures = run_json_command(argv, timeout_s=timeout_s)
+    except RuntimeError as exc:
+        return {"error": str(exc), "command": shlex.join(argv)}
+    return {**figures, "command": shlex.join(argv), "wall_s": time.perf_counter() - started}
 
 
 def bench_services(quick: bool, gpu: bool, work_dir: Path) -> dict[str, Any]:
     """Each science service's ``bench`` (service Infer vs bare model); on a GPU, the best of several batch sizes."""
     results: dict[str, Any] = {}
     for task, how in SERVICE_BENCHES.items():
-        script = _script(f"nightshift-{task}")
+        script = console_script(f"nightshift-{task}")
         if script is None:
             results[task] = {"error": f"nightshift-{task} is not installed"}
             continue
@@ -547,7 +535,7 @@ def bench_services(quick: bool, gpu: bool, work_dir: Path) -> dict[str, Any]:
 
 def bench_ingest(scale: Scale, quick: bool, work_dir: Path) -> dict[str, Any]:
     """``nightshift-ingest bench`` at each nside: vectorised patches vs a per-patch ``gnomview`` loop."""
-    script = _script("nightshift-ingest")
+    script = console_script("nightshift-ingest")
     if script is None:
         return {"error": "nightshift-ingest is not installed"}
     runs = {}

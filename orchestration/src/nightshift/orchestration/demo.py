@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from nightshift.core.store import ObjectStore
 from nightshift.orchestration.config import NightConfig, ServiceEndpoint, SurveyConfig
-from nightshift.orchestration.launcher import SCIENCE_TASKS, LocalNight, console_script, ingest_command, science_service_commands
+from nightshift.orchestration.launcher import (SCIENCE_TASKS, LocalNight, console_script, ingest_command, run_json_command,
+                                               science_service_commands)
 from nightshift.orchestration.layout import NightLayout
 from nightshift.orchestration.progress import ProgressEvent, listening
 
@@ -61,28 +61,12 @@ class NightKit:
     summary: dict[str, Any]
 
 
-def _run_json(argv: Sequence[str], what: str) -> dict[str, Any]:
-    """Run a service command that prints one JSON line last; return it.
-
-    Raises
-    ------
-    RuntimeError
-        It failed or printed no JSON line (the message carries the tail of its output).
-    """
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=_KIT_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip()[-800:]
-        raise RuntimeError(f"{what} failed (exit status {done.returncode}): {tail}")
-    return json.loads(lines[-1])
-
-
 def simulate_kit(task: str, directory: Path, seed: int) -> NightKit:
     """Have ``task``'s service simulate its night into ``directory``."""
     script = console_script(f"nightshift-{task}")
     if script is None:
         raise FileNotFoundError(f"nightshift-{task} is not installed")
-    summary = _run_json([script, "simulate-night", "--out", str(directory), "--seed", str(seed)], f"nightshift-{task} simulate-night")
+    summary = run_json_command([script, "simulate-night", "--out", str(directory), "--seed", str(seed)], timeout_s=_KIT_TIMEOUT_S)
     night = json.loads((directory / "night.json").read_text())
     service = night.get("service", {})
     return NightKit(task, directory, SurveyConfig.model_validate(night["survey"]),
@@ -117,8 +101,8 @@ def score_kit(kit: NightKit, store: ObjectStore, catalogue_key: str) -> dict[str
     assert script is not None  # the kit was made by it
     with tempfile.TemporaryDirectory(prefix="nightshift-score-") as directory:
         path = store.get_file(catalogue_key, Path(directory) / f"{kit.task}.fits")
-        return _run_json([script, "score-night", "--kit", str(kit.directory), "--catalogue", str(path)],
-                         f"nightshift-{kit.task} score-night")
+        return run_json_command([script, "score-night", "--kit", str(kit.directory), "--catalogue", str(path)],
+                                timeout_s=_KIT_TIMEOUT_S)
 
 
 class _ProgressBars:
@@ -145,7 +129,7 @@ def _make_kits(tasks: Sequence[str], work_dir: Path, seed: int) -> tuple[dict[st
         for task, future in futures.items():
             try:
                 kits[task] = future.result()
-            except (RuntimeError, FileNotFoundError, ValueError, subprocess.TimeoutExpired) as exc:
+            except (RuntimeError, FileNotFoundError, ValueError) as exc:
                 failed[task] = f"its simulated night failed: {exc}"
     return kits, failed
 
@@ -210,7 +194,7 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
             if task.task in kits and fits_keys:
                 try:
                     results[task.task]["score"] = score_kit(kits[task.task], store, fits_keys[0])
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                except RuntimeError as exc:
                     results[task.task]["score"] = {"error": str(exc)[:300]}
             print(f"  {task.task}: {task.tiles} tiles -> {task.rows} catalogue rows, {task.known} known ({task.model}); "
                   f"score {json.dumps(results[task.task].get('score', {}), sort_keys=True)}")

@@ -12,7 +12,9 @@ also when the night failed, and then the S3 server.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,13 +24,14 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from nightshift.core.client import TaskClient
 from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
 from nightshift.core.store import ObjectStore
 
-__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "console_script", "science_service_commands",
-           "ingest_command", "tilestats_command"]
+__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "console_script", "run_json_command",
+           "science_service_commands", "ingest_command", "tilestats_command"]
 
 SCIENCE_TASKS = ("bubbles", "clusters", "filaments", "ghosts", "inclination")
 _LOG_TAIL_CHARS = 1500
@@ -75,6 +78,28 @@ def console_script(name: str) -> str | None:
     """The console script ``name`` of this environment, or None if it is not installed."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else shutil.which(name)
+
+
+def run_json_command(argv: Sequence[str], *, timeout_s: float) -> dict[str, Any]:
+    """Run a service command that prints its result as one JSON line last (``simulate-night``, ``bench`` ...); return it.
+
+    Raises
+    ------
+    RuntimeError
+        It failed, ran past ``timeout_s`` or printed no JSON line last (the message carries the tail of its output).
+    """
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{shlex.join(argv)}: no result within {timeout_s} s") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        tail = (done.stderr or done.stdout).strip()[-800:]
+        raise RuntimeError(f"{shlex.join(argv)} failed (exit status {done.returncode}): {tail}")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise RuntimeError(f"{shlex.join(argv)}: its last line is not JSON: {lines[-1][:200]}") from None
 
 
 def science_service_commands(tasks: Sequence[str] = SCIENCE_TASKS) -> tuple[list[ServiceCommand], dict[str, str]]:
