@@ -75,17 +75,6 @@ def _tile_accounting(store: ObjectStore, night: str, run_id: str) -> dict[str, i
     return {"tiles": len(expected), "results": sum(inferred.values()), "rows": rows}
 
 
-def _respawn_on_same_port(night: LocalNight, service: RunningService) -> RunningService:
-    """Start ``service``'s command again on its old ports (a restarted pod behind the same address)."""
-    env = {**night.environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(service.port),
-           "NIGHTSHIFT_METRICS_PORT": str(service.metrics_port), "NIGHTSHIFT_GRPC_GRACE_S": "5"}
-    with service.log_path.open("ab") as log:
-        process = subprocess.Popen(service.command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    restarted = RunningService(service.command, process, service.port, service.metrics_port, service.log_path)
-    night.services[service.command.name] = restarted  # stopped with the night
-    return restarted
-
-
 def test_a_service_killed_mid_night_is_retried_on_its_restarted_instance_and_every_tile_counts_once(
     local_night: LocalNight, config_of: Callable[..., NightConfig]
 ) -> None:
@@ -98,7 +87,7 @@ def test_a_service_killed_mid_night_is_retried_on_its_restarted_instance_and_eve
     def kill_after_first_calls() -> None:
         _wait_for(lambda: victim.request_count("Infer") >= 3, 120, "the first Infer calls")
         local_night.kill("tilestats-glimpse")
-        restarted.append(_respawn_on_same_port(local_night, victim))
+        restarted.append(local_night.restart(victim, same_address=True))
 
     chaos = threading.Thread(target=kill_after_first_calls, daemon=True)
     chaos.start()

@@ -170,8 +170,9 @@ class LocalNight:
         self._store = self.s3.store()
         return self._store
 
-    def _spawn(self, command: ServiceCommand) -> RunningService:
-        port, metrics_port = free_port(), free_port()
+    def _spawn(self, command: ServiceCommand, port: int = 0, metrics_port: int = 0) -> RunningService:
+        """Start ``command`` on ``port`` and ``metrics_port`` (0: free ones)."""
+        port, metrics_port = port or free_port(), metrics_port or free_port()
         log_path = self.work_dir / "logs" / f"{command.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(port),
@@ -217,18 +218,24 @@ class LocalNight:
         service.process.wait()
         return service
 
-    def restart(self, service: RunningService, *, timeout_s: float = 120.0) -> RunningService:
-        """Start ``service``'s command again on new ports and wait until it serves.
+    def restart(self, service: RunningService, *, timeout_s: float = 120.0, same_address: bool = False) -> RunningService:
+        """Start ``service``'s command again and wait until it serves.
+
+        On new ports, or with ``same_address`` on its old ones (a restarted pod behind the same address).
 
         Raises
         ------
         RuntimeError
             It did not come up.
         """
-        failed = self.start_services([service.command], timeout_s=timeout_s)
-        if failed:
-            raise RuntimeError(f"{service.command.name} did not restart: {failed[service.command.name]}")
-        return self.services[service.command.name]
+        ports = (service.port, service.metrics_port) if same_address else ()
+        restarted = self._spawn(service.command, *ports)
+        reason = self._wait_serving(restarted, time.monotonic() + timeout_s)
+        if reason:
+            _stop(restarted.process)
+            raise RuntimeError(f"{service.command.name} did not restart: {reason}")
+        self.services[service.command.name] = restarted
+        return restarted
 
     def stop(self) -> None:
         """Stop every service (SIGTERM, SIGKILL after a grace period), then the S3 server."""
