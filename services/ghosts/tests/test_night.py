@@ -19,7 +19,6 @@ from nightshift.ghosts.night import PIXEL_SCALE_ARCSEC, score_night, simulate_ni
 from nightshift.ghosts.preprocess import display_pixels, image_to_pixels, pixels_to_tensor
 from nightshift.ghosts.servicer import GhostsModel
 from nightshift.ghosts.simulate import nominal_pedestal, simulate_exposure, stretch
-from nightshift.ingest.fits_tiling import window_origins
 from nightshift.v1 import results_pb2, tile_pb2
 
 SEED = 7
@@ -35,6 +34,13 @@ def kit(tmp_path_factory) -> Path:
     return directory
 
 
+def window_origins(length: int, size: int, overlap: float) -> list[int]:
+    """The ingest's window rule (fits_tiling.window_origins): regular step, the last window flush with the edge."""
+    step = max(1, int(size * (1.0 - overlap)))
+    origins = list(range(0, length - size + 1, step))
+    if origins[-1] + size < length:
+        origins.append(length - size)
+    return origins
 
 
 def ingest_tiles(kit: Path) -> list[tuple[tile_pb2.ImageTile, str]]:

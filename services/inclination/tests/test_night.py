@@ -16,7 +16,6 @@ from nightshift.inclination.baseline import baseline_estimates
 from nightshift.inclination.cli import main
 from nightshift.inclination.night import FIELD, SURVEY, TRUTH_FILE, UNIT, score_night, simulate_night
 from nightshift.inclination.simulate import BANDS, WAVELENGTH_UM, simulate_galaxies
-from nightshift.ingest.fits_tiling import window_origins
 
 GALAXIES, SEED = 6, 3  # a 3 x 2 mosaic: 4 accepted, 1 face-on, 1 rejected
 
@@ -47,6 +46,13 @@ def galaxies(model):
                              face_on_fraction=config.face_on_fraction, reject_fraction=config.reject_fraction)
 
 
+def _window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
+    """The ingest's window layout along one axis (fits_tiling.window_origins): regular step, last window flush."""
+    step = max(1, int(size_px * (1.0 - overlap_fraction)))
+    origins = list(range(0, length_px - size_px + 1, step))
+    if origins[-1] + size_px < length_px:
+        origins.append(length_px - size_px)
+    return origins
 
 
 def _ingest_windows(kit: Path) -> tuple[list[tuple[int, int, np.ndarray]], WCS, int]:
@@ -58,8 +64,8 @@ def _ingest_windows(kit: Path) -> tuple[list[tuple[int, int, np.ndarray]], WCS, 
     cube = np.stack(planes).astype(np.float32)
     wcs = WCS(fits.getheader(kit / "raw" / FIELD / "r.fits"))
     windows = [(x0, y0, cube[:, y0 : y0 + size, x0 : x0 + size])
-               for y0 in window_origins(cube.shape[1], size, tiling["overlap_fraction"])
-               for x0 in window_origins(cube.shape[2], size, tiling["overlap_fraction"])]
+               for y0 in _window_origins(cube.shape[1], size, tiling["overlap_fraction"])
+               for x0 in _window_origins(cube.shape[2], size, tiling["overlap_fraction"])]
     return windows, wcs, size
 
 

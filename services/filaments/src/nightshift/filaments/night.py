@@ -149,7 +149,7 @@ def simulate_night(out: Path, seed: int = 0, *, fields: int = DEFAULT_FIELDS, si
     Returns
     -------
     dict
-        The summary printed by the command: survey, fields, files, truth_objects, seconds (the tiles are the ingest's to cut).
+        The summary printed by the command: survey, fields, files, tiles, truth_objects, seconds.
     """
     from astropy.io import fits
     from astropy.table import Table
@@ -211,9 +211,19 @@ def simulate_night(out: Path, seed: int = 0, *, fields: int = DEFAULT_FIELDS, si
         "service": {"duplicate_radius_arcsec": DUPLICATE_RADIUS_PX * scale, "crossmatch_radius_arcsec": 0.0},
     }
     (out / "night.json").write_text(json.dumps(night, indent=2) + "\n")
-    return {"survey": SURVEY, "fields": fields, "files": fields,
+    per_axis = len(_window_origins(size_px, config.tile_px, tiling["overlap_fraction"]))
+    return {"survey": SURVEY, "fields": fields, "files": fields, "tiles": fields * per_axis**2,
             "truth_objects": int(np.sum(filaments["counted"])), "truth_all": len(filaments),
             "pixel_scale_arcsec": scale, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
+    """The ingest's window origins along one axis (regular step, last window flush with the edge)."""
+    step = max(1, int(size_px * (1.0 - overlap_fraction)))
+    origins = list(range(0, length_px - size_px + 1, step))
+    if origins[-1] + size_px < length_px:
+        origins.append(length_px - size_px)
+    return origins
 
 
 def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
