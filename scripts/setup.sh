@@ -7,6 +7,9 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# One setup at a time: concurrent test and night runs share the .venv.
+exec 9<scripts/setup.sh
+flock 9
 
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
