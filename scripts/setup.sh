@@ -37,5 +37,5 @@ fi
 
 if [ ! -x node_modules/.bin/buf ]; then
   echo "setup: installing buf (npm)"
-  npm install --silent --no-audit --no-fund >/dev/null
+  npm ci --silent --no-audit --no-fund >/dev/null
 fi
