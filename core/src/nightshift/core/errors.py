@@ -21,6 +21,7 @@ __all__ = [
     "Unavailable",
     "StoreUnavailable",
     "DeadlineExceeded",
+    "Cancelled",
 ]
 
 
@@ -77,6 +78,12 @@ class StoreUnavailable(Unavailable, ConnectionError):
 
 
 class DeadlineExceeded(NightshiftError):
-    """The caller's deadline passed before the work could start."""
+    """The caller's deadline passed before the work could start, or while it ran."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(NightshiftError):
+    """The caller cancelled the call (or went away): its work stopped, nothing of it kept."""
+
+    code = grpc.StatusCode.CANCELLED

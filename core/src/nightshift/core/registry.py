@@ -37,6 +37,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound, ObjectNotFound
+from nightshift.core.model import check_cancelled
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
@@ -241,6 +242,7 @@ class ModelRegistry:
             No files, a file name with a path or odd characters, or an unsafe format or content
             (see :func:`check_safe_format`).
         """
+        check_cancelled()  # a training its caller cancelled, or past its deadline, registers nothing
         if not files:
             raise InvalidInput("a model version needs at least one file")
         blobs: dict[str, bytes] = {}
@@ -272,6 +274,7 @@ class ModelRegistry:
         for file_name, blob in blobs.items():
             self.store.put_bytes(self._key(version, file_name), blob)
         metadata = json.dumps(dataclasses.asdict(model), indent=2, sort_keys=True).encode()
+        check_cancelled()  # the version exists once its metadata is written: the last moment to stop
         self.store.put_bytes(self._key(version, "metadata.json"), metadata, content_type="application/json")
         if set_latest:
             self._set_latest(version)

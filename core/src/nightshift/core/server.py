@@ -12,6 +12,14 @@ from the start. On SIGTERM or SIGINT health turns NOT_SERVING, new calls are ref
 flight finish within ``grace_s``, then the servable is closed (the model unloaded). One interceptor maps the project's
 errors to status codes (unknown errors become INTERNAL, with no stack trace on the wire), logs
 every call as a JSON line and counts it in Prometheus metrics.
+
+What a caller may take is bounded: bytes that are not the request message are INVALID_ARGUMENT (no
+exception class on the wire); at most ``max_concurrent_calls`` calls are handled at once and
+``Infer`` calls hold at most ``max_inflight_bytes`` of decoded tiles, both sized from the container's
+memory limit unless configured (RESOURCE_EXHAUSTED beyond); a tile whose WCS cards are not a usable
+celestial WCS is rejected alone (an empty result, its reason in the trailing metadata
+``nightshift-rejected-tiles``) and the rest of its batch served; ``Train`` runs one at a time per
+service and stops, registering nothing, when its caller cancels or its deadline passes.
 """
 
 from __future__ import annotations
@@ -22,24 +30,29 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import logging
+import math
 import os
+import resource
 import signal
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from nightshift.core.errors import DeadlineExceeded, NightshiftError, ResourceExhausted, Unavailable
+from nightshift.core.errors import DeadlineExceeded, InvalidInput, NightshiftError, ResourceExhausted, Unavailable
 from nightshift.core.metrics import ServiceMetrics
-from nightshift.core.model import TaskModel
+from nightshift.core.model import CallScope, TaskModel
 from nightshift.core.logs import configure_logging
 from nightshift.core.store import ObjectStore, StoreConfig
 from nightshift.core.tiles import Tile, decode_tile
@@ -51,6 +64,8 @@ __all__ = [
     "LIVENESS",
     "ServerOptions",
     "ProgressStream",
+    "REJECTED_TILES_METADATA",
+    "memory_limit_bytes",
     "Servable",
     "TaskServable",
     "Server",
@@ -102,6 +117,18 @@ class ServerOptions:
     max_batch_tiles : int
         The operator's cap on tiles in one call, below the model's own ``max_batch_tiles`` (0: the
         model's); Describe says the effective limit, more is RESOURCE_EXHAUSTED.
+    max_concurrent_calls : int
+        Calls of the service's own methods handled at once (health and reflection not counted);
+        one more is refused at once with RESOURCE_EXHAUSTED. 0 (the default) sizes it from the
+        memory limit: one call per two ``max_message_bytes`` of it, between 8 and 256.
+    max_inflight_bytes : int
+        Decoded tile bytes all ``Infer`` calls may hold at once; a call that would go beyond is
+        refused at once with RESOURCE_EXHAUSTED (one larger than the whole budget is told to split
+        its batch). 0 (the default): a quarter of the memory limit.
+    memory_limit_bytes : int
+        The memory the budgets are sized from; 0 (the default) reads the container's limit
+        (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``), else ``RLIMIT_AS``, else the
+        machine's memory, whichever is least (:func:`memory_limit_bytes`).
     """
 
     host: str = "127.0.0.1"
@@ -116,10 +143,30 @@ class ServerOptions:
     drain_notice_s: float = 0.0
     batch_max_delay_ms: float = 0.0
     max_batch_tiles: int = 0
+    max_concurrent_calls: int = 0
+    max_inflight_bytes: int = 0
+    memory_limit_bytes: int = 0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key (NIGHTSHIFT_GRPC_TLS_CERT and NIGHTSHIFT_GRPC_TLS_KEY)")
+        for name in ("max_concurrent_calls", "max_inflight_bytes", "memory_limit_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected 0 (sized from the memory limit) or a positive number")
+
+    def memory_budget(self) -> int:
+        """The memory the budgets are sized from: ``memory_limit_bytes``, else what :func:`memory_limit_bytes` finds."""
+        return self.memory_limit_bytes or memory_limit_bytes()
+
+    def call_limit(self) -> int:
+        """Calls handled at once: ``max_concurrent_calls``, else sized from the memory budget."""
+        if self.max_concurrent_calls:
+            return self.max_concurrent_calls
+        return max(_MIN_AUTO_CALLS, min(_MAX_AUTO_CALLS, self.memory_budget() // (2 * self.max_message_bytes)))
+
+    def inflight_byte_limit(self) -> int:
+        """Decoded tile bytes in flight: ``max_inflight_bytes``, else a quarter of the memory budget."""
+        return self.max_inflight_bytes or max(1, self.memory_budget() // 4)
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         """TLS credentials from ``tls_cert`` and ``tls_key``, or None to serve plaintext."""
@@ -130,6 +177,7 @@ class ServerOptions:
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerOptions:
         """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,DRAIN_NOTICE_S}``,
+        ``NIGHTSHIFT_GRPC_{MAX_CONCURRENT_CALLS,MAX_INFLIGHT_BYTES}``, ``NIGHTSHIFT_MEMORY_LIMIT_BYTES``,
         ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS`` and ``NIGHTSHIFT_MAX_BATCH_TILES``; keyword overrides win."""
         env = os.environ
         values: dict[str, Any] = {}
@@ -146,6 +194,9 @@ class ServerOptions:
             ("drain_notice_s", "NIGHTSHIFT_GRPC_DRAIN_NOTICE_S", float),
             ("batch_max_delay_ms", "NIGHTSHIFT_BATCH_MAX_DELAY_MS", float),
             ("max_batch_tiles", "NIGHTSHIFT_MAX_BATCH_TILES", int),
+            ("max_concurrent_calls", "NIGHTSHIFT_GRPC_MAX_CONCURRENT_CALLS", int),
+            ("max_inflight_bytes", "NIGHTSHIFT_GRPC_MAX_INFLIGHT_BYTES", int),
+            ("memory_limit_bytes", "NIGHTSHIFT_MEMORY_LIMIT_BYTES", int),
         ):
             if env.get(var):
                 values[field] = cast(env[var])
@@ -154,6 +205,45 @@ class ServerOptions:
 
 
 _DEADLINE_SLACK_S = 0.25
+_MIN_AUTO_CALLS, _MAX_AUTO_CALLS = 8, 256
+_UNLIMITED = 2**60  # cgroup v1 says "no limit" with a number near 2**63
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None  # "max": no limit
+    value = int(text)
+    return value if 0 < value < _UNLIMITED else None
+
+
+def memory_limit_bytes(cgroup_root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """The memory this process may use: the least of its cgroup's limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``, in its own cgroup or at the hierarchy's root, as a container sees it),
+    ``RLIMIT_AS`` and the machine's physical memory."""
+    candidates: list[Path] = []
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        relative = path.strip("/")
+        if controllers == "":  # v2 unified hierarchy
+            candidates += [cgroup_root / relative / "memory.max", cgroup_root / "memory.max"]
+        elif "memory" in controllers.split(","):
+            candidates += [cgroup_root / "memory" / relative / "memory.limit_in_bytes", cgroup_root / "memory" / "memory.limit_in_bytes"]
+    candidates += [cgroup_root / "memory.max", cgroup_root / "memory" / "memory.limit_in_bytes"]
+    limits = [limit for path in candidates if (limit := _read_limit(path)) is not None]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft > 0:
+        limits.append(soft)
+    with contextlib.suppress(ValueError, OSError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return min(limits) if limits else 4 * 1024**3
 
 
 def _grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -163,11 +253,48 @@ def _grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-class _Calls(grpc.aio.ServerInterceptor):
-    """Map errors to status codes, log each call as JSON and count it in the metrics."""
+class _Malformed:
+    """What the tolerant deserializer gives for bytes that are not the request message: refused by the handler."""
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(f"malformed request: the bytes received are not a valid {self.type_name} message")
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, giving a :class:`_Malformed` instead of raising: gRPC would answer UNKNOWN with the
+    exception's class on the wire; the handler answers INVALID_ARGUMENT instead."""
+    if deserializer is None:
+        return None
+    message_class = getattr(deserializer, "__self__", None)
+    type_name = getattr(getattr(message_class, "DESCRIPTOR", None), "full_name", "request")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - any failure to parse is the sender's malformed message
+            return _Malformed(type_name)
+
+    return parse
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise request.error()
+        yield request
+
+
+class _Calls(grpc.aio.ServerInterceptor):
+    """Map errors to status codes, log each call as JSON and count it in the metrics; refuse malformed
+    requests (INVALID_ARGUMENT) and calls beyond ``max_calls`` at once (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, metrics: ServiceMetrics, *, max_calls: int = 0) -> None:
         self.metrics = metrics
+        self.max_calls = max_calls
+        self.active = 0
 
     async def intercept_service(
         self,
@@ -178,37 +305,45 @@ class _Calls(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith("/nightshift."):
             return handler  # health and reflection pass through untouched
         method = details.method.rsplit("/", 1)[-1]
-        kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        kwargs = {"request_deserializer": _tolerant(handler.request_deserializer), "response_serializer": handler.response_serializer}
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(method, handler.unary_unary), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(self._unary(method, handler.unary_unary, streamed=False), **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(method, handler.unary_stream), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(self._stream(method, handler.unary_stream, streamed=False), **kwargs)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(self._stream(method, handler.stream_stream), **kwargs)
-        return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary), **kwargs)
+            return grpc.stream_stream_rpc_method_handler(self._stream(method, handler.stream_stream, streamed=True), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary, streamed=True), **kwargs)
 
-    def _unary(self, method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _unary(self, method: str, behaviour: Callable[..., Awaitable[Any]], *, streamed: bool) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._observed(method, context):
-                return await behaviour(request, context)
+                return await behaviour(_checked(request, streamed), context)
 
         return call
 
-    def _stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]], *, streamed: bool) -> Callable[..., AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._observed(method, context):
-                async for response in behaviour(request, context):
+                async for response in behaviour(_checked(request, streamed), context):
                     yield response
 
         return call
 
     @contextlib.asynccontextmanager
     async def _observed(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """Count, time and log one call; turn its failure into the status it maps to."""
+        """Admit, count, time and log one call; turn its failure into the status it maps to."""
         self.metrics.inflight.labels(method).inc()
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        admitted = False
         try:
+            if self.max_calls and self.active >= self.max_calls:
+                raise ResourceExhausted(
+                    f"service busy: {self.active} calls in progress, at most {self.max_calls} at once "
+                    "(NIGHTSHIFT_GRPC_MAX_CONCURRENT_CALLS); retry later"
+                )
+            self.active += 1
+            admitted = True
             yield
         except (asyncio.CancelledError, GeneratorExit):
             # A call cancelled by its passed deadline is logged as such. The client's deadline fires a
@@ -222,6 +357,8 @@ class _Calls(grpc.aio.ServerInterceptor):
             await _abort(method, exc, context)
             raise
         finally:
+            if admitted:
+                self.active -= 1
             elapsed = time.perf_counter() - started
             self.metrics.inflight.labels(method).dec()
             self.metrics.requests.labels(method, code.name).inc()
@@ -231,12 +368,23 @@ class _Calls(grpc.aio.ServerInterceptor):
             _log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(elapsed * 1e3, 2)})
 
 
+def _checked(request: Any, streamed: bool) -> Any:
+    """The request a handler gets: a malformed message refused, a stream's messages checked as they come."""
+    if streamed:
+        return _checked_stream(request)
+    if isinstance(request, _Malformed):
+        raise request.error()
+    return request
+
+
 def _status_of(exc: Exception, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The status a failed call ends with."""
     if isinstance(exc, grpc.aio.AbortError):
         return context.code() or grpc.StatusCode.UNKNOWN
     if isinstance(exc, NightshiftError):
         return exc.code
+    if isinstance(exc, MemoryError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INTERNAL
 
 
@@ -247,6 +395,10 @@ async def _abort(method: str, exc: Exception, context: grpc.aio.ServicerContext)
     if isinstance(exc, NightshiftError):
         await context.abort(exc.code, str(exc))
     error_id = uuid.uuid4().hex[:12]
+    if isinstance(exc, MemoryError):
+        _log.error("out of memory in %s (error id %s)", method, error_id, exc_info=exc)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"{method} ran out of memory (error id {error_id}): send less at once, or retry later")
     _log.error("unhandled error in %s (error id %s)", method, error_id, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (error id {error_id}; see the server log)")
 
@@ -371,6 +523,65 @@ def _settle(future: asyncio.Future[Any], result: Any = None, *, exception: Excep
         future.set_result(result)
 
 
+REJECTED_TILES_METADATA = "nightshift-rejected-tiles"
+"""Trailing metadata key of an ``Infer``/``InferStream`` call some of whose tiles were rejected alone:
+a JSON object, tile id to reason (the first 32 tiles, each reason cut to 200 characters); each such
+tile's result is empty."""
+_MAX_WCS_CARDS = 1000
+_MAX_WCS_AXES = 9
+_MAX_SIP_ORDER = 9
+_REPORTED_REJECTIONS = 32
+
+
+def wcs_problem(tile: tile_pb2.ImageTile) -> str | None:
+    """Why the tile's ``wcs_cards`` are not a usable celestial WCS for its pixels, or None (none given is fine).
+
+    The cards must parse as FITS cards into a WCS with celestial axes (bounded: at most 1000 cards,
+    9 axes, SIP order 9) that maps the tile's centre pixel to a finite sky position.
+    """
+    cards = list(tile.wcs_cards)
+    if not cards:
+        return None
+    try:  # every service that reads a WCS has astropy; the runtime alone (tile statistics) does not need it
+        from astropy.io import fits
+        from astropy.wcs import WCS
+    except ImportError:
+        return None
+    if len(cards) > _MAX_WCS_CARDS:
+        return f"{len(cards)} WCS cards, at most {_MAX_WCS_CARDS}"
+    text = "".join(cards)
+    if not text.isascii() or not text.isprintable():
+        return "WCS cards hold characters that are not printable ASCII"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = fits.Header.fromstring(text)
+            for key in ("NAXIS", "WCSAXES"):
+                if not 0 <= int(header.get(key, 2)) <= _MAX_WCS_AXES:
+                    return f"WCS cards declare {key} = {header[key]}, at most {_MAX_WCS_AXES}"
+            for key in ("A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER"):
+                if not 0 <= int(header.get(key, 0)) <= _MAX_SIP_ORDER:
+                    return f"WCS cards declare {key} = {header[key]}, at most {_MAX_SIP_ORDER}"
+            wcs = WCS(header)
+            if not wcs.has_celestial:
+                return "WCS cards describe no celestial axes"
+            celestial = wcs.celestial
+            height, width = (int(n) for n in tile.pixels.shape[1:3]) if len(tile.pixels.shape) == 3 else (1, 1)
+            centre = celestial.all_pix2world([[(width - 1) / 2, (height - 1) / 2]], 0)
+    except Exception as exc:  # noqa: BLE001 - whatever hostile cards make astropy raise, the cards are the problem
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("ERROR ")]
+        return f"WCS cards are not a valid WCS: {lines[-1] if lines else 'unreadable'}"[:200]
+    if not np.isfinite(centre).all():
+        return "WCS cards map the tile's centre to no sky position"
+    return None
+
+
+def _send_rejections(context: grpc.aio.ServicerContext, rejected: dict[str, str]) -> None:
+    shown = dict(list(rejected.items())[:_REPORTED_REJECTIONS])
+    value = json.dumps({tile_id[:64]: reason[:200] for tile_id, reason in shown.items()}, sort_keys=True)
+    context.set_trailing_metadata(((REJECTED_TILES_METADATA, value),))
+
+
 class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     """The contract's ``TaskService`` over a :class:`TaskModel`: decode, validate, compute, encode."""
 
@@ -383,7 +594,9 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self._compute = concurrent.futures.ThreadPoolExecutor(options.compute_slots, thread_name_prefix=f"{model.task}-compute")
         # Tiles by reference are object-store reads: fetched side by side, not one round trip after another.
         self._fetch = concurrent.futures.ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix=f"{model.task}-fetch")
-        self._training = asyncio.Lock()
+        self._training = False  # one training per service at a time, until its worker thread has ended
+        self._inflight_limit = options.inflight_byte_limit()
+        self._inflight_bytes = 0
         self.spec = model.spec if options.max_batch_tiles <= 0 else dataclasses.replace(
             model.spec, max_batch_tiles=min(model.spec.max_batch_tiles, options.max_batch_tiles),
             preferred_batch_tiles=min(model.spec.preferred_batch_tiles, options.max_batch_tiles))
@@ -402,11 +615,35 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
 
     def _decode(self, tiles: Sequence[tile_pb2.ImageTile]) -> list[Tile]:
         started = time.perf_counter()
-        for tile in tiles:  # every tile's metadata first: a bad tile fails the call before any read
-            self.model.spec.check(tile)
         decoded = list(self._fetch.map(lambda t: decode_tile(t, store=self.store), tiles))
         self.metrics.decode_seconds.observe(time.perf_counter() - started)
         return decoded
+
+    def _reserve(self, tiles: Sequence[tile_pb2.ImageTile]) -> int:
+        """Reserve the decoded bytes of ``tiles`` (shapes already checked) in the service's budget.
+
+        Raises
+        ------
+        ResourceExhausted
+            The call alone needs more than the budget (split the batch), or the calls in progress
+            hold too much of it now (retry later).
+        """
+        itemsize = self.model.spec.dtype.itemsize
+        needed = sum(math.prod(int(n) for n in t.pixels.shape) * itemsize for t in tiles)
+        if needed > self._inflight_limit:
+            what = f"{len(tiles)} tiles of {needed:,} bytes decoded" if len(tiles) > 1 else f"a tile of {needed:,} bytes decoded"
+            advice = "split the batch" if len(tiles) > 1 else "send smaller tiles"
+            raise ResourceExhausted(
+                f"{what}; {self.model.task} holds at most {self._inflight_limit:,} bytes of tiles at once "
+                f"(NIGHTSHIFT_GRPC_MAX_INFLIGHT_BYTES): {advice}"
+            )
+        if self._inflight_bytes + needed > self._inflight_limit:
+            raise ResourceExhausted(
+                f"service busy: the calls in progress hold {self._inflight_bytes:,} of {self._inflight_limit:,} bytes of "
+                f"decoded tiles (NIGHTSHIFT_GRPC_MAX_INFLIGHT_BYTES), this call needs {needed:,}; retry later"
+            )
+        self._inflight_bytes += needed
+        return needed
 
     async def _run_model(self, tiles: list[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
         """One call of the model in the compute pool, timed and its result count checked."""
@@ -418,8 +655,12 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return results
 
     async def _infer(
-        self, tiles: Sequence[tile_pb2.ImageTile], model_version: str, context: grpc.aio.ServicerContext
+        self, tiles: Sequence[tile_pb2.ImageTile], model_version: str, context: grpc.aio.ServicerContext,
+        rejected: dict[str, str] | None = None,
     ) -> tuple[results_pb2.ModelRef, list[results_pb2.TileResult]]:
+        """Validate, decode and compute one batch. A tile whose WCS cards are not a usable celestial WCS
+        is rejected alone: it gets an empty result, its reason goes into ``rejected`` (by tile id; sent
+        as the call's trailing metadata), and the rest of the batch is computed."""
         self._require_ready()
         limit = self.spec.max_batch_tiles
         if len(tiles) > limit:
@@ -427,16 +668,39 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         model = self.model.model_ref(model_version)
         if not tiles:
             return model, []
-        decoded = await asyncio.to_thread(self._decode, tiles)
-        if self._batcher is not None:
-            results = await self._batcher.infer(decoded, model, context)
-        else:
-            queued = time.perf_counter()
-            async with self._slots:
-                self.metrics.queue_seconds.observe(time.perf_counter() - queued)
-                _check_deadline(context, queued)
-                results = await self._run_model(decoded, model)
+        for tile in tiles:  # every tile's metadata first: a bad tile fails the call before any read
+            self.model.spec.check(tile)
+            if not tile.tile_id:
+                raise InvalidInput("tile without a tile_id")
+        problems = await asyncio.to_thread(lambda: [wcs_problem(t) for t in tiles])
+        accepted = [t for t, problem in zip(tiles, problems) if problem is None]
+        for tile, problem in zip(tiles, problems):
+            if problem is not None:
+                _log.warning("tile rejected", extra={"tile_id": tile.tile_id, "reason": problem})
+                if rejected is not None:
+                    rejected[tile.tile_id] = problem
+        if rejected:
+            _send_rejections(context, rejected)
+        if not accepted:
+            return model, [results_pb2.TileResult(tile_id=t.tile_id) for t in tiles]
+        reserved = self._reserve(accepted)
+        try:
+            decoded = await asyncio.to_thread(self._decode, accepted)
+            if self._batcher is not None:
+                results = await self._batcher.infer(decoded, model, context)
+            else:
+                queued = time.perf_counter()
+                async with self._slots:
+                    self.metrics.queue_seconds.observe(time.perf_counter() - queued)
+                    _check_deadline(context, queued)
+                    results = await self._run_model(decoded, model)
+        finally:
+            self._inflight_bytes -= reserved
         self.metrics.tiles.inc(len(decoded))
+        if len(accepted) < len(tiles):
+            computed = iter(results)
+            results = [next(computed) if problem is None else results_pb2.TileResult(tile_id=tile.tile_id)
+                       for tile, problem in zip(tiles, problems)]
         return model, results
 
     async def Describe(self, request: task_service_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.DescribeResponse:
@@ -449,24 +713,38 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         )
 
     async def Infer(self, request: task_service_pb2.InferRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.InferResponse:
-        model, results = await self._infer(request.tiles, request.model_version, context)
+        model, results = await self._infer(request.tiles, request.model_version, context, {})
         return task_service_pb2.InferResponse(results=results, model=model)
 
     async def InferStream(
         self, request_iterator: AsyncIterator[task_service_pb2.InferStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[task_service_pb2.InferStreamResponse]:
+        rejected: dict[str, str] = {}  # over the whole stream: trailing metadata is sent once, at its end
         async for request in request_iterator:
-            model, results = await self._infer(request.tiles, request.model_version, context)
+            model, results = await self._infer(request.tiles, request.model_version, context, rejected)
             yield task_service_pb2.InferStreamResponse(results=results, model=model)
 
     async def Train(self, request: task_service_pb2.TrainRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[task_service_pb2.TrainResponse]:
-        if self._training.locked():
-            raise ResourceExhausted(f"{self.model.task}: a training run is already in progress")
-        async with self._training:
-            run = ProgressStream(lambda report: self.model.train(request, report))
+        """Train in a worker thread, streaming its progress. One training per service at a time (another
+        is refused with RESOURCE_EXHAUSTED until the running one's thread has ended, cancelled or not).
+        A cancelled call, or one past its deadline, stops the training at its next progress report or
+        registry write: nothing is registered and ``LATEST`` does not move."""
+        if self._training:
+            raise ResourceExhausted(f"{self.model.task}: a training run is already in progress (one at a time per service); retry later")
+        self._training = True
+
+        def finished() -> None:
+            self._training = False
+
+        run = ProgressStream(lambda report: self.model.train(request, report),
+                             scope=CallScope(context.time_remaining(), what=f"{self.model.task} Train"), on_finished=finished)
+        try:
             async for event in run:
                 yield task_service_pb2.TrainResponse(progress=event)
-            yield task_service_pb2.TrainResponse(registered=run.result)
+        finally:
+            if not run.started:
+                finished()
+        yield task_service_pb2.TrainResponse(registered=run.result)
 
     async def Evaluate(self, request: task_service_pb2.EvaluateRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.EvaluateResponse:
         return await asyncio.to_thread(self.model.evaluate, request)
@@ -478,34 +756,70 @@ class ProgressStream(Generic[_Event, _Result]):
     After the iteration ends, ``result`` holds what ``work`` returned; if ``work`` raised, the
     iteration re-raises it after yielding the events reported before the failure.
 
+    With a ``scope`` (:class:`~nightshift.core.model.CallScope`), the work runs with it current, so
+    :func:`~nightshift.core.model.check_cancelled` (and the registry) see it; ``report`` raises once
+    the scope is cancelled or past its deadline; and an iteration abandoned before the work ended
+    (the client cancelled, the deadline passed) cancels the scope, so the work stops at its next
+    check. ``on_finished`` is called (on the event loop) when the worker thread has ended, however
+    it ended: what guards the work (one training at a time, a compute slot) is released then, not
+    when the caller goes away.
+
     >>> stream = ProgressStream(lambda report: model.train(request, report))
     >>> async for event in stream:
     ...     yield TrainResponse(progress=event)
     >>> yield TrainResponse(registered=stream.result)
     """
 
-    def __init__(self, work: Callable[[Callable[[_Event], None]], _Result]) -> None:
+    def __init__(self, work: Callable[[Callable[[_Event], None]], _Result], *, scope: CallScope | None = None,
+                 on_finished: Callable[[], None] | None = None) -> None:
         self._work = work
+        self.scope = scope
+        self._on_finished = on_finished
+        self.started = False
         self.result: _Result
 
     async def __aiter__(self) -> AsyncIterator[_Event]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[_Event] = asyncio.Queue()
+        scope = self.scope
 
         def report(event: _Event) -> None:
+            if scope is not None:
+                scope.check()
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        run = asyncio.ensure_future(asyncio.to_thread(self._work, report))
-        while not run.done():
-            next_event = asyncio.ensure_future(events.get())
-            await asyncio.wait({run, next_event}, return_when=asyncio.FIRST_COMPLETED)
-            if next_event.done():
-                yield next_event.result()
-            else:
-                next_event.cancel()
-        while not events.empty():
-            yield events.get_nowait()
-        self.result = run.result()
+        def work() -> _Result:
+            return scope.run(self._work, report) if scope is not None else self._work(report)  # type: ignore[return-value]
+
+        run = asyncio.ensure_future(asyncio.to_thread(work))
+        self.started = True
+        run.add_done_callback(_retrieve)
+        if self._on_finished is not None:
+            on_finished = self._on_finished
+            run.add_done_callback(lambda _: on_finished())
+        try:
+            while not run.done():
+                next_event = asyncio.ensure_future(events.get())
+                try:
+                    await asyncio.wait({run, next_event}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not next_event.done():
+                        next_event.cancel()
+                if next_event.done() and not next_event.cancelled():
+                    yield next_event.result()
+            while not events.empty():
+                yield events.get_nowait()
+            self.result = run.result()
+        finally:
+            if not run.done() and scope is not None:
+                expired = scope.deadline is not None and time.monotonic() >= scope.deadline - _DEADLINE_SLACK_S
+                scope.cancel("its deadline passed" if expired else "cancelled by its client")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Read a finished worker's outcome, so an abandoned one's failure is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Servable(abc.ABC):
@@ -601,7 +915,10 @@ class Server:
     async def start(self) -> None:
         """Bind, start serving (health NOT_SERVING) and begin loading in the background."""
         opts = self.options
-        server = grpc.aio.server(interceptors=[_Calls(self.metrics)], options=_grpc_options(opts.max_message_bytes))
+        calls = opts.call_limit()
+        # gRPC's own bound backs the runtime's up (and leaves room for health probes beyond it)
+        server = grpc.aio.server(interceptors=[_Calls(self.metrics, max_calls=calls)], options=_grpc_options(opts.max_message_bytes),
+                                 maximum_concurrent_rpcs=2 * calls + 16)
         self.servable.add_to_server(server, self.metrics, opts)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -623,7 +940,8 @@ class Server:
         if opts.port_file is not None:
             opts.port_file.write_text(str(self.port))
         _log.info("listening", extra={"service": self.servable.name, "port": self.port, "metrics_port": self.metrics_port,
-                                      "tls": credentials is not None})
+                                      "tls": credentials is not None, "max_concurrent_calls": calls,
+                                      "max_inflight_bytes": opts.inflight_byte_limit()})
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
