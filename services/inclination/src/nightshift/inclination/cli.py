@@ -3,6 +3,7 @@
     nightshift-inclination synth --galaxies 200 --out sims/          simulated tiles + truth (+ FITS with --fits)
     nightshift-inclination train --preset default --seed 0 --ship    train; --ship replaces the bundled model
     nightshift-inclination evaluate                                  score the bundled model on held-out galaxies
+    nightshift-inclination fit-baseline                              fit the baseline's isophote and q0 on training galaxies
     nightshift-inclination infer galaxy1.fits galaxy2.fits           measure FITS cut-outs, write a catalogue
     nightshift-inclination simulate-night --out kit/                 the demo night's mosaic of simulated galaxies + truth
     nightshift-inclination score-night --kit kit/ --catalogue C.fits score the night's catalogue against that truth
@@ -116,6 +117,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     figures = write_report(result, args.out, context=context,
                            title=f"{len(galaxies)} held-out simulated galaxies ({config.image_size}x{config.image_size}, seed {args.seed})")
     print(json.dumps(figures, sort_keys=True, default=float))
+    return 0
+
+
+def _fit_baseline(args: argparse.Namespace) -> int:
+    from nightshift.inclination.baseline import fit_isophote_and_q0
+    from nightshift.inclination.train import simulate_split
+
+    galaxies = simulate_split(build_config(preset="default"), seed=args.seed, split="train", galaxies=args.galaxies)
+    fitted = fit_isophote_and_q0(galaxies.images, galaxies.inclination_deg, galaxies.accepted,
+                                 levels=np.arange(2.0, 8.01, 0.5), q0s=np.arange(0.0, 0.401, 0.02))
+    print(json.dumps({**fitted, "dataset": "simulated-train", "seed": args.seed, "galaxies": len(galaxies)}, sort_keys=True))
     return 0
 
 
@@ -249,6 +261,11 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("files", nargs="*", help="FITS files: a (3, H, W) g, r, i cube or extensions G, R, I")
             command.add_argument("--merge-radius-arcsec", type=float, default=5.0, help="tiles closer than this are one galaxy")
             command.add_argument("--out", default="inclination-catalogue", help="catalogue path without suffix")
+
+    fit_baseline = commands.add_parser("fit-baseline", help="fit the baseline's isophote level and q0 on training galaxies; one JSON line")
+    fit_baseline.add_argument("--galaxies", type=int, default=2000, help="training galaxies (default 2000)")
+    fit_baseline.add_argument("--seed", type=int, default=0, help="training seed (default 0, the shipped model's)")
+    fit_baseline.set_defaults(run=_fit_baseline)
 
     from nightshift.inclination.night import DEFAULT_GALAXIES
 

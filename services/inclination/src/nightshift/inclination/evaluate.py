@@ -1,4 +1,4 @@
-"""IncliNET's metrics on held-out simulated galaxies, for the model and the moments baseline alike.
+"""IncliNET's metrics on held-out simulated galaxies, for the model and the isophote baseline alike.
 
 * ``rms_deg``, ``mae_deg``: root-mean-square and mean absolute difference between predicted and
   true inclination over the accepted galaxies (true inclination 45..90 deg), as the seed scores its
@@ -150,7 +150,7 @@ def plot_evaluation(result: EvaluationResult, path: str | Path, *, title: str = 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     ax = axes[0]
     ax.scatter(true, result.baseline.inclination_deg[accepted] - true, s=6, c="tab:orange", alpha=0.45,
-               label=f"moments + Hubble baseline (RMS {result.baseline_metrics['rms_deg']:.2f} deg)")
+               label=f"isophote + Hubble baseline (RMS {result.baseline_metrics['rms_deg']:.2f} deg)")
     ax.errorbar(true, result.predicted_deg[accepted] - true, yerr=result.uncertainty_deg[accepted], fmt="o", ms=2.5,
                 c="k", elinewidth=0.4, alpha=0.7, label=f"CNN (RMS {result.metrics['rms_deg']:.2f} deg)")
     ax.axhline(0, c="tab:blue", lw=1)
