@@ -34,12 +34,15 @@ def test_synth_then_infer_with_a_wcs(tmp_path, capsys) -> None:
     wcs = WCS(naxis=2)
     wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.crpix, wcs.wcs.cdelt = ["GLON-CAR", "GLAT-CAR"], [350.0, 0.5], [64.5, 64.5], [-0.0032, 0.0032]
     source = tmp_path / "field.fits"
-    fits.PrimaryHDU(image, header=wcs.to_header()).writeto(source)
+    header = wcs.to_header()
+    header["BUNIT"], header["OBJECT"] = "cm-2", "test field"
+    fits.PrimaryHDU(image[:, :100], header=header).writeto(source)  # any size: not a multiple of the stride
     assert main(["infer", str(source), "--output", str(tmp_path / "out")]) == 0
     (result,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["filaments"] >= 1
     probability = fits.getdata(tmp_path / "out" / "field_probability.fits")
-    assert probability.shape == (128, 128) and WCS(fits.getheader(tmp_path / "out" / "field_roi.fits")).has_celestial
+    assert probability.shape == (128, 100) and WCS(fits.getheader(tmp_path / "out" / "field_roi.fits")).has_celestial
+    assert fits.getheader(tmp_path / "out" / "field_probability.fits")["OBJECT"] == "test field"
     catalogue = Table.read(tmp_path / "out" / "field_filaments.csv", format="ascii.ecsv")
     assert len(catalogue) == result["filaments"] and str(catalogue["mean_nh2"].unit) == "1 / cm2"
     assert np.all(np.abs(catalogue["lat"] - 0.5) < 64 * 0.0032 + 1e-6)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nightshift.filaments.evaluate import (calibrate_threshold, dice, iou, plot_curves, plot_side_by_side, score_maps,
-                                           segmentation_scores)
+from nightshift.filaments.evaluate import (border_effect, calibrate_threshold, dice, iou, plot_curves, plot_side_by_side,
+                                           score_maps, segmentation_scores)
 from nightshift.filaments.config import preset
 
 
@@ -49,6 +49,26 @@ def test_calibrated_threshold_separates_the_classes() -> None:
     assert 0.3 < threshold <= 0.61
 
 
+def test_border_effect_by_hand() -> None:
+    truth = np.zeros((10, 10), bool)
+    truth[:, 4:6] = True  # a vertical filament crossing the map's top and bottom edges
+    reference = truth.astype(np.float32)
+    stitched = reference.copy()
+    stitched[0, 4] = 0.2  # one border pixel lost (difference 0.8)
+    stitched[5, 3] = 0.6  # one interior pixel gained (difference 0.6)
+    valid = np.ones_like(truth)
+    valid[9, 4] = False  # not scored: neither its truth nor its probability counts
+    figures = border_effect([stitched], [reference], [truth], [valid], border_px=2, threshold=0.5)
+    border, interior = figures["border"], figures["interior"]
+    assert border["pixels"] == 64 - 1 and interior["pixels"] == 36
+    assert border["max_abs_diff"] == pytest.approx(0.8) and interior["max_abs_diff"] == pytest.approx(0.6)
+    # border: truth 4 + 4 - 1 (not valid) = 7 pixels, stitched finds 6 of them
+    assert border["dice_stitched"] == pytest.approx(2 * 6 / (6 + 7)) and border["dice_reference"] == 1.0
+    assert border["dice_between"] == pytest.approx(2 * 6 / (6 + 7))
+    # interior: truth 12 pixels, stitched 13 (one extra)
+    assert interior["dice_stitched"] == pytest.approx(2 * 12 / (13 + 12))
+
+
 def test_score_maps_and_plots(tmp_path) -> None:
     rows, cols = np.indices((64, 64))
     image = (1e22 * (1 + np.exp(-0.5 * ((cols - 32) / 1.2) ** 2))).astype(np.float32)
@@ -61,11 +81,15 @@ def test_score_maps_and_plots(tmp_path) -> None:
     assert plot_side_by_side(image, truth, truth, tmp_path / "side.png").stat().st_size > 1000
 
 
-def test_the_shipped_model_beats_the_baseline_on_held_out_simulated_maps() -> None:
+def test_the_shipped_model_beats_the_baseline_and_its_stitching_matches_one_pass() -> None:
     from nightshift.filaments.evaluate import evaluate_simulated
     from nightshift.filaments.model import load_checkpoint
 
     network, config, _ = load_checkpoint()
-    figures = evaluate_simulated(network, config, maps=3)[0].figures()
+    figures = evaluate_simulated(network, config, maps=3, measure_border=True)[0].figures()
     for metric in ("dice", "iou", "ap"):
         assert figures[metric] > figures["baseline"][metric], metric
+    stitching = figures["stitching"]
+    assert stitching["border_px"] == config.patch_px // 4
+    # Away from the map's edges, stitched windows agree with one pass over the whole map.
+    assert stitching["interior"]["dice_between"] > 0.9 and stitching["interior"]["mean_abs_diff"] < 0.02

@@ -10,8 +10,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from nightshift.filaments.config import preset
-from nightshift.filaments.infer import (CATALOG_COLUMNS, find_filaments, predict_probability, skeleton_length_px,
-                                        sky_positions, write_outputs)
+from nightshift.filaments.infer import (CATALOG_COLUMNS, find_filaments, predict_probability,
+                                        predict_probability_one_pass, skeleton_length_px, sky_positions, write_outputs)
 from nightshift.filaments.model import build_unet
 
 
@@ -44,6 +44,18 @@ def test_small_and_batched_maps() -> None:
     both = predict_probability(network, batch, config)
     np.testing.assert_allclose(both[1], predict_probability(network, batch[1], config), atol=1e-6)
     assert predict_probability(network, np.zeros((0, 64, 64), np.float32), config).shape == (0, 64, 64)
+
+
+def test_one_window_is_the_one_pass_inference() -> None:
+    config = preset("tiny")
+    torch.manual_seed(0)
+    network = build_unet(levels=config.levels, base_channels=config.base_channels).eval()
+    rng = np.random.default_rng(1)
+    window = rng.uniform(1e21, 1e22, (config.patch_px, config.patch_px)).astype(np.float32)
+    window[3, 5] = np.nan
+    np.testing.assert_allclose(predict_probability(network, window, config),
+                               predict_probability_one_pass(network, window, config), atol=1e-6)
+    assert predict_probability_one_pass(network, window[:50, :40], config).shape == (50, 40)
 
 
 def test_skeleton_length_of_known_shapes() -> None:
@@ -103,6 +115,20 @@ def test_outputs_are_written_with_units(tmp_path) -> None:
     assert catalogue.colnames == CATALOG_COLUMNS and len(catalogue) == 1
     assert str(catalogue["mean_nh2"].unit) == "1 / cm2"
     assert fits.getheader(tmp_path / "field_roi.fits")["CTYPE1"] == "GLON-CAR"
+    assert fits.getdata(tmp_path / "field_probability.fits").dtype.kind == "f"
     assert "galactic" in (tmp_path / "field_filaments.reg").read_text()
     write_outputs(tmp_path / "nowcs", probability, roi, filaments)
     assert "image\npoint(" in (tmp_path / "nowcs_filaments.reg").read_text()
+
+
+def test_output_maps_carry_the_input_header_but_not_its_data_keywords(tmp_path) -> None:
+    header = fits.Header.fromstring(_galactic_header((40, 40)))
+    header["OBJECT"], header["BUNIT"], header["BSCALE"], header["BZERO"] = "G350.0+0.0", "cm-2", 2.0, 1e21
+    probability = np.full((40, 40), 0.25, np.float32)
+    write_outputs(tmp_path / "field", probability, probability > 0.5, [], header.tostring())
+    for name in ("field_probability.fits", "field_roi.fits"):
+        written = fits.getheader(tmp_path / name)
+        assert written["OBJECT"] == "G350.0+0.0" and written["CRVAL1"] == 350.0
+        assert not {"BUNIT", "BSCALE", "BZERO"} & set(written) and "nightshift-filaments" in str(written["HISTORY"])
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "field_probability.fits"), probability)
+    assert WCS(fits.getheader(tmp_path / "field_probability.fits")).has_celestial

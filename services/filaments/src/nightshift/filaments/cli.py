@@ -88,7 +88,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nightshift.filaments.realdata import load_real_cutout, real_data_available
 
     network, config, card = load_checkpoint(args.weights, select_device())
-    simulated, _ = evaluate_simulated(network, config, maps=args.test_maps)
+    simulated, _ = evaluate_simulated(network, config, maps=args.test_maps, measure_border=True)
     results = [simulated]
     figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "simulated_test": simulated.figures()}
     figures.update({k: simulated.figures()[k] for k in ("dice", "iou", "ap")})
@@ -97,7 +97,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.no_real and real_data_available(real_dir):
         cutout = load_real_cutout(real_dir)
-        real, probability = evaluate_real(network, config, cutout)
+        real, probability = evaluate_real(network, config, cutout, measure_border=True)
         results.append(real)
         figures["real_validation"] = {**real.figures(), "columns": list(config.real_validation_columns)}
         validation = cutout.columns(config.real_validation_columns)

@@ -25,12 +25,13 @@ import torch
 
 from nightshift.filaments.baseline import ridge_score
 from nightshift.filaments.config import FilamentsConfig
-from nightshift.filaments.infer import predict_probability
+from nightshift.filaments.infer import predict_probability, predict_probability_one_pass
 from nightshift.filaments.realdata import RealCutout
 from nightshift.filaments.simulate import simulate_maps
 
 __all__ = ["HEADLINE", "TEST_SEED_OFFSET", "dice", "iou", "segmentation_scores", "calibrate_threshold",
-           "Scored", "score_maps", "evaluate_simulated", "evaluate_real", "plot_curves", "plot_side_by_side"]
+           "Scored", "score_maps", "evaluate_simulated", "evaluate_real", "border_effect", "stitching_effect",
+           "plot_curves", "plot_side_by_side"]
 
 HEADLINE = ("dice", "iou", "ap")
 """The headline metrics, named as the seed's successor code names them."""
@@ -107,12 +108,16 @@ class Scored:
     model: dict[str, Any]
     baseline: dict[str, Any]
     baseline_threshold: float
+    stitching: dict[str, Any] | None = None
 
     def figures(self) -> dict[str, Any]:
-        """The numbers (no curves): the model's metrics and the baseline's under ``baseline``."""
+        """The numbers (no curves): the model's metrics, the baseline's under ``baseline`` and the
+        border effect under ``stitching`` when it was measured."""
         numbers = {k: v for k, v in self.model.items() if isinstance(v, float)}
         numbers["baseline"] = {k: v for k, v in self.baseline.items() if isinstance(v, float)}
         numbers["baseline"]["threshold"] = self.baseline_threshold
+        if self.stitching is not None:
+            numbers["stitching"] = self.stitching
         return numbers
 
 
@@ -145,10 +150,11 @@ def _baseline_threshold(column_densities: Sequence[np.ndarray], truths: Sequence
 
 
 def evaluate_simulated(network: torch.nn.Module, config: FilamentsConfig, *, maps: int | None = None,
-                       seed: int | None = None) -> tuple[Scored, np.ndarray]:
+                       seed: int | None = None, measure_border: bool = False) -> tuple[Scored, np.ndarray]:
     """Score on held-out simulated maps (seed ``config.seed + TEST_SEED_OFFSET`` unless given).
 
-    The baseline's threshold is calibrated on the first training maps (at most 4).
+    The baseline's threshold is calibrated on the first training maps (at most 4); with
+    ``measure_border`` the stitching's border effect (:func:`stitching_effect`) is measured too.
 
     Returns
     -------
@@ -161,15 +167,19 @@ def evaluate_simulated(network: torch.nn.Module, config: FilamentsConfig, *, map
     threshold = _baseline_threshold([m.column_density for m in calibration], [m.mask for m in calibration],
                                     [m.usable for m in calibration], config)
     probabilities = predict_probability(network, np.stack([m.column_density for m in test]), config)
-    scored = score_maps("simulated-test", list(probabilities), [m.column_density for m in test], [m.mask for m in test],
-                        [m.usable for m in test], config, threshold)
+    images, truths, valids = [m.column_density for m in test], [m.mask for m in test], [m.usable for m in test]
+    scored = score_maps("simulated-test", list(probabilities), images, truths, valids, config, threshold)
+    if measure_border:
+        scored = dataclasses.replace(scored, stitching=stitching_effect(network, config, images, truths, valids, probabilities))
     return scored, probabilities
 
 
-def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: RealCutout) -> tuple[Scored, np.ndarray]:
+def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: RealCutout, *,
+                  measure_border: bool = False) -> tuple[Scored, np.ndarray]:
     """Score on the real cut-out's validation columns, inferred from those columns alone.
 
-    The baseline's threshold is calibrated on the training columns.
+    The baseline's threshold is calibrated on the training columns; with ``measure_border`` the
+    stitching's border effect (:func:`stitching_effect`) is measured too.
 
     Returns
     -------
@@ -182,7 +192,73 @@ def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: Rea
     probability = predict_probability(network, validation.column_density, config)
     scored = score_maps("real-validation", [probability], [validation.column_density], [validation.mask],
                         [validation.usable], config, threshold)
+    if measure_border:
+        scored = dataclasses.replace(scored, stitching=stitching_effect(
+            network, config, [validation.column_density], [validation.mask], [validation.usable], [probability]))
     return scored, probability
+
+
+def border_effect(
+    stitched: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray],
+    *,
+    border_px: int,
+    threshold: float,
+) -> dict[str, dict[str, float]]:
+    """How two probability maps of the same sky differ near the map's edges and away from them.
+
+    Parameters
+    ----------
+    stitched, reference : sequence of numpy.ndarray
+        (H, W) probability maps, e.g. stitched windows and a one-pass inference of the same maps.
+    truths, valids : sequence of numpy.ndarray
+        (H, W) truth masks and pixels with data.
+    border_px : int
+        Pixels within this distance of a map's edge form the border; the rest is the interior.
+    threshold : float
+        Probability at or above which a pixel is predicted filament.
+
+    Returns
+    -------
+    dict
+        For ``"border"`` and ``"interior"`` (pixels with data, pooled over the maps): ``pixels``,
+        ``max_abs_diff`` and ``mean_abs_diff`` of the probabilities, ``dice_between`` (the two
+        predicted masks against each other) and ``dice_stitched``, ``dice_reference`` (each against
+        the truth).
+    """
+    regions: dict[str, list[tuple[np.ndarray, ...]]] = {"border": [], "interior": []}
+    for a, b, truth, valid in zip(stitched, reference, truths, valids):
+        rows, cols = np.indices(a.shape)
+        edge = np.minimum.reduce([rows, cols, a.shape[0] - 1 - rows, a.shape[1] - 1 - cols]) < border_px
+        for name, where in (("border", edge & valid), ("interior", ~edge & valid)):
+            regions[name].append((a[where], b[where], np.asarray(truth, bool)[where]))
+    figures = {}
+    for name, parts in regions.items():
+        a, b, truth = (np.concatenate(column) for column in zip(*parts))
+        difference = np.abs(a.astype(float) - b)
+        figures[name] = {
+            "pixels": int(a.size),
+            "max_abs_diff": float(difference.max()) if a.size else float("nan"),
+            "mean_abs_diff": float(difference.mean()) if a.size else float("nan"),
+            "dice_between": dice(a >= threshold, b >= threshold),
+            "dice_stitched": dice(a >= threshold, truth),
+            "dice_reference": dice(b >= threshold, truth),
+        }
+    return figures
+
+
+def stitching_effect(network: torch.nn.Module, config: FilamentsConfig, column_densities: Sequence[np.ndarray],
+                     truths: Sequence[np.ndarray], valids: Sequence[np.ndarray],
+                     stitched: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The border effect of the stitched inference: :func:`border_effect` of the stitched maps
+    against one forward pass over each whole map, with a border of a quarter patch (the pixels that
+    only a window's tapered edge sees)."""
+    one_pass = [predict_probability_one_pass(network, c, config) for c in column_densities]
+    border_px = config.patch_px // 4
+    return {"border_px": border_px, "reference": "one forward pass over the whole map",
+            **border_effect(stitched, one_pass, truths, valids, border_px=border_px, threshold=config.threshold)}
 
 
 def plot_curves(results: Sequence[Scored], path: Path) -> Path:

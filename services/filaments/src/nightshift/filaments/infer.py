@@ -19,8 +19,8 @@ from scipy import ndimage
 from nightshift.filaments.config import FilamentsConfig
 from nightshift.filaments.preprocess import blend_weights, normalise_patches, patch_starts
 
-__all__ = ["Filament", "select_device", "predict_probability", "skeleton_length_px", "find_filaments",
-           "sky_positions", "CATALOG_COLUMNS", "write_outputs"]
+__all__ = ["Filament", "select_device", "predict_probability", "predict_probability_one_pass", "skeleton_length_px",
+           "find_filaments", "sky_positions", "CATALOG_COLUMNS", "write_outputs"]
 
 
 def select_device() -> torch.device:
@@ -83,6 +83,41 @@ def predict_probability(
     blended = (total / weight_sum)[:, :height, :width]
     blended = np.where(np.isfinite(maps), blended, 0).astype(np.float32)
     return blended[0] if single else blended
+
+
+@torch.no_grad()
+def predict_probability_one_pass(network: torch.nn.Module, column_density: np.ndarray, config: FilamentsConfig) -> np.ndarray:
+    """Filament probability of a whole map from one forward pass, normalised as one patch.
+
+    The U-Net is fully convolutional, so it takes the whole map at once (padded with missing pixels
+    to a multiple of ``2**(levels-1)``). This is the reference the stitched inference of
+    :func:`predict_probability` is measured against (``evaluate.border_effect``); it is not the
+    service's inference, because the network was trained on patches normalised one by one.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The U-Net, in eval mode (its device is used).
+    column_density : numpy.ndarray
+        (H, W) N(H2) in cm^-2, NaN where missing.
+    config : FilamentsConfig
+        ``levels`` and ``scaling``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) probabilities in [0, 1]; 0 at missing pixels.
+    """
+    image = np.asarray(column_density, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"column_density shape {image.shape}: expected (H, W)")
+    multiple = 2 ** (config.levels - 1)
+    height, width = image.shape
+    padded = np.pad(image, ((0, -height % multiple), (0, -width % multiple)), constant_values=np.nan)
+    inputs, _ = normalise_patches(padded, config.scaling)
+    device = next(network.parameters()).device
+    probability = torch.sigmoid(network(torch.from_numpy(inputs[None, None]).to(device)))[0, 0].cpu().numpy()
+    return np.where(np.isfinite(image), probability[:height, :width], 0).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,22 +258,46 @@ CATALOG_COLUMNS = [c.name for c in _catalog_columns()]
 """Columns of the filament catalogue, in order."""
 
 
+_DATA_KEYWORDS = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "BUNIT", "BSCALE", "BZERO",
+                  "BLANK", "DATAMIN", "DATAMAX", "CHECKSUM", "DATASUM", "EXTNAME", "EXTVER"}
+
+
+def _output_header(header: str, content: str):
+    """The input's header for one output map: everything but the keywords that describe the input's
+    data array (structure, scaling, unit, checksums), which astropy writes anew for the output."""
+    from astropy.io import fits
+
+    source = fits.Header.fromstring(header) if header.strip() else fits.Header()
+    kept = fits.Header([card for card in source.cards
+                        if card.keyword not in _DATA_KEYWORDS and not card.keyword.startswith("NAXIS")])
+    kept["HISTORY"] = f"nightshift-filaments: {content}"
+    return kept
+
+
 def write_outputs(
-    stem: str | Path, probability: np.ndarray, roi: np.ndarray, filaments: Sequence[Filament], wcs_header: str = ""
+    stem: str | Path, probability: np.ndarray, roi: np.ndarray, filaments: Sequence[Filament], header: str = ""
 ) -> list[Path]:
-    """Write ``stem_probability.fits``, ``stem_roi.fits`` (with the input's WCS) and the catalogue
-    ``stem_filaments.{fits,csv,reg}``; the region file is in image coordinates without a WCS."""
+    """Write the maps ``stem_probability.fits`` (float32 in [0, 1]) and ``stem_roi.fits`` (uint8,
+    1 in the region of interest), each carrying the input's header (its WCS included), and the
+    catalogue ``stem_filaments.{fits,csv,reg}``; the region file is in image coordinates without a WCS.
+
+    Parameters
+    ----------
+    header : str
+        The input map's FITS header as a string (``Header.tostring()``); empty when it has none.
+    """
     from astropy.io import fits
 
     from nightshift.core.catalog import write_catalog
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    header = fits.Header.fromstring(wcs_header) if wcs_header.strip() else fits.Header()
     paths = [stem.parent / f"{stem.name}_probability.fits", stem.parent / f"{stem.name}_roi.fits"]
-    fits.PrimaryHDU(probability.astype(np.float32), header=header).writeto(paths[0], overwrite=True)
-    fits.PrimaryHDU(roi.astype(np.uint8), header=header).writeto(paths[1], overwrite=True)
-    sky = sky_positions(filaments, wcs_header)
+    fits.PrimaryHDU(probability.astype(np.float32), header=_output_header(header, "filament probability (U-Net)")
+                    ).writeto(paths[0], overwrite=True)
+    fits.PrimaryHDU(roi.astype(np.uint8), header=_output_header(header, "filament region of interest (1 = filament)")
+                    ).writeto(paths[1], overwrite=True)
+    sky = sky_positions(filaments, header)
     frame, lon, lat = sky if sky is not None else ("galactic", np.full(len(filaments), np.nan), np.full(len(filaments), np.nan))
     rows = [{"id": i + 1, "x": f.x, "y": f.y, "lon": lon[i], "lat": lat[i], "area": f.area_px,
              "skeleton_length": f.skeleton_length_px, "mean_nh2": f.mean_column_density_cm2,
