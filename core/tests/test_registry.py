@@ -293,3 +293,68 @@ def test_bundled_weights_finds_the_one_shipped_file(tmp_path: Path) -> None:
     (weights.parent / "second.safetensors").write_bytes(b"x")
     with pytest.raises(FailedPrecondition, match=r"found \['second.safetensors', 'toy-model.safetensors'\]"):
         bundled_weights(weights.parent, ".safetensors")
+
+
+def _safetensors_tensor(dtype: str, raw: bytes, count: int) -> bytes:
+    header = json.dumps({"w": {"dtype": dtype, "shape": [count], "data_offsets": [0, len(raw)]}}).encode()
+    return struct.pack("<Q", len(header)) + header + raw
+
+
+@pytest.mark.parametrize("dtype, raw", [
+    ("F32", np.array([1.0, np.nan], "<f4").tobytes()),
+    ("F16", np.array([np.inf, 1.0], "<f2").tobytes()),
+    ("F64", np.array([0.0, -np.inf], "<f8").tobytes()),
+    ("BF16", (np.array([1.0, np.nan], "<f4").view("<u4") >> 16).astype("<u2").tobytes()),
+])
+def test_non_finite_safetensors_weights_are_refused(registry: ModelRegistry, dtype: str, raw: bytes) -> None:
+    with pytest.raises(InvalidInput, match=r"model file 'model.safetensors': 1 of 2 values of weight 'w' are NaN or infinite"):
+        register(registry, {"model.safetensors": _safetensors_tensor(dtype, raw, 2)})
+    assert registry.versions() == []
+    finite = np.array([1.0, 2.0], "<f4")
+    bf16 = (finite.view("<u4") >> 16).astype("<u2").tobytes()
+    assert register(registry, {"model.safetensors": _safetensors_tensor("BF16", bf16, 2)}).version == "1"
+
+
+def test_a_tensor_outside_its_safetensors_file_is_refused(registry: ModelRegistry) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    with pytest.raises(InvalidInput, match="tensor 'w' lies outside the file"):
+        register(registry, {"model.safetensors": struct.pack("<Q", len(header)) + header + b"\0" * 8})
+
+
+def test_non_finite_npz_weights_are_refused(registry: ModelRegistry) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, counts=np.array([1, 2]), w=np.array([np.nan, 1.0]))
+    with pytest.raises(InvalidInput, match="1 of 2 values of weight 'w' are NaN"):
+        register(registry, {"w.npz": buffer.getvalue()})
+
+
+def test_a_keras_model_with_a_nan_weight_is_refused(registry: ModelRegistry, tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    shipped = next(Path(__file__).resolve().parents[2].glob("services/*/src/nightshift/*/weights/*.keras"), None)
+    if shipped is None:
+        pytest.skip("no Keras service checked out")
+    with zipfile.ZipFile(shipped) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    weights = tmp_path / "model.weights.h5"
+    weights.write_bytes(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as h5:
+        found: list[str] = []
+        h5.visititems(lambda name, node: found.append(name) if isinstance(node, h5py.Dataset) and node.dtype.kind == "f" else None)
+        h5[found[0]][...] = np.nan
+    poisoned = io.BytesIO()
+    with zipfile.ZipFile(poisoned, "w") as archive:
+        for name, blob in {**members, "model.weights.h5": weights.read_bytes()}.items():
+            archive.writestr(name, blob)
+
+    assert register(registry, {"model.keras": shipped}).version == "1"  # the shipped model passes
+    with pytest.raises(InvalidInput, match=f"values of weight '{found[0]}' are NaN or infinite"):
+        register(registry, {"model.keras": poisoned.getvalue()})
+    assert registry.get().version == "1"
+
+
+def test_a_torch_state_dict_with_a_nan_weight_is_refused(registry: ModelRegistry) -> None:
+    torch = pytest.importorskip("torch")
+    buffer = io.BytesIO()
+    torch.save({"conv.weight": torch.full((2, 2), float("nan")), "steps": torch.tensor([3])}, buffer)
+    with pytest.raises(InvalidInput, match="4 of 4 values of weight 'conv.weight' are NaN"):
+        register(registry, {"model.pt": buffer.getvalue()})

@@ -14,20 +14,41 @@ without unpickling are accepted: safetensors, native Keras, JSON, NumPy ``.npz``
 content is checked against its format when registered and again when fetched (a file planted in the
 store is refused before anything loads it): a ``.pt`` archive's pickles may name only the few globals
 a state dict needs (scanned with :mod:`pickletools`, never unpickled), an ``.npz`` may hold no object
-array, a safetensors header must be JSON.
+array, a safetensors header must be JSON. Every floating-point weight must be finite: a checkpoint
+with a NaN or infinite weight is refused when registered, promoted or fetched, so it never becomes
+``LATEST`` and is never served.
+
+Version numbers are allocated by claim-then-verify, so registrations from several processes at once
+get distinct versions: a registration writes a claim object ``models/<task>/<version>/.claim-<token>``
+into the next free number and lists that version's keys; it owns the number only if its claim is
+the only key there, else it withdraws the claim and tries again after a random pause. Two claims
+of one number can never both win (the later writer lists the earlier claim) on any server whose
+listings follow its writes; ``rclone serve s3`` ignores ``If-None-Match`` on writes, so a conditional
+put would not do. A registration that fails removes what it wrote; one that crashed leaves its
+objects, and their number is skipped, never reused.
+
+A version whose ``metadata.json`` is unreadable (not JSON, fields missing, another version's record)
+is skipped with a warning, and a ``LATEST`` naming one falls back to the newest readable version, so
+one damaged record never stops a service from starting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import pickletools
+import random
 import re
+import secrets
 import struct
+import tempfile
+import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,14 +57,16 @@ from typing import Any
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound, ObjectNotFound
+from nightshift.core.errors import FailedPrecondition, InvalidInput, NightshiftError, NotFound, ObjectNotFound, Unavailable
 from nightshift.core.model import check_cancelled
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_safe_format",
-           "resolve_checkpoint"]
+__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_finite_weights",
+           "check_safe_format", "resolve_checkpoint"]
+
+_log = logging.getLogger(__name__)
 
 SAFE_SUFFIXES = (".safetensors", ".keras", ".json", ".npz", ".pt")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -58,6 +81,10 @@ _TORCH_STATE_DICT_GLOBALS = {
 }
 _TORCH_STORAGE = re.compile(r"^[A-Z][A-Za-z0-9]*Storage$")
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_CLAIM_PREFIX = ".claim-"  # no model file name starts with "." (see _FILE_NAME)
+_CLAIM_ATTEMPTS = 40
+_CLAIM_BACKOFF_S = 0.05  # the longest random pause after the first lost claim; grows with each loss
+_SAFETENSORS_FLOATS = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}  # BF16 is widened to float32 by hand
 
 
 def _pickle_globals(data: bytes) -> Iterator[tuple[str, str]]:
@@ -151,6 +178,79 @@ def check_safe_format(file_name: str, blob: bytes) -> None:
     if suffix is None:
         raise InvalidInput(f"model file {file_name!r}: unsafe or unknown format, expected one of {', '.join(SAFE_SUFFIXES)}")
     _FORMAT_CHECKS[suffix](file_name, blob)
+
+
+def _safetensors_floats(file_name: str, blob: bytes) -> Iterator[tuple[str, np.ndarray]]:
+    header_bytes = struct.unpack("<Q", blob[:8])[0]
+    data = memoryview(blob)[8 + header_bytes :]
+    for name, info in json.loads(blob[8 : 8 + header_bytes]).items():
+        if name == "__metadata__" or not isinstance(info, dict) or info.get("dtype") not in (*_SAFETENSORS_FLOATS, "BF16"):
+            continue
+        offsets = info.get("data_offsets")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= len(data)):
+            raise InvalidInput(f"model file {file_name!r}: tensor {name!r} lies outside the file (data_offsets {offsets})")
+        raw = data[offsets[0] : offsets[1]]
+        if info["dtype"] == "BF16":  # the upper half of a float32
+            yield name, (np.frombuffer(raw[: len(raw) // 2 * 2], "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            dtype = np.dtype(_SAFETENSORS_FLOATS[info["dtype"]])
+            yield name, np.frombuffer(raw[: len(raw) // dtype.itemsize * dtype.itemsize], dtype)
+
+
+def _npz_floats(file_name: str, blob: bytes) -> Iterator[tuple[str, np.ndarray]]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+        for name in arrays.files:
+            if arrays[name].dtype.kind in "fc":
+                yield name, arrays[name]
+
+
+def _keras_floats(file_name: str, blob: bytes) -> Iterator[tuple[str, np.ndarray]]:
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            return
+        weights = archive.read("model.weights.h5")
+    import h5py  # Keras's own dependency: present wherever a Keras model is trained or served
+
+    found: list[tuple[str, np.ndarray]] = []
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        h5.visititems(lambda name, node: found.append((name, node[()]))
+                      if isinstance(node, h5py.Dataset) and node.dtype.kind in "fc" else None)
+    yield from found
+
+
+def _torch_floats(file_name: str, blob: bytes) -> Iterator[tuple[str, np.ndarray]]:
+    import torch  # present wherever a torch state dict is trained or served; weights_only never unpickles code
+
+    state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            yield name, tensor.detach().to(torch.float32).numpy()
+
+
+_FLOAT_READERS = {".safetensors": _safetensors_floats, ".npz": _npz_floats, ".keras": _keras_floats, ".pt": _torch_floats}
+
+
+def check_finite_weights(file_name: str, blob: bytes) -> None:
+    """Check that every floating-point weight in ``blob`` (of a safe format, see :func:`check_safe_format`) is finite.
+
+    A training that diverged saves NaN weights that load and serve without error, finding nothing;
+    this is the check that keeps such a checkpoint out of the registry and away from ``LATEST``.
+
+    Raises
+    ------
+    InvalidInput
+        A weight is NaN or infinite (the message names the tensor and how many values), or a
+        tensor's bytes lie outside the file.
+    """
+    suffix = next((s for s in _FLOAT_READERS if file_name.endswith(s)), None)
+    if suffix is None:
+        return
+    for name, values in _FLOAT_READERS[suffix](file_name, blob):
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise InvalidInput(f"model file {file_name!r}: {bad} of {values.size} values of weight {name!r} are NaN or "
+                               f"infinite; a checkpoint with non-finite weights is never registered or served")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,14 +351,14 @@ class ModelRegistry:
                 raise InvalidInput(f"model file name {file_name!r}: expected a plain file name")
             blobs[file_name] = Path(content).read_bytes() if isinstance(content, Path) else bytes(content)
             check_safe_format(file_name, blobs[file_name])
+            check_finite_weights(file_name, blobs[file_name])
         digest = _files_digest(blobs)
-        existing = self.versions()
-        for model in existing:
+        for model in self.versions():
             if model.digest == digest:
                 if set_latest:
                     self._set_latest(model.version)
                 return model
-        version = str(max((int(m.version) for m in existing), default=0) + 1)
+        version, claim = self._claim_version()
         model = RegisteredModel(
             task=self.task,
             name=name,
@@ -271,14 +371,54 @@ class ModelRegistry:
             files={n: {"sha256": sha256_hex(b), "size_bytes": len(b)} for n, b in blobs.items()},
             digest=digest,
         )
-        for file_name, blob in blobs.items():
-            self.store.put_bytes(self._key(version, file_name), blob)
-        metadata = json.dumps(dataclasses.asdict(model), indent=2, sort_keys=True).encode()
-        check_cancelled()  # the version exists once its metadata is written: the last moment to stop
-        self.store.put_bytes(self._key(version, "metadata.json"), metadata, content_type="application/json")
+        written = [claim]
+        try:
+            for file_name, blob in blobs.items():
+                written.append(self._key(version, file_name))
+                self.store.put_bytes(written[-1], blob)
+            metadata = json.dumps(dataclasses.asdict(model), indent=2, sort_keys=True).encode()
+            check_cancelled()  # the version exists once its metadata is written: the last moment to stop
+            self.store.put_bytes(self._key(version, "metadata.json"), metadata, content_type="application/json")
+        except BaseException:
+            for key in written:  # free the number again; what cannot be removed keeps it taken, which is safe
+                with contextlib.suppress(NightshiftError):
+                    self.store.delete(key)
+            raise
+        self.store.delete(claim)
         if set_latest:
             self._set_latest(version)
         return model
+
+    def _version_numbers(self) -> set[int]:
+        """Every version number in use: registered, being registered, left by a crash, or unreadable."""
+        root = self._key() + "/"
+        numbers = set()
+        for key in self.store.list_keys(root):
+            version, separator, _ = key[len(root) :].partition("/")
+            if separator and version.isdigit():
+                numbers.add(int(version))
+        return numbers
+
+    def _claim_version(self) -> tuple[str, str]:
+        """Allocate the next version number to this registration alone: the number and the key of its claim.
+
+        Raises
+        ------
+        Unavailable
+            Other registrations won every number tried.
+        """
+        token = secrets.token_hex(8)
+        for attempt in range(_CLAIM_ATTEMPTS):
+            version = str(max(self._version_numbers(), default=0) + 1)
+            claim = self._key(version, _CLAIM_PREFIX + token)
+            self.store.put_bytes(claim, b"", content_type="text/plain")
+            if list(self.store.list_keys(self._key(version) + "/")) == [claim]:
+                return version, claim
+            # Another registration took or claimed this number too: withdraw (it may withdraw as well) and retry.
+            self.store.delete(claim)
+            time.sleep(random.uniform(0.0, _CLAIM_BACKOFF_S * (attempt + 1)))
+        raise Unavailable(f"task {self.task!r}: no model version number won in {_CLAIM_ATTEMPTS} attempts "
+                          "(other registrations are running); retry")
 
     def ensure_bundled(self, weights: Path, card: Path) -> RegisteredModel:
         """Register the default model shipped inside a service package; make it LATEST only in an empty registry.
@@ -296,42 +436,98 @@ class ModelRegistry:
     def promote(self, version: str) -> RegisteredModel:
         """Make ``version`` the one served by default (move ``LATEST``) and return it.
 
+        Its stored files are downloaded and checked first (format, checksum, finite weights), so a
+        version planted in the store, or registered before these checks, is never promoted blindly.
+
         Raises
         ------
         NotFound
             No such version.
+        FailedPrecondition
+            Its metadata is unreadable.
+        InvalidInput
+            A file fails its checks (e.g. NaN weights); ``LATEST`` stays where it was.
         """
         model = self.get(version)
+        with tempfile.TemporaryDirectory(prefix="nightshift-promote-") as directory:
+            self.fetch(model, directory)
         self._set_latest(model.version)
         return model
 
     def _set_latest(self, version: str) -> None:
         self.store.put_bytes(self._key("LATEST"), version.encode(), content_type="text/plain")
 
+    def _read_metadata(self, version: str) -> RegisteredModel:
+        """The metadata record of ``version``.
+
+        Raises
+        ------
+        ObjectNotFound
+            The version has no metadata (it does not exist, or is still being registered).
+        FailedPrecondition
+            The record is unreadable: not JSON, fields missing or malformed, or another version's.
+        """
+        try:
+            fields = json.loads(self.store.get_bytes(self._key(version, "metadata.json")))
+            model = RegisteredModel(**fields)
+            if (model.task, model.version) != (self.task, version):
+                raise ValueError(f"it describes {model.task!r} version {model.version!r}")
+            if not isinstance(model.files, dict) or not model.files or not all(
+                isinstance(info, dict) and isinstance(info.get("sha256"), str) and isinstance(info.get("size_bytes"), int)
+                for info in model.files.values()
+            ):
+                raise ValueError("its files are not a mapping of name to sha256 and size_bytes")
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise FailedPrecondition(f"task {self.task!r}: metadata of model version {version} is unreadable ({exc})") from None
+        return model
+
     def versions(self) -> list[RegisteredModel]:
-        """Every registered version, oldest first."""
+        """Every registered version whose metadata is readable, oldest first; each unreadable one is logged and skipped."""
         # the trailing "/" keeps task "bubbles" from listing the versions of "bubbles-v2"
-        keys = [k for k in self.store.list_keys(self._key() + "/") if k.endswith("/metadata.json")]
-        models = [RegisteredModel(**json.loads(self.store.get_bytes(k))) for k in keys]
-        return sorted(models, key=lambda m: int(m.version))
+        root = self._key() + "/"
+        numbers = sorted({int(v) for k in self.store.list_keys(root) if k.endswith("/metadata.json")
+                          and (v := k[len(root) :].partition("/")[0]).isdigit()})
+        models = []
+        for number in numbers:
+            try:
+                models.append(self._read_metadata(str(number)))
+            except FailedPrecondition as exc:
+                _log.warning("%s: skipped", exc)
+        return models
 
     def get(self, version: str = "") -> RegisteredModel:
         """The version named, or the latest when ``version`` is empty or ``"latest"``.
 
+        When ``LATEST`` names a version whose metadata is unreadable or missing, the newest readable
+        version is returned instead (with a warning): a damaged record never stops a service.
+
         Raises
         ------
         NotFound
-            No such version, or nothing registered yet for the task.
+            No such version, or nothing (readable) registered yet for the task.
+        FailedPrecondition
+            The version named has unreadable metadata.
         """
         if version in ("", "latest"):
             try:
-                version = self.store.get_bytes(self._key("LATEST")).decode().strip()
+                latest = self.store.get_bytes(self._key("LATEST")).decode(errors="replace").strip()
             except ObjectNotFound:
                 raise NotFound(f"task {self.task!r} has no registered model yet") from None
+            try:
+                if not latest.isdigit():
+                    raise NotFound(f"task {self.task!r}: LATEST holds {latest[:40]!r}, not a version number")
+                return self._read_metadata(latest)
+            except (FailedPrecondition, NotFound) as exc:
+                readable = self.versions()
+                if not readable:
+                    raise NotFound(f"task {self.task!r}: LATEST names {latest!r} and no version is readable ({exc})") from None
+                _log.warning("%s: LATEST (%r) not served; serving the newest readable version %s instead",
+                             exc, latest, readable[-1].version)
+                return readable[-1]
         if not version.isdigit():
             raise NotFound(f"task {self.task!r}: model version {version!r} is not a registry version number")
         try:
-            return RegisteredModel(**json.loads(self.store.get_bytes(self._key(version, "metadata.json"))))
+            return self._read_metadata(version)
         except ObjectNotFound:
             available = ", ".join(m.version for m in self.versions()) or "none"
             raise NotFound(f"task {self.task!r} has no model version {version!r} (available: {available})") from None
@@ -342,8 +538,8 @@ class ModelRegistry:
         Raises
         ------
         InvalidInput
-            A file is not of the safe format its name says (e.g. a pickle planted in the store), or
-            its bytes do not match the version's metadata.
+            A file is not of the safe format its name says (e.g. a pickle planted in the store), has
+            a NaN or infinite weight, or its bytes do not match the version's metadata.
         """
         target = Path(directory) / self.task / model.version
         target.mkdir(parents=True, exist_ok=True)
@@ -359,6 +555,7 @@ class ModelRegistry:
                 raise InvalidInput(f"model version {model.version}: file name {file_name!r} is not a plain file name")
             blob = self.store.get_bytes(ref)
             check_safe_format(file_name, blob)
+            check_finite_weights(file_name, blob)
             path.write_bytes(blob)
         return target
 
