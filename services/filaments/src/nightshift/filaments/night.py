@@ -51,10 +51,10 @@ inference patches fall on the same grid, stride 32 dividing the tile step of 128
 in one tile (distinct pieces by construction) were never closer than 4 px in simulated nights."""
 HIT_RADIUS_PX = 6.0
 """A catalogue row within this many pixels (69 arcsec at 11.5", about two 36" Hi-GAL beams) of a true
-spine is a hit: the truth region is about 3 px wide and a piece's centroid lies off a curved spine."""
+spine is a hit: the truth region is about 4 px wide and a piece's centroid lies off a curved spine."""
 MIN_LENGTH_PX = 16.0
 """True filaments counted in the completeness run at least this long (pixels) over pixels with data:
-a quarter of the model's 64-px patch, eight 2-px simulated beams; shorter ones are hardly filaments."""
+a quarter of the model's 64-px patch, five 36" beams; shorter ones are hardly filaments."""
 
 _FIRST_GLON_DEG = 351.0
 _FIELD_SPACING_DEG = 2.0

@@ -12,8 +12,10 @@ parameter table and the comparison with the real Hi-GAL cut-out):
 4. the instrument: Gaussian beam smoothing, multiplicative and additive noise, saturated cores
    and missing-coverage patches set to NaN.
 
-The truth mask is each filament's half-maximum region (``N_fil >= N_fil(spine) / 2``), the
-analogue of the Schisano+2020 regions of interest; cores and clumps alone are not in it.
+The truth mask is each filament's half-maximum region as the beam shows it: where the filament's
+own column density, smoothed by the beam, is at least half its value on the spine (its observed
+FWHM), the analogue of the Schisano+2020 regions of interest, which are drawn on beam-smoothed maps;
+cores and clumps alone are not in it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class SimulatedMap:
         Per filament, the (n, 2) spine points (row, column) in pixels.
     cores : numpy.ndarray
         (m, 2) positions (row, column) of the dense cores placed on spines, in pixels.
+    filament_column_density : numpy.ndarray
+        float32 (H, W) N(H2) of the filaments alone, smoothed by the beam, without noise, in cm^-2
+        (what a perfect separation of the filaments from the background would give).
     """
 
     column_density: np.ndarray
@@ -50,6 +55,7 @@ class SimulatedMap:
     usable: np.ndarray
     spines: list[np.ndarray]
     cores: np.ndarray
+    filament_column_density: np.ndarray
 
 
 def gaussian_random_field(shape: tuple[int, int], slope: float, rng: np.random.Generator) -> np.ndarray:
@@ -136,16 +142,17 @@ def simulate_map(
     filaments_per_100px2: tuple[float, float] = (3.0, 5.5),
     length_px: tuple[float, float] = (40.0, 180.0),
     curvature_rad_per_px: tuple[float, float] = (0.01, 0.05),
-    contrast: tuple[float, float] = (0.15, 1.2),
-    r_flat_px: tuple[float, float] = (0.5, 1.4),
+    contrast: tuple[float, float] = (0.3, 2.4),
+    r_flat_px: tuple[float, float] = (0.15, 0.6),
     plummer_p: tuple[float, float] = (2.0, 3.0),
     cores_per_filament: tuple[int, int] = (0, 3),
     core_peak: tuple[float, float] = (1.0, 6.0),
     clumps_per_100px2: float = 0.5,
-    beam_fwhm_px: float = 2.0,
+    beam_fwhm_px: float = 36.0 / 11.5,
     noise_fraction: tuple[float, float] = (0.01, 0.04),
     saturation_cm2: float = 1.2e23,
     missing_patches: tuple[int, int] = (0, 3),
+    truth_fraction: float = 0.5,
 ) -> SimulatedMap:
     """Simulate one square N(H2) map with filaments, cores, noise and missing data.
 
@@ -166,9 +173,12 @@ def simulate_map(
     length_px, curvature_rad_per_px : (float, float)
         Ranges of spine length (pixels) and curvature (radians per pixel).
     contrast : (float, float)
-        Range of the spine's peak over the local background (varies along each filament).
+        Range of the spine's intrinsic peak (before the beam) over the local background (varies
+        along each filament); the beam dilutes it about threefold.
     r_flat_px, plummer_p : (float, float)
         Ranges of the profile's flat radius (pixels, varies along each filament) and outer index.
+        The intrinsic FWHM, ``2 r_flat sqrt(2**(2/(p-1)) - 1)``, is then 0.3-2.1 px (3.5-24 arcsec):
+        the typical 0.1 pc (Arzoumanian+2011) at 0.9-6 kpc, always narrower than the beam.
     cores_per_filament : (int, int)
         Inclusive range of dense cores per filament.
     core_peak : (float, float)
@@ -176,14 +186,17 @@ def simulate_map(
     clumps_per_100px2 : float
         Mean number of isolated clumps (not filaments) per 100x100 pixels.
     beam_fwhm_px : float
-        FWHM of the Gaussian beam, in pixels (36 arcsec / 11.5 arcsec per pixel, about 3; the
-        Hi-GAL N(H2) maps are at the 500 um resolution, smoothed less here to keep thin filaments).
+        FWHM of the Gaussian beam, in pixels: the Hi-GAL N(H2) maps' 500 um resolution, 36 arcsec,
+        over their 11.5 arcsec pixels (3.13 px). It sets the observed width of the filaments.
     noise_fraction : (float, float)
         Range of the noise's standard deviation relative to the local column density.
     saturation_cm2 : float
         Column density above which pixels are saturated (NaN).
     missing_patches : (int, int)
         Inclusive range of disks without coverage (NaN).
+    truth_fraction : float
+        A pixel is in a filament's truth where the filament's beam-smoothed column density is at
+        least this fraction of its value on the nearest spine point (0.5: the observed FWHM).
 
     Returns
     -------
@@ -195,7 +208,9 @@ def simulate_map(
     area_100 = (size_px / 100.0) ** 2
     background = median_column_density_cm2 * np.exp(
         rng.uniform(*sigma_ln) * gaussian_random_field(shape, rng.uniform(*spectrum_slope), rng))
+    beam_sigma_px = beam_fwhm_px / 2.3548
     filaments = np.zeros(shape)
+    observed_filaments = np.zeros(shape)
     mask = np.zeros(shape, bool)
     spines: list[np.ndarray] = []
     cores: list[np.ndarray] = []
@@ -220,8 +235,12 @@ def simulate_map(
         p = rng.uniform(*plummer_p)
         # A Gaussian taper at 5 r_flat keeps each filament finite (a pure p=2 profile falls as 1/r).
         profile = plummer_profile(distance, width, p) * np.exp(-0.5 * (distance / (5 * width)) ** 2)
-        filaments += spine_contrast[nearest] * background[near_r, near_c] * profile
-        mask |= profile >= 0.5
+        component = spine_contrast[nearest] * background[near_r, near_c] * profile
+        # The truth is the width the beam shows, not the intrinsic (often sub-beam) one.
+        observed = ndimage.gaussian_filter(component, beam_sigma_px)
+        mask |= observed >= truth_fraction * observed[near_r, near_c]
+        filaments += component
+        observed_filaments += observed
         n_cores = rng.integers(cores_per_filament[0], cores_per_filament[1] + 1)
         cores.extend(spine[rng.integers(0, len(spine), n_cores)])
     structure = background + filaments
@@ -232,7 +251,7 @@ def simulate_map(
         radius = np.hypot(rows - position[0], cols - position[1])
         local = structure[int(position[0]), int(position[1])] if on_filament else background[int(position[0]), int(position[1])]
         structure = structure + rng.uniform(*core_peak) * local * plummer_profile(radius, r_core, 3.0)
-    observed = ndimage.gaussian_filter(structure, beam_fwhm_px / 2.3548)
+    observed = ndimage.gaussian_filter(structure, beam_sigma_px)
     observed = observed * (1 + rng.uniform(*noise_fraction) * rng.normal(size=shape))
     missing = observed >= saturation_cm2
     for _ in range(rng.integers(missing_patches[0], missing_patches[1] + 1)):
@@ -240,7 +259,8 @@ def simulate_map(
         missing |= np.hypot(rows - centre[0], cols - centre[1]) <= radius_px
     missing = ndimage.binary_dilation(missing, iterations=1) if missing.any() else missing
     column_density = np.where(missing, np.nan, observed).astype(np.float32)
-    return SimulatedMap(column_density, mask, ~missing, spines, np.array(cores, float).reshape(-1, 2))
+    return SimulatedMap(column_density, mask, ~missing, spines, np.array(cores, float).reshape(-1, 2),
+                        observed_filaments.astype(np.float32))
 
 
 def simulate_maps(count: int, size_px: int, seed: int) -> list[SimulatedMap]:
