@@ -1,5 +1,6 @@
 """``nightshift-filaments``: simulate, train, evaluate, infer, serve and benchmark the filaments service,
-and simulate and score a night for the demo (``simulate-night``, ``score-night``)."""
+compare the simulated sky with the real one (``sky-match``), and simulate and score a night for the demo
+(``simulate-night``, ``score-night``)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,35 @@ def _synth(args: argparse.Namespace) -> int:
         summary["real"] = map_statistics(real.column_density, real.mask)
     (args.output / "statistics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _sky_match(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nightshift.core.bench import report
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+    from nightshift.filaments.simulate import simulate_maps
+    from nightshift.filaments.skymatch import histogram_overlap, plot_sky_match, sky_statistics
+
+    real_dir = args.real_dir or default_real_data_dir()
+    if not real_data_available(real_dir):
+        raise SystemExit(f"sky-match needs the real Hi-GAL cut-out: none in {real_dir} (use --real-dir)")
+    cutout = load_real_cutout(real_dir)
+    real = sky_statistics([np.where(cutout.usable, cutout.column_density, np.nan)], [cutout.mask])
+    maps = simulate_maps(args.count, args.size, args.seed)
+    simulated = sky_statistics([m.column_density for m in maps], [m.mask for m in maps])
+    label = f"simulated ({args.count} maps {args.size} px, seed {args.seed})"
+    plot = plot_sky_match(real, simulated, args.output / "sky_match.png", simulated_label=label)
+    figures: dict = {name: {k: v for k, v in stats.items() if isinstance(v, float)}
+                     for name, stats in (("real", real), ("simulated", simulated))}
+    figures["histogram_overlap"] = histogram_overlap(real["histogram"], simulated["histogram"])
+    figures["background_histogram_overlap"] = histogram_overlap(real["histogram_background"], simulated["histogram_background"])
+    figures["k"] = [float(k) for k in real["k"]]
+    figures["power_ratio_simulated_over_real"] = [float(r) for r in simulated["power"] / real["power"]]
+    figures.update(maps=args.count, size_px=args.size, seed=args.seed, plot=str(plot))
+    report(figures, args.output / "sky_match.json")
     return 0
 
 
@@ -208,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=256, help="side of each map in pixels (default 256)")
     synth.add_argument("--seed", type=int, default=0, help="seed: map i is a pure function of (seed, i)")
     synth.set_defaults(run=_synth)
+
+    match = commands.add_parser("sky-match", help="compare simulated maps with the real cut-out: log N(H2) histograms, background power spectra")
+    match.add_argument("--output", type=Path, required=True, help="directory for sky_match.png and sky_match.json")
+    match.add_argument("--count", type=int, default=8, help="simulated maps (default 8)")
+    match.add_argument("--size", type=int, default=256, help="side of each simulated map in pixels (default 256)")
+    match.add_argument("--seed", type=int, default=0, help="seed of the simulated maps (default 0)")
+    match.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")
+    match.set_defaults(run=_sky_match)
 
     train = commands.add_parser("train", help="train a U-Net (registers it when NIGHTSHIFT_S3_ENDPOINT is set)")
     train.add_argument("--preset", choices=("tiny", "default", "paper"), default="default")
