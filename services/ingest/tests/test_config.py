@@ -13,6 +13,7 @@ from nightshift.ingest.config import (
     FlatTiling,
     HealpixIngest,
     HealpixTiling,
+    IngestLimits,
     check_name,
     source_uri,
 )
@@ -93,3 +94,24 @@ def test_a_band_source_needs_a_key() -> None:
 def test_source_uris(tmp_path: Path) -> None:
     assert source_uri(tile_pb2.ObjectRef(bucket="raw", key="night/f.fits")) == "s3://raw/night/f.fits"
     assert source_uri(tmp_path / "f.fits") == f"file://{tmp_path}/f.fits"
+
+
+def test_ingest_limits_come_from_the_environment_and_are_checked() -> None:
+    limits = IngestLimits.from_env({"NIGHTSHIFT_INGEST_MAX_PATCH_PX": "128", "NIGHTSHIFT_INGEST_MIN_PIXEL_SCALE_ARCMIN": "0.5"},
+                                   max_tiles=10)
+    assert (limits.max_patch_px, limits.min_pixel_scale_arcmin, limits.max_tiles) == (128, 0.5, 10)
+    assert limits.max_window_px == IngestLimits.max_window_px and limits.memory_bytes == 0
+    with pytest.raises(ValueError, match="max_tiles=0: expected a positive number"):
+        IngestLimits(max_tiles=0)
+
+    with pytest.raises(InvalidInput, match=r"output_px=4096: the service's limit is 2048 px \(max_window_px\)"):
+        IngestLimits().check_flat(FlatTiling(output_px=4096))
+    IngestLimits().check_flat(FlatTiling(window_px=(2048, 64), output_px=2048))
+    with pytest.raises(InvalidInput, match=r"patch_px=256: the service's limit is 128 px"):
+        limits.check_healpix(HealpixTiling(patch_px=256))
+    with pytest.raises(InvalidInput, match=r"pixel_scale_arcmin=0.1: .* 0.5 arcmin at the finest \(min_pixel_scale_arcmin\)"):
+        limits.check_healpix(HealpixTiling(pixel_scale_arcmin=0.1))
+    # 64 px of 1.7 arcmin: about 1.8 deg a side, some 12 500 patches over the sphere
+    with pytest.raises(InvalidInput, match=r"about 1.25e\+04 patches: the service's limit is 10 per request \(max_tiles\)"):
+        limits.check_healpix(HealpixTiling())
+    IngestLimits().check_healpix(HealpixTiling())

@@ -16,9 +16,11 @@ from nightshift.ingest.fits_tiling import (
     Window,
     align_bands,
     cut_windows,
+    declared_image_px,
     plan_windows,
     read_fits_image,
     resample_area,
+    window_count,
     window_origins,
 )
 from nightshift.ingest.synthetic import field_image, field_wcs, write_field
@@ -207,3 +209,31 @@ def test_area_resampling_ignores_nan_and_handles_fractional_factors() -> None:
     ramp = np.tile(np.arange(7, dtype=np.float32), (7, 1))[None]
     # 7 -> 2: output pixels cover [0, 3.5) and [3.5, 7), pixel 3 half in each
     np.testing.assert_allclose(resample_area(ramp, 2)[0, 0], [(0 + 1 + 2 + 3 / 2) / 3.5, (3 / 2 + 4 + 5 + 6) / 3.5], rtol=1e-6)
+
+
+def test_a_header_that_claims_more_than_the_file_or_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    header = field_wcs((64, 64)).to_header()
+    for position, card in enumerate([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", 10**6), ("NAXIS2", 10**6)]):
+        header.insert(position, card)
+    hostile = tmp_path / "hostile.fits"
+    hostile.write_bytes(header.tostring().encode() + b"\0" * 2880)
+    with pytest.raises(InvalidInput, match=r"declares 1000000 x 1000000 = 1000000000000 pixels, more than .* \(max_image_px\)"):
+        read_fits_image(hostile, what="hostile.fits")
+    with pytest.raises(InvalidInput, match=r"declares 4000000000000 bytes of pixels, the whole file holds 5760"):
+        read_fits_image(hostile, what="hostile.fits", max_image_px=10**12)
+    with pytest.raises(InvalidInput, match="max_image_px"):
+        declared_image_px(hostile, what="hostile.fits")
+
+    good = write_field(tmp_path / "good.fits", field_image((40, 50)), field_wcs((40, 50)))
+    assert declared_image_px(good, what="good.fits") == 2000
+    with pytest.raises(InvalidInput, match=r"declares 50 x 40 = 2000 pixels, more than the service's limit of 1999"):
+        read_fits_image(good, what="good.fits", max_image_px=1999)
+
+
+@pytest.mark.parametrize("shape, tiling", [((70, 100), FlatTiling(window_px=(32, 64), overlap_fraction=0.25)),
+                                           ((128, 128), FlatTiling(window_px=(1, 7, 128), overlap_fraction=0.9)),
+                                           ((50, 60), FlatTiling(window_px=(64,)))])
+def test_window_count_counts_what_plan_windows_lays(shape: tuple[int, int], tiling: FlatTiling) -> None:
+    laid = sum(len(plan_windows(shape, FlatTiling(window_px=(size,), overlap_fraction=tiling.overlap_fraction), what="f"))
+               for size in tiling.window_px if size <= min(shape))
+    assert window_count(shape, tiling) == laid

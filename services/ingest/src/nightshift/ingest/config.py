@@ -3,13 +3,17 @@
 Every value is checked here, once, so the science modules can trust their inputs; a bad value
 raises :class:`~nightshift.core.errors.InvalidInput` naming the parameter, the value and what was
 expected. A source is either an object in the store (an ``ObjectRef``) or, for the command line, a
-local file (a ``Path``).
+local file (a ``Path``). :class:`IngestLimits` bounds what one request may ask for (image, window and
+patch sizes, pixel scale, tile counts, memory), so no request can exhaust the service.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from nightshift.core.errors import InvalidInput
@@ -23,6 +27,7 @@ __all__ = [
     "HealpixBandSource",
     "FitsIngest",
     "HealpixIngest",
+    "IngestLimits",
     "BASE_CELL_NSIDE",
     "BASE_CELL_COUNT",
     "source_uri",
@@ -174,6 +179,86 @@ class HealpixTiling:
             test_cells=tuple(int(c) for c in message.test_cells),
             frame=message.frame,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestLimits:
+    """The most one ingest request may ask for; beyond a limit it is INVALID_ARGUMENT naming the limit.
+
+    Each bound keeps one request's memory and time finite whatever its parameters or its files'
+    headers say; the defaults fit one ingest in a 4 GiB container. Every limit can be set by
+    environment (:meth:`from_env`).
+
+    Parameters
+    ----------
+    max_image_px : int
+        Pixels of one band's image as its FITS header declares them (checked before any pixel is
+        read): 2**26, an 8192 x 8192 image, 256 MiB as float32.
+    max_window_px : int
+        Largest window (``window_px``) and output size (``output_px``) of a flat tiling, in pixels.
+    max_patch_px : int
+        Largest HEALPix patch side (``patch_px``), in pixels.
+    min_pixel_scale_arcmin : float
+        Finest HEALPix patch pixel scale, in arcminutes.
+    max_tiles : int
+        Windows or patches one request may plan.
+    max_nside : int
+        Finest HEALPix map read (its declared ``NSIDE``).
+    memory_bytes : int
+        Memory one request's decoded pixels may take (about 16 bytes per declared FITS pixel, twice
+        the size of its HEALPix files); more is RESOURCE_EXHAUSTED. 0: no budget (the command line;
+        the service sets it to its share of the container's memory).
+    """
+
+    max_image_px: int = 2**26
+    max_window_px: int = 2048
+    max_patch_px: int = 1024
+    min_pixel_scale_arcmin: float = 0.01
+    max_tiles: int = 100_000
+    max_nside: int = 8192
+    memory_bytes: int = 0
+
+    ENV_PREFIX = "NIGHTSHIFT_INGEST_"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value < 0 or (value == 0 and field.name != "memory_bytes"):
+                raise ValueError(f"ingest limit {field.name}={value}: expected a positive number")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: float) -> IngestLimits:
+        """Limits from ``NIGHTSHIFT_INGEST_{MAX_IMAGE_PX,MAX_WINDOW_PX,MAX_PATCH_PX,MIN_PIXEL_SCALE_ARCMIN,MAX_TILES,MAX_NSIDE,MEMORY_BYTES}``;
+        unset ones keep their defaults, keyword overrides win."""
+        values: dict[str, float] = {}
+        for field in dataclasses.fields(cls):
+            text = environ.get(cls.ENV_PREFIX + field.name.upper(), "")
+            if text:
+                values[field.name] = float(text) if field.type == "float" else int(text)
+        return cls(**(values | overrides))  # type: ignore[arg-type]
+
+    def check_flat(self, tiling: FlatTiling) -> None:
+        """Raise :class:`InvalidInput` if ``tiling`` asks for windows or an output size beyond the limits."""
+        for parameter, sizes in (("window_px", tiling.window_px), ("output_px", (tiling.output_px,))):
+            if max(sizes) > self.max_window_px:
+                raise InvalidInput(f"{parameter}={max(sizes)}: the service's limit is {self.max_window_px} px (max_window_px)")
+
+    def check_healpix(self, tiling: HealpixTiling) -> None:
+        """Raise :class:`InvalidInput` if ``tiling`` asks for patches beyond the limits, their count estimated before any is laid."""
+        if tiling.patch_px > self.max_patch_px:
+            raise InvalidInput(f"patch_px={tiling.patch_px}: the service's limit is {self.max_patch_px} px (max_patch_px)")
+        if tiling.pixel_scale_arcmin < self.min_pixel_scale_arcmin:
+            raise InvalidInput(f"pixel_scale_arcmin={tiling.pixel_scale_arcmin}: the service's limit is "
+                               f"{self.min_pixel_scale_arcmin} arcmin at the finest (min_pixel_scale_arcmin)")
+        # the sphere's area over the area a patch covers (as patch_grid spaces them): fewer than it lays
+        side_rad = 2 * math.atan(math.tan(math.radians(tiling.patch_size_deg / 2)) * (1.0 - tiling.overlap_fraction))
+        self.check_tiles(4 * math.pi / side_rad**2, "patches")
+
+    def check_tiles(self, count: float, what: str) -> None:
+        """Raise :class:`InvalidInput` if ``count`` windows or patches are more than one request may plan."""
+        if count > self.max_tiles:
+            raise InvalidInput(f"the tiling would lay about {count:.3g} {what}: the service's limit is {self.max_tiles} "
+                               "per request (max_tiles); use larger windows or patches, or less overlap")
 
 
 def _source_of(ref: tile_pb2.ObjectRef, band: str) -> tile_pb2.ObjectRef:

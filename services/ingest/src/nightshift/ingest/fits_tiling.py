@@ -1,7 +1,9 @@
 """Flat FITS fields into square windows, each with its own cut WCS.
 
 Reading: one 2-D image per band from a FITS file (single- or multi-extension, float or integer),
-converted to float32 with missing pixels (BLANK, NaN) as NaN. Alignment: bands whose pixel grid
+converted to float32 with missing pixels (BLANK, NaN) as NaN; the sizes the headers declare are
+checked before any pixel is read, so a small file whose header claims a huge image is refused, never
+allocated. Alignment: bands whose pixel grid
 differs from the reference band's are resampled onto it with ``reproject`` (bilinear), so every
 tile's bands are aligned pixel for pixel. Windowing: square windows of one or several sizes laid
 with a given overlap, the last window of a row or column flush with the image edge so every pixel
@@ -12,6 +14,7 @@ way when windows are resampled to a fixed output size).
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,10 +26,10 @@ from astropy.wcs import WCS, FITSFixedWarning
 from reproject import reproject_interp
 
 from nightshift.core.errors import InvalidInput
-from nightshift.ingest.config import FlatTiling
+from nightshift.ingest.config import FlatTiling, IngestLimits
 
-__all__ = ["BandImage", "Window", "FlatTile", "read_fits_image", "align_bands", "window_origins", "plan_windows",
-           "cut_windows", "resample_area"]
+__all__ = ["BandImage", "Window", "FlatTile", "read_fits_image", "declared_image_px", "align_bands", "window_origins",
+           "window_count", "plan_windows", "cut_windows", "resample_area"]
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 # WCS values equal to this (degrees, pixels) are one grid: headers print values to 16 digits
@@ -94,9 +97,31 @@ def _float_pixels(hdu: fits.PrimaryHDU | fits.ImageHDU) -> np.ndarray:
     return pixels
 
 
-def _image_of(hdu: fits.hdu.base.ExtensionHDU, what: str) -> BandImage | None:
+def _declared_px(hdu: fits.hdu.base.ExtensionHDU) -> tuple[list[int], int]:
+    """The image axes an image HDU's header declares (NAXIS1 first) and their product, nothing read."""
+    header = hdu.header
+    axes = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+    return axes, math.prod(axes) if axes else 0
+
+
+def _check_declared_size(hdu: fits.hdu.base.ExtensionHDU, file_bytes: int, max_image_px: int, what: str) -> None:
+    """Refuse an image HDU whose header declares more pixels than the limit, or more bytes than the file holds."""
+    axes, pixels = _declared_px(hdu)
+    if pixels > max_image_px:
+        raise InvalidInput(f"{what}: HDU {hdu.name!r} declares {' x '.join(map(str, axes))} = {pixels} pixels, more than "
+                           f"the service's limit of {max_image_px} per band (max_image_px)")
+    data_bytes = pixels * abs(int(hdu.header.get("BITPIX", 8))) // 8
+    if not isinstance(hdu, fits.CompImageHDU) and data_bytes > file_bytes:
+        raise InvalidInput(f"{what}: not a readable FITS file, corrupt or truncated (HDU {hdu.name!r} declares "
+                           f"{data_bytes} bytes of pixels, the whole file holds {file_bytes})")
+
+
+def _image_of(hdu: fits.hdu.base.ExtensionHDU, what: str, *, file_bytes: int, max_image_px: int) -> BandImage | None:
     """The HDU's 2-D image, WCS (possibly without celestial axes) and unit, or None if it holds no image."""
-    if not isinstance(hdu, _IMAGE_HDUS) or hdu.data is None:
+    if not isinstance(hdu, _IMAGE_HDUS):
+        return None
+    _check_declared_size(hdu, file_bytes, max_image_px, what)
+    if hdu.data is None:
         return None
     shape = hdu.data.shape
     if len(shape) < 2 or any(n != 1 for n in shape[:-2]):
@@ -108,7 +133,33 @@ def _image_of(hdu: fits.hdu.base.ExtensionHDU, what: str) -> BandImage | None:
     return BandImage(pixels=pixels, wcs=wcs, unit=str(hdu.header.get("BUNIT", "")), what=what)
 
 
-def read_fits_image(path: Path, *, hdu: str = "", what: str) -> BandImage:
+def _unreadable(what: str, exc: Exception) -> InvalidInput:
+    return InvalidInput(f"{what}: not a readable FITS file, corrupt or truncated ({exc})")
+
+
+def declared_image_px(path: Path, *, what: str, max_image_px: int = IngestLimits.max_image_px) -> int:
+    """Pixels of every image HDU of a FITS file, as the headers declare them (no pixel is read).
+
+    Raises
+    ------
+    InvalidInput
+        The file is not readable FITS, or an image's header declares more pixels than
+        ``max_image_px`` or more bytes than the file holds.
+    """
+    file_bytes = path.stat().st_size
+    try:
+        with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
+            images = [hdu for hdu in hdul if isinstance(hdu, _IMAGE_HDUS)]
+            for hdu in images:
+                _check_declared_size(hdu, file_bytes, max_image_px, what)
+            return sum(_declared_px(hdu)[1] for hdu in images)
+    except InvalidInput:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise _unreadable(what, exc) from None
+
+
+def read_fits_image(path: Path, *, hdu: str = "", what: str, max_image_px: int = IngestLimits.max_image_px) -> BandImage:
     """Read one band's image and celestial WCS from a FITS file.
 
     Parameters
@@ -119,13 +170,18 @@ def read_fits_image(path: Path, *, hdu: str = "", what: str) -> BandImage:
         HDU name or 0-based index; "" takes the first HDU holding an image with a celestial WCS.
     what : str
         How error messages name the band and its file.
+    max_image_px : int
+        Most pixels an image HDU's header may declare (default: the ingest's default limit);
+        checked, with the bytes the file holds, before its pixels are read.
 
     Raises
     ------
     InvalidInput
-        The file is not readable FITS (corrupt or truncated), the HDU does not exist or holds no
+        The file is not readable FITS (corrupt or truncated), an image's header declares more
+        pixels than ``max_image_px`` or than the file holds, the HDU does not exist or holds no
         2-D image, the image has no celestial WCS, or it has no finite pixel.
     """
+    file_bytes = path.stat().st_size
     try:
         with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
             if hdu:
@@ -135,11 +191,12 @@ def read_fits_image(path: Path, *, hdu: str = "", what: str) -> BandImage:
                     raise InvalidInput(f"{what}: no HDU {hdu!r} (the file has {[h.name for h in hdul]})") from None
             else:
                 candidates = list(hdul)
-            images = [image for h in candidates if (image := _image_of(h, what)) is not None]
+            images = [image for h in candidates
+                      if (image := _image_of(h, what, file_bytes=file_bytes, max_image_px=max_image_px)) is not None]
     except InvalidInput:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InvalidInput(f"{what}: not a readable FITS file, corrupt or truncated ({exc})") from None
+        raise _unreadable(what, exc) from None
     celestial = [image for image in images if image.wcs.has_celestial]
     if not celestial:
         problem = "has no celestial WCS" if images else "holds no image"
@@ -199,6 +256,19 @@ def window_origins(length_px: int, size_px: int, overlap_fraction: float) -> lis
     if origins[-1] + size_px < length_px:
         origins.append(length_px - size_px)
     return origins
+
+
+def _origin_count(length_px: int, size_px: int, overlap_fraction: float) -> int:
+    """``len(window_origins(length_px, size_px, overlap_fraction))``, without building the list."""
+    origins = range(0, length_px - size_px + 1, max(1, int(size_px * (1.0 - overlap_fraction))))
+    return len(origins) + (origins[-1] + size_px < length_px)
+
+
+def window_count(shape: tuple[int, int], tiling: FlatTiling) -> int:
+    """How many windows :func:`plan_windows` lays over an image of ``shape`` (height, width), counted, not laid."""
+    height, width = shape
+    return sum(_origin_count(height, size, tiling.overlap_fraction) * _origin_count(width, size, tiling.overlap_fraction)
+               for size in tiling.window_px if size <= min(height, width))
 
 
 def plan_windows(shape: tuple[int, int], tiling: FlatTiling, *, what: str) -> list[Window]:

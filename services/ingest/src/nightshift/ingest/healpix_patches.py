@@ -24,10 +24,11 @@ from pathlib import Path
 
 import healpy as hp
 import numpy as np
+from astropy.io import fits
 from astropy.wcs import WCS
 
 from nightshift.core.errors import InvalidInput
-from nightshift.ingest.config import BASE_CELL_NSIDE, HealpixTiling
+from nightshift.ingest.config import BASE_CELL_NSIDE, HealpixTiling, IngestLimits
 from nightshift.v1 import tile_pb2
 
 __all__ = ["HealpixMaps", "PatchGrid", "read_healpix_fields", "resolve_frame", "patch_grid", "sample_patches", "patch_wcs"]
@@ -81,7 +82,25 @@ class PatchGrid:
         return len(self.lon_deg)
 
 
-def read_healpix_fields(path: Path, field_indices: Sequence[int], *, what: str) -> HealpixMaps:
+def _check_declared_size(path: Path, max_nside: int, what: str) -> None:
+    """Refuse a map whose tables declare more bytes than the file holds, or an ``NSIDE`` beyond ``max_nside``, nothing read."""
+    file_bytes = path.stat().st_size
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul:
+            if not isinstance(hdu, fits.BinTableHDU):
+                continue
+            header = hdu.header
+            data_bytes = int(header.get("NAXIS1", 0)) * int(header.get("NAXIS2", 0)) + int(header.get("PCOUNT", 0))
+            if data_bytes > file_bytes:
+                raise InvalidInput(f"{what}: not a readable HEALPix map, corrupt or truncated (HDU {hdu.name!r} declares "
+                                   f"{data_bytes} bytes of table, the whole file holds {file_bytes})")
+            nside = header.get("NSIDE")
+            if isinstance(nside, int) and nside > max_nside:
+                raise InvalidInput(f"{what}: NSIDE {nside} is finer than the service's limit of {max_nside} (max_nside)")
+
+
+def read_healpix_fields(path: Path, field_indices: Sequence[int], *, what: str,
+                        max_nside: int = IngestLimits.max_nside) -> HealpixMaps:
     """Read columns of a HEALPix FITS file in their stored ordering.
 
     Parameters
@@ -92,25 +111,35 @@ def read_healpix_fields(path: Path, field_indices: Sequence[int], *, what: str) 
         0-based columns to read.
     what : str
         How error messages name the file.
+    max_nside : int
+        Finest map read (default: the ingest's default limit); the declared ``NSIDE`` and table size
+        are checked before any pixel is read.
 
     Raises
     ------
     InvalidInput
         The file is not readable as a HEALPix map (corrupt, truncated, a length that is not
-        12 * nside**2, a missing column), or a column has no finite pixel.
+        12 * nside**2, a missing column), its header declares more than the file holds or an
+        nside beyond ``max_nside``, or a column has no finite pixel.
     """
     try:
+        _check_declared_size(path, max_nside, what)
         values, header = hp.read_map(str(path), field=tuple(field_indices), dtype=np.float32, nest=None, h=True)
+    except InvalidInput:
+        raise
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise InvalidInput(f"{what}: not a readable HEALPix map ({exc})") from None
     values = np.atleast_2d(values)  # healpy has checked the length is 12 * nside**2
+    nside = hp.npix2nside(values.shape[-1])
+    if nside > max_nside:
+        raise InvalidInput(f"{what}: nside {nside} is finer than the service's limit of {max_nside} (max_nside)")
     cards = dict(header)
     values[hp.mask_bad(values)] = np.nan
     for index, band in zip(field_indices, values):
         if not np.isfinite(band).any():
             raise InvalidInput(f"{what}: column {index} has no finite pixel (all NaN or UNSEEN)")
     ordering = str(cards.get("ORDERING", "RING")).strip().upper()
-    return HealpixMaps(values=values, nside=hp.npix2nside(values.shape[-1]), nested=ordering.startswith("NEST"),
+    return HealpixMaps(values=values, nside=nside, nested=ordering.startswith("NEST"),
                        coordsys=str(cards.get("COORDSYS", "")).strip().upper())
 
 

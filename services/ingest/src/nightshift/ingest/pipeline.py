@@ -12,6 +12,12 @@ whichever run, while the index (and the tiles' provenance) belongs to the run.
 
 Missing-pixel policy: NaN marks a missing pixel in every band; a tile is kept when at least one of
 its pixels is finite in every band.
+
+Limits (:class:`~nightshift.ingest.config.IngestLimits`): the tiling is checked against them before
+anything is fetched, the files' declared sizes before any pixel is read, the number of windows or
+patches before they are laid; a request beyond one is INVALID_ARGUMENT naming the limit, one whose
+pixels would not fit the memory budget RESOURCE_EXHAUSTED. The work checks its call's cancellation
+and deadline at every window and patch batch, so an abandoned ingest stops and writes no index.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nightshift.core.errors import InvalidInput, NotFound
+from nightshift.core.errors import InvalidInput, NotFound, ResourceExhausted
+from nightshift.core.model import check_cancelled
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import stable_tile_id
 from nightshift.core.version import code_version
-from nightshift.ingest.config import BASE_CELL_NSIDE, FitsIngest, HealpixIngest, Source, source_uri
-from nightshift.ingest.fits_tiling import align_bands, cut_windows, plan_windows, read_fits_image
+from nightshift.ingest.config import BASE_CELL_NSIDE, FitsIngest, HealpixIngest, IngestLimits, Source, source_uri
+from nightshift.ingest.fits_tiling import align_bands, cut_windows, declared_image_px, plan_windows, read_fits_image, window_count
 from nightshift.ingest.healpix_patches import HealpixMaps, patch_grid, patch_wcs, read_healpix_fields, resolve_frame, sample_patches
 from nightshift.ingest.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from nightshift.ingest.sky import centers_of, pixel_scale_arcsec, wcs_cards
@@ -42,7 +49,9 @@ ProgressCallback = Callable[[ingest_service_pb2.IngestProgress], None]
 TILING_SCHEME = "nightshift-ingest/1"
 """Part of every tile id: changes only when the same parameters would cut different tiles."""
 
-_PATCH_BATCH = 256  # patches sampled per vectorised call: about 100 MB of intermediates at 64 x 64 x 6 bands
+_PATCH_BATCH_PX = 256 * 64 * 64  # patch pixels sampled per vectorised call: about 100 MB of intermediates at 6 bands
+# Peak bytes per declared FITS pixel: the raw pixels, their float32 copy and the aligned cube, rounded up.
+_FITS_BYTES_PER_PX = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +96,13 @@ def _fetch(store: ObjectStore, sources: Iterable[Source], directory: Path) -> di
             raise InvalidInput(f"{uri}: SHA-256 {digest} does not match the request's {source.sha256}")
         fetched[uri] = _Fetched(path=path, uri=uri, sha256=digest)
     return fetched
+
+
+def _check_budget(limits: IngestLimits, needed_bytes: int, what: str) -> None:
+    """Raise :class:`ResourceExhausted` if a request's decoded pixels would take more than its memory budget."""
+    if limits.memory_bytes and needed_bytes > limits.memory_bytes:
+        raise ResourceExhausted(f"{what} would take about {needed_bytes / 2**20:.0f} MiB in memory, more than the "
+                                f"{limits.memory_bytes / 2**20:.0f} MiB one ingest may use (memory_bytes): split the request")
 
 
 def _has_usable_pixel(pixels: np.ndarray) -> bool:
@@ -141,6 +157,7 @@ def ingest_fits(
     store: ObjectStore,
     request: FitsIngest,
     *,
+    limits: IngestLimits = IngestLimits(),
     progress: ProgressCallback = _ignore_progress,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> ingest_service_pb2.IngestSummary:
@@ -155,20 +172,29 @@ def ingest_fits(
     Raises
     ------
     InvalidInput
-        Unreadable or truncated FITS, no celestial WCS, bands that do not overlap, a window larger
-        than the image (the message names the file and the problem).
+        Unreadable or truncated FITS, a header declaring more pixels than the limit or than the
+        file holds, no celestial WCS, bands that do not overlap, a window larger than the image, a
+        tiling beyond the limits (the message names the file or the limit and the problem).
+    ResourceExhausted
+        The bands' pixels would take more memory than ``limits.memory_bytes``.
     NotFound
         A source does not exist.
+    Cancelled, DeadlineExceeded
+        The call was abandoned; no index is written.
     """
+    limits.check_flat(request.tiling)
     reference = [b.band.name for b in request.bands].index(request.reference)
     with tempfile.TemporaryDirectory(prefix="nightshift-ingest-") as directory:
         files = _fetch(store, (b.source for b in request.bands), Path(directory))
         sources = [files[source_uri(b.source)] for b in request.bands]
-        images = [
-            read_fits_image(f.path, hdu=b.hdu, what=f"band {b.band.name!r} ({f.uri})") for b, f in zip(request.bands, sources)
-        ]
+        whats = [f"band {b.band.name!r} ({f.uri})" for b, f in zip(request.bands, sources)]
+        declared = sum(declared_image_px(f.path, what=what, max_image_px=limits.max_image_px) for f, what in zip(sources, whats))
+        _check_budget(limits, declared * _FITS_BYTES_PER_PX, f"the {len(sources)} bands' {declared} declared pixels")
+        images = [read_fits_image(f.path, hdu=b.hdu, what=what, max_image_px=limits.max_image_px)
+                  for b, f, what in zip(request.bands, sources, whats)]
     cube, wcs = align_bands(images, reference)
     tiling = request.tiling
+    limits.check_tiles(window_count(cube.shape[1:], tiling), "windows")
     windows = plan_windows(cube.shape[1:], tiling, what=images[reference].what)
     _progress(progress, 0, len(windows), f"{len(windows)} windows planned over {cube.shape[2]} x {cube.shape[1]} px")
     bands = [
@@ -186,6 +212,7 @@ def ingest_fits(
 
     def tiles() -> Iterable[tuple[tile_pb2.ImageTile, np.ndarray]]:
         for flat, center in zip(cut_windows(cube, wcs, windows, output_px=tiling.output_px), centers):
+            check_cancelled()
             if not _has_usable_pixel(flat.pixels):
                 continue
             window = flat.window
@@ -202,12 +229,12 @@ def ingest_fits(
                         input_id=input_id, planned=len(windows), progress=progress, shard_bytes=shard_bytes)
 
 
-def _read_maps(fetched: dict[str, _Fetched], request: HealpixIngest) -> tuple[HealpixMaps, str]:
+def _read_maps(fetched: dict[str, _Fetched], request: HealpixIngest, max_nside: int) -> tuple[HealpixMaps, str]:
     """All bands as one (bands, npix) stack, each file read once; also the name of the first file."""
     by_file: dict[str, list[int]] = {}
     for band in request.bands:
         by_file.setdefault(source_uri(band.source), []).append(band.field_index)
-    maps = {uri: read_healpix_fields(fetched[uri].path, fields, what=uri) for uri, fields in by_file.items()}
+    maps = {uri: read_healpix_fields(fetched[uri].path, fields, what=uri, max_nside=max_nside) for uri, fields in by_file.items()}
     first_uri, first = next(iter(maps.items()))
     for uri, other in maps.items():
         if (other.nside, other.nested, other.coordsys) != (first.nside, first.nested, first.coordsys):
@@ -229,9 +256,10 @@ def ingest_healpix(
     store: ObjectStore,
     request: HealpixIngest,
     *,
+    limits: IngestLimits = IngestLimits(),
     progress: ProgressCallback = _ignore_progress,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    patch_batch: int = _PATCH_BATCH,
+    patch_batch: int = 0,
 ) -> ingest_service_pb2.IngestSummary:
     """Cut a HEALPix map into gnomonic patches in the store.
 
@@ -239,20 +267,32 @@ def ingest_healpix(
     the label ``split`` (train / validation / test by base cell), its gnomonic WCS and the first
     band's file as provenance.
 
+    Patches are sampled ``patch_batch`` at a time (0: as many as make about a million pixels).
+
     Raises
     ------
     InvalidInput
         An unreadable map, a length that is not a HEALPix size, an all-NaN band, bands of different
-        nside or ordering, no frame known (the message names the file and the problem).
+        nside or ordering, no frame known, a header declaring more than the file holds, a tiling or
+        nside beyond the limits (the message names the file or the limit and the problem).
+    ResourceExhausted
+        The maps would take more memory than ``limits.memory_bytes``.
     NotFound
         A source does not exist.
+    Cancelled, DeadlineExceeded
+        The call was abandoned; no index is written.
     """
+    tiling = request.tiling
+    limits.check_healpix(tiling)
     with tempfile.TemporaryDirectory(prefix="nightshift-ingest-") as directory:
         files = _fetch(store, (b.source for b in request.bands), Path(directory))
-        maps, first_uri = _read_maps(files, request)
-    tiling = request.tiling
+        # read as float32, then stacked: about twice the files' size (maps are stored as float32 or wider)
+        _check_budget(limits, 2 * sum(f.path.stat().st_size for f in files.values()), f"the maps of {len(files)} files")
+        maps, first_uri = _read_maps(files, request, limits.max_nside)
     frame = resolve_frame(tiling.frame, maps.coordsys, what=first_uri)
     grid = patch_grid(tiling)
+    limits.check_tiles(len(grid), "patches")
+    patch_batch = patch_batch or max(1, _PATCH_BATCH_PX // tiling.patch_px**2)
     _progress(progress, 0, len(grid), f"{len(grid)} patches planned over nside {maps.nside}")
     bands = [
         tile_pb2.Band(name=b.band.name, wavelength_um=b.band.wavelength_um, unit=b.band.unit,
@@ -269,6 +309,7 @@ def ingest_healpix(
 
     def tiles() -> Iterable[tuple[tile_pb2.ImageTile, np.ndarray]]:
         for start in range(0, len(grid), patch_batch):
+            check_cancelled()
             batch = slice(start, start + patch_batch)
             patches = sample_patches(maps, grid.lon_deg[batch], grid.lat_deg[batch], tiling)
             for number, pixels in enumerate(patches, start):
