@@ -1,7 +1,8 @@
 """Registry integrity: concurrent registrations from separate processes, damaged metadata, non-finite checkpoints.
 
 Each test runs against the real local S3 server; the concurrent registrations are separate Python
-processes released at the same moment, as two trainings finishing together would be.
+processes released at the same moment, as two trainings finishing together would be, and one test
+restarts a real service process (filaments, the quickest to start) on a damaged registry.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nightshift.core.client import TaskClient
 from nightshift.core.errors import InvalidInput
 from nightshift.core.registry import ModelRegistry, RegisteredModel, resolve_checkpoint
 from nightshift.core.store import ObjectStore, sha256_hex
+from nightshift.orchestration.launcher import LocalNight, science_service_commands
 
 pytestmark = pytest.mark.reliability
 
@@ -157,3 +160,39 @@ def test_a_non_finite_checkpoint_is_refused_and_latest_does_not_move(store: Obje
     with pytest.raises(InvalidInput, match="NaN or infinite"):
         resolve_checkpoint("toy", bundled, store=store, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "toy" / "2" / "toy.safetensors").exists()
+
+
+def test_a_service_process_starts_with_a_damaged_version_in_its_registry_and_never_serves_a_nan_one(tmp_path: Path) -> None:
+    with LocalNight(tmp_path / "night") as night:
+        store = night.start_s3()
+        commands, missing = science_service_commands(["filaments"])
+        assert not missing, missing
+        assert not night.start_services(commands, timeout_s=120)  # registers the shipped model as version 1
+        service = night.kill("filaments")
+        registry = ModelRegistry(store, "filaments")
+        shipped = registry.get("1")
+        weights = next(iter(shipped.files))
+
+        # An unused version 2 whose metadata is damaged: the service starts and serves version 1.
+        store.put_bytes(store.key("models", "filaments", "2", weights), b"partial")
+        store.put_bytes(store.key("models", "filaments", "2", "metadata.json"), b'{"task": "filaments", "vers')
+        service = night.restart(service)
+        with TaskClient(service.target, timeout_s=30) as client:
+            described = client.describe()
+        assert described.serving_model.version == "1" and [m.model.version for m in described.models] == ["1"]
+        assert "metadata of model version 2 is unreadable" in service.log_tail()
+
+        # LATEST moved (by hand) onto a NaN copy of the shipped weights: the service refuses to start rather than serve it.
+        blob = store.get_bytes(store.key("models", "filaments", "1", weights))
+        header_bytes = struct.unpack("<Q", blob[:8])[0]
+        nan = bytearray(blob)
+        nan[8 + header_bytes :] = np.full((len(blob) - 8 - header_bytes) // 4, np.nan, "<f4").tobytes()
+        planted = {**json.loads(shipped.to_proto().metadata_json), "version": "3",
+                   "files": {weights: {"sha256": sha256_hex(bytes(nan)), "size_bytes": len(nan)}}}
+        store.put_bytes(store.key("models", "filaments", "3", weights), bytes(nan))
+        store.put_bytes(store.key("models", "filaments", "3", "metadata.json"), json.dumps(planted).encode())
+        store.put_bytes(store.key("models", "filaments", "LATEST"), b"3")
+        night.kill("filaments")
+        with pytest.raises(RuntimeError, match="did not restart") as refused:
+            night.restart(service, timeout_s=60)
+        assert "NaN or infinite" in str(refused.value)
