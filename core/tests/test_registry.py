@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
+from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound, StoreUnavailable
 from nightshift.core.registry import ModelRegistry, RegisteredModel, bundled_weights, resolve_checkpoint
 from nightshift.core.store import ObjectStore, sha256_hex
 
@@ -358,3 +358,40 @@ def test_a_torch_state_dict_with_a_nan_weight_is_refused(registry: ModelRegistry
     torch.save({"conv.weight": torch.full((2, 2), float("nan")), "steps": torch.tensor([3])}, buffer)
     with pytest.raises(InvalidInput, match="4 of 4 values of weight 'conv.weight' are NaN"):
         register(registry, {"model.pt": buffer.getvalue()})
+
+
+def test_a_registration_that_loses_its_claim_withdraws_it_and_takes_the_next_number(registry: ModelRegistry, monkeypatch) -> None:
+    store = registry.store
+    put_bytes = store.put_bytes
+    raced: list[str] = []
+
+    def rival_claims_the_same_number(key: str, data: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
+        ref = put_bytes(key, data, **kwargs)  # type: ignore[arg-type]
+        if "/.claim-" in key and not raced:  # another process claims this number at the same moment, and keeps it
+            raced.append(key.rsplit("/", 1)[0] + "/.claim-rival")
+            put_bytes(raced[0], b"")
+        return ref
+
+    monkeypatch.setattr(store, "put_bytes", rival_claims_the_same_number)
+    model = register(registry)
+    assert model.version == "2" and raced[0].endswith("/1/.claim-rival")
+    assert list(store.list_keys(store.key("models", "bubbles", "1") + "/")) == [raced[0]]  # our claim withdrawn
+    assert [k.rsplit("/", 1)[1] for k in store.list_keys(store.key("models", "bubbles", "2") + "/")] == \
+        ["config.json", "metadata.json", "model.safetensors"]  # claim removed once the metadata is written
+
+
+def test_a_failed_registration_frees_its_number(registry: ModelRegistry, monkeypatch) -> None:
+    store = registry.store
+    put_bytes = store.put_bytes
+
+    def metadata_write_fails(key: str, data: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
+        if key.endswith("metadata.json"):
+            raise StoreUnavailable("object store unavailable for metadata.json")
+        return put_bytes(key, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "put_bytes", metadata_write_fails)
+    with pytest.raises(StoreUnavailable):
+        register(registry)
+    assert list(store.list_keys(store.key("models", "bubbles") + "/")) == []
+    monkeypatch.setattr(store, "put_bytes", put_bytes)
+    assert register(registry).version == "1"
