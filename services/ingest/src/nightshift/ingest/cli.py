@@ -29,6 +29,7 @@ from nightshift.ingest.config import (
     HealpixBandSource,
     HealpixIngest,
     HealpixTiling,
+    IngestLimits,
     Source,
 )
 from nightshift.ingest.pipeline import ProgressCallback, ingest_fits, ingest_healpix
@@ -109,7 +110,7 @@ def _ingest_fits(args: argparse.Namespace) -> None:
     )
     progress, bar = _progress_bar(f"{args.survey}/{args.field}")
     with bar:
-        summary = ingest_fits(_store(), request, progress=progress)
+        summary = ingest_fits(_store(), request, limits=IngestLimits.from_env(), progress=progress)
     _print_summary(summary)
 
 
@@ -126,7 +127,7 @@ def _ingest_healpix(args: argparse.Namespace) -> None:
     )
     progress, bar = _progress_bar(f"{args.survey}/{args.field}")
     with bar:
-        summary = ingest_healpix(_store(), request, progress=progress)
+        summary = ingest_healpix(_store(), request, limits=IngestLimits.from_env(), progress=progress)
     _print_summary(summary)
 
 
