@@ -19,8 +19,9 @@ def test_catalogued_bubble_lands_on_the_visible_bubble() -> None:
     first = load_composites(DEFAULT_REAL_DIR)[0]
     assert first.pixels.shape == (2, 400, 800)
     catalogue = catalogue_in_field(DEFAULT_REAL_DIR / CATALOGUE_FILE, first.header, (400, 800))
-    big = max(catalogue, key=lambda c: c["radius_px"])
+    big = max(catalogue, key=lambda c: c.radius_px)
     # the bright bubble of l = 28.8 deg is centred near column 410, row 190 from the top of the JPEG
-    assert abs(big["x_px"] - 410) < 25 and abs((399 - big["y_px"]) - 190) < 25
-    # its rim is bright at 8 um (green) and its inside bright at 24 um (red)
-    assert first.pixels[1, int(big["y_px"]), int(big["x_px"])] > first.pixels[1].mean()
+    assert abs(big.x_px - 410) < 25 and abs((399 - big.y_px) - 190) < 25
+    # its rim is bright at 8 um (green) and its inside bright at 24 um (red); it is a high-quality bubble
+    assert first.pixels[1, int(big.y_px), int(big.x_px)] > first.pixels[1].mean()
+    assert big.clear

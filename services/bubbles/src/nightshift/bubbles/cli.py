@@ -59,6 +59,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_real(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.registration import register_composites
+
+    for fitted in register_composites(args.real_dir, args.output):
+        print(json.dumps(fitted, sort_keys=True), flush=True)
+    return 0
+
+
 def _infer(args: argparse.Namespace) -> int:
     from nightshift.bubbles.workflows import infer_files
 
@@ -98,7 +106,7 @@ def _score_night(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser."""
-    from nightshift.bubbles.realdata import DEFAULT_REAL_DIR
+    from nightshift.bubbles.realdata import DEFAULT_REAL_DIR, REGISTRATION_DIR
 
     parser = argparse.ArgumentParser(prog="nightshift-bubbles", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real composites and MWP DR1 CSV")
     evaluate.add_argument("--no-real", action="store_true", help="skip the real-data check")
     evaluate.set_defaults(run=_evaluate)
+
+    register = commands.add_parser("register-real", help="fit the real composites' scale and centre to MWP DR1 rings; "
+                                                         "writes one FITS header per field (default: the package's)")
+    register.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real composites and MWP DR1 CSV")
+    register.add_argument("--output", type=Path, default=REGISTRATION_DIR, help="folder for <composite stem>.hdr")
+    register.set_defaults(run=_register_real)
 
     infer = commands.add_parser("infer", help="find bubbles in FITS fields (2 bands) or 8/24 um colour composites; writes a catalogue")
     infer.add_argument("files", type=Path, nargs="+", help="FITS files (one with 2 planes, or pairs given as A.fits,B.fits) or JPEG/PNG composites")

@@ -25,8 +25,12 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
 
 from nightshift.bubbles.config import ASPECT_RATIOS, IMAGE_SIZE, MAX_SIZE, MIN_SIZES, BubblesConfig
+from nightshift.core.registry import bundled_weights
 
-__all__ = ["BubbleSSD", "CompactBody", "build_model", "prior_generator", "save_weights", "load_weights", "write_card"]
+__all__ = ["BubbleSSD", "CompactBody", "build_model", "prior_generator", "save_weights", "load_weights", "write_card",
+           "PACKAGE_WEIGHTS", "shipped_weights"]
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
 _STEPS = (8, 16, 32, 64, 100, 300)
 
@@ -161,3 +165,14 @@ def write_card(path: Path, *, config: BubblesConfig, metrics: dict[str, float], 
     path.write_text(json.dumps({"name": config.name, "metrics": metrics, "config": config.to_dict(),
                                 "data_seed": data_seed}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def shipped_weights() -> Path:
+    """The safetensors file of the default model shipped in the package (its JSON card beside it).
+
+    Raises
+    ------
+    FailedPrecondition
+        If the package holds no weights (not trained yet: ``nightshift-bubbles train --preset default --ship``).
+    """
+    return bundled_weights(PACKAGE_WEIGHTS, ".safetensors")

@@ -80,7 +80,7 @@ def night_windows(config: BubblesConfig) -> dict[str, Any]:
 
 def _shipped_config() -> tuple[BubblesConfig, dict[str, Any]]:
     """The shipped default model's configuration and card (no weights loaded)."""
-    from nightshift.bubbles.workflows import shipped_weights
+    from nightshift.bubbles.model import shipped_weights
 
     card = json.loads(shipped_weights().with_suffix(".json").read_text())
     return BubblesConfig.from_dict(card["config"]), card

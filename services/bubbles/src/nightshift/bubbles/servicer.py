@@ -17,10 +17,9 @@ from astropy.wcs import WCS
 
 from nightshift.bubbles.config import BAND_FWHM_ARCSEC, BANDS, IMAGE_SIZE, BubblesConfig, preset
 from nightshift.bubbles.infer import SSDWindowDetector, circle_of_box, pixel_scale_arcsec, select_device
-from nightshift.bubbles.model import load_weights, save_weights
+from nightshift.bubbles.model import load_weights, save_weights, shipped_weights
 from nightshift.bubbles.preprocess import preprocess_batch
 from nightshift.bubbles.train import train_model
-from nightshift.bubbles.workflows import shipped_weights
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
 from nightshift.core.model import ProgressCallback, TaskModel
 from nightshift.core.registry import ModelRegistry, resolve_checkpoint
@@ -136,7 +135,7 @@ class BubblesModel(TaskModel):
         return registered.to_proto()
 
     def evaluate(self, request: task_service_pb2.EvaluateRequest) -> task_service_pb2.EvaluateResponse:
-        from nightshift.bubbles.workflows import score_simulated, score_real
+        from nightshift.bubbles.scoring import score_real, score_simulated
 
         assert self._detector is not None and self._config is not None
         self.model_ref(request.model_version)

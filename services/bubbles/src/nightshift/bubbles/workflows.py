@@ -16,35 +16,16 @@ from astropy.io import fits
 
 from nightshift.bubbles.config import BubblesConfig, data_seeds
 from nightshift.bubbles.config import preset as config_preset
-from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, count_hits, headline, plot_sweep, score_sweep
-from nightshift.bubbles.infer import FieldDetection
-from nightshift.bubbles.model import BubbleSSD, load_weights, save_weights, write_card
-from nightshift.bubbles.realdata import CATALOGUE_FILE, DEFAULT_REAL_DIR, RealField, catalogue_in_field, load_composite, load_composites
+from nightshift.bubbles.evaluate import headline, plot_sweep, score_sweep
+from nightshift.bubbles.model import PACKAGE_WEIGHTS, BubbleSSD, load_weights, save_weights, shipped_weights, write_card
+from nightshift.bubbles.realdata import CATALOGUE_FILE, load_composite
+from nightshift.bubbles.scoring import FieldRows, best_f2, real_check, simulated_rows
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
 from nightshift.core.catalog import Column
-from nightshift.core.registry import bundled_weights
 
-__all__ = ["PACKAGE_WEIGHTS", "shipped_weights", "load_model", "train_and_package", "register_if_configured", "simulated_rows",
-           "score_simulated", "real_check", "score_real", "evaluate_model", "infer_files", "TRUTH_COLUMNS", "write_truth",
-           "write_simulated", "benchmark"]
-
-FieldRows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]
-"""One field's detection boxes (n, 4), scores (n,), truth boxes (m, 4) and clear flags (m,)."""
-
-PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
-
-
-def shipped_weights() -> Path:
-    """The safetensors file of the default model shipped in the package (its JSON card beside it).
-
-    Raises
-    ------
-    FailedPrecondition
-        If the package holds no weights (not trained yet: ``nightshift-bubbles train --preset default --ship``).
-    """
-    return bundled_weights(PACKAGE_WEIGHTS, ".safetensors")
-
+__all__ = ["load_model", "train_and_package", "register_if_configured", "evaluate_model", "infer_files", "TRUTH_COLUMNS",
+           "write_truth", "write_simulated", "benchmark"]
 
 def load_model(weights: Path | None = None) -> tuple[BubbleSSD, BubblesConfig, dict[str, Any]]:
     """(model, config, card) of a weights file with its JSON card beside (default: the shipped model)."""
@@ -104,117 +85,6 @@ def train_and_package(*, preset: str, overrides: Mapping[str, str], seed: int, o
             "parameters": int(sum(p.numel() for p in result.model.parameters())), "data_seeds": data_seeds(seed)}
 
 
-def _rows(detections: Sequence[FieldDetection], truths: np.ndarray, clear: Sequence[bool]) -> FieldRows:
-    boxes = np.array([d.box() for d in detections]).reshape(-1, 4)
-    return boxes, np.array([d.score for d in detections]), truths.reshape(-1, 4), list(clear)
-
-
-def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
-    """Held-out fields of run ``seed`` and, per field, the model's and the baseline's detections from score 0.5 with the truth."""
-    from nightshift.bubbles.baseline import RingTemplateDetector
-    from nightshift.bubbles.infer import SSDWindowDetector, detect_field
-    from nightshift.bubbles.simulate import simulate_fields
-
-    fields = simulate_fields(config, data_seeds(seed)["test"], count)
-    detectors = (SSDWindowDetector(model), RingTemplateDetector())
-    model_rows, baseline_rows = [], []
-    for field in fields:
-        truths = np.array([b.box() for b in field.bubbles])
-        clear = [b.clear for b in field.bubbles]
-        for detector, rows in zip(detectors, (model_rows, baseline_rows)):
-            rows.append(_rows(detect_field(field.pixels, field.header, detector, config, min_score=SWEEP_THRESHOLDS[0]), truths, clear))
-    return fields, model_rows, baseline_rows
-
-
-def _best(sweep: dict[float, Counts]) -> tuple[float, Counts]:
-    """The threshold with the highest F2 and its counts."""
-    return max(sweep.items(), key=lambda item: item[1].f2)
-
-
-def score_simulated(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Headline figures of the model (at its score threshold) and of the baseline (at its best-F2 threshold)."""
-    _, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
-    model_counts = score_sweep(model_rows, [config.score_threshold])[config.score_threshold]
-    threshold, baseline_counts = _best(score_sweep(baseline_rows))
-    return ({**headline(model_counts), "threshold": config.score_threshold}, {**headline(baseline_counts), "threshold": threshold})
-
-
-def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path = DEFAULT_REAL_DIR, *,
-               overlay: Path | None = None) -> dict[str, Any]:
-    """Run the model and the baseline on the real composites and cross-match with MWP DR1 inside each field.
-
-    A catalogue bubble is recovered when a detection covers 1/3 of its box (+-1.3 x semi-major
-    axis); a detection covering no catalogue box is a new candidate.
-    """
-    from nightshift.bubbles.baseline import RingTemplateDetector
-    from nightshift.bubbles.infer import SSDWindowDetector, detect_field
-
-    fields = load_composites(real_dir)
-    if not fields:
-        raise FileNotFoundError(f"no GLM_*.jpg composites in {real_dir}")
-    figures: dict[str, Any] = {"fields": {}}
-    totals = {"model": Counts(), "baseline": Counts()}
-    drawn = []
-    for field in fields:
-        catalogue = catalogue_in_field(real_dir / CATALOGUE_FILE, field.header, field.pixels.shape[1:])
-        truths = np.array([[c["x_px"] - 1.3 * c["radius_px"], c["y_px"] - 1.3 * c["radius_px"], c["x_px"] + 1.3 * c["radius_px"],
-                            c["y_px"] + 1.3 * c["radius_px"]] for c in catalogue]).reshape(-1, 4)
-        entry: dict[str, Any] = {"catalogue_bubbles": len(catalogue)}
-        for name, detector in (("model", SSDWindowDetector(model)), ("baseline", RingTemplateDetector())):
-            found = detect_field(field.pixels, field.header, detector, config, min_score=config.score_threshold if name == "model" else 0.9)
-            counts = count_hits(np.array([d.box() for d in found]).reshape(-1, 4), truths, [True] * len(catalogue))
-            totals[name] = totals[name] + counts
-            entry[name] = {"recovered": counts.all_hit, "detections": counts.detections,
-                           "new_candidates": counts.detections - counts.true_detections}
-            if name == "model":
-                drawn.append((field, catalogue, found))
-        figures["fields"][field.name] = entry
-    for name, counts in totals.items():
-        figures[name] = {"catalogue_bubbles": counts.all_total, "recovered": counts.all_hit, "detections": counts.detections,
-                         "new_candidates": counts.detections - counts.true_detections,
-                         "detection_rate": counts.detection_rate_all}
-    figures["baseline"]["threshold"] = 0.9
-    if overlay is not None:
-        _plot_real_overlay(drawn, overlay)
-        figures["overlay"] = str(overlay)
-    return figures
-
-
-def score_real(model: BubbleSSD, config: BubblesConfig) -> tuple[dict[str, float], dict[str, float]]:
-    """The real-data check's totals as flat figures for ``Evaluate``."""
-    if not (DEFAULT_REAL_DIR / CATALOGUE_FILE).exists():
-        from nightshift.core.errors import FailedPrecondition
-
-        raise FailedPrecondition(f"bubbles: the real data ({DEFAULT_REAL_DIR}) is not available on this server")
-    figures = real_check(model, config)
-    return ({k: float(v) for k, v in figures["model"].items()}, {k: float(v) for k, v in figures["baseline"].items()})
-
-
-def _plot_real_overlay(drawn: list[tuple[RealField, list[dict[str, float]], list[FieldDetection]]], path: Path) -> Path:
-    """Composites with the model's detections (cyan) and the MWP DR1 bubbles (dashed white)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(len(drawn), 1, figsize=(10, 5 * len(drawn)))
-    for axis, (field, catalogue, found) in zip(np.atleast_1d(axes), drawn):
-        axis.imshow(field.rgb[::-1], origin="lower")
-        for c in catalogue:
-            axis.add_patch(plt.Circle((c["x_px"], c["y_px"]), c["radius_px"], fill=False, color="white", ls="--", lw=1.2))
-        for d in found:
-            axis.add_patch(plt.Circle((d.x_px, d.y_px), d.radius_px, fill=False, color="cyan", lw=1.2))
-            axis.text(d.x_px, d.y_px + d.radius_px, f"{d.score:.2f}", color="cyan", fontsize=7)
-        axis.set_title(f"{field.name}: model (cyan) vs MWP DR1 (dashed white)", fontsize=9)
-        axis.set_xlim(0, field.rgb.shape[1])
-        axis.set_ylim(0, field.rgb.shape[0])
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return path
-
-
 def _plot_field_overlay(field: Field, rows: FieldRows, threshold: float, path: Path) -> Path:
     """A simulated field's 8 um and 24 um images with truth (red clear, yellow other) and model detections (cyan)."""
     import matplotlib
@@ -241,24 +111,27 @@ def _plot_field_overlay(field: Field, rows: FieldRows, threshold: float, path: P
 
 
 def evaluate_model(*, weights: Path | None, seed: int, count: int | None, output: Path, real_dir: Path | None) -> dict[str, Any]:
-    """Score a model and the baseline on held-out simulated fields (and the real check); write plots; return figures."""
+    """Score a model and the baseline on the real sky (when ``real_dir`` holds it) and held-out simulated fields; write plots.
+
+    Returns ``real`` (:func:`nightshift.bubbles.scoring.real_check`) and ``simulated`` figures.
+    """
     started = time.perf_counter()
     model, config, card = load_model(weights)
     count = config.test_fields if count is None else count
     fields, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
     model_sweep, baseline_sweep = score_sweep(model_rows), score_sweep(baseline_rows)
-    threshold, baseline_counts = _best(baseline_sweep)
-    figures: dict[str, Any] = {
-        "model": card["name"], "seed": seed, "test_seed": data_seeds(seed)["test"], "simulated_fields": count,
-        "score_threshold": config.score_threshold, **headline(model_sweep[config.score_threshold]),
+    threshold, baseline_counts = best_f2(baseline_sweep)
+    figures: dict[str, Any] = {"model": card["name"], "seed": seed, "score_threshold": config.score_threshold}
+    if real_dir is not None and (real_dir / CATALOGUE_FILE).exists():
+        figures["real"] = real_check(model, config, real_dir, overlays=output)
+    figures["simulated"] = {
+        "test_seed": data_seeds(seed)["test"], "fields": count, **headline(model_sweep[config.score_threshold]),
         "baseline": {**headline(baseline_counts), "threshold": threshold},
         "sweep": {f"{t:.2f}": headline(c) for t, c in model_sweep.items()},
         "baseline_sweep": {f"{t:.2f}": headline(c) for t, c in baseline_sweep.items()},
         "plots": [str(plot_sweep({"SSD": model_sweep, "ring baseline": baseline_sweep}, output / "sweep.png")),
                   str(_plot_field_overlay(fields[0], model_rows[0], config.score_threshold, output / "overlay_simulated.png"))],
     }
-    if real_dir is not None and (real_dir / CATALOGUE_FILE).exists():
-        figures["real"] = real_check(model, config, real_dir, overlay=output / "overlay_real.png")
     figures["seconds"] = round(time.perf_counter() - started, 1)
     return figures
 

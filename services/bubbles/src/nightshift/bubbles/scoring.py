@@ -1,0 +1,240 @@
+"""The model and the baseline scored: on held-out simulated fields and on the real sky.
+
+Simulated fields: the paper's box-coverage rule (:mod:`nightshift.bubbles.evaluate`). The real sky: the
+registered composites against every MWP DR1 bubble in them, with a stricter rule.
+
+Hit rule (position and size): a detection matches a catalogue bubble when its centre lies within
+``CENTRE_TOLERANCE`` (0.5) catalogue radii of the bubble's and its radius is within ``RADIUS_RATIO``
+(0.5 to 2) of the catalogue's effective radius. Matching is one to one: detections in descending score,
+each to the nearest free bubble it matches. Recall: the fraction of catalogue bubbles matched (all, and
+the high-quality subset as "clear"); precision: the fraction of detections matched to a catalogue
+bubble. An unmatched detection is not necessarily false (MWP volunteers missed bubbles): the overlays
+show every one.
+
+The threshold scored on a field is chosen on the other fields (leave one field out): the highest
+recall of all bubbles at precision >= ``PRECISION_FLOOR`` there, else the best F1; the reported
+figures sum the fields, each at its own threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nightshift.bubbles.config import BubblesConfig, data_seeds
+from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, f_beta, headline, score_sweep
+from nightshift.bubbles.infer import FieldDetection
+from nightshift.bubbles.model import BubbleSSD
+from nightshift.bubbles.realdata import (CATALOGUE_FILE, DEFAULT_REAL_DIR, CatalogueBubble, RealField, catalogue_in_field,
+                                         load_composites)
+from nightshift.bubbles.simulate import Field
+
+__all__ = ["FieldRows", "simulated_rows", "best_f2", "score_simulated", "CENTRE_TOLERANCE", "RADIUS_RATIO", "PRECISION_FLOOR",
+           "HIT_RULE", "RealCounts", "match_catalogue", "real_counts", "choose_threshold", "leave_one_field_out", "real_check", "score_real"]
+
+FieldRows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]
+"""One field's detection boxes (n, 4), scores (n,), truth boxes (m, 4) and clear flags (m,)."""
+
+def _rows(detections: Sequence[FieldDetection], truths: np.ndarray, clear: Sequence[bool]) -> FieldRows:
+    boxes = np.array([d.box() for d in detections]).reshape(-1, 4)
+    return boxes, np.array([d.score for d in detections]), truths.reshape(-1, 4), list(clear)
+
+
+def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
+    """Held-out fields of run ``seed`` and, per field, the model's and the baseline's detections from score 0.5 with the truth."""
+    from nightshift.bubbles.baseline import RingTemplateDetector
+    from nightshift.bubbles.infer import SSDWindowDetector, detect_field
+    from nightshift.bubbles.simulate import simulate_fields
+
+    fields = simulate_fields(config, data_seeds(seed)["test"], count)
+    detectors = (SSDWindowDetector(model), RingTemplateDetector())
+    model_rows, baseline_rows = [], []
+    for field in fields:
+        truths = np.array([b.box() for b in field.bubbles])
+        clear = [b.clear for b in field.bubbles]
+        for detector, rows in zip(detectors, (model_rows, baseline_rows)):
+            rows.append(_rows(detect_field(field.pixels, field.header, detector, config, min_score=SWEEP_THRESHOLDS[0]), truths, clear))
+    return fields, model_rows, baseline_rows
+
+
+def best_f2(sweep: dict[float, Counts]) -> tuple[float, Counts]:
+    """The threshold with the highest F2 and its counts."""
+    return max(sweep.items(), key=lambda item: item[1].f2)
+
+
+def score_simulated(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Headline figures of the model (at its score threshold) and of the baseline (at its best-F2 threshold)."""
+    _, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
+    model_counts = score_sweep(model_rows, [config.score_threshold])[config.score_threshold]
+    threshold, baseline_counts = best_f2(score_sweep(baseline_rows))
+    return ({**headline(model_counts), "threshold": config.score_threshold}, {**headline(baseline_counts), "threshold": threshold})
+
+
+CENTRE_TOLERANCE = 0.5
+RADIUS_RATIO = (0.5, 2.0)
+PRECISION_FLOOR = 0.5
+HIT_RULE = (f"centre within {CENTRE_TOLERANCE} catalogue radii and radius ratio in [{RADIUS_RATIO[0]}, {RADIUS_RATIO[1]}], "
+            "one to one by descending score")
+
+
+@dataclasses.dataclass(frozen=True)
+class RealCounts:
+    """Matches of one field (or a sum of fields) at one threshold."""
+
+    clear_hit: int = 0
+    clear_total: int = 0
+    all_hit: int = 0
+    all_total: int = 0
+    detections: int = 0
+
+    def __add__(self, other: RealCounts) -> RealCounts:
+        return RealCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    @property
+    def recall_clear(self) -> float:
+        return self.clear_hit / self.clear_total if self.clear_total else 1.0
+
+    @property
+    def recall_all(self) -> float:
+        return self.all_hit / self.all_total if self.all_total else 1.0
+
+    @property
+    def precision(self) -> float:
+        """Matched detections over detections (each match takes one detection)."""
+        return self.all_hit / self.detections if self.detections else 1.0
+
+    def figures(self) -> dict[str, float]:
+        return {"recall_clear": self.recall_clear, "recall_all": self.recall_all, "precision": self.precision,
+                "clear_bubbles": self.clear_total, "catalogue_bubbles": self.all_total, "clear_matched": self.clear_hit,
+                "matched": self.all_hit, "detections": self.detections}
+
+
+def match_catalogue(found: Sequence[FieldDetection], bubbles: Sequence[CatalogueBubble]) -> np.ndarray:
+    """For each detection (any order), the index of the catalogue bubble it matches, or -1."""
+    matched = np.full(len(found), -1)
+    free = np.ones(len(bubbles), dtype=bool)
+    for i in sorted(range(len(found)), key=lambda k: -found[k].score):
+        d = found[i]
+        candidates = [(np.hypot(d.x_px - b.x_px, d.y_px - b.y_px), j) for j, b in enumerate(bubbles)
+                      if free[j] and np.hypot(d.x_px - b.x_px, d.y_px - b.y_px) <= CENTRE_TOLERANCE * b.radius_px
+                      and RADIUS_RATIO[0] <= d.radius_px / b.radius_px <= RADIUS_RATIO[1]]
+        if candidates:
+            matched[i] = min(candidates)[1]
+            free[matched[i]] = False
+    return matched
+
+
+def real_counts(found: Sequence[FieldDetection], bubbles: Sequence[CatalogueBubble], threshold: float) -> RealCounts:
+    """Counts of the detections at or above ``threshold`` against a field's catalogue bubbles."""
+    kept = [d for d in found if d.score >= threshold]
+    hit = {int(j) for j in match_catalogue(kept, bubbles) if j >= 0}
+    return RealCounts(sum(bubbles[j].clear for j in hit), sum(b.clear for b in bubbles), len(hit), len(bubbles), len(kept))
+
+
+def choose_threshold(sweep: dict[float, RealCounts]) -> float:
+    """The threshold of the highest recall of all bubbles at precision >= the floor (ties: the higher threshold), else the best F1."""
+    passing = [t for t, c in sweep.items() if c.precision >= PRECISION_FLOOR and c.detections]
+    if passing:
+        return max(passing, key=lambda t: (sweep[t].recall_all, t))
+    return max(sweep, key=lambda t: (f_beta(sweep[t].precision, sweep[t].recall_all, beta=1.0), t))
+
+
+def _detector_sweeps(fields: Sequence[RealField], catalogues: Sequence[list[CatalogueBubble]], detector, config: BubblesConfig,
+                     thresholds: Sequence[float]) -> tuple[list[list[FieldDetection]], list[dict[float, RealCounts]]]:
+    from nightshift.bubbles.infer import detect_field
+
+    found = [detect_field(f.pixels, f.header, detector, config, min_score=thresholds[0]) for f in fields]
+    return found, [{t: real_counts(d, c, t) for t in thresholds} for d, c in zip(found, catalogues)]
+
+
+def leave_one_field_out(sweeps: list[dict[float, RealCounts]]) -> list[float]:
+    """Each field's threshold, chosen on the sum of the other fields' sweeps."""
+    thresholds = []
+    for held_out in range(len(sweeps)):
+        others = [s for i, s in enumerate(sweeps) if i != held_out] or sweeps
+        thresholds.append(choose_threshold({t: sum((s[t] for s in others), RealCounts()) for t in sweeps[held_out]}))
+    return thresholds
+
+
+def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path, *, overlays: Path | None = None) -> dict[str, Any]:
+    """Score the model and the ring baseline on the real composites (leave-one-field-out thresholds); optionally draw overlays."""
+    from nightshift.bubbles.baseline import RingTemplateDetector
+    from nightshift.bubbles.infer import SSDWindowDetector
+
+    fields = load_composites(real_dir)
+    if not fields:
+        raise FileNotFoundError(f"no GLM_*.jpg composites in {real_dir}")
+    catalogues = [catalogue_in_field(real_dir / CATALOGUE_FILE, f.header, f.pixels.shape[1:]) for f in fields]
+    figures: dict[str, Any] = {"hit_rule": HIT_RULE, "threshold_rule": "leave one field out: highest recall_all at precision "
+                                                                       f">= {PRECISION_FLOOR} on the other fields"}
+    for name, detector in (("model", SSDWindowDetector(model)), ("baseline", RingTemplateDetector())):
+        found, sweeps = _detector_sweeps(fields, catalogues, detector, config, SWEEP_THRESHOLDS)
+        thresholds = leave_one_field_out(sweeps)
+        total = sum((s[t] for s, t in zip(sweeps, thresholds)), RealCounts())
+        entry: dict[str, Any] = {
+            **total.figures(),
+            "fields": {f.name: {**s[t].figures(), "threshold": t, "scale_arcsec": round(abs(f.header["CDELT2"]) * 3600.0, 3)}
+                       for f, s, t in zip(fields, sweeps, thresholds)},
+            "sweep": {f"{t:.2f}": sum((s[t] for s in sweeps), RealCounts()).figures() for t in SWEEP_THRESHOLDS},
+        }
+        if name == "model":
+            figures.update(entry)
+            if overlays is not None:
+                figures["overlays"] = [str(_plot_overlay(f, c, d, t, overlays / f"overlay_real_{Path(f.name).stem}.png"))
+                                       for f, c, d, t in zip(fields, catalogues, found, thresholds)]
+        else:
+            figures["baseline"] = entry
+    return figures
+
+
+def score_real(model: BubbleSSD, config: BubblesConfig) -> tuple[dict[str, float], dict[str, float]]:
+    """The real check's totals (model, baseline) as flat figures for ``Evaluate``.
+
+    Raises
+    ------
+    FailedPrecondition
+        The real data is not on this server.
+    """
+    if not (DEFAULT_REAL_DIR / CATALOGUE_FILE).exists():
+        from nightshift.core.errors import FailedPrecondition
+
+        raise FailedPrecondition(f"bubbles: the real data ({DEFAULT_REAL_DIR}) is not available on this server")
+    figures = real_check(model, config, DEFAULT_REAL_DIR)
+    flat = ("recall_clear", "recall_all", "precision", "clear_bubbles", "catalogue_bubbles", "clear_matched", "matched", "detections")
+    return ({k: float(figures[k]) for k in flat}, {k: float(figures["baseline"][k]) for k in flat})
+
+
+def _plot_overlay(field: RealField, bubbles: Sequence[CatalogueBubble], found: Sequence[FieldDetection], threshold: float,
+                  path: Path) -> Path:
+    """A composite with matched detections (green), missed catalogue bubbles (red; solid: clear) and unmatched detections (cyan)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = [d for d in found if d.score >= threshold]
+    matched = match_catalogue(kept, bubbles)
+    hit = set(int(j) for j in matched if j >= 0)
+    figure, axis = plt.subplots(figsize=(12, 6.4))
+    axis.imshow(field.rgb[::-1], origin="lower")
+    for j, b in enumerate(bubbles):
+        if j not in hit:
+            axis.add_patch(plt.Circle((b.x_px, b.y_px), b.radius_px, fill=False, color="red", ls="-" if b.clear else "--", lw=1.2))
+    for d, j in zip(kept, matched):
+        axis.add_patch(plt.Circle((d.x_px, d.y_px), d.radius_px, fill=False, color="lime" if j >= 0 else "cyan", lw=1.2))
+        axis.text(d.x_px, d.y_px + d.radius_px, f"{d.score:.2f}", color="lime" if j >= 0 else "cyan", fontsize=7)
+    counts = real_counts(found, bubbles, threshold)
+    axis.set_title(f"{field.name} at {abs(field.header['CDELT2']) * 3600:.2f}\"/px, threshold {threshold:.2f}: matched "
+                   f"{counts.all_hit}/{counts.all_total} (clear {counts.clear_hit}/{counts.clear_total}), "
+                   f"{counts.detections - counts.all_hit} unmatched detections (cyan); missed MWP: red (solid = clear)", fontsize=8)
+    axis.set_xlim(0, field.rgb.shape[1])
+    axis.set_ylim(0, field.rgb.shape[0])
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
