@@ -22,3 +22,28 @@ def test_channel_options_set_limits_and_retry_only_idempotent_calls() -> None:
 def test_waiting_for_a_server_that_is_not_there_times_out() -> None:
     with TaskClient(f"127.0.0.1:{free_port()}") as client, pytest.raises(TimeoutError, match="not SERVING after 0.5 s"):
         client.wait_until_serving(timeout_s=0.5)
+
+
+def test_calls_go_round_robin_over_replicas_and_skip_a_stopped_one(store) -> None:
+    from sleepy_service import SleepyModel
+    from test_server import tile
+
+    from nightshift.core.server import BackgroundServer
+
+    models = [SleepyModel(), SleepyModel()]
+    servers = [BackgroundServer(m, store=store).start() for m in models]
+    try:
+        # one channel over both addresses, as a dns:/// name resolving to two pods gives
+        with TaskClient("ipv4:" + ",".join(s.target for s in servers)) as client:
+            client.wait_until_serving(timeout_s=30)
+            for i in range(40):
+                client.infer([tile(float(i))])
+            shares = [len(m.computed) for m in models]
+            assert sum(shares) == 40 and min(shares) >= 16, shares  # within 10 points of an even split
+            servers[0].stop()
+            for i in range(10):
+                client.infer([tile(float(i))])  # no call fails: the stopped replica left the rotation
+            assert len(models[1].computed) == shares[1] + 10
+    finally:
+        for server in servers[1:]:
+            server.stop()

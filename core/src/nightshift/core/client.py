@@ -12,15 +12,20 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, TASK_SERVICE_NAME
+from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, LIVENESS, TASK_SERVICE_NAME
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
 __all__ = ["TaskClient", "channel_options", "open_channel", "TLS_CA_ENV"]
 
 TLS_CA_ENV = "NIGHTSHIFT_GRPC_TLS_CA"
 
+# round_robin spreads calls over every address the target resolves to (a headless Service's pods, or an
+# ``ipv4:a:p,b:q`` list), and the health check of the server's liveness (SERVING from start to drain, so a
+# loading model still answers "still loading" itself) takes a draining or dead replica out of the rotation;
 # Describe, Infer and Evaluate are idempotent, so the channel retries them on UNAVAILABLE with backoff.
-_RETRY_POLICY = {
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": LIVENESS},
     "methodConfig": [
         {
             "name": [{"service": TASK_SERVICE_NAME, "method": m} for m in ("Describe", "Infer", "Evaluate")],
@@ -37,12 +42,12 @@ _RETRY_POLICY = {
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, object]]:
-    """gRPC channel options: message size limits as the servers', and retries of idempotent calls."""
+    """gRPC channel options: message size limits as the servers', round-robin over healthy replicas, and retries of idempotent calls."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(_RETRY_POLICY)),
+        ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ]
 
 
@@ -64,7 +69,10 @@ def open_channel(
 
 
 class TaskClient:
-    """Call a science service at ``target`` (``host:port``); every call has a deadline.
+    """Call a science service at ``target``; every call has a deadline.
+
+    ``target`` is ``host:port``, ``dns:///name:port`` (every address of the name, e.g. a headless
+    Service's pods) or ``ipv4:host:port,host:port``; calls go round-robin over the replicas that are SERVING.
 
     Parameters
     ----------
