@@ -7,7 +7,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from nightshift.clusters.catalogues import ReferenceCatalogue, crossmatch, read_psz2, read_references
+from nightshift.clusters.catalogues import ReferenceCatalogue, chance_match_fraction, crossmatch, read_psz2, read_references
 from nightshift.clusters.config import catalogue_dir
 
 
@@ -27,6 +27,18 @@ def test_crossmatch_labels_by_priority_within_the_radius() -> None:
     assert match.separation_arcmin[0] == pytest.approx(6.0, abs=0.01)
     assert match.known.tolist() == [True, False, False]
     assert len(crossmatch(np.zeros(0), np.zeros(0), [psz2], radius_arcmin=7.0).name) == 0
+
+
+def test_chance_match_fraction_is_the_share_of_positions_near_a_reference() -> None:
+    psz2 = _reference("PSZ2", ["PSZ2 A"], [10.0], [20.0])
+    mcxc = _reference("MCXC", ["MCXC A"], [50.0], [-5.0])
+    glon, glat = np.array([10.0, 10.0, 50.0, 200.0]), np.array([20.0, 20.3, -5.05, 0.0])  # 0', 18', 3', far
+    assert chance_match_fraction(glon, glat, [psz2, mcxc], radius_arcmin=7.0) == 0.5
+    assert chance_match_fraction(glon, glat, [], radius_arcmin=7.0) == 0.0
+    assert np.isnan(chance_match_fraction(np.zeros(0), np.zeros(0), [psz2], radius_arcmin=7.0))
+    # more positions than samples: a seeded subsample estimates the same share
+    many_lon, many_lat = np.tile(glon, 500), np.tile(glat, 500)
+    assert chance_match_fraction(many_lon, many_lat, [psz2, mcxc], radius_arcmin=7.0, samples=1000) == pytest.approx(0.5, abs=0.06)
 
 
 def test_real_catalogues() -> None:

@@ -21,7 +21,7 @@ def test_splits_respect_cells_and_the_cache_round_trips(tmp_path, monkeypatch) -
     cached = simulated_data(config, ("train", "validation", "test"), cache=True)
     np.testing.assert_array_equal(cached.splits["train"].pixels, fresh.splits["train"].pixels)
     np.testing.assert_array_equal(cached.truth.snr, fresh.truth.snr)
-    assert cached.truth.psz2_name.tolist() == fresh.truth.psz2_name.tolist()
+    assert cached.truth.psz2_analogue.tolist() == fresh.truth.psz2_analogue.tolist()
     assert sky_key(config) != sky_key(config.with_overrides({"seed": 1}))
     assert sky_key(config) == sky_key(config.with_overrides({"epochs": 9}))
 

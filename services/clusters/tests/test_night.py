@@ -88,7 +88,7 @@ def test_simulate_night_writes_a_night_the_service_accepts(kit, summary) -> None
         psz2 = Table.read(kit / "reference" / "psz2.ecsv", format="ascii.ecsv")
         mcxc = Table.read(kit / "reference" / "mcxc.ecsv", format="ascii.ecsv")
         assert {"name", "glon", "glat"} <= set(psz2.colnames) and {"name", "ra", "dec"} <= set(mcxc.colnames)
-        assert int(np.sum(truth["psz2_name"] != "")) > 0  # PSZ2 positions fall in the disc
+        assert int(np.sum(truth["psz2_analogue"] != "")) > 0  # PSZ2 analogues fall in the disc
 
 
 def _catalogue(path, glon, glat):
@@ -125,6 +125,25 @@ def test_score_night_is_perfect_on_the_truth_and_worse_otherwise(kit, summary, t
     assert false["purity"] == pytest.approx(len(lon) / (len(lon) + 1)) and false["detections"] == len(lon) + 1
     empty = score_night(kit, _catalogue(tmp_path / "empty.fits", [], []))
     assert empty["detections"] == 0 and empty["completeness_all"] == 0.0 and empty["purity"] is None
+
+
+def test_score_night_reports_real_catalogue_matches_beside_chance(kit, summary, tmp_path) -> None:
+    """The injected clusters match the real catalogues by chance only; detections at real PSZ2 clusters all match."""
+    if catalogue_dir() is None:
+        pytest.skip("the real catalogues (/work/shared/data/clusters) are absent")
+    truth = Table.read(kit / "truth" / "clusters.ecsv", format="ascii.ecsv")
+    seen = truth[np.asarray(truth["inside"], bool)]
+    scores = score_night(kit, _catalogue(tmp_path / "truth.fits", seen["glon"], seen["glat"]))
+    expected = scores["real_catalogue_matches_expected_by_chance"]
+    assert 0 < scores["real_catalogue_chance_rate"] < 0.5 and expected == pytest.approx(scores["real_catalogue_chance_rate"] * len(seen))
+    assert scores["real_catalogue_matches"] <= expected + 4 * np.sqrt(expected) + 2
+    psz2 = Table.read(kit / "reference" / "psz2.ecsv", format="ascii.ecsv")
+    region = json.loads((kit / "truth" / "region.json").read_text())
+    centre = hp.ang2vec(region["glon"], region["glat"], lonlat=True)
+    in_disc = np.degrees(np.arccos(np.clip(hp.ang2vec(np.asarray(psz2["glon"], float), np.asarray(psz2["glat"], float),
+                                                       lonlat=True) @ centre, -1, 1))) < region["radius_deg"]
+    real = score_night(kit, _catalogue(tmp_path / "psz2.fits", psz2["glon"][in_disc], psz2["glat"][in_disc]))
+    assert real["real_catalogue_matches"] == real["detections"] == int(in_disc.sum()) > 0
 
 
 def test_score_night_command_prints_one_json_line(kit, summary, tmp_path, capsys) -> None:

@@ -47,7 +47,7 @@ def _truth(glon: list[float], glat: list[float], snr: list[float]) -> ClusterTru
     n = len(glon)
     return ClusterTruth(glon=np.array(glon), glat=np.array(glat), m500_msun=np.full(n, 5e14), z=np.full(n, 0.2),
                         theta500_arcmin=np.full(n, 5.0), y5r500_arcmin2=np.full(n, 1e-3), snr=np.array(snr),
-                        base_cell=np.zeros(n, int), psz2_name=np.full(n, ""))
+                        base_cell=np.zeros(n, int), psz2_analogue=np.full(n, ""))
 
 
 def test_disk_targets_are_disks_at_labelled_clusters_only(tiny_config) -> None:

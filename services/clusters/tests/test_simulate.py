@@ -85,10 +85,27 @@ def test_simulation_is_seeded() -> None:
     assert not np.array_equal(first.maps, simulate_sky(config.with_overrides({"seed": 1}), None).maps)
 
 
-def test_psz2_positions_are_used(tiny_sky) -> None:
+def test_psz2_analogues_are_placed_independently_of_the_catalogue(tiny_sky, tiny_config) -> None:
+    from nightshift.clusters.catalogues import crossmatch, read_psz2, read_references
     from nightshift.clusters.config import catalogue_dir
 
-    if catalogue_dir() is None:
+    directory = catalogue_dir()
+    if directory is None:
         pytest.skip("the real PSZ2 catalogue (/work/shared/data/clusters) is absent")
-    named = tiny_sky.truth.psz2_name != ""
-    assert named.sum() == 1653 and np.all(np.isfinite(tiny_sky.truth.snr))
+    psz2 = read_psz2(directory)
+    truth = tiny_sky.truth
+    analogue = truth.psz2_analogue != ""
+    assert analogue.sum() == 1653 and np.all(np.isfinite(truth.snr))
+    assert truth.psz2_analogue[analogue].tolist() == psz2.name.tolist()
+    known = psz2.m500_msun > 0
+    np.testing.assert_array_equal(truth.m500_msun[analogue][known], psz2.m500_msun[known])  # the catalogue's masses
+    assert np.abs(truth.glat[analogue]).min() >= tiny_config.galactic_mask_deg  # outside the Galactic plane mask
+    # not at the catalogue's positions: as few fall within 7' of a PSZ2 cluster as random positions would (0.2 %)
+    at_psz2 = crossmatch(truth.glon[analogue], truth.glat[analogue], read_references(directory)[:1], radius_arcmin=7.0).known
+    assert at_psz2.sum() <= 10
+    # another sky places them elsewhere; the random population does not move with them
+    other = draw_clusters(tiny_config.with_overrides({"seed": 1}), np.random.default_rng(1), psz2)
+    assert not np.allclose(other.glon[:len(psz2)], truth.glon[analogue])
+    without = draw_clusters(tiny_config, np.random.default_rng(0), None)
+    again = draw_clusters(tiny_config, np.random.default_rng(0), psz2)
+    np.testing.assert_array_equal(again.glon[len(psz2):], without.glon)

@@ -57,7 +57,7 @@ def _synth(args: argparse.Namespace) -> None:
     truth: ClusterTruth = sky.truth
     columns = [Column("glon", "deg"), Column("glat", "deg"), Column("m500_msun", "solMass"), Column("z"),
                Column("theta500_arcmin", "arcmin"), Column("y5r500_arcmin2", "arcmin2"), Column("snr"),
-               Column("base_cell"), Column("psz2_name"), Column("radius_arcsec", "arcsec")]
+               Column("base_cell"), Column("psz2_analogue"), Column("radius_arcsec", "arcsec")]
     arrays = truth.to_arrays()
     rows = [{**{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in arrays.items()},
              "radius_arcsec": float(truth.theta500_arcmin[i] * 60.0)} for i in range(len(truth))]

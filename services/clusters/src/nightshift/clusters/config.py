@@ -88,7 +88,7 @@ class ClustersConfig:
         ``training_skies`` independent sky realisations (:attr:`training_sky_seeds`), and
         ``evaluate`` scores the held-out cells of the skies ``evaluation_seeds``, which no training
         patch comes from; ``nside`` of the full-sky HEALPix maps (Galactic coordinates); ``random_clusters`` injected
-        at random positions besides the PSZ2 ones; their ``random_m500_range_msun`` (log-uniform)
+        at random positions besides the PSZ2 analogues (placed independently of the real catalogues); their ``random_m500_range_msun`` (log-uniform)
         and ``random_z_range`` (uniform); ``radio_sources`` / ``ir_sources`` point sources over
         the sky; ``include_y_map`` adds the Compton-y map as a seventh input band.
     Patches

@@ -33,10 +33,11 @@ _log = logging.getLogger(__name__)
 # config fields that change the sky and its test patches, and those that change only the training patches
 _DATA_FIELDS = (
     "seed", "nside", "random_clusters", "random_m500_range_msun", "random_z_range", "radio_sources", "ir_sources",
-    "include_y_map", "patch_px", "pixel_scale_arcmin", "validation_cells", "test_cells", "test_tiling_nside",
+    "include_y_map", "galactic_mask_deg", "patch_px", "pixel_scale_arcmin", "validation_cells", "test_cells", "test_tiling_nside",
     "disk_radius_arcmin", "target_min_snr",
 )
 _TRAINING_FIELDS = ("train_patches", "validation_patches", "train_cluster_fraction", "train_shift_fraction")
+_SIMULATOR_VERSION = 2  # raised when the simulator changes the sky of a config (2: PSZ2 analogues at independent positions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,22 +49,23 @@ class SimulatedData:
 
 
 def sky_key(config: ClustersConfig, splits: Sequence[str] = ("train", "validation", "test")) -> str:
-    """A digest of the config fields that define the simulated ``splits``, and of the PSZ2 use."""
+    """A digest of the config fields that define the simulated ``splits``, of the PSZ2 use and of the simulator."""
     names = _DATA_FIELDS + (_TRAINING_FIELDS if set(splits) - {"test"} else ())
     fields = {name: getattr(config, name) for name in names}
     fields["psz2"] = catalogue_dir() is not None
+    fields["simulator"] = _SIMULATOR_VERSION
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 def simulated_sky(config: ClustersConfig, *, snr_cells: Sequence[int] | None = None) -> SkyMaps:
-    """The full sky of ``config`` with the truth S/N measured; PSZ2 positions when the catalogues exist.
+    """The full sky of ``config`` with the truth S/N measured; PSZ2 analogues when the catalogues exist.
 
     With ``snr_cells`` the S/N is measured only for the clusters in those nside-2 cells.
     """
     directory = catalogue_dir()
     psz2 = read_psz2(directory) if directory is not None else None
     if psz2 is None:
-        _log.warning("no real catalogues found: clusters at random positions only")
+        _log.warning("no real catalogues found: random-population clusters only, no PSZ2 analogues")
     sky = simulate_sky(config, psz2)
     return dataclasses.replace(sky, truth=measure_truth_snr(sky, config, cells=snr_cells))
 

@@ -16,8 +16,14 @@ The baseline (:mod:`nightshift.clusters.matched_filter`) goes through the same d
 merging and matching with its S/N map in place of the probability map. It is reported at the
 S/N threshold where its purity first reaches the model's (equal purity), or at its highest
 purity when it never does, and at its fixed threshold ``baseline_snr_threshold`` under
-``baseline_fixed_threshold``. On the real catalogues, ``psz2_named_fraction`` is the fraction of
-detected clusters injected at PSZ2 positions whose detection the cross-match names correctly.
+``baseline_fixed_threshold``.
+
+With the real catalogues present, the model's detections are also cross-matched with PSZ2, MCXC
+and redMaPPer as ``infer`` does on real maps. The simulated clusters are placed independently of
+those catalogues, so every such match is a chance coincidence: ``real_catalogue_matches`` is
+reported beside ``real_catalogue_chance_rate`` (the fraction of the scored area within the match
+radius of a catalogue cluster) and ``real_catalogue_matches_expected_by_chance`` (that rate times
+the detections), which it should equal within Poisson noise.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from nightshift.clusters.catalogues import crossmatch, read_references
+from nightshift.clusters.catalogues import chance_match_fraction, crossmatch, read_references
 from nightshift.clusters.config import ClustersConfig, catalogue_dir
 from nightshift.clusters.infer import Detections, field_detections, predict_probabilities
 from nightshift.clusters.matched_filter import multifrequency_snr
-from nightshift.clusters.patches import PatchSet, patch_wcs
+from nightshift.clusters.patches import PatchSet, cell_tiling, patch_wcs
 from nightshift.clusters.simulate import ClusterTruth
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
 SNR_BINS = (0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 1e9)
 M500_BINS_MSUN = (0.0, 2e14, 3e14, 4e14, 6e14, 8e14, 1.2e15, 1e17)
 _BASELINE_THRESHOLDS = np.arange(3.0, 12.01, 0.25)
+_AREA_SAMPLE_NSIDE = 256  # pixel centres 14' apart sample the scored area for the chance match rate
 
 
 def _unit_vectors(lon_deg: np.ndarray, lat_deg: np.ndarray) -> np.ndarray:
@@ -179,7 +186,7 @@ def evaluate_skies(
         "baseline_fixed_threshold": {"completeness": sweep[fixed_q]["completeness"], "purity": sweep[fixed_q]["purity"],
                                      "snr_threshold": fixed_q},
     }
-    metrics.update(_psz2_naming(model_scores["_kept"], model_scores["_scored"], config))
+    metrics.update(_real_catalogue_matches(model_scores["_kept"], config, cells))
     patches, probability, snr_maps = skies[0][0], probability_per_sky[0], snr_per_sky[0]
     best_tile = int(np.argmax(patches.targets.reshape(len(patches), -1).sum(axis=1))) if len(patches) else 0
     example = {"pixels": patches.pixels[best_tile], "probability": probability[best_tile],
@@ -187,27 +194,20 @@ def evaluate_skies(
     return Evaluation(metrics, model_scores, baseline, example)
 
 
-def _psz2_naming(kept_per_sky: Sequence[Detections], scored_per_sky: Sequence[ClusterTruth], config: ClustersConfig) -> dict[str, Any]:
-    """Of the PSZ2-position clusters detected, the fraction whose detection is labelled with their PSZ2 name (all skies)."""
+def _real_catalogue_matches(kept_per_sky: Sequence[Detections], config: ClustersConfig, cells: tuple[int, ...]) -> dict[str, Any]:
+    """Detections (all skies) within the match radius of PSZ2/MCXC/redMaPPer, and how many chance alone gives."""
     directory = catalogue_dir()
     if directory is None:
         return {}
     references = read_references(directory)
-    named, known, detections = [], 0, 0
-    for kept, truth in zip(kept_per_sky, scored_per_sky):
-        at_psz2 = truth.select(truth.psz2_name != "")
-        if len(at_psz2) == 0 or len(kept) == 0:
-            continue
-        matches = crossmatch(kept.glon, kept.glat, references, radius_arcmin=config.match_radius_arcmin)
-        close = (_unit_vectors(at_psz2.glon, at_psz2.glat) @ _unit_vectors(kept.glon, kept.glat).T
-                 >= math.cos(math.radians(config.match_radius_arcmin / 60.0)))
-        named += [name in set(matches.name[close[i]]) for i, name in enumerate(at_psz2.psz2_name) if close[i].any()]
-        known += int(matches.known.sum())
-        detections += len(kept)
-    if not detections:
-        return {}
-    return {"psz2_detected": len(named), "psz2_named_fraction": float(np.mean(named)) if named else math.nan,
-            "known_detections": known, "new_detections": detections - known}
+    matches = sum(int(crossmatch(kept.glon, kept.glat, references, radius_arcmin=config.match_radius_arcmin).known.sum())
+                  for kept in kept_per_sky)
+    detections = sum(len(kept) for kept in kept_per_sky)
+    lon, lat = cell_tiling(cells, _AREA_SAMPLE_NSIDE)
+    scored = np.abs(lat) >= config.galactic_mask_deg
+    rate = chance_match_fraction(lon[scored], lat[scored], references, radius_arcmin=config.match_radius_arcmin)
+    return {"real_catalogue_matches": matches, "real_catalogue_chance_rate": rate,
+            "real_catalogue_matches_expected_by_chance": rate * detections}
 
 
 def plot_evaluation(evaluation: Evaluation, config: ClustersConfig, path: Path) -> Path:

@@ -9,7 +9,9 @@ tile's edge and within ``galactic_mask_deg`` of the Galactic plane are dropped, 
 ``merge_radius_arcmin`` (4') are one cluster: the copy farthest from its tile's edge is kept (its
 shape is the least truncated). A single served tile keeps all its detections.
 Detections are then cross-matched with the real catalogues at 7' (known: which catalogue and
-name; else new).
+name; else new); the ``infer`` command also reports how many known labels chance alone would
+give in the searched area (all of them on a simulated sky, whose clusters are placed
+independently of the catalogues).
 """
 
 from __future__ import annotations
@@ -248,13 +250,15 @@ def infer_healpix_file(
     The file holds one column per band in the model's band order and units (Planck HFI maps:
     K_CMB up to 353 GHz, MJy/sr at 545 and 857 GHz). The requested nside-2 NESTED cells (default
     the whole sky) are tiled as the test cells are, detections merged and cross-matched with
-    the real catalogues when they are available.
+    the real catalogues when they are available. The summary's ``known_chance_rate`` is the
+    fraction of the searched cells within the match radius of a catalogue cluster, and
+    ``known_expected_by_chance`` that rate times the detections.
     """
     import json
 
     import healpy as hp
 
-    from nightshift.clusters.catalogues import read_references
+    from nightshift.clusters.catalogues import chance_match_fraction, read_references
     from nightshift.clusters.config import catalogue_dir
     from nightshift.clusters.model import load_model
     from nightshift.clusters.patches import cell_tiling, patch_wcs, sample_patches
@@ -296,5 +300,8 @@ def infer_healpix_file(
     paths = write_detection_catalogue(merged, references, config, output / "clusters", tile_ids=tile_ids,
                                       meta={"MAPS": str(maps_path), "WEIGHTS": weights.name})
     known = crossmatch(merged.glon, merged.glat, references, radius_arcmin=config.match_radius_arcmin).known
+    # chance matches: on real maps some "known" labels are coincidences, on simulated maps all of them
+    rate = chance_match_fraction(*cell_tiling(cells, 256), references, radius_arcmin=config.match_radius_arcmin)
     return {"detections": len(merged), "known": int(known.sum()), "new": int((~known).sum()),
+            "known_chance_rate": rate, "known_expected_by_chance": rate * len(merged),
             "tiles": len(lon), "catalogue": [str(p) for p in paths]}

@@ -2,7 +2,8 @@
 
 ``simulate_night`` writes what the nightly flow processes for this service: the service's own
 simulated sky (:mod:`nightshift.clusters.simulate`, the shipped model's configuration: nside 1024,
-the six HFI bands, PSZ2 positions plus random clusters; a sky seed other than the training sky's) seen by a survey with partial coverage,
+the six HFI bands, PSZ2 analogues plus random clusters, all placed independently of the real
+catalogues; a sky seed other than the training sky's) seen by a survey with partial coverage,
 a disc of sky (by default inside the held-out test cell 7, far from the Galactic plane) whose
 pixels outside are UNSEEN, one partial-sky HEALPix FITS file per band (``healpy.write_map``,
 Galactic, RING). The ingest service cuts it into 64 x 64 gnomonic patches at 1.7 arcmin (the
@@ -14,6 +15,9 @@ cluster catalogues to cross-match with (when ``../shared/data/clusters`` is pres
 ``score_night`` scores the night's merged catalogue against that truth as ``evaluate`` scores a
 field: completeness (clusters inside the disc with a detection within the match radius, above
 the headline S/N and overall) and purity (detections with an injected cluster within the radius).
+It also says what the night's "known" labels mean here: the detections within the cross-match
+radius of the kit's real catalogues, beside the number that chance alone gives (the fraction of
+the disc within the radius of a catalogue cluster times the detections), which they should match.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from typing import Any
 
 import healpy as hp
 import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
+from nightshift.clusters.catalogues import ReferenceCatalogue, chance_match_fraction, crossmatch, read_psz2, read_references
 from nightshift.clusters.config import ClustersConfig, catalogue_dir
 from nightshift.clusters.patches import BASE_NSIDE, SURVEY, measure_truth_snr
 from nightshift.clusters.simulate import simulate_sky
@@ -44,6 +51,7 @@ DEFAULT_RADIUS_DEG = 12.0
 OVERLAP_FRACTION = 0.25
 """Least overlap of neighbouring patches: every point lies at least 8 px inside some patch."""
 _REGION_CELL = 7  # the shipped model's test cell (nside 2, NESTED): no training patch came from it
+_AREA_SAMPLE_NSIDE = 256  # pixel centres 14' apart sample the disc for the chance match rate
 _TRUTH_MARGIN_DEG = 1.0  # clusters this far outside the disc still count for purity (their signal reaches in)
 
 
@@ -77,8 +85,6 @@ def _separation_deg(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) 
 
 def _write_references(directory: Path) -> list[str]:
     """PSZ2 (Galactic), MCXC and redMaPPer (ICRS) as ``name`` + position ECSV files; none when the data are absent."""
-    from nightshift.clusters.catalogues import read_psz2, read_references
-
     source = catalogue_dir()
     if source is None:
         return []
@@ -123,8 +129,6 @@ def simulate_night(
         Survey name, fields, files, truth objects (clusters inside the disc), seconds and the sky's nside.
     """
     start = time.perf_counter()
-    from nightshift.clusters.catalogues import read_psz2
-
     out = Path(out)
     config = night_config(seed + SKY_SEED_OFFSET, overrides)
     directory = catalogue_dir()
@@ -150,7 +154,7 @@ def simulate_night(
     truth_dir.mkdir(parents=True, exist_ok=True)
     Table({"glon": near.glon, "glat": near.glat, "m500_msun": near.m500_msun, "z": near.z,
            "theta500_arcmin": near.theta500_arcmin, "y5r500_arcmin2": near.y5r500_arcmin2, "snr": near.snr,
-           "psz2_name": near.psz2_name.astype(str), "inside": observed},
+           "psz2_analogue": near.psz2_analogue.astype(str), "inside": observed},
           units={"glon": "deg", "glat": "deg", "m500_msun": "solMass", "theta500_arcmin": "arcmin",
                  "y5r500_arcmin2": "arcmin2"}).write(truth_dir / "clusters.ecsv", overwrite=True)
     region = {"glon": lon0, "glat": lat0, "radius_deg": radius_deg, "nside": config.nside, "seed": seed, "sky_seed": config.seed,
@@ -181,6 +185,37 @@ def _fraction(hits: np.ndarray) -> float | None:
     return float(hits.mean()) if len(hits) else None
 
 
+def _kit_references(directory: Path) -> list[ReferenceCatalogue]:
+    """The real catalogues :func:`_write_references` wrote, in cross-match priority order; none when absent."""
+    references = []
+    for label in ("PSZ2", "MCXC", "redMaPPer"):
+        path = directory / f"{label.lower()}.ecsv"
+        if not path.exists():
+            continue
+        table = Table.read(path, format="ascii.ecsv")
+        if "glon" in table.colnames:
+            coords = SkyCoord(l=np.asarray(table["glon"], float) * u.deg, b=np.asarray(table["glat"], float) * u.deg,
+                              frame="galactic").icrs
+        else:
+            coords = SkyCoord(ra=np.asarray(table["ra"], float) * u.deg, dec=np.asarray(table["dec"], float) * u.deg)
+        references.append(ReferenceCatalogue(label, np.asarray(table["name"], dtype=str), coords))
+    return references
+
+
+def _real_catalogue_matches(kit: Path, region: dict[str, Any], det_lon: np.ndarray, det_lat: np.ndarray) -> dict[str, Any]:
+    """Detections within the match radius of the kit's real catalogues, the chance rate over the disc, and the expectation."""
+    references = _kit_references(kit / "reference")
+    if not references:
+        return {}
+    radius = float(region["match_radius_arcmin"])
+    centre = hp.ang2vec(region["glon"], region["glat"], lonlat=True)
+    disc = hp.query_disc(_AREA_SAMPLE_NSIDE, centre, math.radians(region["radius_deg"]))
+    rate = chance_match_fraction(*hp.pix2ang(_AREA_SAMPLE_NSIDE, disc, lonlat=True), references, radius_arcmin=radius)
+    matches = int(crossmatch(det_lon, det_lat, references, radius_arcmin=radius).known.sum())
+    return {"real_catalogue_matches": matches, "real_catalogue_chance_rate": rate,
+            "real_catalogue_matches_expected_by_chance": rate * len(det_lon)}
+
+
 def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
     """Score the night's merged cluster catalogue (FITS) against the kit's truth.
 
@@ -198,7 +233,11 @@ def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
         ``truth`` (clusters inside the observed disc), ``truth_above_headline_snr``,
         ``detections``, ``matched`` (detections with an injected cluster within the match radius),
         ``detected`` (truth clusters found), ``completeness`` (above the headline S/N),
-        ``completeness_all``, ``purity`` (None when undefined), ``headline_snr``, ``match_radius_arcmin``.
+        ``completeness_all``, ``purity`` (None when undefined), ``headline_snr``, ``match_radius_arcmin``;
+        with the kit's real catalogues also ``real_catalogue_matches`` (the detections the night
+        labels known), ``real_catalogue_chance_rate`` and ``real_catalogue_matches_expected_by_chance``:
+        the simulated clusters are placed independently of those catalogues, so the matches are
+        chance coincidences and should equal the expectation within Poisson noise.
     """
     from nightshift.clusters.evaluate import match_to_truth
 
@@ -222,4 +261,5 @@ def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
         "matched": int(true_detection.sum()), "detected": int(detected.sum()),
         "completeness": _fraction(detected[bright]), "completeness_all": _fraction(detected),
         "purity": _fraction(true_detection), "headline_snr": float(region["headline_snr"]), "match_radius_arcmin": radius,
+        **_real_catalogue_matches(kit, region, det_lon, det_lat),
     }

@@ -20,10 +20,12 @@ convolved with each band's Gaussian beam (``HFI_BANDS``), plus white noise at th
 in K_CMB for 100-353 GHz and MJy/sr for 545 and 857 GHz (the units of the Planck maps). The
 optional seventh map is a MILCA-like y-map: the true y at 10' resolution plus white noise.
 
-Clusters sit at the real PSZ2 positions (with their catalogue M500 and z when known) plus
-``random_clusters`` at random positions with masses down to low signal-to-noise. Each cluster's
-S/N is measured as the Planck catalogues measure theirs: the multi-frequency matched filter
-(:mod:`nightshift.clusters.matched_filter`) on a patch centred on it.
+The clusters are placed independently of every real catalogue: one PSZ2 analogue per PSZ2
+cluster (its catalogue M500 and z when known) at a random position outside the Galactic plane
+mask, plus ``random_clusters`` at random positions with masses down to low signal-to-noise. A
+cross-match of a simulated sky's detections with PSZ2, MCXC or redMaPPer therefore finds only
+chance coincidences. Each cluster's S/N is measured as the Planck catalogues measure theirs: the
+multi-frequency matched filter (:mod:`nightshift.clusters.matched_filter`) on a patch centred on it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ _CIB_T_K, _CIB_BETA, _CIB_857_CL_L1000 = 18.0, 1.5, 5.0e-9  # MJy^2/sr at l = 10
 _RADIO_INDEX, _RADIO_SMIN_JY, _RADIO_SLOPE = -0.5, 0.2, 2.3  # S_100, dN/dS ~ S^-slope
 _IR_INDEX, _IR_SMIN_JY, _IR_SLOPE = 3.0, 0.5, 2.5  # S_857
 _SOURCE_SMAX_JY = 20.0
+_ANALOGUE_POSITION_STREAM = 1  # second entropy word of the PSZ2 analogues' position generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +98,9 @@ class ClusterTruth:
         Matched-filter signal-to-noise in the simulated maps (NaN until measured).
     base_cell : ndarray
         nside = 2 NESTED HEALPix cell of the position.
-    psz2_name : ndarray of str
-        The PSZ2 name of a cluster placed at a real PSZ2 position, "" for a random one.
+    psz2_analogue : ndarray of str
+        For a PSZ2 analogue, the name of the PSZ2 cluster whose M500 and z it takes (it is not at
+        that cluster's position); "" for a random-population cluster.
     """
 
     glon: np.ndarray
@@ -107,7 +111,7 @@ class ClusterTruth:
     y5r500_arcmin2: np.ndarray
     snr: np.ndarray
     base_cell: np.ndarray
-    psz2_name: np.ndarray
+    psz2_analogue: np.ndarray
 
     def __len__(self) -> int:
         return len(self.glon)
@@ -232,12 +236,23 @@ def cluster_scales(m500_msun: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np
     return theta500_arcmin, y500_arcmin2 * _gnfw_tables()[2]
 
 
-def draw_clusters(config: ClustersConfig, rng: np.random.Generator, psz2: Psz2Catalogue | None) -> ClusterTruth:
-    """The clusters to inject: PSZ2 positions (catalogue M500 and z where known) plus random ones.
+def _positions_outside_plane(rng: np.random.Generator, count: int, min_abs_glat_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` positions uniform on the sphere where |b| >= ``min_abs_glat_deg``: (glon, glat) in degrees."""
+    lon = rng.uniform(0.0, 360.0, count)
+    sin_b = rng.uniform(math.sin(math.radians(min_abs_glat_deg)), 1.0, count) * rng.choice([-1.0, 1.0], count)
+    return lon, np.degrees(np.arcsin(sin_b))
 
-    PSZ2 clusters without redshift get z uniform in 0.1..0.6 and M500 log-uniform in 3..8e14 Msun
-    (detectable, as they were detected); random clusters get M500 log-uniform over
-    ``config.random_m500_range_msun`` and z uniform over ``config.random_z_range``.
+
+def draw_clusters(config: ClustersConfig, rng: np.random.Generator, psz2: Psz2Catalogue | None) -> ClusterTruth:
+    """The clusters to inject: PSZ2 analogues plus random ones, all placed independently of any real catalogue.
+
+    Each PSZ2 cluster gives one analogue with its catalogue M500 and z, at a position uniform on
+    the sphere outside the Galactic plane mask (|b| >= ``config.galactic_mask_deg``; 4 % of PSZ2
+    lies inside it); PSZ2 clusters without redshift give z uniform in 0.1..0.6 and M500
+    log-uniform in 3..8e14 Msun (detectable, as they were detected). Random clusters get M500
+    log-uniform over ``config.random_m500_range_msun``, z uniform over ``config.random_z_range``
+    and a position uniform on the whole sphere. The analogues' positions are drawn from their own
+    generator (seeded by ``config.seed``), not from ``rng``: no other component's draws depend on them.
     """
     n_random = config.random_clusters
     lon = rng.uniform(0.0, 360.0, n_random)
@@ -250,14 +265,16 @@ def draw_clusters(config: ClustersConfig, rng: np.random.Generator, psz2: Psz2Ca
         known = psz2.m500_msun > 0
         psz2_mass = np.where(known, psz2.m500_msun, 10 ** rng.uniform(math.log10(3e14), math.log10(8e14), len(psz2)))
         psz2_z = np.where(psz2.z > 0, psz2.z, rng.uniform(0.1, 0.6, len(psz2)))
-        lon, lat = np.concatenate([psz2.glon, lon]), np.concatenate([psz2.glat, lat])
+        analogue_rng = np.random.default_rng((config.seed, _ANALOGUE_POSITION_STREAM))
+        analogue_lon, analogue_lat = _positions_outside_plane(analogue_rng, len(psz2), config.galactic_mask_deg)
+        lon, lat = np.concatenate([analogue_lon, lon]), np.concatenate([analogue_lat, lat])
         mass, z = np.concatenate([psz2_mass, mass]), np.concatenate([psz2_z, z])
         names = np.concatenate([psz2.name.astype(object), names])
     theta500, y5r500 = cluster_scales(mass, z)
     base_cell = hp.ang2pix(2, lon, lat, lonlat=True, nest=True)
     return ClusterTruth(
         glon=lon, glat=lat, m500_msun=mass, z=z, theta500_arcmin=theta500, y5r500_arcmin2=y5r500,
-        snr=np.full(len(lon), np.nan), base_cell=base_cell, psz2_name=names.astype(str),
+        snr=np.full(len(lon), np.nan), base_cell=base_cell, psz2_analogue=names.astype(str),
     )
 
 
