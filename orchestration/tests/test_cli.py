@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from nightshift.orchestration.config import NightConfig
+from nightshift.orchestration.launcher import LocalNight, console_script
+from nightshift.orchestration.layout import NightLayout
+from nightshift.orchestration.simulate import simulate_night
 
 
 def test_help_lists_the_commands() -> None:
@@ -17,3 +28,46 @@ def test_work_pool_template_prints_the_gpu_template() -> None:
     result = subprocess.run([sys.executable, "-m", "nightshift.orchestration.cli", "work-pool-template"],
                             capture_output=True, text=True, check=True)
     assert "gpu_count" in json.loads(result.stdout)["variables"]["properties"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deploy_then_a_process_worker_in_another_directory_completes_the_nightly_run(
+    local_night: LocalNight, night_config: Callable[[], NightConfig], tmp_path: Path
+) -> None:
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    run = partial(subprocess.run, env=env, capture_output=True, text=True, timeout=120)
+    # The operator deploys from deeper down than the worker runs: an entrypoint relative to the caller would not resolve.
+    operator, worker_dir = tmp_path / "operator" / "clone", tmp_path / "worker"
+    operator.mkdir(parents=True)
+    worker_dir.mkdir()
+    (operator / "night.json").write_text(night_config().model_dump_json())
+    pool, night = "process-test", "2026-01-05"
+
+    created = run([console_script("prefect"), "work-pool", "create", pool, "--type", "process"])
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = run([console_script("nightshift"), "deploy", "--config", "night.json", "--work-pool", pool], cwd=operator)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert f"work pool '{pool}' (process) exists: its job template is kept" in deployed.stderr
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("nightshift-nightly/nightly")
+    assert deployment.entrypoint == "nightshift.orchestration.nightly.nightly" and deployment.work_pool_name == pool
+    assert deployment.path is None and not deployment.pull_steps  # nothing is copied from the flow run's directory
+
+    simulate_night(local_night.store, night, seed=5)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen([console_script("prefect"), "worker", "start", "--pool", pool], cwd=worker_dir, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            flow_run = run_deployment("nightshift-nightly/nightly", parameters={"night": night}, timeout=120, poll_interval=1)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert flow_run.state is not None and flow_run.state.is_completed(), f"{flow_run.state}\n{log_path.read_text()[-4000:]}"
+    store = local_night.store
+    assert json.loads(store.get_bytes(NightLayout(store, night).latest))["night"] == night

@@ -2,8 +2,11 @@
 
     nightshift [night] [--tasks T,...]        the demo night: local S3 + services, a simulated night, one JSON line
     nightshift serve --config night.json      serve the nightly (cron) and training deployments from this process
-    nightshift deploy --config night.json --work-pool NAME --image IMAGE
-                                              create the Kubernetes work pool (GPU template) and the deployments
+                                              (named nightly-served, train-<service>-served)
+    nightshift deploy --config night.json --work-pool NAME [--image IMAGE]
+                                              the deployments (nightly, train-<service>) on the Prefect server, run by
+                                              the pool's workers from the installed package; creates a missing pool
+                                              as a Kubernetes pool with the base job template
     nightshift work-pool-template             print the Kubernetes base job template (GPU, node selector, tolerations)
     nightshift serve-tilestats --bands B ...  serve the tile-statistics data-quality task for tiles of these bands
     nightshift bench [--quick] [--gpu]        every benchmark in one table; writes bench/results/latest.{json,md}
@@ -50,39 +53,45 @@ def _serve(args: argparse.Namespace) -> int:
 
     from nightshift.orchestration.deployments import flow_deployments
 
-    serve(*flow_deployments(_load_config(args.config), nightly_cron=args.cron, timezone=args.timezone))
+    serve(*flow_deployments(_load_config(args.config), nightly_cron=args.cron, timezone=args.timezone, served=True))
     return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:
     from prefect import deploy
 
-    from nightshift.orchestration.deployments import flow_deployments, kubernetes_job_template
+    from nightshift.orchestration.deployments import base_job_template, flow_deployments
 
-    asyncio.run(_ensure_work_pool(args.work_pool, kubernetes_job_template()))
     deployments = flow_deployments(_load_config(args.config), nightly_cron=args.cron, timezone=args.timezone,
                                    job_variables=json.loads(args.job_variables))
+    print(asyncio.run(_ensure_work_pool(args.work_pool, base_job_template())), file=sys.stderr)
     deploy(*deployments, work_pool_name=args.work_pool, image=args.image, build=False, push=False)
     return 0
 
 
-async def _ensure_work_pool(name: str, template: dict[str, object]) -> None:
-    """Create the Kubernetes work pool ``name`` with ``template``, or update the template of an existing one."""
+async def _ensure_work_pool(name: str, template: dict[str, object]) -> str:
+    """Create the Kubernetes work pool ``name`` with ``template`` unless it exists; say which.
+
+    An existing pool keeps its template: the worker created it from the same file, or its operator
+    changed it (``prefect work-pool update``), and a process pool has no Kubernetes template at all.
+    """
     from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
 
     async with get_client() as client:
         try:
             await client.create_work_pool(WorkPoolCreate(name=name, type="kubernetes", base_job_template=template))
         except ObjectAlreadyExists:
-            await client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+            pool = await client.read_work_pool(name)
+            return f"work pool {name!r} ({pool.type}) exists: its job template is kept"
+    return f"work pool {name!r} created (kubernetes) with the base job template"
 
 
 def _work_pool_template(args: argparse.Namespace) -> int:
-    from nightshift.orchestration.deployments import kubernetes_job_template
+    from nightshift.orchestration.deployments import base_job_template
 
-    print(json.dumps(kubernetes_job_template(), indent=2))
+    print(json.dumps(base_job_template(), indent=2))
     return 0
 
 
@@ -114,15 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     night.add_argument("--startup-timeout-s", type=float, default=300.0, help="time the services get to become SERVING")
     night.set_defaults(run=_night)
     for name, handler, help_text in (("serve", _serve, "serve the nightly and training deployments from this process"),
-                                     ("deploy", _deploy, "create the Kubernetes work pool and the deployments on the Prefect server")):
+                                     ("deploy", _deploy, "the deployments on the Prefect server, for a work pool's workers")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", type=Path, required=True, help="JSON NightConfig: surveys, ingest and service addresses")
         sub.add_argument("--cron", default=DEFAULT_NIGHTLY_CRON, help="schedule of the nightly run (default: %(default)s)")
         sub.add_argument("--timezone", default="UTC", help="time zone of the schedule (default: %(default)s)")
         sub.set_defaults(run=handler)
         if name == "deploy":
-            sub.add_argument("--work-pool", required=True, help="Kubernetes work pool (created with the GPU job template)")
-            sub.add_argument("--image", required=True, help="image with nightshift-orchestration installed")
+            sub.add_argument("--work-pool", required=True, help="work pool of the deployments (a missing one is created as a "
+                                                                "Kubernetes pool with the base job template)")
+            sub.add_argument("--image", help="image of the flow runs, with nightshift-orchestration installed "
+                                             "(default: the pool template's image; not for a process pool)")
             sub.add_argument("--job-variables", default="{}", help='JSON job variables, e.g. \'{"gpu_count": 1}\'')
     template = commands.add_parser("work-pool-template", help="print the Kubernetes base job template with GPU variables")
     template.set_defaults(run=_work_pool_template)

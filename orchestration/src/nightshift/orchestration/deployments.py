@@ -1,29 +1,46 @@
-"""Prefect deployments of the flows, and the Kubernetes work pool that runs them on GPU nodes.
+"""Prefect deployments of the flows, and the Kubernetes work pool's job template that runs them.
 
 - ``nightly``: the nightly flow on a cron schedule (the night defaults to the date the run starts, UTC);
 - ``train-<service>``: the training flow of each science service, run on demand
   (``prefect deployment run nightshift-train/train-bubbles``) or on a schedule of its own.
 
-:func:`kubernetes_job_template` is prefect-kubernetes' default base job template plus the variables a
-GPU job needs (Prefect's default has none): a GPU count (the ``nvidia.com/gpu`` limit), a node
-selector and tolerations, so a deployment asks for ``job_variables={"gpu_count": 1, ...}``.
+Every deployment's entrypoint is a module path (``nightshift.orchestration.nightly.nightly``) with
+no storage and no pull steps: a flow run imports the flow from the installed package, so it starts
+in any directory (a Kubernetes Job's is ``/``) and copies nothing. Deployments served from a process
+(``nightshift serve``) carry the suffix ``-served`` (``nightly-served``), so serving them and
+deploying them to a work pool (``nightshift deploy``) never replace each other.
+
+:func:`base_job_template` is the work pool's job template, the same file as
+``deploy/k8s/base/work-pool/base-job-template.json`` (a test keeps them identical): Prefect's
+Kubernetes defaults plus a GPU count (the ``nvidia.com/gpu`` request and limit), a node selector and
+tolerations, in the namespace ``nightshift``, with the configuration and object-store credentials
+(``envFrom``) and the label ``nightshift.io/role: flow`` the NetworkPolicies admit to the services.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+from importlib import resources
 from typing import Any
 
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
 
 from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON, NightConfig
 from nightshift.orchestration.nightly import nightly
 from nightshift.orchestration.training import train_and_promote
 
-__all__ = ["DEFAULT_NIGHTLY_CRON", "HEADLINE_METRICS", "GPU_RESOURCE", "kubernetes_job_template", "flow_deployments"]
+__all__ = ["DEFAULT_NIGHTLY_CRON", "HEADLINE_METRICS", "GPU_RESOURCE", "SERVED_SUFFIX", "BASE_JOB_TEMPLATE",
+           "base_job_template", "flow_deployments"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
+
+SERVED_SUFFIX = "-served"
+"""Suffix of the names of served deployments (``nightshift serve``): ``nightly-served``, ``train-bubbles-served``."""
+
+BASE_JOB_TEMPLATE = "base-job-template.json"
+"""The job template's file name, in this package and in ``deploy/k8s/base/work-pool/``."""
 
 HEADLINE_METRICS: dict[str, tuple[str, bool]] = {
     "bubbles": ("detection_rate", True),
@@ -34,59 +51,26 @@ HEADLINE_METRICS: dict[str, tuple[str, bool]] = {
 }
 """Each science task's headline metric (as the seeds name them) and whether higher is better."""
 
-_GPU_VARIABLES: dict[str, dict[str, Any]] = {
-    "gpu_count": {
-        "title": "GPUs", "type": "integer", "minimum": 0, "default": 0,
-        "description": f"GPUs the job's container requests ({GPU_RESOURCE} limit); 0 runs on CPU.",
-    },
-    "node_selector": {
-        "title": "Node selector", "type": "object", "additionalProperties": {"type": "string"}, "default": {},
-        "description": "Node labels the job's pod must match, e.g. {\"nvidia.com/gpu.product\": \"NVIDIA-H100-80GB-HBM3\"}.",
-    },
-    "tolerations": {
-        "title": "Tolerations", "type": "array", "default": [],
-        "items": {"type": "object", "properties": {
-            "key": {"type": "string"}, "operator": {"type": "string", "enum": ["Exists", "Equal"]},
-            "value": {"type": "string"}, "effect": {"type": "string", "enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
-        }},
-        "description": "Taints of GPU nodes the job's pod tolerates, e.g. [{\"key\": \"nvidia.com/gpu\", \"operator\": \"Exists\", \"effect\": \"NoSchedule\"}].",
-    },
-}
 
-
-def kubernetes_job_template() -> dict[str, Any]:
-    """prefect-kubernetes' default base job template with ``gpu_count``, ``node_selector`` and ``tolerations``.
-
-    Also moves the Job's ``parallelism`` and ``completions`` out of the pod spec (where the
-    default template has them) into the Job spec, so the rendered manifest passes strict validation.
-    """
-    from prefect_kubernetes.worker import KubernetesWorker
-
-    template = copy.deepcopy(KubernetesWorker.get_default_base_job_template())
-    template["variables"]["properties"].update(copy.deepcopy(_GPU_VARIABLES))
-    job = template["job_configuration"]["job_manifest"]["spec"]
-    pod = job["template"]["spec"]
-    # The default puts the Job's parallelism and completions in the pod spec, where Kubernetes' strict schema rejects them.
-    for field in ("parallelism", "completions"):
-        job[field] = pod.pop(field)
-    pod["nodeSelector"] = "{{ node_selector }}"
-    pod["tolerations"] = "{{ tolerations }}"
-    container = pod["containers"][0]
-    container["resources"]["limits"][GPU_RESOURCE] = "{{ gpu_count }}"
-    return template
+def base_job_template() -> dict[str, Any]:
+    """The Kubernetes work pool's base job template (``gpu_count``, ``node_selector``, ``tolerations`` among its variables)."""
+    return json.loads(resources.files(__package__).joinpath(BASE_JOB_TEMPLATE).read_text())
 
 
 def flow_deployments(config: NightConfig, *, nightly_cron: str = DEFAULT_NIGHTLY_CRON, timezone: str = "UTC",
-                     job_variables: dict[str, Any] | None = None) -> list[RunnerDeployment]:
+                     job_variables: dict[str, Any] | None = None, served: bool = False) -> list[RunnerDeployment]:
     """The nightly deployment (on ``nightly_cron``) and one training deployment per science service in ``config``.
 
-    ``job_variables`` (e.g. ``{"gpu_count": 1}``) go to every deployment's work-pool job.
+    ``job_variables`` (e.g. ``{"gpu_count": 1}``) go to every deployment's work-pool job. ``served``
+    names the deployments for ``nightshift serve`` (suffix :data:`SERVED_SUFFIX`).
     """
     variables = job_variables or {}
+    suffix = SERVED_SUFFIX if served else ""
     deployments = [
         nightly.to_deployment(
-            name="nightly", schedule=Cron(nightly_cron, timezone=timezone), parameters={"config": config.model_dump(mode="json")},
-            job_variables=variables, description="Ingest the night's raw files and run every science service on the tiles.",
+            name=f"nightly{suffix}", schedule=Cron(nightly_cron, timezone=timezone), parameters={"config": config.model_dump(mode="json")},
+            job_variables=variables, entrypoint_type=EntrypointType.MODULE_PATH,
+            description="Ingest the night's raw files and run every science service on the tiles.",
         )
     ]
     for endpoint in config.services:
@@ -94,7 +78,7 @@ def flow_deployments(config: NightConfig, *, nightly_cron: str = DEFAULT_NIGHTLY
             continue  # data-quality services have nothing to train
         metric, higher_is_better = HEADLINE_METRICS[endpoint.name]
         deployments.append(train_and_promote.to_deployment(
-            name=f"train-{endpoint.name}", job_variables=variables,
+            name=f"train-{endpoint.name}{suffix}", job_variables=variables, entrypoint_type=EntrypointType.MODULE_PATH,
             parameters={"endpoint": endpoint.model_dump(mode="json"), "metric": metric, "higher_is_better": higher_is_better},
             description=f"Train {endpoint.name}, evaluate against the served model on {metric}, promote the better.",
         ))
