@@ -52,3 +52,16 @@ def test_rclone_server_keeps_a_given_data_dir(tmp_path: Path) -> None:
 def test_unknown_server_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"unknown S3 server kind 'minio': expected one of \['ceph', 'rclone'\]"):
         start_local_s3("minio")
+
+
+def test_rclone_server_keeps_its_secret_off_the_command_line_and_refuses_anonymous_calls() -> None:
+    import urllib.error
+    import urllib.request
+
+    with start_local_s3("rclone") as server:
+        server.store().put_bytes("hello.txt", b"hello")
+        command_line = Path(f"/proc/{server._process.pid}/cmdline").read_bytes()
+        assert server.secret_key.encode() not in command_line and b"--auth-key" not in command_line
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nightshift/hello.txt", timeout=5)
+        assert refused.value.code in (400, 403)

@@ -148,12 +148,14 @@ class RcloneS3Server(LocalS3Server):
         """Start serving, on ``port`` if given (a restart after :meth:`stop` keeps its address), else a free one."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        # the key pair goes in rclone's environment (RCLONE_<FLAG>; a list flag's value is CSV, hence the quotes), not on
+        # its command line where ps shows it
         self._process = subprocess.Popen(
             [
-                self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
-                "--auth-key", f"{self.access_key},{self.secret_key}", "--log-level", "ERROR", *self._tls_args,
+                self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--log-level", "ERROR", *self._tls_args,
                 str(self.data_dir),
             ],
+            env={**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
