@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -65,3 +66,32 @@ def test_rclone_server_keeps_its_secret_off_the_command_line_and_refuses_anonymo
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nightshift/hello.txt", timeout=5)
         assert refused.value.code in (400, 403)
+
+
+def test_the_s3_server_ends_with_a_parent_killed_by_sigkill(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "rclone.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, time\n"
+        "from nightshift.core.s3server import start_local_s3\n"
+        "server = start_local_s3('rclone')\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(server._process.pid))\n"
+        "time.sleep(60)\n")])
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)
+        time.sleep(0.1)
+    alive = Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]
+    assert not alive, "rclone outlived its SIGKILLed parent"

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from nightshift.core.children import end_with_parent
 from nightshift.core.store import ObjectStore, StoreConfig
 
 __all__ = ["LocalS3Server", "RcloneS3Server", "CephRgwServer", "start_local_s3", "free_port"]
@@ -156,6 +157,7 @@ class RcloneS3Server(LocalS3Server):
                 str(self.data_dir),
             ],
             env={**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'},
+            preexec_fn=end_with_parent(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

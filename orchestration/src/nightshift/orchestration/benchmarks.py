@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from nightshift.core.children import end_with_parent
 from nightshift.core.model import TaskModel
 from nightshift.core.tiles import Tile, TileSpec, make_tile
 from nightshift.orchestration.launcher import console_script, run_json_command
@@ -145,7 +146,7 @@ def _served(model: str, work_dir: Path, env: dict[str, str], *args: str) -> Iter
         [sys.executable, "-m", "nightshift.orchestration.benchmarks", "serve", model, *args],
         env={**os.environ, **env, "NIGHTSHIFT_GRPC_PORT": "0", "NIGHTSHIFT_GRPC_PORT_FILE": str(port_file),
              "NIGHTSHIFT_GRPC_MAX_MESSAGE_BYTES": str(_MESSAGE_LIMIT), "NIGHTSHIFT_GRPC_GRACE_S": "2"},
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=end_with_parent(),
     )
     try:
         deadline = time.monotonic() + 60

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from nightshift.core.children import end_with_parent
 from nightshift.core.client import TaskClient
 from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
 from nightshift.core.store import ObjectStore
@@ -178,7 +179,8 @@ class LocalNight:
         env = {**self.environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(port),
                "NIGHTSHIFT_METRICS_PORT": str(metrics_port), "NIGHTSHIFT_GRPC_GRACE_S": "5"}
         with log_path.open("ab") as log:
-            process = subprocess.Popen(command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       preexec_fn=end_with_parent())
         return RunningService(command, process, port, metrics_port, log_path)
 
     def _wait_serving(self, service: RunningService, deadline: float) -> str:
