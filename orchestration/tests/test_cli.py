@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from nightshift.orchestration.cli import main
 from nightshift.orchestration.config import NightConfig
 from nightshift.orchestration.launcher import LocalNight, console_script
 from nightshift.orchestration.layout import NightLayout
-from nightshift.orchestration.simulate import simulate_night
+from nightshift.orchestration.simulate import SIMULATED_SURVEYS, simulate_night
 
 
 def test_help_lists_the_commands() -> None:
@@ -28,6 +29,23 @@ def test_work_pool_template_prints_the_gpu_template() -> None:
     result = subprocess.run([sys.executable, "-m", "nightshift.orchestration.cli", "work-pool-template"],
                             capture_output=True, text=True, check=True)
     assert "gpu_count" in json.loads(result.stdout)["variables"]["properties"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deploy_creates_a_missing_pool_as_kubernetes_with_the_base_job_template(tmp_path: Path) -> None:
+    from prefect import get_client
+
+    from nightshift.orchestration.deployments import base_job_template
+
+    config = tmp_path / "night.json"
+    config.write_text(NightConfig(surveys=SIMULATED_SURVEYS, ingest_target="dns:///ingest:50051").model_dump_json())
+    image = "registry.example.org/nightshift/nightshift-orchestration:test"
+    assert main(["deploy", "--config", str(config), "--work-pool", "kubernetes-test", "--image", image]) == 0
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool("kubernetes-test")
+        deployment = client.read_deployment_by_name("nightshift-nightly/nightly")
+    assert pool.type == "kubernetes" and pool.base_job_template == base_job_template()
+    assert deployment.work_pool_name == "kubernetes-test" and deployment.job_variables["image"] == image
 
 
 @pytest.mark.usefixtures("prefect_harness")
