@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nightshift.core.devices import configure_tensorflow
 from nightshift.inclination.config import build_config
 from nightshift.inclination.model import (
-    build_classifier, build_ensemble, build_regressor, configure_devices, load_ensemble, scale_inclination, unscale_inclination,
+    build_classifier, build_ensemble, build_regressor, load_ensemble, scale_inclination, unscale_inclination,
     vgg_backbone,
 )
 
@@ -33,7 +34,7 @@ def test_twins_output_a_tanh_inclination_and_class_probabilities() -> None:
 
 
 def test_ensemble_saves_as_native_keras_and_loads_in_safe_mode(tmp_path) -> None:
-    assert configure_devices() in ("cpu",) or configure_devices().startswith("gpu")
+    assert configure_tensorflow() in ("cpu",) or configure_tensorflow().startswith("gpu")
     config = build_config(preset="tiny")
     members = range(2)
     ensemble = build_ensemble([build_regressor(config=config, member=m) for m in members],

@@ -25,7 +25,7 @@ from nightshift.bubbles.preprocess import preprocess_crop
 from nightshift.bubbles.windows import plan_windows, resize_crop
 
 __all__ = ["BOX_SCALE", "WindowBoxes", "WindowDetector", "SSDWindowDetector", "FieldDetection", "circle_of_box",
-           "detect_field", "merge_on_sky", "pixel_scale_arcsec", "write_detection_catalogue", "select_device"]
+           "detect_field", "merge_on_sky", "pixel_scale_arcsec", "angular_windows", "write_detection_catalogue"]
 
 BOX_SCALE = 1.3
 """A bubble's box is its centre +- 1.3 x radius (the paper's catalogue boxes)."""
@@ -34,11 +34,6 @@ WindowBoxes = tuple[np.ndarray, np.ndarray]
 """Boxes (k, 4) float32 ``[x_min, y_min, x_max, y_max]`` in window pixels (edges) and scores (k,) in [0, 1]."""
 WindowDetector = Callable[[np.ndarray], list[WindowBoxes]]
 """Maps preprocessed windows (n, 2, 300, 300) to one :data:`WindowBoxes` per window."""
-
-
-def select_device() -> torch.device:
-    """The GPU when one is present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class SSDWindowDetector:
@@ -64,6 +59,17 @@ def pixel_scale_arcsec(wcs: WCS) -> float:
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)  # degrees per pixel for CUNIT deg
+
+
+def angular_windows(config: BubblesConfig, header: fits.Header, shape: tuple[int, int], *, min_px: int = 32) -> BubblesConfig:
+    """``config`` with its windows sized in arcsec (as at its training scale) for a field of ``header`` and ``shape``.
+
+    A bubble then fills a window as it did in training, whatever the field's pixel scale; windows are at
+    least ``min_px`` and at most the field's shorter side.
+    """
+    factor = config.pixel_scale_arcsec / pixel_scale_arcsec(WCS(header))
+    sizes = sorted({min(min(shape), max(min_px, int(round(w * factor)))) for w in config.window_px})
+    return dataclasses.replace(config, window_px=tuple(sizes))
 
 
 def circle_of_box(box: Sequence[float]) -> tuple[float, float, float]:

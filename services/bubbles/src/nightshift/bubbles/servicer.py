@@ -16,10 +16,11 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from nightshift.bubbles.config import BAND_FWHM_ARCSEC, BANDS, IMAGE_SIZE, BubblesConfig, preset
-from nightshift.bubbles.infer import SSDWindowDetector, circle_of_box, pixel_scale_arcsec, select_device
+from nightshift.bubbles.infer import SSDWindowDetector, circle_of_box, pixel_scale_arcsec
 from nightshift.bubbles.model import load_weights, save_weights, shipped_weights
 from nightshift.bubbles.preprocess import preprocess_batch
 from nightshift.bubbles.train import train_model
+from nightshift.core.devices import torch_device
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
 from nightshift.core.model import ProgressCallback, TaskModel
 from nightshift.core.registry import ModelRegistry, resolve_checkpoint
@@ -70,7 +71,7 @@ class BubblesModel(TaskModel):
         cache = Path(tempfile.gettempdir()) / "nightshift-models"
         served = resolve_checkpoint(self.task, self.weights or shipped_weights(), store=self.store, cache_dir=cache)
         self._config = BubblesConfig.from_dict(served.config)
-        self._detector = SSDWindowDetector(load_weights(served.weights, self._config, device=select_device()))
+        self._detector = SSDWindowDetector(load_weights(served.weights, self._config, device=torch_device()))
         self._ref = served.ref
 
     def warmup(self) -> None:

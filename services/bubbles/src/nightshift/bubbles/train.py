@@ -25,11 +25,12 @@ from tqdm import tqdm
 
 from nightshift.bubbles.config import BAND_FWHM_ARCSEC, IMAGE_SIZE, BubblesConfig, data_seeds
 from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, count_hits, score_sweep
-from nightshift.bubbles.infer import BOX_SCALE, SSDWindowDetector, detect_field, select_device
+from nightshift.bubbles.infer import BOX_SCALE, SSDWindowDetector, detect_field
 from nightshift.bubbles.model import BubbleSSD, build_model
 from nightshift.bubbles.preprocess import preprocess_crop
 from nightshift.bubbles.simulate import MWP_SHELLS, Field, simulate_fields
 from nightshift.bubbles.windows import Window, resize_crop
+from nightshift.core.devices import torch_device
 
 __all__ = ["Sample", "EpochReport", "TrainResult", "bubble_crop", "sample_negatives", "augment", "make_sample",
            "validate", "validation_sweep", "train_model"]
@@ -72,11 +73,11 @@ def _clamp(value: float, low: int, high: int) -> int:
 def bubble_crop(field: Field, index: int, rng: np.random.Generator) -> Window:
     """A random square window around bubble ``index`` of ``field``: side 3.5..12 radii, the bubble off-centre."""
     bubble = field.bubbles[index]
-    size_limit = field.pixels.shape[-1]
-    side = _clamp(bubble.radius_px * rng.uniform(*_CROP_RADII), int(2 * BOX_SCALE * bubble.radius_px) + 2, size_limit)
+    height, width = field.pixels.shape[-2:]
+    side = _clamp(bubble.radius_px * rng.uniform(*_CROP_RADII), int(2 * BOX_SCALE * bubble.radius_px) + 2, min(height, width))
     slack = max(0.0, side / 2 - BOX_SCALE * bubble.radius_px)
-    x0 = _clamp(bubble.x_px - side / 2 + rng.uniform(-slack, slack), 0, size_limit - side)
-    y0 = _clamp(bubble.y_px - side / 2 + rng.uniform(-slack, slack), 0, size_limit - side)
+    x0 = _clamp(bubble.x_px - side / 2 + rng.uniform(-slack, slack), 0, width - side)
+    y0 = _clamp(bubble.y_px - side / 2 + rng.uniform(-slack, slack), 0, height - side)
     return Window(x0, y0, side)
 
 
@@ -99,7 +100,7 @@ def _target_boxes(field: Field, window: Window) -> np.ndarray:
 
 def sample_negatives(field: Field, rng: np.random.Generator, count: int) -> list[Window]:
     """Up to ``count`` windows of ``field`` that touch no bubble's box (+-1.5 radii), sides from the radius log-normal."""
-    size_limit = field.pixels.shape[-1]
+    height, width = field.pixels.shape[-2:]
     scale = float(abs(field.header["CDELT2"]) * 3600.0)
     forbidden = np.array([[b.x_px - 1.5 * b.radius_px, b.y_px - 1.5 * b.radius_px, b.x_px + 1.5 * b.radius_px,
                            b.y_px + 1.5 * b.radius_px] for b in field.bubbles]).reshape(-1, 4)
@@ -108,8 +109,8 @@ def sample_negatives(field: Field, rng: np.random.Generator, count: int) -> list
         if len(windows) == count:
             break
         radius_px = float(np.exp(rng.normal(MWP_SHELLS.log_radius_mean, MWP_SHELLS.log_radius_sigma))) / scale
-        side = _clamp(radius_px * rng.uniform(*_CROP_RADII), 64, size_limit)
-        x0, y0 = (int(v) for v in rng.integers(0, size_limit - side + 1, 2))
+        side = _clamp(radius_px * rng.uniform(*_CROP_RADII), 64, min(height, width))
+        x0, y0 = (int(v) for v in rng.integers(0, [width - side + 1, height - side + 1]))
         apart = ((forbidden[:, 0] >= x0 + side) | (forbidden[:, 2] <= x0) | (forbidden[:, 1] >= y0 + side) | (forbidden[:, 3] <= y0))
         if apart.all():
             windows.append(Window(x0, y0, side))
@@ -129,9 +130,14 @@ def augment(pixels: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> 
     return np.ascontiguousarray(pixels), boxes.astype(np.float32).reshape(-1, 4)
 
 
-def make_sample(field: Field, window: Window, rng: np.random.Generator, *, labelled: bool = True) -> Sample:
-    """The preprocessed, augmented crop of ``window`` with its clear-bubble boxes (none when not ``labelled``)."""
-    crop = resize_crop(field.pixels[:, window.y0:window.y0 + window.size_px, window.x0:window.x0 + window.size_px], IMAGE_SIZE)
+def make_sample(field: Field, window: Window, rng: np.random.Generator, *, labelled: bool = True,
+                render: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> Sample:
+    """The preprocessed, augmented crop of ``window`` with its clear-bubble boxes (none when not ``labelled``).
+
+    ``render`` maps the raw (2, n, n) crop to another rendering of it first (e.g. as the real composites look).
+    """
+    crop = field.pixels[:, window.y0:window.y0 + window.size_px, window.x0:window.x0 + window.size_px]
+    crop = resize_crop(render(crop, rng) if render is not None else crop, IMAGE_SIZE)
     scale = float(abs(field.header["CDELT2"]) * 3600.0) * window.scale(IMAGE_SIZE)
     pixels = preprocess_crop(crop, fwhm8_px=max(1.0, BAND_FWHM_ARCSEC[0] / scale))
     boxes = _target_boxes(field, window) if labelled else np.zeros((0, 4), np.float32)
@@ -236,7 +242,7 @@ def train_model(
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = select_device()
+    device = torch_device()
     torch.manual_seed(seed)
     seeds = data_seeds(seed)
     train_fields = simulate_fields(config, seeds["train"], config.train_fields)

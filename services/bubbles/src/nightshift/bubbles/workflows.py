@@ -23,18 +23,17 @@ from nightshift.bubbles.scoring import FieldRows, best_f2, real_check, simulated
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
 from nightshift.core.catalog import Column
+from nightshift.core.devices import device_label, torch_device
 
 __all__ = ["load_model", "train_and_package", "register_if_configured", "evaluate_model", "infer_files", "TRUTH_COLUMNS",
            "write_truth", "write_simulated", "benchmark"]
 
 def load_model(weights: Path | None = None) -> tuple[BubbleSSD, BubblesConfig, dict[str, Any]]:
     """(model, config, card) of a weights file with its JSON card beside (default: the shipped model)."""
-    from nightshift.bubbles.infer import select_device
-
     weights = weights or shipped_weights()
     card = json.loads(weights.with_suffix(".json").read_text())
     config = BubblesConfig.from_dict(card["config"])
-    return load_weights(weights, config, device=select_device()), config, card
+    return load_weights(weights, config, device=torch_device()), config, card
 
 
 def register_if_configured(weights: Path) -> str | None:
@@ -207,17 +206,13 @@ def write_simulated(output: Path, *, preset: str, count: int, seed: int) -> dict
 
 def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:
     """Service Infer over gRPC with tiles by reference vs the bare model, on windows of held-out simulated fields."""
-    import platform
-
-    import torch
-
     from nightshift.bubbles.servicer import BubblesModel
     from nightshift.bubbles.simulate import field_tiles, simulate_field
     from nightshift.core.bench import benchmark_service
     from nightshift.core.s3server import start_local_s3
 
     config = config_preset("default")
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or 'x86_64'})"
+    device = device_label()
     with start_local_s3("rclone") as s3:
         store = s3.store()
         messages: list = []

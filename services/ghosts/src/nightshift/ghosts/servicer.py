@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightshift.core.devices import torch_device
 from nightshift.core.errors import FailedPrecondition, InvalidInput, NotFound
 from nightshift.core.model import ProgressCallback, TaskModel
 from nightshift.core.registry import ModelRegistry, resolve_checkpoint
@@ -19,7 +20,7 @@ from nightshift.ghosts.evaluate import headline, score_real_heldout, score_simul
 from nightshift.ghosts.infer import Detector, sky_position
 from nightshift.ghosts.model import load_detector, save_weights
 from nightshift.ghosts.preprocess import display_pixels
-from nightshift.ghosts.train import EpochReport, select_device, train_model
+from nightshift.ghosts.train import EpochReport, train_model
 from nightshift.ghosts.workflows import shipped_weights
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
@@ -51,7 +52,7 @@ class GhostsModel(TaskModel):
         self.store = store
         self.weights = weights
         self.evaluate_images = evaluate_images
-        self.device = select_device()
+        self.device = torch_device()
         self._detector: Detector | None = None
         self._config: GhostsConfig | None = None
         self._ref = results_pb2.ModelRef()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nightshift.core.devices import torch_device
 from nightshift.ghosts.artefacts import Artefact
 from nightshift.ghosts.config import GhostsConfig, data_ranges
 from nightshift.ghosts.evaluate import coco_scores
@@ -28,7 +29,7 @@ from nightshift.ghosts.preprocess import augment, draw_augmentation, image_to_pi
 from nightshift.ghosts.realdata import RealImage
 from nightshift.ghosts.simulate import simulate_dataset
 
-__all__ = ["EpochReport", "TrainingResult", "select_device", "train_model", "validation_ap50"]
+__all__ = ["EpochReport", "TrainingResult", "train_model", "validation_ap50"]
 
 EpochCallback = Callable[["EpochReport"], None]
 
@@ -52,11 +53,6 @@ class TrainingResult:
     detector: GhostDetector
     history: list[EpochReport]
     metrics: dict[str, float]
-
-
-def select_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +147,7 @@ def _train(
     config: GhostsConfig, *, seed: int, real_train: Sequence[RealImage], on_epoch: EpochCallback | None,
     checkpoint: Path | None, resume: bool, show_progress: bool,
 ) -> TrainingResult:
-    device = select_device()
+    device = torch_device()
     torch.manual_seed(seed)
     detector = GhostDetector(config).to(device)
     optimizer = _optimizer(config, detector)

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from nightshift.core.devices import device_label, torch_device
 from nightshift.core.registry import bundled_weights
 from nightshift.ghosts.config import GhostsConfig, data_ranges
 from nightshift.ghosts.config import preset as config_preset
 from nightshift.ghosts.model import GhostDetector, load_detector, save_weights, write_card
-from nightshift.ghosts.train import EpochReport, select_device, train_model
+from nightshift.ghosts.train import EpochReport, train_model
 
 __all__ = [
     "train_and_package", "register_if_configured", "shipped_weights", "load_model", "evaluate_model", "infer_files",
@@ -83,7 +84,7 @@ def train_and_package(
 
     result = train_model(config, seed=seed, real_train=real_train, on_epoch=report, checkpoint=output / "checkpoint.pt", resume=resume)
     train_seconds = time.perf_counter() - started
-    held_out = score_simulated(result.detector, config, seed=seed, count=config.test_images, device=select_device())
+    held_out = score_simulated(result.detector, config, seed=seed, count=config.test_images, device=torch_device())
     metrics = {**result.metrics, "test_ap50": held_out["ap50"], "test_ap": held_out["ap"], "train_seconds": train_seconds}
     weights = save_weights(result.detector, output / f"{config.name}.safetensors")
     card = write_card(weights.with_suffix(".json"), config=config, metrics=metrics, data_seed=seed)
@@ -107,7 +108,7 @@ def load_model(weights: Path | None = None) -> tuple[GhostDetector, GhostsConfig
     weights, card_path = (weights, weights.with_suffix(".json")) if weights else shipped_weights()
     card = json.loads(card_path.read_text())
     config = GhostsConfig.from_dict(card["config"])
-    return load_detector(weights, config, device=select_device()), config, card
+    return load_detector(weights, config, device=torch_device()), config, card
 
 
 def evaluate_model(
@@ -220,10 +221,6 @@ def write_simulated(output: Path, *, count: int, seed: int, first_index: int) ->
 
 def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:
     """Service Infer over gRPC with tiles by reference vs the bare model, on simulated exposures."""
-    import platform
-
-    import torch
-
     from nightshift.core.bench import benchmark_service
     from nightshift.core.s3server import start_local_s3
     from nightshift.core.tiles import make_tile
@@ -233,7 +230,7 @@ def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:
     from nightshift.ghosts.simulate import simulate_dataset
     from nightshift.v1 import tile_pb2
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or 'x86_64'})"
+    device = device_label()
     with start_local_s3("rclone") as s3:
         store = s3.store()
         bands = [tile_pb2.Band(name=b, unit="8-bit") for b in BANDS]

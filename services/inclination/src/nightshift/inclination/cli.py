@@ -204,12 +204,12 @@ def _bench(args: argparse.Namespace) -> int:
     from nightshift.core import bench
     from nightshift.core.s3server import start_local_s3
     from nightshift.core.tiles import make_tile
-    from nightshift.inclination.model import configure_devices
+    from nightshift.core.devices import configure_tensorflow
     from nightshift.inclination.servicer import InclinationModel
     from nightshift.inclination.train import simulate_split
     from nightshift.v1 import tile_pb2
 
-    device = configure_devices()
+    device = configure_tensorflow()
     bands = [tile_pb2.Band(name=b, wavelength_um=WAVELENGTH_UM[b], unit=FITS_UNIT) for b in BANDS]
     with start_local_s3("rclone") as s3:
         store = s3.store()

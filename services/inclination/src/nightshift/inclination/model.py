@@ -20,29 +20,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from nightshift.core.devices import configure_tensorflow
 from nightshift.inclination.config import InclinationConfig
 
 __all__ = [
-    "configure_devices", "vgg_backbone", "regression_head", "classification_head", "twin_network",
+    "vgg_backbone", "regression_head", "classification_head", "twin_network",
     "build_regressor", "build_classifier", "build_ensemble", "load_ensemble", "scale_inclination",
     "unscale_inclination",
 ]
 
 MIN_INCLINATION_DEG, MAX_INCLINATION_DEG = 45.0, 90.0
 BATCH_NORM_MOMENTUM = 0.9  # running statistics settle within the few hundred steps of a CPU run
-
-
-def configure_devices() -> str:
-    """Let TensorFlow grow GPU memory as needed (it takes all of it otherwise); name the device used."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by an earlier call: growth was set then
-            pass
-    return f"gpu:{len(gpus)}" if gpus else "cpu"
 
 
 def scale_inclination(inclination_deg: np.ndarray) -> np.ndarray:
@@ -135,5 +123,5 @@ def build_ensemble(regressors: Sequence[keras.Model], classifiers: Sequence[kera
 
 def load_ensemble(path: str | Path) -> keras.Model:
     """Load a saved ensemble safely (``safe_mode=True``: no arbitrary code is deserialised)."""
-    configure_devices()
+    configure_tensorflow()
     return keras.saving.load_model(Path(path), compile=False, safe_mode=True)

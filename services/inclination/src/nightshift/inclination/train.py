@@ -24,11 +24,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from nightshift.core.devices import configure_tensorflow
 from nightshift.core.registry import ModelRegistry, RegisteredModel
 from nightshift.inclination.config import InclinationConfig
 from nightshift.inclination.evaluate import calibration, mae, rms, roc_auc
 from nightshift.inclination.infer import Predictor
-from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor, configure_devices, scale_inclination
+from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor, scale_inclination
 from nightshift.inclination.preprocess import augment, stretch, view
 from nightshift.inclination.simulate import SimulatedGalaxies, simulate_galaxies
 
@@ -184,7 +185,7 @@ def train(
         Show progress bars and per-epoch lines on the terminal.
     """
     started = time.perf_counter()
-    device = configure_devices()
+    device = configure_tensorflow()
     if device == "cpu":  # bit-for-bit reruns on CPU; some GPU kernels have no deterministic version
         tf.config.experimental.enable_op_determinism()
     output_dir = Path(output_dir)
