@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,36 @@ def test_deploy_creates_a_missing_pool_as_kubernetes_with_the_base_job_template(
         deployment = client.read_deployment_by_name("nightshift-nightly/nightly")
     assert pool.type == "kubernetes" and pool.base_job_template == base_job_template()
     assert deployment.work_pool_name == "kubernetes-test" and deployment.job_variables["image"] == image
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_served_and_deployed_deployments_do_not_replace_each_other(tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    config = tmp_path / "night.json"
+    config.write_text(NightConfig(surveys=SIMULATED_SURVEYS, ingest_target="dns:///ingest:50051").model_dump_json())
+    assert main(["deploy", "--config", str(config), "--work-pool", "kubernetes-test"]) == 0
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log, get_client(sync_client=True) as client:
+        serving = subprocess.Popen([console_script("nightshift"), "serve", "--config", str(config)], stdout=log,
+                                   stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())})
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    served = client.read_deployment_by_name("nightshift-nightly/nightly-served")
+                    break
+                except ObjectNotFound:
+                    assert serving.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(0.5)
+            deployed = client.read_deployment_by_name("nightshift-nightly/nightly")
+        finally:
+            serving.terminate()
+            serving.wait(timeout=30)
+    assert served.work_pool_name is None and deployed.work_pool_name == "kubernetes-test"
+    assert served.entrypoint == deployed.entrypoint == "nightshift.orchestration.nightly.nightly"
 
 
 @pytest.mark.usefixtures("prefect_harness")
