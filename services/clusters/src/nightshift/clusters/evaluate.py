@@ -273,7 +273,7 @@ def evaluate_command(
     from nightshift.clusters.datasets import simulated_data
     from nightshift.clusters.model import load_model
     from nightshift.clusters.servicer import bundled_weights
-    from nightshift.clusters.train import configure_tensorflow
+    from nightshift.core.devices import configure_tensorflow
 
     configure_tensorflow()
     weights = weights or bundled_weights()

@@ -73,7 +73,7 @@ class ClustersModel(TaskModel):
 
     def load(self) -> None:
         from nightshift.clusters.model import load_model
-        from nightshift.clusters.train import configure_tensorflow
+        from nightshift.core.devices import configure_tensorflow
 
         configure_tensorflow()
         checkpoint = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name)

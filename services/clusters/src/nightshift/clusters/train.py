@@ -22,8 +22,9 @@ import numpy as np
 from nightshift.clusters.config import ClustersConfig
 from nightshift.clusters.datasets import SimulatedData, training_data
 from nightshift.clusters.preprocess import augment, channels_last, fill_missing, robust_scales, subtract_tile_medians
+from nightshift.core.devices import configure_tensorflow
 
-__all__ = ["EpochProgress", "TrainResult", "configure_tensorflow", "train_model", "model_file_name"]
+__all__ = ["EpochProgress", "TrainResult", "train_model", "model_file_name"]
 
 EpochProgress = Callable[[int, int, dict[str, float]], None]
 
@@ -41,23 +42,6 @@ class TrainResult:
 
 def model_file_name(config: ClustersConfig) -> str:
     return f"clusters-{config.architecture.replace('_', '-')}.keras"
-
-
-def configure_tensorflow(*, seed: int | None = None) -> str:
-    """Turn on GPU memory growth (when a GPU exists) and determinism for ``seed``; return the device used."""
-    import keras
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by an earlier call
-            pass
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
-    return "gpu" if gpus else "cpu"
 
 
 def _dice_at_half(y_true, y_pred):
