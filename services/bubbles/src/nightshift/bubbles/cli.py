@@ -67,6 +67,21 @@ def _register_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_real(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.finetune import FinetuneSettings, leave_one_field_out_finetune
+    from nightshift.bubbles.workflows import load_model
+    from nightshift.core.bench import report
+
+    def load():
+        model, config, _ = load_model(args.weights)
+        return model, config
+
+    settings = FinetuneSettings(epochs=args.epochs, simulated_fields=args.simulated_fields)
+    report(leave_one_field_out_finetune(load, args.real_dir, settings, seed=args.seed, log=lambda line: print(line, file=sys.stderr)),
+           args.output / "finetune.json")
+    return 0
+
+
 def _infer(args: argparse.Namespace) -> int:
     from nightshift.bubbles.workflows import infer_files
 
@@ -152,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real composites and MWP DR1 CSV")
     register.add_argument("--output", type=Path, default=REGISTRATION_DIR, help="folder for <composite stem>.hdr")
     register.set_defaults(run=_register_real)
+
+    tune_real = commands.add_parser("finetune-real", help="leave-one-field-out fine-tuning on the real composites (one model per "
+                                                           "composite, scored on it); prints one JSON line, ships nothing")
+    tune_real.add_argument("--weights", type=Path, default=None, help="starting weights (default: shipped)")
+    tune_real.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR)
+    tune_real.add_argument("--epochs", type=int, default=10)
+    tune_real.add_argument("--simulated-fields", type=int, default=16, help="simulated training fields mixed in, rendered as composites")
+    tune_real.add_argument("--seed", type=int, default=7)
+    tune_real.add_argument("--output", type=Path, default=Path("bubbles-finetune"))
+    tune_real.set_defaults(run=_finetune_real)
 
     infer = commands.add_parser("infer", help="find bubbles in FITS fields (2 bands) or 8/24 um colour composites; writes a catalogue")
     infer.add_argument("files", type=Path, nargs="+", help="FITS files (one with 2 planes, or pairs given as A.fits,B.fits) or JPEG/PNG composites")

@@ -42,7 +42,7 @@ from nightshift.bubbles.infer import BOX_SCALE
 from nightshift.bubbles.windows import car_header, plan_windows, resize_crop, window_header
 
 __all__ = ["ShellStatistics", "MWP_SHELLS", "QUANTILE_LEVELS", "fit_shell_statistics", "BubbleTruth", "Field",
-           "simulate_field", "simulate_fields", "band_hdus", "field_tiles"]
+           "simulate_field", "simulate_fields", "band_hdus", "field_tiles", "COMPOSITE_COARSENING", "render_as_composite"]
 
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """Levels of the embedded shell quantiles (the MWP DR1 deciles with the 5% and 95% ends)."""
@@ -387,3 +387,39 @@ def field_tiles(field: Field, config: BubblesConfig, *, store=None) -> list:
             labels={"window_px": str(window.size_px), "x_px": str(window.x0), "y_px": str(window.y0)}, store=store,
         ))
     return tiles
+
+
+COMPOSITE_COARSENING = (1.0, 6.0)
+"""Range of the factor by which :func:`render_as_composite` coarsens a crop's pixels (real composites: 0.95-6.7"/px vs 1.2)."""
+
+
+def render_as_composite(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A simulated (2, n, n) crop in MJy/sr rendered as the real GLIMPSE/MIPSGAL composites are.
+
+    The composites are 8-bit JPEG colour images (24 um red, 8 um green) of coarser pixels than the
+    simulation: the crop is block-averaged by a random factor in ``COMPOSITE_COARSENING`` (and brought
+    back to its size), each band clipped at random low/high percentiles and asinh-stretched with a random
+    softening, quantised to 8 bits and JPEG-compressed (quality 60-95) as one RGB image; the
+    result is the (8 um, 24 um) display values read back, as the real-data loader reads a composite.
+    """
+    import io
+
+    from PIL import Image
+
+    side = crop.shape[-1]
+    factor = rng.uniform(*COMPOSITE_COARSENING)
+    values = np.nan_to_num(crop.astype(np.float32))
+    if factor > 1.1:
+        values = resize_crop(resize_crop(values, max(8, int(round(side / factor)))), side)
+    channels = []
+    for band in values:
+        low, high = np.percentile(band, [rng.uniform(0.5, 10.0), rng.uniform(99.0, 99.95)])
+        scaled = np.clip((band - low) / max(high - low, 1e-6), 0.0, 1.0)
+        softening = float(np.exp(rng.uniform(0.0, np.log(30.0))))
+        channels.append(np.arcsinh(scaled * softening) / np.arcsinh(softening))
+    green, red = channels
+    rgb = np.round(np.stack([red, green, 0.5 * green], axis=-1) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=int(rng.integers(60, 96)))
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return np.stack([decoded[..., 1], decoded[..., 0]]).astype(np.float32)
