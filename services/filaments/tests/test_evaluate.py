@@ -92,4 +92,4 @@ def test_the_shipped_model_beats_the_baseline_and_its_stitching_matches_one_pass
     stitching = figures["stitching"]
     assert stitching["border_px"] == config.patch_px // 4
     # Away from the map's edges, stitched windows agree with one pass over the whole map.
-    assert stitching["interior"]["dice_between"] > 0.9 and stitching["interior"]["mean_abs_diff"] < 0.02
+    assert stitching["interior"]["dice_between"] > 0.85 and stitching["interior"]["mean_abs_diff"] < 0.03

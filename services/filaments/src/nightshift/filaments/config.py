@@ -1,6 +1,6 @@
 """The filaments service's one configuration object and its presets.
 
-``tiny`` runs the test suite in seconds, ``default`` trains the shipped model in 8 to 30 minutes
+``tiny`` runs the test suite in seconds, ``default`` trains the shipped model in 10 to 30 minutes
 (depending on the load) on two shared CPU cores, and ``paper`` is the seed's configuration (U-Net5 with 64 base channels,
 64x64 patches holding at least 20% mask, per-patch min/max normalisation, BCE, Adam, batch 64,
 20 epochs, 80/20 split; Zavagno, Dupe, Gray, Schisano, "Deep learning on Galactic filaments").
@@ -87,7 +87,7 @@ class FilamentsConfig:
     name: str = "filaments-unet5"
     seed: int = 0
     map_px: int = 128
-    train_maps: int = 96
+    train_maps: int = 48
     test_maps: int = 16
     patches_per_map: int = 16
     patch_px: int = 64
@@ -96,7 +96,7 @@ class FilamentsConfig:
     max_missing_fraction: float = 0.3
     validation_fraction: float = 0.2
     use_real: bool = True
-    real_patches: int = 800
+    real_patches: int = 1600
     real_train_columns: tuple[int, int] = (0, 200)
     real_validation_columns: tuple[int, int] = (200, 300)
     scaling: str = "log-minmax"
@@ -104,7 +104,7 @@ class FilamentsConfig:
     levels: int = 5
     base_channels: int = 8
     loss: str = "bce+dice"
-    epochs: int = 16
+    epochs: int = 12
     batch_size: int = 16
     learning_rate: float = 3e-3
     stride_px: int = 32
