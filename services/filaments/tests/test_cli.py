@@ -12,6 +12,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from nightshift.filaments.cli import main
+from nightshift.filaments.config import default_real_data_dir
+from nightshift.filaments.realdata import real_data_available
 
 
 def test_help_lists_every_command(capsys) -> None:
@@ -54,4 +56,16 @@ def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsy
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"dice", "iou", "ap"} <= set(figures) and {"dice", "iou", "ap"} <= set(figures["baseline"])
     assert json.loads((tmp_path / "evaluation.json").read_text())["dice"] == figures["dice"]
+    assert figures["simulated"]["dice"] == figures["dice"] and "real" not in figures
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not real_data_available(default_real_data_dir()),
+                    reason="the real Hi-GAL cut-out (../shared/data/filaments) is not on this machine")
+def test_evaluate_names_the_real_and_simulated_figures_as_the_issue_does(tmp_path, capsys) -> None:
+    assert main(["evaluate", "--test-maps", "2", "--output", str(tmp_path)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("dice", "iou", "ap"):
+        assert 0 < figures["real"][key] < 1 and 0 < figures["baseline"]["real"][key] < 1
+    assert figures["simulated"]["dice"] == figures["dice"] and figures["real"]["columns"] == [200, 300]
+    assert (tmp_path / "real_side_by_side.png").stat().st_size > 1000

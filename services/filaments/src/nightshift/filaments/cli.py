@@ -120,16 +120,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     network, config, card = load_checkpoint(args.weights, select_device())
     simulated, _ = evaluate_simulated(network, config, maps=args.test_maps, measure_border=True)
     results = [simulated]
-    figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "simulated_test": simulated.figures()}
+    # Headline figures at the top level are the simulated ones; ``simulated``/``real`` hold each dataset's,
+    # ``baseline`` the baseline's simulated ones with the real ones under ``baseline.real``.
+    figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "simulated": simulated.figures()}
     figures.update({k: simulated.figures()[k] for k in ("dice", "iou", "ap")})
-    figures["baseline"] = simulated.figures()["baseline"]
+    figures["baseline"] = dict(simulated.figures()["baseline"])
     real_dir = args.real_dir or default_real_data_dir()
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.no_real and real_data_available(real_dir):
         cutout = load_real_cutout(real_dir)
         real, probability = evaluate_real(network, config, cutout, measure_border=True)
         results.append(real)
-        figures["real_validation"] = {**real.figures(), "columns": list(config.real_validation_columns)}
+        figures["real"] = {**real.figures(), "columns": list(config.real_validation_columns)}
+        figures["baseline"]["real"] = real.figures()["baseline"]
         validation = cutout.columns(config.real_validation_columns)
         roi, _ = find_filaments(probability, validation.column_density, threshold=config.threshold, min_area_px=0)
         figures["side_by_side"] = str(plot_side_by_side(
