@@ -111,13 +111,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from nightshift.core.bench import report
+    from nightshift.core.devices import torch_device
     from nightshift.filaments.config import default_real_data_dir
     from nightshift.filaments.evaluate import evaluate_real, evaluate_simulated, plot_curves, plot_side_by_side
-    from nightshift.filaments.infer import find_filaments, select_device
+    from nightshift.filaments.infer import find_filaments
     from nightshift.filaments.model import load_checkpoint
     from nightshift.filaments.realdata import load_real_cutout, real_data_available
 
-    network, config, card = load_checkpoint(args.weights, select_device())
+    network, config, card = load_checkpoint(args.weights, torch_device())
     simulated, _ = evaluate_simulated(network, config, maps=args.test_maps, measure_border=True)
     results = [simulated]
     # Headline figures at the top level are the simulated ones; ``simulated``/``real`` hold each dataset's,
@@ -159,10 +160,11 @@ def _read_fits_map(path: Path) -> tuple:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from nightshift.filaments.infer import find_filaments, predict_probability, select_device, write_outputs
+    from nightshift.core.devices import torch_device
+    from nightshift.filaments.infer import find_filaments, predict_probability, write_outputs
     from nightshift.filaments.model import load_checkpoint
 
-    network, config, _ = load_checkpoint(args.weights, select_device())
+    network, config, _ = load_checkpoint(args.weights, torch_device())
     summary = []
     for path in args.fits:
         column_density, header = _read_fits_map(path)
@@ -188,6 +190,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from nightshift.core.bench import benchmark_service, report
+    from nightshift.core.devices import device_label
     from nightshift.core.s3server import start_local_s3
     from nightshift.core.tiles import make_tile
     from nightshift.filaments.config import BAND, UNIT
@@ -205,7 +208,7 @@ def _bench(args: argparse.Namespace) -> int:
         tiles = [make_tile(m.column_density[None], bands=[tile_pb2.Band(name=BAND, wavelength_um=0.0, unit=UNIT)],
                            survey="simulated", field=f"bench-{i}", store=store, inline_limit_bytes=0)
                  for i, m in enumerate(maps)]
-        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        device = device_label()
         figures = benchmark_service(model, tiles, store=store, batch_size=args.batch_size or model.spec.preferred_batch_tiles,
                                     rounds=args.rounds, device=device)
     figures["tile_px"] = size

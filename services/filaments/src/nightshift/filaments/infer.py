@@ -19,13 +19,8 @@ from scipy import ndimage
 from nightshift.filaments.config import FilamentsConfig
 from nightshift.filaments.preprocess import blend_weights, normalise_patches, patch_starts
 
-__all__ = ["Filament", "select_device", "predict_probability", "predict_probability_one_pass", "skeleton_length_px",
+__all__ = ["Filament", "predict_probability", "predict_probability_one_pass", "skeleton_length_px",
            "find_filaments", "sky_positions", "CATALOG_COLUMNS", "write_outputs"]
-
-
-def select_device() -> torch.device:
-    """The GPU when one is present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.no_grad()

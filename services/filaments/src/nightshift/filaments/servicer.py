@@ -74,13 +74,13 @@ class FilamentsModel(TaskModel):
         self._cache = tempfile.TemporaryDirectory(prefix="filaments-models-")
 
     def load(self) -> None:
-        from nightshift.filaments.infer import select_device
+        from nightshift.core.devices import torch_device
         from nightshift.filaments.model import load_network
 
         served = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name)
         self.config = FilamentsConfig.from_dict(served.config)
         self.spec = _spec(self.config)
-        self._network = load_network(served.weights, self.config, select_device())
+        self._network = load_network(served.weights, self.config, torch_device())
         self._ref = served.ref
 
     def warmup(self) -> None:

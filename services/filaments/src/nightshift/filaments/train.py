@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from nightshift.filaments.config import FilamentsConfig, default_real_data_dir
 from nightshift.filaments.evaluate import HEADLINE, dice, evaluate_real, evaluate_simulated
-from nightshift.filaments.infer import select_device
+from nightshift.core.devices import torch_device
 from nightshift.filaments.model import save_weights, unet_from_config
 from nightshift.filaments.preprocess import augment, cut_patches, normalise_patches, sample_patch_corners
 from nightshift.filaments.realdata import RealCutout, load_real_cutout, real_data_available
@@ -193,7 +193,7 @@ def train_model(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = select_device()
+    device = torch_device()
     torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
