@@ -152,12 +152,11 @@ class RcloneS3Server(LocalS3Server):
         # the key pair goes in rclone's environment (RCLONE_<FLAG>; a list flag's value is CSV, hence the quotes), not on
         # its command line where ps shows it
         self._process = subprocess.Popen(
-            [
+            end_with_parent([
                 self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--log-level", "ERROR", *self._tls_args,
                 str(self.data_dir),
-            ],
+            ]),
             env={**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'},
-            preexec_fn=end_with_parent(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

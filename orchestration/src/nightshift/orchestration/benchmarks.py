@@ -143,10 +143,10 @@ def _served(model: str, work_dir: Path, env: dict[str, str], *args: str) -> Iter
     port_file = work_dir / f"{model}-{time.monotonic_ns()}.port"
     log = (work_dir / f"{model}.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "nightshift.orchestration.benchmarks", "serve", model, *args],
+        end_with_parent([sys.executable, "-m", "nightshift.orchestration.benchmarks", "serve", model, *args]),
         env={**os.environ, **env, "NIGHTSHIFT_GRPC_PORT": "0", "NIGHTSHIFT_GRPC_PORT_FILE": str(port_file),
              "NIGHTSHIFT_GRPC_MAX_MESSAGE_BYTES": str(_MESSAGE_LIMIT), "NIGHTSHIFT_GRPC_GRACE_S": "2"},
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=end_with_parent(),
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60

@@ -179,8 +179,8 @@ class LocalNight:
         env = {**self.environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(port),
                "NIGHTSHIFT_METRICS_PORT": str(metrics_port), "NIGHTSHIFT_GRPC_GRACE_S": "5"}
         with log_path.open("ab") as log:
-            process = subprocess.Popen(command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       preexec_fn=end_with_parent())
+            process = subprocess.Popen(end_with_parent(command.argv), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
         return RunningService(command, process, port, metrics_port, log_path)
 
     def _wait_serving(self, service: RunningService, deadline: float) -> str:
