@@ -1,39 +1,55 @@
-"""Fixtures of the deployment tests: the renderer (deploy/render.py) and both overlays rendered."""
+"""Fixtures of the deployment tests: both overlays rendered by ``kubectl kustomize``, as ``kubectl apply -k`` applies them."""
 
 from __future__ import annotations
 
-import importlib.util
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
 
 
-def _load_renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nightshift_deploy_render", REPO / "deploy" / "render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _kustomize(directory: Path) -> subprocess.CompletedProcess[str]:
+    """``kubectl kustomize DIRECTORY``: what ``kubectl apply -k`` would apply, rendered offline."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the overlays are rendered by kubectl kustomize")
+    return subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
 
 
-def read_secret_env_or_example(path: Path) -> str:
-    """The credentials file if the operator made one, else the committed example (CI has no credentials)."""
-    return (path if path.exists() else path.with_name(path.name + ".example")).read_text()
+def _copy_with_example_credentials(destination: Path) -> Path:
+    """A copy of deploy/k8s whose secret env files are the committed examples (CI has no credentials)."""
+    copy = destination / "k8s"
+    shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("*.env"))
+    for example in (copy / "base" / "secrets").glob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    return copy
 
 
 @pytest.fixture(scope="session")
-def renderer() -> ModuleType:
-    return _load_renderer()
-
-
-@pytest.fixture(scope="session")
-def rendered(renderer: ModuleType) -> dict[str, list[dict[str, Any]]]:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Each overlay's objects, as ``kubectl apply -k deploy/k8s/overlays/<overlay>`` applies them."""
-    return {
-        overlay.name: renderer.render(overlay, read_secret_env=read_secret_env_or_example)
-        for overlay in sorted((REPO / "deploy" / "k8s" / "overlays").iterdir())
-    }
+    k8s = _copy_with_example_credentials(tmp_path_factory.mktemp("deploy"))
+    objects = {}
+    for overlay in sorted((k8s / "overlays").iterdir()):
+        result = _kustomize(overlay)
+        assert result.returncode == 0, result.stderr
+        objects[overlay.name] = [o for o in yaml.safe_load_all(result.stdout) if o]
+    return objects
+
+
+@pytest.fixture
+def example_k8s(tmp_path: Path) -> Path:
+    """This test's own copy of deploy/k8s, with the example credentials."""
+    return _copy_with_example_credentials(tmp_path)
+
+
+@pytest.fixture
+def kustomize() -> Callable[[Path], subprocess.CompletedProcess[str]]:
+    return _kustomize

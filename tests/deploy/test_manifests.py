@@ -1,14 +1,15 @@
 """The rendered overlays are valid Kubernetes objects that follow the deployment's policies (issue 10).
 
 Everything is checked on what ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would apply, rendered
-by deploy/render.py, plus the flow-run Job that the Prefect worker makes from the work-pool template.
+by ``kubectl kustomize``, plus the flow-run Job that the Prefect worker makes from the work-pool template.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +408,12 @@ def test_work_pool_template_adds_gpu_variables(rendered: dict[str, list[Object]]
         assert command[command.index("--pool") + 1] == "nightshift"
         # Flow runs use the same orchestration image as the server and the worker.
         assert container["image"] == worker["image"]
+
+
+def test_an_overlay_without_the_operators_credentials_is_refused_naming_the_missing_file(
+    example_k8s: Path, kustomize: Callable[[Path], subprocess.CompletedProcess[str]]
+) -> None:
+    (example_k8s / "base" / "secrets" / "object-store.env").unlink()
+    result = kustomize(example_k8s / "overlays" / "gpu")
+    assert result.returncode != 0 and not result.stdout
+    assert "secrets/object-store.env" in result.stderr, result.stderr
