@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
 
 __all__ = ["ServiceMetrics"]
+
+METRICS_PATH = "/metrics"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -27,8 +33,10 @@ class ServiceMetrics:
         self._http = None
 
     def serve_http(self, host: str, port: int) -> int:
-        """Serve ``/metrics`` on ``host:port`` (0 picks a free port); return the port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        """Serve ``/metrics`` on ``host:port`` (0 picks a free port), 404 on every other path; return the port."""
+        server = make_server(host, port, _only_metrics(make_wsgi_app(self.registry)), _ThreadingWSGIServer,
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         self._http = server
         return int(server.server_port)
 
@@ -41,3 +49,24 @@ class ServiceMetrics:
     def render(self) -> bytes:
         """The metrics in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def _only_metrics(app):
+    """``app`` at ``/metrics``; 404 elsewhere, so a scraper pointed at the wrong path fails instead of reading metrics."""
+
+    def route(environ, start_response):
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"not found: the metrics are at {METRICS_PATH}\n".encode()]
+        return app(environ, start_response)
+
+    return route
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not worth a log line each
+        pass
