@@ -30,6 +30,8 @@ GPU_NODE_LABELS = {"nvidia.com/gpu.present": "true"}
 WORK_POOL_TEMPLATE = REPO / "deploy" / "k8s" / "base" / "work-pool" / "base-job-template.json"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet"}
+KEDA_API = "keda.sh/v1alpha1"
+AUTOSCALER_KINDS = {"HorizontalPodAutoscaler", "ScaledObject"}
 
 Object = dict[str, Any]
 
@@ -133,6 +135,8 @@ def ingress_allowed(objects: list[Object], source_labels: Mapping[str, str], tar
 def test_every_object_validates_strictly(rendered: dict[str, list[Object]], overlay: str) -> None:
     errors = []
     for obj in rendered[overlay]:
+        if obj["apiVersion"] == KEDA_API:  # a CRD without a bundled schema: test_gpu_services_scale_on_in_flight_calls_to_zero_outside_the_night
+            continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -152,8 +156,9 @@ def test_flow_run_job_validates_strictly(variables: dict[str, Any]) -> None:
 
 def test_both_overlays_render_the_same_objects(rendered: dict[str, list[Object]]) -> None:
     assert tuple(rendered) == OVERLAYS
-    names = {overlay: sorted((o["kind"], o["metadata"]["name"]) for o in objects) for overlay, objects in rendered.items()}
-    assert names["dev"] == names["gpu"]
+    names = {overlay: sorted((o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] not in AUTOSCALER_KINDS)
+             for overlay, objects in rendered.items()}
+    assert names["dev"] == names["gpu"]  # the autoscalers differ: test_autoscalers_and_disruption_budgets_target_the_services
     assert {n for k, n in names["dev"] if k == "Deployment"} >= {*GRPC_SERVICES, "prefect-server", "prefect-worker"}
     assert {n for k, n in names["dev"] if k == "StatefulSet"} == {"minio", "postgres"}
 
@@ -264,7 +269,10 @@ def test_autoscalers_and_disruption_budgets_target_the_services(rendered: dict[s
     objects = rendered[overlay]
     deployments = by_kind(objects, "Deployment")
     autoscalers, budgets = by_kind(objects, "HorizontalPodAutoscaler"), by_kind(objects, "PodDisruptionBudget")
-    assert set(autoscalers) == set(budgets) == set(GRPC_SERVICES)
+    scaled = by_kind(objects, "ScaledObject")
+    # The GPU overlay's science services are scaled by KEDA (to zero outside the night), the rest on CPU.
+    assert set(scaled) == (set(SCIENCE_SERVICES) if overlay == "gpu" else set())
+    assert set(autoscalers) == set(GRPC_SERVICES) - set(scaled) and set(budgets) == set(GRPC_SERVICES)
     for name, hpa in autoscalers.items():
         target = hpa["spec"]["scaleTargetRef"]
         assert (target["kind"], target["name"]) == ("Deployment", name) and name in deployments
@@ -275,6 +283,34 @@ def test_autoscalers_and_disruption_budgets_target_the_services(rendered: dict[s
                    if selector_matches(pdb["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])]
         assert matched == [name], f"PodDisruptionBudget {name} matches {matched}"
         assert "maxUnavailable" in pdb["spec"], f"{name}: minAvailable would block draining a single replica"
+
+
+def test_gpu_services_scale_on_in_flight_calls_to_zero_outside_the_night(rendered: dict[str, list[Object]]) -> None:
+    from nightshift.core.metrics import ServiceMetrics
+    from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON
+
+    exported = {metric.name for metric in ServiceMetrics().registry.collect()}
+    objects = rendered["gpu"]
+    deployments = by_kind(objects, "Deployment")
+    nightly_minute, nightly_hour = map(int, DEFAULT_NIGHTLY_CRON.split()[:2])
+    for name, scaled in by_kind(objects, "ScaledObject").items():
+        assert scaled["apiVersion"] == KEDA_API and scaled["metadata"]["namespace"] == "nightshift"
+        spec = scaled["spec"]
+        assert spec["scaleTargetRef"] == {"name": name} and name in deployments
+        assert spec["minReplicaCount"] == 0 < spec["maxReplicaCount"] and "replicas" not in deployments[name]["spec"]
+        triggers = {t["type"]: t["metadata"] for t in spec["triggers"]}
+        assert set(triggers) == {"prometheus", "cron"}
+        query = triggers["prometheus"]["query"]
+        metric, selector = re.fullmatch(r"sum\((\w+)\{(.*)\}\)", query).groups()
+        assert metric in exported, f"{name}: {metric} is not a metric the service exports"
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', selector))
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert labels["app_kubernetes_io_name"] == pod_labels["app.kubernetes.io/name"] == name  # Prometheus' labelmap of pod labels
+        assert float(triggers["prometheus"]["threshold"]) > 0 and triggers["prometheus"]["serverAddress"].startswith("http")
+        # one replica comes up before the nightly run starts, so its first calls do not wait for a cold GPU node
+        start_minute, start_hour = map(int, triggers["cron"]["start"].split()[:2])
+        assert 0 < (nightly_hour * 60 + nightly_minute) - (start_hour * 60 + start_minute) <= 120
+        assert int(triggers["cron"]["desiredReplicas"]) >= 1 and triggers["cron"]["timezone"] == "UTC"
 
 
 # --- the gRPC services ----------------------------------------------------------------------------
@@ -292,7 +328,8 @@ def test_grpc_service_agrees_with_its_configuration(rendered: dict[str, list[Obj
     assert {"secretRef": {"name": "nightshift-object-store"}} in container["envFrom"]
     assert settings["NIGHTSHIFT_GRPC_HOST"] == "0.0.0.0"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
-    assert container["livenessProbe"]["grpc"] == {"port": grpc_port, "service": LIVENESS_SERVICE}
+    assert container["livenessProbe"]["grpc"] == container["startupProbe"]["grpc"] == {"port": grpc_port, "service": LIVENESS_SERVICE}
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 120  # a cold node's imports
     assert container["readinessProbe"]["grpc"] == {"port": grpc_port, "service": READINESS_SERVICE[service]}
     assert pod["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics"}
