@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nightshift.v1 import tile_pb2 as nightshift_dot_v1_dot_tile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnightshift/v1/results.proto\x12\rnightshift.v1\x1a\x18nightshift/v1/tile.proto\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"F\n\x08PixelBox\x12\r\n\x05x_min\x18\x01 \x01(\x01\x12\r\n\x05y_min\x18\x02 \x01(\x01\x12\r\n\x05x_max\x18\x03 \x01(\x01\x12\r\n\x05y_max\x18\x04 \x01(\x01\"3\n\x0bPixelCircle\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\x0e\n\x06radius\x18\x03 \x01(\x01\"\xf2\x02\n\tDetection\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12&\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x17.nightshift.v1.PixelBoxH\x00\x12,\n\x06\x63ircle\x18\x04 \x01(\x0b\x32\x1a.nightshift.v1.PixelCircleH\x00\x12\'\n\x03sky\x18\x05 \x01(\x0b\x32\x1a.nightshift.v1.SkyPosition\x12\x15\n\rradius_arcsec\x18\x06 \x01(\x01\x12\r\n\x05score\x18\x07 \x01(\x02\x12\r\n\x05label\x18\x08 \x01(\t\x12<\n\nproperties\x18\t \x03(\x0b\x32(.nightshift.v1.Detection.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x07\n\x05shape\"\xa5\x01\n\x0fSegmentationMap\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12+\n\x0bprobability\x18\x03 \x01(\x0b\x32\x16.nightshift.v1.NDArray\x12,\n\ndetections\x18\x04 \x03(\x0b\x32\x18.nightshift.v1.Detection\"8\n\x07RleMask\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06\x63ounts\x18\x03 \x03(\r\"\x8d\x02\n\x08Instance\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12$\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x17.nightshift.v1.PixelBox\x12%\n\x03rle\x18\x06 \x01(\x0b\x32\x16.nightshift.v1.RleMaskH\x00\x12,\n\nmask_array\x18\x07 \x01(\x0b\x32\x16.nightshift.v1.NDArrayH\x00\x12\'\n\x03sky\x18\x08 \x01(\x0b\x32\x1a.nightshift.v1.SkyPositionB\x06\n\x04mask\"\xcf\x01\n\x0bMeasurement\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\x10\n\x08quantity\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x13\n\x0buncertainty\x18\x05 \x01(\x01\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x1a\n\x12reject_probability\x18\x07 \x01(\x01\x12\'\n\x03sky\x18\x08 \x01(\x0b\x32\x1a.nightshift.v1.SkyPosition\"\xe0\x01\n\nTileResult\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12,\n\ndetections\x18\x02 \x03(\x0b\x32\x18.nightshift.v1.Detection\x12\x35\n\rsegmentations\x18\x03 \x03(\x0b\x32\x1e.nightshift.v1.SegmentationMap\x12*\n\tinstances\x18\x04 \x03(\x0b\x32\x17.nightshift.v1.Instance\x12\x30\n\x0cmeasurements\x18\x05 \x03(\x0b\x32\x1a.nightshift.v1.Measurementb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnightshift/v1/results.proto\x12\rnightshift.v1\x1a\x18nightshift/v1/tile.proto\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"F\n\x08PixelBox\x12\r\n\x05x_min\x18\x01 \x01(\x01\x12\r\n\x05y_min\x18\x02 \x01(\x01\x12\r\n\x05x_max\x18\x03 \x01(\x01\x12\r\n\x05y_max\x18\x04 \x01(\x01\"3\n\x0bPixelCircle\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\x0e\n\x06radius\x18\x03 \x01(\x01\"\x9f\x03\n\tDetection\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12&\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x17.nightshift.v1.PixelBoxH\x00\x12,\n\x06\x63ircle\x18\x04 \x01(\x0b\x32\x1a.nightshift.v1.PixelCircleH\x00\x12\'\n\x03sky\x18\x05 \x01(\x0b\x32\x1a.nightshift.v1.SkyPosition\x12\x15\n\rradius_arcsec\x18\x06 \x01(\x01\x12\r\n\x05score\x18\x07 \x01(\x02\x12\r\n\x05label\x18\x08 \x01(\t\x12<\n\nproperties\x18\t \x03(\x0b\x32(.nightshift.v1.Detection.PropertiesEntry\x12+\n\x07outline\x18\n \x03(\x0b\x32\x1a.nightshift.v1.SkyPosition\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x07\n\x05shape\"\xa5\x01\n\x0fSegmentationMap\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12+\n\x0bprobability\x18\x03 \x01(\x0b\x32\x16.nightshift.v1.NDArray\x12,\n\ndetections\x18\x04 \x03(\x0b\x32\x18.nightshift.v1.Detection\"8\n\x07RleMask\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06\x63ounts\x18\x03 \x03(\r\"\x8d\x02\n\x08Instance\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12$\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x17.nightshift.v1.PixelBox\x12%\n\x03rle\x18\x06 \x01(\x0b\x32\x16.nightshift.v1.RleMaskH\x00\x12,\n\nmask_array\x18\x07 \x01(\x0b\x32\x16.nightshift.v1.NDArrayH\x00\x12\'\n\x03sky\x18\x08 \x01(\x0b\x32\x1a.nightshift.v1.SkyPositionB\x06\n\x04mask\"\xcf\x01\n\x0bMeasurement\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\x10\n\x08quantity\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x13\n\x0buncertainty\x18\x05 \x01(\x01\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x1a\n\x12reject_probability\x18\x07 \x01(\x01\x12\'\n\x03sky\x18\x08 \x01(\x0b\x32\x1a.nightshift.v1.SkyPosition\"\xe0\x01\n\nTileResult\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12,\n\ndetections\x18\x02 \x03(\x0b\x32\x18.nightshift.v1.Detection\x12\x35\n\rsegmentations\x18\x03 \x03(\x0b\x32\x1e.nightshift.v1.SegmentationMap\x12*\n\tinstances\x18\x04 \x03(\x0b\x32\x17.nightshift.v1.Instance\x12\x30\n\x0cmeasurements\x18\x05 \x03(\x0b\x32\x1a.nightshift.v1.Measurementb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,17 +41,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PIXELCIRCLE']._serialized_start=187
   _globals['_PIXELCIRCLE']._serialized_end=238
   _globals['_DETECTION']._serialized_start=241
-  _globals['_DETECTION']._serialized_end=611
-  _globals['_DETECTION_PROPERTIESENTRY']._serialized_start=553
-  _globals['_DETECTION_PROPERTIESENTRY']._serialized_end=602
-  _globals['_SEGMENTATIONMAP']._serialized_start=614
-  _globals['_SEGMENTATIONMAP']._serialized_end=779
-  _globals['_RLEMASK']._serialized_start=781
-  _globals['_RLEMASK']._serialized_end=837
-  _globals['_INSTANCE']._serialized_start=840
-  _globals['_INSTANCE']._serialized_end=1109
-  _globals['_MEASUREMENT']._serialized_start=1112
-  _globals['_MEASUREMENT']._serialized_end=1319
-  _globals['_TILERESULT']._serialized_start=1322
-  _globals['_TILERESULT']._serialized_end=1546
+  _globals['_DETECTION']._serialized_end=656
+  _globals['_DETECTION_PROPERTIESENTRY']._serialized_start=598
+  _globals['_DETECTION_PROPERTIESENTRY']._serialized_end=647
+  _globals['_SEGMENTATIONMAP']._serialized_start=659
+  _globals['_SEGMENTATIONMAP']._serialized_end=824
+  _globals['_RLEMASK']._serialized_start=826
+  _globals['_RLEMASK']._serialized_end=882
+  _globals['_INSTANCE']._serialized_start=885
+  _globals['_INSTANCE']._serialized_end=1154
+  _globals['_MEASUREMENT']._serialized_start=1157
+  _globals['_MEASUREMENT']._serialized_end=1364
+  _globals['_TILERESULT']._serialized_start=1367
+  _globals['_TILERESULT']._serialized_end=1591
 # @@protoc_insertion_point(module_scope)

@@ -144,6 +144,7 @@ class Detection(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     PROPERTIES_FIELD_NUMBER: _builtins.int
+    OUTLINE_FIELD_NUMBER: _builtins.int
     tile_id: _builtins.str
     """Tile the detection was found in."""
     radius_arcsec: _builtins.float
@@ -170,7 +171,13 @@ class Detection(_message.Message):
 
     @_builtins.property
     def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Measured properties of the object, the unit in the name, e.g. {"skeleton_length_px": 42, "mean_nh2_cm-2": 2e22}."""
+        """Measured properties of the object, the unit in the name, e.g. {"skeleton_length_px": 42, "mean_nh2_per_cm2": 2e22}."""
+
+    @_builtins.property
+    def outline(self) -> _containers.RepeatedCompositeFieldContainer[_tile_pb2.SkyPosition]:
+        """Outline of an extended object on the sky (e.g. a filament's contour), from the tile's WCS: the
+        vertices of a polygon in order, the last joined to the first; empty for compact objects.
+        """
 
     def __init__(
         self,
@@ -184,10 +191,11 @@ class Detection(_message.Message):
         score: _builtins.float = ...,
         label: _builtins.str = ...,
         properties: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        outline: _abc.Iterable[_tile_pb2.SkyPosition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "circle", b"circle", "model", b"model", "shape", b"shape", "sky", b"sky"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "circle", b"circle", "label", b"label", "model", b"model", "properties", b"properties", "radius_arcsec", b"radius_arcsec", "score", b"score", "shape", b"shape", "sky", b"sky", "tile_id", b"tile_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "circle", b"circle", "label", b"label", "model", b"model", "outline", b"outline", "properties", b"properties", "radius_arcsec", b"radius_arcsec", "score", b"score", "shape", b"shape", "sky", b"sky", "tile_id", b"tile_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_shape: _TypeAlias = _typing.Literal["box", "circle"]  # noqa: Y015
     _WhichOneofArgType_shape: _TypeAlias = _typing.Literal["shape", b"shape"]  # noqa: Y015
