@@ -43,7 +43,7 @@ def test_night_end_to_end_then_rerun_does_no_work_and_gives_the_same_catalogues(
     assert first["ingest"] - before["ingest"] == 4  # three glimpse fields (one malformed) and the planck map
     tasks = {t.task: t for t in summary.tasks}
     assert set(tasks) == {"tilestats"} and tasks["tilestats"].tiles > 0
-    assert tasks["tilestats"].rows == 6 * tasks["tilestats"].tiles  # 2 bands x (background, noise, missing fraction)
+    assert tasks["tilestats"].rows == tasks["tilestats"].tiles  # one row per tile, a column per quantity
     assert sorted(name for name, _ in summary.inputs) == ["glimpse/l030", "glimpse/l032", "planck/hfi-sky"]
     assert [name for name, _ in summary.quarantined] == [MALFORMED_INPUT]
     assert "not a readable FITS file" in summary.quarantined[0][1]
@@ -55,7 +55,8 @@ def test_night_end_to_end_then_rerun_does_no_work_and_gives_the_same_catalogues(
     report = store.get_bytes(summary.report_key).decode()
     assert MALFORMED_INPUT in report and "data:image/png;base64," in report
     catalogues = _run_files(local_night, layout.run_prefix(summary.run_id) + "catalogues/")
-    assert sorted(k.rsplit("/", 1)[1] for k in catalogues) == ["tilestats.csv", "tilestats.fits", "tilestats.reg"]
+    assert sorted(k.rsplit("/", 1)[1] for k in catalogues) == ["tilestats.csv", "tilestats.ecsv", "tilestats.fits",
+                                                                     "tilestats_galactic.reg", "tilestats_icrs.reg"]
 
     again = nightly(config=night_config(), night=night)
 

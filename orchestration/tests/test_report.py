@@ -44,7 +44,7 @@ def test_overlays_draw_detections_and_measurements_on_their_tiles() -> None:
     image = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
     image[:4] = np.nan
     detection = {"glon": 30.0, "glat": 0.0, "radius_arcsec": 5.0, "score": 0.9, "known_as": "MWP1G030000+00000"}
-    measurement = {"quantity": "inclination", "value": 61.2, "uncertainty": 2.5, "unit": "deg", "reject_probability": 0.1}
+    measurement = {"tile_id": "a", "inclination": 61.2, "inclination_err": 2.5, "reject_probability": 0.1}
     empty_detection = overlay_png("bubbles", [(image, wcs, [])])
     drawn = overlay_png("bubbles", [(image, wcs, [detection])])
     assert drawn.startswith(_PNG) and drawn != empty_detection

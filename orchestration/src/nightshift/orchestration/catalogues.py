@@ -3,9 +3,13 @@
 Detections (also those derived from segmentation maps, and instances) found in overlapping tiles
 are the same object seen twice: objects of one label closer than the service's
 ``duplicate_radius_arcsec`` are merged greedily, highest score first, keeping the best-scored
-position and counting the tiles that saw it. Measurements are per tile (a galaxy image, a data
-quality figure) and are listed one row per (tile, quantity). Every catalogue carries Galactic and
-ICRS coordinates; rows are in a fixed order, so the same results always give the same bytes.
+position and counting the tiles that saw it; the properties the service measured on each object
+(``Detection.properties``, the unit in the name) become columns with that unit, and its outline
+(``Detection.outline``) its shape in the region files. Measurements are per tile (a galaxy image, a
+data quality figure): one row per tile, a column per quantity with its unit beside ``<quantity>_err``.
+Every catalogue carries Galactic and ICRS coordinates, is written as FITS, ECSV, plain CSV and DS9
+regions in both frames (:func:`nightshift.core.catalog.write_catalog`), and its rows are in a fixed
+order, so the same results always give the same bytes.
 
 Detections are cross-matched with the task's reference catalogues (real catalogues of known
 objects, e.g. PSZ2 for clusters): each row says in which catalogues it has a counterpart within the
@@ -23,11 +27,11 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord, search_around_sky
 
-from nightshift.core.catalog import Column, write_catalog
+from nightshift.core.catalog import Column, property_column, write_catalog
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["SkyObject", "SkyPositions", "ReferenceCatalogue", "detections_of", "merge_duplicates", "catalogue_rows", "cross_match",
-           "write_task_catalogue", "DETECTION_COLUMNS", "MEASUREMENT_COLUMNS"]
+           "catalogue_columns", "write_task_catalogue", "DETECTION_COLUMNS", "MEASUREMENT_COLUMNS"]
 
 _FRAMES = {tile_pb2.SKY_FRAME_GALACTIC: "galactic", tile_pb2.SKY_FRAME_ICRS: "icrs"}
 
@@ -50,24 +54,24 @@ DETECTION_COLUMNS = (
     Column("known_in", "", "Reference catalogues with a counterpart within the cross-match radius, comma-separated (empty: new)"),
     Column("known_as", "", "Name of the nearest counterpart in the first of those catalogues"),
 )
+"""The columns of every detection catalogue; the objects' measured properties follow."""
 MEASUREMENT_COLUMNS = (
     Column("tile_id", "", "Tile measured"),
     Column("survey", "", "Survey of the tile"),
     Column("field", "", "Field of the tile"),
     *_SKY_COLUMNS,
-    Column("quantity", "", "Quantity measured"),
-    Column("value", "", "Measured value, in the row's unit"),
-    Column("uncertainty", "", "One-sigma uncertainty, in the row's unit (0 when unknown)"),
-    Column("unit", "", "Unit of value and uncertainty"),
-    Column("reject_probability", "", "Probability the tile should be rejected"),
+    Column("reject_probability", "", "Probability the tile should be rejected (the highest of its measurements')"),
 )
+"""The columns of every measurement catalogue; each quantity's value and ``<quantity>_err`` follow."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SkyObject:
     """One detection (from a box, circle, segmentation or instance) at a sky position.
 
-    ``lon_deg``/``lat_deg`` are in ``frame`` ("galactic" or "icrs"); ``radius_arcsec`` is 0 when unknown.
+    ``lon_deg``/``lat_deg`` are in ``frame`` ("galactic" or "icrs"); ``radius_arcsec`` is 0 when unknown;
+    ``properties`` are what the service measured on it (the unit in the name), ``outline`` its
+    polygon on the sky (empty for compact objects).
     """
 
     tile_id: str
@@ -77,6 +81,8 @@ class SkyObject:
     radius_arcsec: float
     score: float
     label: str
+    properties: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    outline: tuple[tile_pb2.SkyPosition, ...] = ()
 
 
 def _instance_radius_arcsec(instance: results_pb2.Instance, tile: tile_pb2.ImageTile) -> float:
@@ -92,7 +98,8 @@ def detections_of(responses: Sequence[task_service_pb2.InferResponse], tiles: Ma
             detections = [*result.detections, *(d for s in result.segmentations for d in s.detections)]
             for d in detections:
                 found.append(SkyObject(d.tile_id or result.tile_id, d.sky.lon_deg, d.sky.lat_deg,
-                                       _FRAMES.get(d.sky.frame, "icrs"), d.radius_arcsec, float(d.score), d.label))
+                                       _FRAMES.get(d.sky.frame, "icrs"), d.radius_arcsec, float(d.score), d.label,
+                                       dict(d.properties), tuple(d.outline)))
             for i in result.instances:
                 tile_id = i.tile_id or result.tile_id
                 found.append(SkyObject(tile_id, i.sky.lon_deg, i.sky.lat_deg, _FRAMES.get(i.sky.frame, "icrs"),
@@ -165,35 +172,89 @@ def catalogue_rows(
     *,
     duplicate_radius_arcsec: float,
 ) -> list[dict[str, object]]:
-    """The rows of ``task``'s catalogue: merged detections, or one row per (tile, quantity) for measurements."""
+    """The rows of ``task``'s catalogue: merged detections, or one row per tile for measurements.
+
+    A detection row has the :data:`DETECTION_COLUMNS`, its object's properties (NaN where it has
+    none of a property another object has) and ``outline``, its polygon's (glon, glat) vertices in
+    degrees; a measurement row has the :data:`MEASUREMENT_COLUMNS` and each quantity's value and
+    ``<quantity>_err`` (NaN where the tile lacks it).
+    """
     if output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS:
-        measurements = sorted(
-            ((m.tile_id or r.tile_id, m.quantity, m) for resp in responses for r in resp.results for m in r.measurements),
-            key=lambda item: item[:2],
-        )
-        tile_ids = sorted({tile_id for tile_id, _, _ in measurements})
-        centres = [tiles[t].center for t in tile_ids]
-        positions = SkyPositions.of([c.lon_deg for c in centres], [c.lat_deg for c in centres],
-                                  [_FRAMES.get(c.frame, "icrs") for c in centres])
-        index = {t: i for i, t in enumerate(tile_ids)}
-        return [
-            {"tile_id": tile_id, "survey": tiles[tile_id].survey, "field": tiles[tile_id].field,
-             **positions.columns(index[tile_id]), "quantity": quantity, "value": m.value, "uncertainty": m.uncertainty,
-             "unit": m.unit, "reject_probability": m.reject_probability}
-            for tile_id, quantity, m in measurements
-        ]
+        return _measurement_rows(responses, tiles)
     objects = detections_of(responses, tiles)
     if not objects:
         return []
     positions = SkyPositions.of([o.lon_deg for o in objects], [o.lat_deg for o in objects], [o.frame for o in objects])
     merged = merge_duplicates(objects, positions, duplicate_radius_arcsec)
+    properties = sorted({name for o in objects for name in o.properties})
     rows = []
     for number, (i, count) in enumerate(merged, start=1):
         obj, tile = objects[i], tiles[objects[i].tile_id]
         rows.append({"name": f"{task}-{number:05d}", **positions.columns(i), "radius_arcsec": obj.radius_arcsec,
                      "score": obj.score, "label": obj.label, "n_tiles": count, "tile_id": obj.tile_id,
-                     "survey": tile.survey, "field": tile.field, "known_in": "", "known_as": ""})
+                     "survey": tile.survey, "field": tile.field, "known_in": "", "known_as": "",
+                     **{name: obj.properties.get(name, float("nan")) for name in properties},
+                     "outline": _galactic_vertices(obj.outline)})
     return rows
+
+
+def _galactic_vertices(outline: Sequence[tile_pb2.SkyPosition]) -> list[tuple[float, float]]:
+    if not outline:
+        return []
+    vertices = SkyPositions.of([v.lon_deg for v in outline], [v.lat_deg for v in outline],
+                               [_FRAMES.get(v.frame, "icrs") for v in outline])
+    return [(round(float(lon), 7), round(float(lat), 7)) for lon, lat in zip(vertices.galactic.l.deg, vertices.galactic.b.deg)]
+
+
+def _measurement_rows(responses: Sequence[task_service_pb2.InferResponse], tiles: Mapping[str, tile_pb2.ImageTile]) -> list[dict[str, object]]:
+    by_tile: dict[str, dict[str, results_pb2.Measurement]] = {}
+    for response in responses:
+        for result in response.results:
+            for m in result.measurements:
+                by_tile.setdefault(m.tile_id or result.tile_id, {})[m.quantity] = m
+    tile_ids = sorted(by_tile)
+    centres = [tiles[t].center for t in tile_ids]
+    positions = SkyPositions.of([c.lon_deg for c in centres], [c.lat_deg for c in centres],
+                                [_FRAMES.get(c.frame, "icrs") for c in centres])
+    quantities = sorted({q for measured in by_tile.values() for q in measured})
+    rows = []
+    for i, tile_id in enumerate(tile_ids):
+        measured = by_tile[tile_id]
+        row: dict[str, object] = {"tile_id": tile_id, "survey": tiles[tile_id].survey, "field": tiles[tile_id].field,
+                                  **positions.columns(i),
+                                  "reject_probability": max(m.reject_probability for m in measured.values())}
+        for quantity in quantities:
+            m = measured.get(quantity)
+            row[quantity], row[f"{quantity}_err"] = (m.value, m.uncertainty) if m is not None else (float("nan"), float("nan"))
+        rows.append(row)
+    return rows
+
+
+def catalogue_columns(output_kind: int, responses: Sequence[task_service_pb2.InferResponse]) -> list[Column]:
+    """The columns of the catalogue of ``responses``: the fixed ones, then the measured ones with their units.
+
+    Raises
+    ------
+    ValueError
+        A quantity measured in two units, or a property whose name does not end with its unit.
+    """
+    results = [r for response in responses for r in response.results]
+    if output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS:
+        units: dict[str, set[str]] = {}
+        for m in (m for r in results for m in r.measurements):
+            units.setdefault(m.quantity, set()).add(m.unit)
+        mixed = {q: sorted(u) for q, u in units.items() if len(u) > 1}
+        if mixed:
+            raise ValueError(f"quantities measured in several units: {mixed}")
+        measured = []
+        for quantity in sorted(units):
+            unit = units[quantity].pop()
+            measured += [Column(quantity, unit, f"{quantity} measured (NaN: not measured in this tile)"),
+                         Column(f"{quantity}_err", unit, f"one-sigma uncertainty of {quantity} (0 when unknown)")]
+        return [*MEASUREMENT_COLUMNS, *measured]
+    detections = [d for r in results for d in (*r.detections, *(d for s in r.segmentations for d in s.detections))]
+    properties = sorted({name for d in detections for name in d.properties})
+    return [*DETECTION_COLUMNS, *(property_column(name, "measured by the service (NaN: not measured)") for name in properties)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,11 +314,14 @@ def cross_match(rows: Sequence[dict[str, object]], references: Sequence[Referenc
 
 
 def write_task_catalogue(
-    task: str, output_kind: int, rows: Sequence[Mapping[str, object]], directory: Path, meta: Mapping[str, str]
+    task: str, output_kind: int, rows: Sequence[Mapping[str, object]], columns: Sequence[Column], directory: Path,
+    meta: Mapping[str, str],
 ) -> list[Path]:
-    """Write ``<directory>/<task>.fits``, ``.csv`` (ECSV) and ``.reg`` (DS9, Galactic)."""
-    measurements = output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS
-    return write_catalog(
-        rows, MEASUREMENT_COLUMNS if measurements else DETECTION_COLUMNS, directory / task, frame="galactic",
-        radius_arcsec=None if measurements else "radius_arcsec", label="quantity" if measurements else "name", meta=meta,
-    )
+    """Write ``<directory>/<task>.fits``, ``.ecsv``, ``.csv`` and ``_galactic.reg``, ``_icrs.reg`` (DS9).
+
+    ``columns`` are :func:`catalogue_columns` of the results the ``rows`` come from.
+    """
+    if output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS:
+        return write_catalog(rows, columns, directory / task, meta=meta, label="tile_id")
+    return write_catalog(rows, columns, directory / task, meta=meta, radius_arcsec="radius_arcsec", outline="outline",
+                         label="name")

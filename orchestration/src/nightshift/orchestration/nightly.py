@@ -7,7 +7,7 @@ Stages, each a Prefect task (see :mod:`nightshift.orchestration.layout` for the 
 3. send each service the tiles it accepts: one task per few hundred tiles, several Infer calls each,
    at most ``max_concurrent_calls`` calls in flight per service, every call with a deadline, each
    call's results recorded once (a re-run or a resumed night makes no call already made);
-4. one catalogue per task (FITS, CSV, DS9) under the run's immutable path, detections cross-matched
+4. one catalogue per task (FITS, ECSV, CSV, DS9 regions in Galactic and ICRS) under the run's immutable path, detections cross-matched
    with the task's reference catalogues (``reference/<task>/``), then the manifest, then the
    night's ``LATEST.json``: only a night where every task completed gets a run;
 5. the report (Prefect markdown artifact and an HTML page in the store), complete or not.
@@ -38,7 +38,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from nightshift.core.errors import ObjectNotFound
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
-from nightshift.orchestration.catalogues import ReferenceCatalogue, catalogue_rows, cross_match, write_task_catalogue
+from nightshift.orchestration.catalogues import (ReferenceCatalogue, catalogue_columns, catalogue_rows, cross_match,
+                                                 write_task_catalogue)
 from nightshift.orchestration.config import NightConfig, ServiceEndpoint
 from nightshift.orchestration.discovery import NightInput, Rejection, discover, find_quarantined, quarantine
 from nightshift.orchestration.fanout import InferOutcome, ServicePlan, call_batches, describe, infer_batches, recorded_results
@@ -194,15 +195,16 @@ def write_catalogue(
                           duplicate_radius_arcsec=plan.endpoint.duplicate_radius_arcsec)
     if plan.output_kind != task_service_pb2.OUTPUT_KIND_MEASUREMENTS:
         cross_match(rows, _read_references(store, references), plan.endpoint.crossmatch_radius_arcsec)
-    meta = {"NIGHT": night, "RUNID": run_id, "TASK": task_name, "MODEL": f"{plan.model_name}:{plan.model_version}",
+    meta = {"NIGHT": night, "RUNID": run_id, "TASK": task_name, "MODEL": plan.model_name, "MODELVER": plan.model_version,
             "CODEVER": code_version()}
     files = {}
     with tempfile.TemporaryDirectory(prefix="nightshift-catalogue-") as directory:
-        for path in write_task_catalogue(task_name, plan.output_kind, rows, Path(directory), meta):
+        columns = catalogue_columns(plan.output_kind, responses)
+        for path in write_task_catalogue(task_name, plan.output_kind, rows, columns, Path(directory), meta):
             key = layout.run_prefix(run_id) + f"catalogues/{path.name}"
             data = path.read_bytes()
             files[key] = _put_immutable(store, key, data)
-    positions = sorted({(r["glon"], r["glat"]) for r in rows})  # measurements have several rows per tile
+    positions = sorted({(r["glon"], r["glat"]) for r in rows})
     return TaskCatalogue(rows=len(rows), known=sum(1 for r in rows if r.get("known_in")), files=files,
                          glon=tuple(p[0] for p in positions), glat=tuple(p[1] for p in positions),
                          overlay_png=_overlay(store, task_name, rows, tiles))

@@ -176,9 +176,10 @@ def overlay_png(task: str, examples: Sequence[tuple[np.ndarray, Any, Sequence[Ma
         axis.set_yticks([])
         titles = []
         for row in rows:
-            if "radius_arcsec" not in row:
-                uncertainty = f" ± {row['uncertainty']:.1f}" if row["uncertainty"] else ""
-                titles.append(f"{row['quantity']} {row['value']:.1f}{uncertainty} {row['unit']} (reject {row['reject_probability']:.2f})")
+            if "radius_arcsec" not in row:  # a measured tile: a column per quantity beside its ``<quantity>_err``
+                for quantity in (k for k in row if f"{k}_err" in row):
+                    uncertainty = f" ± {row[f'{quantity}_err']:.1f}" if row[f"{quantity}_err"] else ""
+                    titles.append(f"{quantity} {row[quantity]:.1f}{uncertainty} (reject {row['reject_probability']:.2f})")
                 continue
             if wcs is None:
                 continue
