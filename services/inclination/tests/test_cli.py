@@ -25,15 +25,16 @@ def test_synth_then_infer_on_fits_cutouts_writes_a_catalogue(tmp_path, capsys) -
     assert main(["synth", "--galaxies", "5", "--seed", "2", "--fits", "--out", str(sims)]) == 0
     files = sorted(sims.glob("galaxy-*.fits"))
     assert len(files) == 5 and fits.getdata(files[0]).shape == (3, 64, 64)
-    truth = Table.read(sims / "truth.csv", format="ascii.ecsv")
+    truth = Table.read(sims / "truth.ecsv")
     assert len(truth) == 5 and "inclination_deg" in truth.colnames
     capsys.readouterr()
     stem = tmp_path / "catalogue"
     assert main(["infer", *map(str, files), "--out", str(stem)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["tiles"] == 5 and summary["galaxies"] == 5
-    table = Table.read(stem.with_suffix(".csv"), format="ascii.ecsv")
+    table = Table.read(stem.with_suffix(".ecsv"))
     assert list(table["name"]) == [f.stem for f in files]
+    assert table.meta["MODEL"] and table.meta["INPUT"] == ",".join(map(str, files)) and table.meta["FRAME"] == "icrs"
     assert str(table["inclination"].unit) == "deg" and ((table["inclination"] >= 45) & (table["inclination"] <= 90)).all()
     header = fits.getheader(files[0])
     assert table["dec"][0] == pytest.approx(header["CRVAL2"], abs=1e-3)

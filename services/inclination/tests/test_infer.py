@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from regions import Regions
 
 from nightshift.inclination.config import build_config
-from nightshift.inclination.infer import Predictor, merge_duplicates, tile_centre_sky, write_measurements
+from nightshift.inclination.infer import CATALOG_COLUMNS, Predictor, merge_duplicates, tile_centre_sky, write_measurements
 from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor
 from nightshift.inclination.simulate import simulate_galaxies
 
@@ -75,8 +79,14 @@ def test_duplicates_from_overlapping_tiles_are_merged_by_inverse_variance() -> N
 
 def test_catalogue_files_carry_units(tmp_path) -> None:
     row = {"name": "g1", "ra": 10.0, "dec": -5.0, "inclination": 71.5, "inclination_err": 2.0, "reject_probability": 0.05, "n_tiles": 1}
-    paths = write_measurements([row], tmp_path / "catalogue", model="inclinet:1")
-    assert [p.suffix for p in paths] == [".fits", ".csv", ".reg"]
-    table = Table.read(paths[1], format="ascii.ecsv")
-    assert str(table["inclination"].unit) == "deg" and table["inclination"][0] == pytest.approx(71.5)
-    assert "point(10.000000,-5.000000)" in paths[2].read_text()
+    paths = write_measurements([row], tmp_path / "catalogue", meta={"MODEL": "inclinet:1"})
+    assert [p.name for p in paths] == ["catalogue.fits", "catalogue.ecsv", "catalogue.csv", "catalogue_galactic.reg",
+                                       "catalogue_icrs.reg"]
+    for table in (Table.read(paths[0]), Table.read(paths[1])):
+        assert table["inclination"].unit == u.deg and table["inclination"][0] == pytest.approx(71.5)
+        assert table["inclination_err"].unit == u.deg and table.meta["MODEL"] == "inclinet:1"
+        expected = SkyCoord(10.0 * u.deg, -5.0 * u.deg).galactic
+        assert (table["glon"][0], table["glat"][0]) == (pytest.approx(expected.l.deg), pytest.approx(expected.b.deg))
+    assert list(pd.read_csv(paths[2]).columns) == [c.name for c in CATALOG_COLUMNS]
+    (point,) = Regions.read(paths[4], format="ds9")
+    assert (point.center.ra.deg, point.center.dec.deg) == (pytest.approx(10.0), pytest.approx(-5.0))

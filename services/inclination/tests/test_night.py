@@ -124,13 +124,13 @@ def test_the_service_measures_ingested_tiles_as_its_own_simulated_galaxies(kit: 
 
 
 def _catalogue(path: Path, truth: Table, *, value, uncertainty, reject, ra=None, dec=None) -> Path:
-    """A measurement catalogue in the nightly flow's column layout, one row per tile."""
+    """A measurement catalogue in the nightly flow's column layout, one row per tile, a column per quantity."""
     n = len(value)
     Table({"tile_id": [f"tile-{k}" for k in range(n)], "survey": [SURVEY] * n, "field": [FIELD] * n,
            "glon": np.zeros(n), "glat": np.zeros(n),
            "ra": truth["ra"][:n] if ra is None else ra, "dec": truth["dec"][:n] if dec is None else dec,
-           "quantity": ["inclination"] * n, "value": value, "uncertainty": uncertainty, "unit": ["deg"] * n,
-           "reject_probability": reject}).write(path, overwrite=True)
+           "reject_probability": reject, "inclination": value, "inclination_err": uncertainty},
+          units={"inclination": "deg", "inclination_err": "deg"}).write(path, overwrite=True)
     return path
 
 

@@ -53,7 +53,7 @@ def _synth(args: argparse.Namespace) -> int:
     np.savez_compressed(out / "galaxies.npz", images=galaxies.images, bands=np.array(BANDS), **truth)
     from astropy.table import Table
 
-    Table(truth).write(out / "truth.csv", format="ascii.ecsv", delimiter=",", overwrite=True)
+    Table(truth).write(out / "truth.ecsv", overwrite=True)
     if args.fits:
         from astropy.io import fits
 
@@ -173,7 +173,8 @@ def _infer(args: argparse.Namespace) -> int:
                      "reject_probability": float(estimates.reject_probability[k]), "n_tiles": 1})
     located = [r for r in rows if np.isfinite(r["ra"])]
     merged = merge_duplicates(located, radius_arcsec=args.merge_radius_arcsec) + [r for r in rows if not np.isfinite(r["ra"])]
-    files = write_measurements(merged, args.out, model=model_name)
+    meta = {"MODEL": model_name, "MERGEARC": args.merge_radius_arcsec, "INPUT": ",".join(str(p) for p in paths)}
+    files = write_measurements(merged, args.out, meta=meta)
     print(json.dumps({"tiles": len(rows), "galaxies": len(merged), "files": [str(f) for f in files]}))
     return 0
 

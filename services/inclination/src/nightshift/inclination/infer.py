@@ -31,6 +31,8 @@ MIN_SPREAD_DEG = 0.1  # floor of the spread: identical views still leave a model
 
 CATALOG_COLUMNS = [
     Column("name", "", "tile or file the galaxy was measured in"),
+    Column("glon", "deg", "Galactic longitude of the tile centre"),
+    Column("glat", "deg", "Galactic latitude of the tile centre"),
     Column("ra", "deg", "right ascension of the tile centre (ICRS)"),
     Column("dec", "deg", "declination of the tile centre (ICRS)"),
     Column("inclination", "deg", "inclination, 90 = edge-on (median over views and ensemble)"),
@@ -181,7 +183,13 @@ def _root(group: list[int], k: int) -> int:
     return k
 
 
-def write_measurements(rows: Sequence[Mapping[str, Any]], stem: str | Path, *, model: str) -> list[Path]:
-    """Write a catalogue of merged measurements: FITS, CSV (ECSV with units) and a DS9 region file."""
+def write_measurements(rows: Sequence[Mapping[str, Any]], stem: str | Path, *, meta: Mapping[str, Any]) -> list[Path]:
+    """Write a catalogue of merged measurements (the night's column names and units): FITS, ECSV, CSV and
+    DS9 regions in Galactic and ICRS, with the provenance ``meta``. ``glon``/``glat`` come from ``ra``/``dec``."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    galactic = SkyCoord([r["ra"] for r in rows] * u.deg, [r["dec"] for r in rows] * u.deg, frame="icrs").galactic
+    rows = [{**r, "glon": float(lon), "glat": float(lat)} for r, lon, lat in zip(rows, galactic.l.deg, galactic.b.deg)]
     return write_catalog(rows, CATALOG_COLUMNS, stem, frame="icrs", lon="ra", lat="dec", label="name",
-                         meta={"MODEL": model, "QUANTITY": "inclination"})
+                         meta={**meta, "QUANTITY": "inclination"})

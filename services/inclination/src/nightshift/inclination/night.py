@@ -157,8 +157,9 @@ def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
     kit : Path
         Directory written by :func:`simulate_night`.
     catalogue : Path
-        The night's measurement catalogue (FITS table with ``ra``, ``dec``, ``quantity``, ``value``,
-        ``uncertainty``, ``reject_probability``).
+        The night's measurement catalogue (FITS table, one row per tile, with ``ra``, ``dec``,
+        ``inclination``, ``inclination_err`` (deg) and ``reject_probability``; no ``inclination``
+        column when nothing was measured).
 
     Returns
     -------
@@ -175,9 +176,8 @@ def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
 
     truth = Table.read(Path(kit) / TRUTH_FILE, format="ascii.ecsv")
     table = Table.read(catalogue)
-    if len(table):
-        quantity = np.char.strip(np.asarray(table["quantity"]).astype(str))
-        table = table[quantity == "inclination"]
+    measured = np.ma.filled(np.asarray(table["inclination"], float), np.nan) if "inclination" in table.colnames else np.full(len(table), np.nan)
+    table = table[np.isfinite(measured)]
     radius = float(truth.meta["match_radius_arcsec"]) * u.arcsec
     truth_sky = SkyCoord(np.asarray(truth["ra"], float), np.asarray(truth["dec"], float), unit="deg")
     row_of = np.full(len(truth), -1)
@@ -191,7 +191,7 @@ def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:
     matched = row_of >= 0
     rows = table[row_of[matched]] if matched.any() else table[:0]
     found = truth[matched]
-    value, sigma = np.asarray(rows["value"], float), np.asarray(rows["uncertainty"], float)
+    value, sigma = np.asarray(rows["inclination"], float), np.asarray(rows["inclination_err"], float)
     reject = np.asarray(rows["reject_probability"], float)
     true_deg = np.asarray(found["inclination_deg"], float)
     accepted = (np.asarray(found["label"]).astype(str) == "accept") & (true_deg >= 45) & (true_deg <= 90)
