@@ -1,7 +1,11 @@
 """Field inference: windows to field and sky, merging across windows, catalogues."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from astropy import units as u
+from astropy.table import Table
+from regions import CircleSkyRegion, Regions
 
 from nightshift.bubbles.baseline import RingTemplateDetector
 from nightshift.bubbles.config import preset
@@ -35,6 +39,11 @@ def test_detect_field_maps_a_ring_to_its_field_and_sky_position(tmp_path) -> Non
     assert best.glat_deg == pytest.approx(0.1 + (150 - 191.5) * 1.2 / 3600, abs=3 * 1.2 / 3600)
     files = write_detection_catalogue([{"field": "f", "glon": d.glon_deg, "glat": d.glat_deg, "radius_arcsec": d.radius_arcsec,
                                         "x_px": d.x_px, "y_px": d.y_px, "radius_px": d.radius_px, "score": d.score} for d in found],
-                                      tmp_path / "cat")
-    assert "circle(" in files[2].read_text() and files[0].exists()
+                                      tmp_path / "cat", meta={"MODEL": "ring-template", "THRESH": 0.5})
+    assert [f.name for f in files] == ["cat.fits", "cat.ecsv", "cat.csv", "cat_galactic.reg", "cat_icrs.reg"]
+    table = Table.read(files[0])
+    assert table.meta["MODEL"] == "ring-template" and table["radius_arcsec"].unit == u.arcsec
+    assert len(pd.read_csv(files[2])) == len(found)
+    circles = Regions.read(files[3], format="ds9")
+    assert len(circles) == len(found) and all(isinstance(c, CircleSkyRegion) for c in circles)
     assert detect_field(np.zeros((2, 100, 100), np.float32), header, RingTemplateDetector(), config) == []

@@ -133,6 +133,6 @@ def test_score_night_empty_catalogue(kit, tmp_path) -> None:
     from nightshift.core.catalog import Column, write_catalog
 
     names = ("name", "glon", "glat", "ra", "dec", "radius_arcsec", "score", "label", "n_tiles", "tile_id", "survey", "field")
-    write_catalog([], [Column(n) for n in names], tmp_path / "empty", radius_arcsec="radius_arcsec", label="name")
+    write_catalog([], [Column(n) for n in names], tmp_path / "empty", meta={}, radius_arcsec="radius_arcsec", label="name")
     figures = score_night(kit, tmp_path / "empty.fits")
     assert figures["detections"] == 0 and figures["matched"] == 0 and figures["completeness"] == 0.0 and figures["truth"] == 5

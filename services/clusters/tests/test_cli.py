@@ -26,7 +26,7 @@ def test_synth_writes_maps_truth_and_patches(tmp_path, capsys) -> None:
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     maps, header = hp.read_map(tmp_path / "sky_maps.fits", field=None, h=True)
     assert maps.shape == (6, hp.nside2npix(64)) and dict(header)["COORDSYS"] == "G"
-    truth = Table.read(tmp_path / "truth.csv", format="ascii.ecsv")
+    truth = Table.read(tmp_path / "truth.ecsv")
     assert len(truth) == summary["clusters"] and str(truth["theta500_arcmin"].unit) == "arcmin"
     with np.load(tmp_path / "patches.npz") as patches:
         assert patches["test_pixels"].shape[1:] == (6, 64, 64)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from regions import Regions
 
 from nightshift.clusters.catalogues import ReferenceCatalogue
 from nightshift.clusters.infer import (
@@ -53,12 +55,18 @@ def test_catalogue_files_label_known_and_new(tmp_path, tiny_config) -> None:
     )
     psz2 = ReferenceCatalogue("PSZ2", np.array(["PSZ2 G010.00+20.00"]),
                               SkyCoord(l=[10.02] * u.deg, b=[20.0] * u.deg, frame="galactic").icrs)
-    paths = write_detection_catalogue(detections, [psz2], tiny_config, tmp_path / "found", tile_ids=["t0"])
-    assert [p.suffix for p in paths] == [".fits", ".csv", ".reg"]
-    table = Table.read(paths[1], format="ascii.ecsv")
+    paths = write_detection_catalogue(detections, [psz2], tiny_config, tmp_path / "found", tile_ids=["t0"],
+                                      meta={"INPUT": "sky.fits"})
+    assert [p.name for p in paths] == ["found.fits", "found.ecsv", "found.csv", "found_galactic.reg", "found_icrs.reg"]
+    table = Table.read(paths[1])
+    assert (table.meta["INPUT"], table.meta["THRESH"], table.meta["FRAME"]) == ("sky.fits", tiny_config.threshold, "galactic")
+    assert list(pd.read_csv(paths[2], keep_default_na=False)["status"]) == ["known", "new"]
     assert table["status"].tolist() == ["known", "new"] and table["match_name"][0] == "PSZ2 G010.00+20.00"
     assert str(table["radius_arcsec"].unit) == "arcsec" and table["radius_arcsec"][0] == pytest.approx(2 * 102.0)
-    assert "circle(10.000000,20.000000" in paths[2].read_text()
+    circles = Regions.read(paths[3], format="ds9")
+    assert (circles[0].center.l.deg, circles[0].center.b.deg) == (pytest.approx(10.0), pytest.approx(20.0))
+    assert circles[0].radius.to_value(u.arcsec) == pytest.approx(2 * 102.0)
+    assert Regions.read(paths[4], format="ds9")[0].center.frame.name == "icrs"
 
 
 def test_probabilities_are_zero_on_missing_pixels(tiny_config) -> None:

@@ -24,7 +24,8 @@ def test_synth_then_infer(tmp_path: Path, capsys) -> None:
     assert main(["infer", *map(str, images), "--output", str(tmp_path / "out"), "--threshold", "0.5"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["images"] == 2
-    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"ghosts.fits", "ghosts.csv", "ghosts.reg", "instances.json", "overlays.png"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"ghosts.fits", "ghosts.ecsv", "ghosts.csv", "ghosts_galactic.reg", "ghosts_icrs.reg",
+                                                                 "instances.json", "overlays.png"}
 
 
 def test_infer_on_a_fits_file_gives_sky_positions(tmp_path: Path, capsys) -> None:

@@ -3,9 +3,13 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from astropy import units as u
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
+from regions import Regions
 
 from nightshift.ghosts.artefacts import Artefact
 from nightshift.ghosts.config import preset
@@ -54,10 +58,14 @@ def test_sky_position_from_the_wcs() -> None:
 def test_catalogue_files(tmp_path: Path) -> None:
     row = catalogue_row("tile-1", Artefact("faint", square(190, 190)), wcs_header())
     assert row["ra"] == pytest.approx(30.0, abs=0.01) and row["area"] == 400
-    files = write_instance_catalogue([row], tmp_path / "cat")
-    assert [f.suffix for f in files] == [".fits", ".csv", ".reg"]
-    assert "deg" in (tmp_path / "cat.csv").read_text()
-    assert write_instance_catalogue([], tmp_path / "empty")
+    files = write_instance_catalogue([row], tmp_path / "cat", meta={"MODEL": "ghosts-maskrcnn", "THRESH": 0.5})
+    assert [f.name for f in files] == ["cat.fits", "cat.ecsv", "cat.csv", "cat_galactic.reg", "cat_icrs.reg"]
+    table = Table.read(files[1])
+    assert table["ra"].unit == u.deg and (table.meta["MODEL"], table.meta["FRAME"]) == ("ghosts-maskrcnn", "icrs")
+    assert list(pd.read_csv(files[2])["label"]) == ["faint"]
+    (point,) = Regions.read(files[4], format="ds9")
+    assert point.center.ra.deg == pytest.approx(row["ra"]) and point.meta["text"] == "faint"
+    assert write_instance_catalogue([], tmp_path / "empty", meta={})
 
 
 def test_detector_batches_and_empty_input() -> None:

@@ -165,8 +165,9 @@ def detect_field(pixels: np.ndarray, header: fits.Header, detector: WindowDetect
     return merge_on_sky(detections, config.field_nms_iou)
 
 
-def write_detection_catalogue(rows: Sequence[dict], stem: Path) -> list[Path]:
-    """Write detections (dicts with field, glon, glat, radius_arcsec, x_px, y_px, radius_px, score) as FITS, ECSV and DS9."""
+def write_detection_catalogue(rows: Sequence[dict], stem: Path, *, meta: dict[str, object]) -> list[Path]:
+    """Write detections (dicts with field, glon, glat, radius_arcsec, x_px, y_px, radius_px, score) as FITS, ECSV, CSV
+    and DS9 regions in Galactic and ICRS, with the provenance ``meta``."""
     from nightshift.core.catalog import Column, write_catalog
 
     columns = [
@@ -180,5 +181,5 @@ def write_detection_catalogue(rows: Sequence[dict], stem: Path) -> list[Path]:
         Column("score", "", "detector confidence in [0, 1]"),
         Column("label", "", "object class"),
     ]
-    return write_catalog([{**r, "label": "bubble"} for r in rows], columns, stem, frame="galactic", lon="glon", lat="glat",
-                         radius_arcsec="radius_arcsec", label="label")
+    return write_catalog([{**r, "label": "bubble"} for r in rows], columns, stem, meta=meta, frame="galactic", lon="glon",
+                         lat="glat", radius_arcsec="radius_arcsec", label="label")

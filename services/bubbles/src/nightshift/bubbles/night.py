@@ -40,7 +40,7 @@ SURVEY = "glimpse"
 NIGHT_SEED_OFFSET = 3_000_000
 """The night's fields are simulated with seed ``NIGHT_SEED_OFFSET + seed`` (apart from train/val/test seeds)."""
 TRUTH_STEM = Path("truth") / "bubbles"
-"""The truth catalogue in the kit: ``truth/bubbles.fits`` (and ``.csv``, ``.reg``), one row per bubble."""
+"""The truth catalogue in the kit: ``truth/bubbles.fits`` (and ``.ecsv``, ``.csv``, regions), one row per bubble."""
 TRUTH_INFO = Path("truth") / "scoring.json"
 """What score-night needs besides the truth rows: the fields and the operating threshold."""
 REFERENCE_FILE = Path("reference") / "mwp_dr1.ecsv"
@@ -143,7 +143,7 @@ def simulate_night(out: Path, seed: int = 0, *, fields: int = 2) -> dict[str, An
         for band, hdu in band_hdus(field):
             hdu.writeto(out / "raw" / field.name / f"{band}.fits", overwrite=True)
             files += 1
-    truth = write_truth(simulated, out / TRUTH_STEM)
+    truth = write_truth(simulated, out / TRUTH_STEM, seed=NIGHT_SEED_OFFSET + seed)
     (out / TRUTH_INFO).write_text(json.dumps({
         "fields": [f.name for f in simulated], "simulation_seed": NIGHT_SEED_OFFSET + seed, "model": card["name"],
         "score_threshold": config.score_threshold, "hit_coverage": HIT_COVERAGE, "box_scale": BOX_SCALE,

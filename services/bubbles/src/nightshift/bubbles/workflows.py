@@ -156,10 +156,10 @@ def _read_field(path_text: str) -> tuple[str, np.ndarray, fits.Header]:
 
 
 def infer_files(files: Sequence[Path], *, output: Path, weights: Path | None, score_threshold: float | None) -> dict[str, Any]:
-    """Find bubbles in the user's fields; write one catalogue (FITS, ECSV, DS9 regions) over all of them."""
+    """Find bubbles in the user's fields; write one catalogue (FITS, ECSV, CSV, DS9 regions) over all of them."""
     from nightshift.bubbles.infer import SSDWindowDetector, detect_field, write_detection_catalogue
 
-    model, config, _ = load_model(weights)
+    model, config, card = load_model(weights)
     detector = SSDWindowDetector(model)
     rows = []
     for file in files:
@@ -167,7 +167,10 @@ def infer_files(files: Sequence[Path], *, output: Path, weights: Path | None, sc
         found = detect_field(pixels, header, detector, config, min_score=score_threshold)
         rows += [{"field": name, "glon": d.glon_deg, "glat": d.glat_deg, "radius_arcsec": d.radius_arcsec, "x_px": d.x_px,
                   "y_px": d.y_px, "radius_px": d.radius_px, "score": d.score} for d in found]
-    written = write_detection_catalogue(rows, output / "bubbles")
+    meta = {"MODEL": card["name"], "WEIGHTS": (weights or shipped_weights()).name,
+            "THRESH": config.score_threshold if score_threshold is None else score_threshold,
+            "INPUT": ",".join(str(f) for f in files)}
+    written = write_detection_catalogue(rows, output / "bubbles", meta=meta)
     return {"fields": len(files), "bubbles": len(rows), "files": [str(p) for p in written]}
 
 
@@ -179,14 +182,16 @@ TRUTH_COLUMNS = (
 """Columns of a simulated truth catalogue: one row per bubble."""
 
 
-def write_truth(fields: Sequence[Field], stem: Path) -> list[dict[str, Any]]:
-    """Write the bubbles of ``fields`` as ``stem.fits``, ``.csv`` (ECSV) and ``.reg``; return the rows."""
+def write_truth(fields: Sequence[Field], stem: Path, *, seed: int) -> list[dict[str, Any]]:
+    """Write the bubbles of ``fields``, simulated with ``seed``, as ``stem.fits``, ``.ecsv``, ``.csv`` and DS9
+    regions; return the rows."""
     from nightshift.core.catalog import write_catalog
 
     truth = [{"field": field.name, "glon": b.glon_deg, "glat": b.glat_deg, "radius_arcsec": b.radius_arcsec,
               "x_px": b.x_px, "y_px": b.y_px, "clear": b.clear, "coverage": b.coverage}
              for field in fields for b in field.bubbles]
-    write_catalog(truth, TRUTH_COLUMNS, stem, radius_arcsec="radius_arcsec", label="field")
+    write_catalog(truth, TRUTH_COLUMNS, stem, meta={"CONTENT": "simulated truth", "SEED": seed}, radius_arcsec="radius_arcsec",
+                  label="field")
     return truth
 
 
@@ -200,8 +205,8 @@ def write_simulated(output: Path, *, preset: str, count: int, seed: int) -> dict
     for field in fields:
         for band, hdu in band_hdus(field):
             hdu.writeto(output / f"{field.name}_{band}.fits", overwrite=True)
-    truth = write_truth(fields, output / "truth")
-    return {"fields": count, "bubbles": len(truth), "directory": str(output), "truth": str(output / "truth.csv")}
+    truth = write_truth(fields, output / "truth", seed=seed)
+    return {"fields": count, "bubbles": len(truth), "directory": str(output), "truth": str(output / "truth.ecsv")}
 
 
 def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:

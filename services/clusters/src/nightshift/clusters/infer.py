@@ -218,9 +218,10 @@ def catalogue_rows(
 
 def write_detection_catalogue(
     detections: Detections, references: list[ReferenceCatalogue], config: ClustersConfig, stem: Path,
-    *, tile_ids: Sequence[str] | None = None, meta: dict[str, object] | None = None,
+    *, meta: dict[str, object], tile_ids: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Cross-match ``detections`` with ``references`` and write FITS, CSV (ECSV) and DS9 region files."""
+    """Cross-match ``detections`` with ``references`` and write FITS, ECSV, CSV and DS9 region files (Galactic
+    and ICRS), with the provenance ``meta`` and the detection threshold."""
     from nightshift.core.catalog import Column, write_catalog
 
     columns = [
@@ -238,8 +239,8 @@ def write_detection_catalogue(
     ]
     matches = crossmatch(detections.glon, detections.glat, references, radius_arcmin=config.match_radius_arcmin)
     rows = catalogue_rows(detections, matches, pixel_arcmin=config.pixel_scale_arcmin, tile_ids=tile_ids)
-    return write_catalog(rows, columns, stem, frame="galactic", lon="glon", lat="glat",
-                         radius_arcsec="radius_arcsec", label="id", meta=meta)
+    return write_catalog(rows, columns, stem, frame="galactic", lon="glon", lat="glat", radius_arcsec="radius_arcsec",
+                         label="id", meta={**meta, "THRESH": config.threshold, "MINPIX": config.min_pixels})
 
 
 def infer_healpix_file(
@@ -298,7 +299,7 @@ def infer_healpix_file(
     references = read_references(directory) if directory is not None else []
     tile_ids = [f"{a:.4f}{b:+.4f}" for a, b in zip(lon, lat)]
     paths = write_detection_catalogue(merged, references, config, output / "clusters", tile_ids=tile_ids,
-                                      meta={"MAPS": str(maps_path), "WEIGHTS": weights.name})
+                                      meta={"INPUT": str(maps_path), "WEIGHTS": weights.name})
     known = crossmatch(merged.glon, merged.glat, references, radius_arcmin=config.match_radius_arcmin).known
     # chance matches: on real maps some "known" labels are coincidences, on simulated maps all of them
     rate = chance_match_fraction(*cell_tiling(cells, 256), references, radius_arcmin=config.match_radius_arcmin)

@@ -143,8 +143,9 @@ CATALOGUE_COLUMNS = (
 )
 
 
-def write_instance_catalogue(rows: Sequence[dict], stem: str | Path) -> list[Path]:
-    """Write the instances as ``stem.fits``, ``stem.csv`` (ECSV with units) and a DS9 ``stem.reg``.
+def write_instance_catalogue(rows: Sequence[dict], stem: str | Path, *, meta: dict[str, object]) -> list[Path]:
+    """Write the instances as ``stem.fits``, ``stem.ecsv``, ``stem.csv`` and DS9 regions in Galactic and ICRS
+    (:func:`nightshift.core.catalog.write_catalog`), with the provenance ``meta``.
 
     Each row holds the :data:`CATALOGUE_COLUMNS` values of one instance.
     """
@@ -152,7 +153,7 @@ def write_instance_catalogue(rows: Sequence[dict], stem: str | Path) -> list[Pat
 
     columns = [Column(name, unit, description) for name, unit, description in CATALOGUE_COLUMNS]
     return write_catalog(list(rows), columns, stem, frame="icrs", lon="ra", lat="dec", label="label",
-                         meta={"ORIGIN": "nightshift-ghosts"})
+                         meta={"ORIGIN": "nightshift-ghosts", **meta})
 
 
 def catalogue_row(image: str, artefact: Artefact, wcs_header: str = "") -> dict:

@@ -175,12 +175,12 @@ def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def infer_files(paths: list[Path], *, output: Path, weights: Path | None, score_threshold: float | None) -> dict[str, Any]:
-    """Find artefacts in image files; write a catalogue (FITS, ECSV, DS9), masks as RLE JSON and overlays."""
+    """Find artefacts in image files; write a catalogue (FITS, ECSV, CSV, DS9), masks as RLE JSON and overlays."""
     from nightshift.ghosts.artefacts import uncompressed_rle
     from nightshift.ghosts.evaluate import plot_overlays
     from nightshift.ghosts.infer import Detector, catalogue_row, findings, write_instance_catalogue
 
-    detector, config, _ = load_model(weights)
+    detector, config, card = load_model(weights)
     threshold = config.score_threshold if score_threshold is None else score_threshold
     read = [_read_image(p) for p in paths]
     found = Detector(detector).predict([pixels for _, pixels, _ in read], score_threshold=threshold)
@@ -192,7 +192,8 @@ def infer_files(paths: list[Path], *, output: Path, weights: Path | None, score_
             {"label": a.label, "score": a.score, "box": a.box, "rle": {"size": list(a.mask.shape), "counts": uncompressed_rle(a.mask)}}
             for a in artefacts]})
     output.mkdir(parents=True, exist_ok=True)
-    files = write_instance_catalogue(rows, output / "ghosts")
+    meta = {"MODEL": card["name"], "THRESH": threshold, "INPUT": ",".join(str(p) for p in paths)}
+    files = write_instance_catalogue(rows, output / "ghosts", meta=meta)
     (output / "instances.json").write_text(json.dumps(records) + "\n")
     plot_overlays([d for d, _, _ in read], [[] for _ in read], found, [p.name for p in paths], output / "overlays.png",
                   score_threshold=threshold)
