@@ -10,6 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from regions import PolygonSkyRegion, Regions
 
 from nightshift.filaments.cli import main
 from nightshift.filaments.config import default_real_data_dir
@@ -45,10 +46,13 @@ def test_synth_then_infer_with_a_wcs(tmp_path, capsys) -> None:
     probability = fits.getdata(tmp_path / "out" / "field_probability.fits")
     assert probability.shape == (128, 100) and WCS(fits.getheader(tmp_path / "out" / "field_roi.fits")).has_celestial
     assert fits.getheader(tmp_path / "out" / "field_probability.fits")["OBJECT"] == "test field"
-    catalogue = Table.read(tmp_path / "out" / "field_filaments.csv", format="ascii.ecsv")
-    assert len(catalogue) == result["filaments"] and str(catalogue["mean_nh2"].unit) == "1 / cm2"
-    assert np.all(np.abs(catalogue["lat"] - 0.5) < 64 * 0.0032 + 1e-6)
-    assert (tmp_path / "out" / "field_filaments.reg").read_text().startswith("# Region file format: DS9")
+    catalogue = Table.read(tmp_path / "out" / "field_filaments.ecsv")
+    assert len(catalogue) == result["filaments"] and str(catalogue["mean_nh2_per_cm2"].unit) == "1 / cm2"
+    assert np.all(np.abs(catalogue["glat"] - 0.5) < 64 * 0.0032 + 1e-6)
+    assert catalogue.meta["MODEL"] == "filaments-unet5" and catalogue.meta["INPUT"] == str(source)
+    assert catalogue.meta["THRESH"] == 0.5 and catalogue.meta["FRAME"] == "galactic"
+    regions = Regions.read(tmp_path / "out" / "field_filaments_icrs.reg", format="ds9")
+    assert len(regions) == len(catalogue) and all(isinstance(r, PolygonSkyRegion) for r in regions)
 
 
 def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsys) -> None:

@@ -79,8 +79,12 @@ def test_infer_by_reference_finds_the_simulated_filaments(served, store: ObjectS
         assert dice(probability[sky.usable] >= 0.5, sky.mask[sky.usable]) > 0.6
         detections = segmentation.detections
         assert len(detections) >= 1 and all(d.label == "filament" and 0 < d.score <= 1 for d in detections)
-        assert len(result.measurements) == 3 * len(detections)
+        assert not result.measurements  # what is measured on a filament is in its detection's properties
         for detection in detections:
+            assert set(detection.properties) == {"area_px2", "skeleton_length_px", "mean_nh2_per_cm2"}
+            assert detection.properties["area_px2"] >= 8 and len(detection.outline) >= 3
+            assert all(v.frame == tile_pb2.SKY_FRAME_GALACTIC and abs(v.lat_deg) <= 128 * PIXEL_DEG + 1e-6
+                       for v in detection.outline)
             # sky positions inside the tile's footprint, in the tile's frame
             assert detection.sky.frame == tile_pb2.SKY_FRAME_GALACTIC
             assert abs(((detection.sky.lon_deg - 30 + 180) % 360) - 180) <= 128 * PIXEL_DEG + 1e-6

@@ -162,15 +162,18 @@ def _read_fits_map(path: Path) -> tuple:
 def _infer(args: argparse.Namespace) -> int:
     from nightshift.core.devices import torch_device
     from nightshift.filaments.infer import find_filaments, predict_probability, write_outputs
-    from nightshift.filaments.model import load_checkpoint
+    from nightshift.filaments.model import bundled_weights, load_checkpoint
 
-    network, config, _ = load_checkpoint(args.weights, torch_device())
+    weights = args.weights or bundled_weights()
+    network, config, card = load_checkpoint(weights, torch_device())
     summary = []
     for path in args.fits:
         column_density, header = _read_fits_map(path)
         probability = predict_probability(network, column_density, config)
         roi, filaments = find_filaments(probability, column_density, threshold=config.threshold, min_area_px=config.min_instance_px)
-        written = write_outputs(args.output / path.stem, probability, roi, filaments, header)
+        meta = {"MODEL": card["name"], "WEIGHTS": Path(weights).name, "THRESH": config.threshold,
+                "MINAREA": config.min_instance_px, "INPUT": str(path)}
+        written = write_outputs(args.output / path.stem, probability, roi, filaments, header, meta=meta)
         summary.append({"input": str(path), "filaments": len(filaments), "roi_fraction": float(roi.mean()),
                         "outputs": [str(p) for p in written]})
     print(json.dumps(summary))
@@ -274,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = commands.add_parser("infer", help="find filaments in your own N(H2) FITS maps (cm^-2)")
     infer.add_argument("fits", type=Path, nargs="+", help="FITS files, each one 2-D N(H2) map (its WCS is used when present)")
-    infer.add_argument("--output", type=Path, required=True, help="directory for <stem>_probability.fits, _roi.fits, _filaments.{fits,csv,reg}")
+    infer.add_argument("--output", type=Path, required=True, help="directory for <stem>_probability.fits, _roi.fits, _filaments.{fits,ecsv,csv} and _filaments_{galactic,icrs}.reg")
     infer.add_argument("--weights", type=Path, help=".safetensors file with its JSON card (default: the shipped model)")
     infer.set_defaults(run=_infer)
 

@@ -1,6 +1,6 @@
 """Whole-map inference: overlapping patches blended into one probability map, the binary region of
-interest, per-filament instances (connected components with skeleton length, area, mean N(H2), sky
-position from the map's WCS), and the outputs as FITS maps plus a catalogue.
+interest, per-filament instances (connected components with skeleton length, area, mean N(H2), a
+contour polygon, sky positions from the map's WCS), and the outputs as FITS maps plus a catalogue.
 
 Missing pixels (NaN) get probability 0 and are never part of a filament (see
 :mod:`nightshift.filaments.preprocess`).
@@ -9,8 +9,10 @@ Missing pixels (NaN) get probability 0 and are never part of a filament (see
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +21,8 @@ from scipy import ndimage
 from nightshift.filaments.config import FilamentsConfig
 from nightshift.filaments.preprocess import blend_weights, normalise_patches, patch_starts
 
-__all__ = ["Filament", "predict_probability", "predict_probability_one_pass", "skeleton_length_px",
-           "find_filaments", "sky_positions", "CATALOG_COLUMNS", "write_outputs"]
+__all__ = ["Filament", "predict_probability", "predict_probability_one_pass", "skeleton_length_px", "contour_polygon",
+           "find_filaments", "SkyFilaments", "sky_filaments", "catalog_rows", "CATALOG_COLUMNS", "write_outputs"]
 
 
 @torch.no_grad()
@@ -135,6 +137,8 @@ class Filament:
         Centroid column and row, in pixels (0-based).
     box : tuple of int
         (x_min, y_min, x_max, y_max), max exclusive, in pixels.
+    outline : tuple of (float, float)
+        Its contour as a polygon of (x, y) vertices in pixels (0-based), in order.
     """
 
     label: int
@@ -145,6 +149,13 @@ class Filament:
     x: float
     y: float
     box: tuple[int, int, int, int]
+    outline: tuple[tuple[float, float], ...] = ()
+
+    def properties(self) -> dict[str, float]:
+        """What was measured on it, each name ending with its unit (the contract's ``Detection.properties``
+        and the catalogue's columns, in ``infer`` and in the night alike)."""
+        return {"area_px2": float(self.area_px), "skeleton_length_px": self.skeleton_length_px,
+                "mean_nh2_per_cm2": self.mean_column_density_cm2}
 
 
 def skeleton_length_px(region: np.ndarray) -> float:
@@ -159,6 +170,27 @@ def skeleton_length_px(region: np.ndarray) -> float:
     corners = (skeleton[1:, 1:] & skeleton[:-1, :-1] & (skeleton[1:, :-1] | skeleton[:-1, 1:])).sum() + \
         (skeleton[1:, :-1] & skeleton[:-1, 1:] & (skeleton[1:, 1:] | skeleton[:-1, :-1])).sum()
     return float(straight + np.sqrt(2) * (diagonal - corners))
+
+
+def contour_polygon(region: np.ndarray, *, tolerance_px: float = 0.25) -> tuple[tuple[float, float], ...]:
+    """The outer boundary of a boolean region as polygon vertices (x, y) in pixels (0-based, pixel
+    centres at integers), in order, the closing vertex not repeated; empty for an empty region.
+
+    The boundary follows the pixels' outer edges, corners cut by at most a quarter pixel, simplified
+    (Douglas-Peucker) to within ``tolerance_px``: its area is the region's pixel count within a few
+    per cent, so the polygon drawn in DS9 covers the filament's pixels.
+    """
+    from skimage.measure import approximate_polygon, find_contours
+
+    # The half level of a binary image runs through the midpoints between pixel centres and cuts
+    # every corner by half a pixel; on each pixel split in 2 x 2 the cut is a quarter. Padding closes
+    # the boundary of a region that touches the map's edge.
+    fine = np.kron(np.pad(np.asarray(region, float), 1), np.ones((2, 2)))
+    contours = find_contours(fine, 0.5, fully_connected="high")  # filaments are 8-connected
+    if not contours:
+        return ()
+    outer = approximate_polygon(max(contours, key=len), tolerance_px)[:-1] / 2 - 0.25 - 1
+    return tuple((float(col), float(row)) for row, col in outer)
 
 
 def find_filaments(
@@ -206,18 +238,34 @@ def find_filaments(
             mean_probability=float(probability[window][region].mean()),
             x=float(cols.mean() + window[1].start), y=float(rows.mean() + window[0].start),
             box=(window[1].start, window[0].start, window[1].stop, window[0].stop),
+            outline=tuple((x + window[1].start, y + window[0].start) for x, y in contour_polygon(region)),
         ))
     return roi, sorted(filaments, key=lambda f: -f.area_px)
 
 
-def sky_positions(filaments: Sequence[Filament], wcs_header: str) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """Sky positions of the filaments' centroids from a FITS header string.
+@dataclasses.dataclass(frozen=True)
+class SkyFilaments:
+    """Filaments on the sky, from a map's celestial WCS.
 
-    Returns
-    -------
-    (frame, lon_deg, lat_deg) or None
-        ``frame`` is "galactic" or "icrs"; None when the header has no celestial WCS.
+    Attributes
+    ----------
+    frame : str
+        "galactic" or "icrs": the frame of the map's WCS, and of ``lon_deg``, ``lat_deg``, ``outlines_deg``.
+    lon_deg, lat_deg : numpy.ndarray
+        Centroid longitudes (in [0, 360)) and latitudes, in degrees.
+    outlines_deg : list of numpy.ndarray
+        Each filament's contour polygon as (N, 2) (lon, lat) vertices in degrees.
     """
+
+    frame: str
+    lon_deg: np.ndarray
+    lat_deg: np.ndarray
+    outlines_deg: list[np.ndarray]
+
+
+def sky_filaments(filaments: Sequence[Filament], wcs_header: str) -> SkyFilaments | None:
+    """The filaments' centroids and outlines on the sky from a FITS header string; None when the
+    header has no celestial WCS."""
     if not wcs_header.strip():
         return None
     from astropy.io import fits
@@ -226,26 +274,34 @@ def sky_positions(filaments: Sequence[Filament], wcs_header: str) -> tuple[str, 
     wcs = WCS(fits.Header.fromstring(wcs_header)).celestial
     if not wcs.has_celestial:
         return None
-    frame = "galactic" if wcs.wcs.ctype[0].startswith("GLON") else "icrs"
-    x = np.array([f.x for f in filaments], float)
-    y = np.array([f.y for f in filaments], float)
-    lon, lat = wcs.pixel_to_world_values(x, y) if len(filaments) else (x, y)
-    return frame, np.mod(np.asarray(lon, float), 360.0), np.asarray(lat, float)
+
+    def to_sky(xy: np.ndarray) -> np.ndarray:
+        if not len(xy):
+            return np.empty((0, 2))
+        lon, lat = wcs.pixel_to_world_values(xy[:, 0], xy[:, 1])
+        return np.stack([np.mod(np.asarray(lon, float), 360.0), np.asarray(lat, float)], axis=1)
+
+    centres = to_sky(np.array([(f.x, f.y) for f in filaments], float).reshape(-1, 2))
+    return SkyFilaments("galactic" if wcs.wcs.ctype[0].startswith("GLON") else "icrs", centres[:, 0], centres[:, 1],
+                        [to_sky(np.array(f.outline, float).reshape(-1, 2)) for f in filaments])
 
 
 def _catalog_columns() -> list:
-    from nightshift.core.catalog import Column
+    from nightshift.core.catalog import Column, property_column
 
     return [
-        Column("id", "", "filament number in this map, largest first"),
-        Column("x", "pix", "centroid column (0-based)"),
-        Column("y", "pix", "centroid row (0-based)"),
-        Column("lon", "deg", "centroid longitude in the map's frame (NaN without a WCS)"),
-        Column("lat", "deg", "centroid latitude in the map's frame (NaN without a WCS)"),
-        Column("area", "pix2", "pixels in the region of interest"),
-        Column("skeleton_length", "pix", "length of the region's skeleton"),
-        Column("mean_nh2", "cm-2", "mean H2 column density over the region"),
-        Column("mean_probability", "", "mean filament probability over the region"),
+        Column("name", "", "filament name in this map, largest first (as the night's catalogue names them)"),
+        Column("glon", "deg", "Galactic longitude of the centroid (NaN without a WCS)"),
+        Column("glat", "deg", "Galactic latitude of the centroid (NaN without a WCS)"),
+        Column("ra", "deg", "ICRS right ascension of the centroid (NaN without a WCS)"),
+        Column("dec", "deg", "ICRS declination of the centroid (NaN without a WCS)"),
+        Column("score", "", "mean filament probability over the region"),
+        Column("label", "", "object class"),
+        Column("x_px", "pix", "centroid column in the map (0-based)"),
+        Column("y_px", "pix", "centroid row in the map (0-based)"),
+        property_column("area_px2", "pixels in the region of interest"),
+        property_column("skeleton_length_px", "length of the region's skeleton"),
+        property_column("mean_nh2_per_cm2", "mean H2 column density over the region"),
     ]
 
 
@@ -253,33 +309,72 @@ CATALOG_COLUMNS = [c.name for c in _catalog_columns()]
 """Columns of the filament catalogue, in order."""
 
 
+def catalog_rows(filaments: Sequence[Filament], wcs_header: str) -> tuple[str, list[dict[str, Any]]]:
+    """The catalogue rows of a map's filaments and the frame of their ``outline`` vertices.
+
+    With a celestial WCS the outlines are in Galactic degrees (frame "galactic"); without one, the
+    sky columns are NaN and the outlines in pixels (frame "image").
+    """
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    sky = sky_filaments(filaments, wcs_header)
+    if sky is None:
+        nan = np.full(len(filaments), np.nan)
+        glon, glat, ra, dec, outlines, frame = nan, nan, nan, nan, [np.array(f.outline).reshape(-1, 2) for f in filaments], "image"
+    else:
+        centres = SkyCoord(sky.lon_deg * u.deg, sky.lat_deg * u.deg, frame=sky.frame)
+        glon, glat = centres.galactic.l.deg, centres.galactic.b.deg
+        ra, dec = centres.icrs.ra.deg, centres.icrs.dec.deg
+        outlines, frame = [], "galactic"
+        for vertices in sky.outlines_deg:
+            galactic = SkyCoord(vertices[:, 0] * u.deg, vertices[:, 1] * u.deg, frame=sky.frame).galactic
+            outlines.append(np.stack([galactic.l.deg, galactic.b.deg], axis=1))
+    rows = [{"name": f"filaments-{i + 1:05d}", "glon": float(glon[i]), "glat": float(glat[i]), "ra": float(ra[i]),
+             "dec": float(dec[i]), "score": f.mean_probability, "label": "filament", "x_px": f.x, "y_px": f.y,
+             **f.properties(), "outline": outlines[i]} for i, f in enumerate(filaments)]
+    return frame, rows
+
+
 _DATA_KEYWORDS = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "BUNIT", "BSCALE", "BZERO",
                   "BLANK", "DATAMIN", "DATAMAX", "CHECKSUM", "DATASUM", "EXTNAME", "EXTVER"}
 
 
-def _output_header(header: str, content: str):
+def _output_header(header: str, content: str, meta: Mapping[str, Any]):
     """The input's header for one output map: everything but the keywords that describe the input's
-    data array (structure, scaling, unit, checksums), which astropy writes anew for the output."""
+    data array (structure, scaling, unit, checksums), which astropy writes anew for the output; the
+    map is dimensionless, and the provenance ``meta`` follows."""
     from astropy.io import fits
 
     source = fits.Header.fromstring(header) if header.strip() else fits.Header()
     kept = fits.Header([card for card in source.cards
                         if card.keyword not in _DATA_KEYWORDS and not card.keyword.startswith("NAXIS")])
+    kept["BUNIT"] = ("", "dimensionless")  # not the input's N(H2) unit: readers take a missing BUNIT as unknown
+    kept.update(meta)
     kept["HISTORY"] = f"nightshift-filaments: {content}"
     return kept
 
 
 def write_outputs(
-    stem: str | Path, probability: np.ndarray, roi: np.ndarray, filaments: Sequence[Filament], header: str = ""
+    stem: str | Path, probability: np.ndarray, roi: np.ndarray, filaments: Sequence[Filament], header: str = "",
+    *, meta: Mapping[str, Any],
 ) -> list[Path]:
     """Write the maps ``stem_probability.fits`` (float32 in [0, 1]) and ``stem_roi.fits`` (uint8,
-    1 in the region of interest), each carrying the input's header (its WCS included), and the
-    catalogue ``stem_filaments.{fits,csv,reg}``; the region file is in image coordinates without a WCS.
+    1 in the region of interest), both dimensionless with the input's header (its WCS included), and
+    the catalogue ``stem_filaments`` (:func:`nightshift.core.catalog.write_catalog`: FITS, ECSV,
+    CSV, contour polygons as DS9 regions in Galactic and ICRS, or in image coordinates without a WCS).
 
     Parameters
     ----------
     header : str
         The input map's FITS header as a string (``Header.tostring()``); empty when it has none.
+    meta : mapping
+        Provenance (model, threshold, input...), in the catalogue's and the maps' headers.
+
+    Warns
+    -----
+    UserWarning
+        The header has no celestial WCS: the catalogue has no sky positions.
     """
     from astropy.io import fits
 
@@ -288,19 +383,13 @@ def write_outputs(
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.parent / f"{stem.name}_probability.fits", stem.parent / f"{stem.name}_roi.fits"]
-    fits.PrimaryHDU(probability.astype(np.float32), header=_output_header(header, "filament probability (U-Net)")
-                    ).writeto(paths[0], overwrite=True)
-    fits.PrimaryHDU(roi.astype(np.uint8), header=_output_header(header, "filament region of interest (1 = filament)")
-                    ).writeto(paths[1], overwrite=True)
-    sky = sky_positions(filaments, header)
-    frame, lon, lat = sky if sky is not None else ("galactic", np.full(len(filaments), np.nan), np.full(len(filaments), np.nan))
-    rows = [{"id": i + 1, "x": f.x, "y": f.y, "lon": lon[i], "lat": lat[i], "area": f.area_px,
-             "skeleton_length": f.skeleton_length_px, "mean_nh2": f.mean_column_density_cm2,
-             "mean_probability": f.mean_probability} for i, f in enumerate(filaments)]
-    catalog = write_catalog(rows, _catalog_columns(), stem.parent / f"{stem.name}_filaments", frame=frame,
-                            lon="lon", lat="lat", label="id")
-    if sky is None:  # DS9 image coordinates are 1-based
-        lines = ["# Region file format: DS9 version 4.1", "image"]
-        lines += [f"point({f.x + 1:.2f},{f.y + 1:.2f}) # text={{{i + 1}}}" for i, f in enumerate(filaments)]
-        catalog[2].write_text("\n".join(lines) + "\n")
-    return paths + catalog
+    for path, data, content in ((paths[0], probability.astype(np.float32), "filament probability (U-Net)"),
+                                (paths[1], roi.astype(np.uint8), "filament region of interest (1 = filament)")):
+        fits.PrimaryHDU(data, header=_output_header(header, content, meta)).writeto(path, overwrite=True)
+    frame, rows = catalog_rows(filaments, header)
+    if frame == "image":
+        warnings.warn(f"{stem.name}: the map has no celestial WCS: its filaments have pixel positions only "
+                      "(glon, glat, ra, dec are NaN; regions in image coordinates)", UserWarning, stacklevel=2)
+    lon, lat = ("x_px", "y_px") if frame == "image" else ("glon", "glat")
+    return paths + write_catalog(rows, _catalog_columns(), stem.parent / f"{stem.name}_filaments", meta=meta, frame=frame,
+                                 lon=lon, lat=lat, outline="outline", label="name")

@@ -2,10 +2,9 @@
 
 Thin: tiles are stacked and handed to :mod:`nightshift.filaments.infer`. Each tile's result holds
 one ``SegmentationMap`` (the probability map, by object-store reference when a store is configured)
-with one ``Detection`` per filament (bounding box, sky position of the centroid from the tile's WCS,
-mean probability as score, label "filament"), and three ``Measurement``s per filament in detection
-order: ``skeleton_length`` (pix), ``area`` (pix2) and ``mean_nh2`` (cm-2), because the contract's
-``Detection`` has no field for them.
+with one ``Detection`` per filament (bounding box, sky position of the centroid and contour polygon
+from the tile's WCS, mean probability as score, label "filament", and as ``properties`` what
+``infer`` writes in its catalogue: ``area_px2``, ``skeleton_length_px``, ``mean_nh2_per_cm2``).
 """
 
 from __future__ import annotations
@@ -99,7 +98,7 @@ class FilamentsModel(TaskModel):
         return [m.to_proto() for m in ModelRegistry(self.store, self.task).versions()] if self.store is not None else []
 
     def infer(self, tiles: Sequence[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
-        from nightshift.filaments.infer import find_filaments, predict_probability, sky_positions
+        from nightshift.filaments.infer import find_filaments, predict_probability, sky_filaments
 
         if not tiles:
             return []
@@ -109,28 +108,26 @@ class FilamentsModel(TaskModel):
         for tile, probability, image in zip(tiles, probabilities, column_density):
             _, filaments = find_filaments(probability, image, threshold=self.config.threshold,
                                           min_area_px=self.config.min_instance_px)
-            sky = sky_positions(filaments, tile.wcs_header)
-            detections, measurements = [], []
+            sky = sky_filaments(filaments, tile.wcs_header)
+            detections = []
             for index, filament in enumerate(filaments):
                 detection = results_pb2.Detection(
                     tile_id=tile.tile_id, model=model, label="filament", score=filament.mean_probability,
                     box=results_pb2.PixelBox(x_min=filament.box[0], y_min=filament.box[1], x_max=filament.box[2], y_max=filament.box[3]),
+                    properties=filament.properties(),
                 )
                 if sky is not None:
-                    detection.sky.CopyFrom(tile_pb2.SkyPosition(lon_deg=float(sky[1][index]), lat_deg=float(sky[2][index]),
-                                                                frame=_FRAMES[sky[0]]))
+                    frame = _FRAMES[sky.frame]
+                    detection.sky.CopyFrom(tile_pb2.SkyPosition(lon_deg=float(sky.lon_deg[index]), lat_deg=float(sky.lat_deg[index]),
+                                                                frame=frame))
+                    detection.outline.extend(tile_pb2.SkyPosition(lon_deg=float(lon), lat_deg=float(lat), frame=frame)
+                                             for lon, lat in sky.outlines_deg[index])
                 detections.append(detection)
-                measurements += [
-                    results_pb2.Measurement(tile_id=tile.tile_id, model=model, quantity=quantity, value=value, unit=unit)
-                    for quantity, value, unit in (("skeleton_length", filament.skeleton_length_px, "pix"),
-                                                  ("area", float(filament.area_px), "pix2"),
-                                                  ("mean_nh2", filament.mean_column_density_cm2, "cm-2"))
-                ]
             segmentation = results_pb2.SegmentationMap(
                 tile_id=tile.tile_id, model=model, detections=detections,
                 probability=encode_array(probability, store=self.store, inline_limit_bytes=self.inline_limit_bytes),
             )
-            results.append(results_pb2.TileResult(tile_id=tile.tile_id, segmentations=[segmentation], measurements=measurements))
+            results.append(results_pb2.TileResult(tile_id=tile.tile_id, segmentations=[segmentation]))
         return results
 
     def train(self, request: task_service_pb2.TrainRequest, progress: ProgressCallback) -> task_service_pb2.ModelVersion:
