@@ -59,6 +59,7 @@ def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsy
     assert main(["evaluate", "--no-real", "--test-maps", "2", "--output", str(tmp_path)]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"dice", "iou", "ap"} <= set(figures) and {"dice", "iou", "ap"} <= set(figures["baseline"])
+    assert {"dice", "iou", "ap", "parameters"} <= set(figures["filfinder"])
     assert json.loads((tmp_path / "evaluation.json").read_text())["dice"] == figures["dice"]
     assert figures["simulated"]["dice"] == figures["dice"] and "real" not in figures
     assert (tmp_path / "curves.png").stat().st_size > 1000
@@ -71,5 +72,6 @@ def test_evaluate_names_the_real_and_simulated_figures_as_the_issue_does(tmp_pat
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("dice", "iou", "ap"):
         assert 0 < figures["real"][key] < 1 and 0 < figures["baseline"]["real"][key] < 1
+        assert 0 < figures["filfinder"]["real"][key] < 1
     assert figures["simulated"]["dice"] == figures["dice"] and figures["real"]["columns"] == [200, 300]
     assert (tmp_path / "real_side_by_side.png").stat().st_size > 1000

@@ -1,13 +1,17 @@
-"""Metrics on hand-made cases with known answers, and the evaluation of a model against the baseline."""
+"""Metrics on hand-made cases with known answers, and the evaluation of a model against the baselines."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from nightshift.filaments.evaluate import (border_effect, calibrate_threshold, dice, iou, plot_curves, plot_side_by_side,
-                                           score_maps, segmentation_scores)
-from nightshift.filaments.config import preset
+from nightshift.filaments.baseline import FilFinderParameters, filfinder_score
+from nightshift.filaments.evaluate import (border_effect, calibrate_filfinder, calibrate_threshold, dice, iou, plot_curves,
+                                           plot_side_by_side, score_maps, segmentation_scores, with_filfinder)
+from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX, preset
+from nightshift.filaments.simulate import simulate_maps
 
 
 def test_dice_and_iou_by_hand() -> None:
@@ -77,8 +81,28 @@ def test_score_maps_and_plots(tmp_path) -> None:
     figures = scored.figures()
     assert figures["dice"] == 1.0 and figures["ap"] == 1.0
     assert 0 < figures["baseline"]["dice"] <= 1 and figures["baseline"]["threshold"] == 0.3
+    assert "filfinder" not in figures
+    maps = ([image], [truth], [np.ones_like(truth)])
+    scored = with_filfinder(scored, maps, maps)
+    filfinder = scored.figures()["filfinder"]
+    assert 0 < filfinder["dice"] <= 1 and 0 < filfinder["ap"] <= 1
+    assert filfinder["parameters"] == dataclasses.asdict(scored.filfinder_parameters)
     assert plot_curves([scored], tmp_path / "curves.png").stat().st_size > 1000
-    assert plot_side_by_side(image, truth, truth, tmp_path / "side.png").stat().st_size > 1000
+    assert plot_side_by_side(image, truth, truth, tmp_path / "side.png", filfinder_mask=truth).stat().st_size > 1000
+
+
+def test_calibrate_filfinder_keeps_the_parameters_with_the_best_dice_on_the_given_maps() -> None:
+    maps = simulate_maps(2, 96, 0)
+    images, truths, valids = [m.column_density for m in maps], [m.mask for m in maps], [m.usable for m in maps]
+
+    def pooled_dice(parameters: FilFinderParameters) -> float:
+        found = [filfinder_score(c, parameters, beam_fwhm_px=HIGAL_BEAM_FWHM_PX) >= 0.5 for c in images]
+        return dice(np.concatenate([f[v] for f, v in zip(found, valids)]),
+                    np.concatenate([t[v] for t, v in zip(truths, valids)]))
+
+    candidates = [FilFinderParameters(), *(FilFinderParameters(global_percentile=p) for p in (50.0, 94.0))]
+    chosen = calibrate_filfinder(images, truths, valids, search={"global_percentile": (50.0, 94.0)}, sweeps=1)
+    assert chosen in candidates and pooled_dice(chosen) == max(map(pooled_dice, candidates))
 
 
 def test_the_shipped_model_beats_the_baseline_and_its_stitching_matches_one_pass() -> None:

@@ -112,33 +112,40 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from nightshift.core.bench import report
     from nightshift.core.devices import torch_device
-    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.baseline import filfinder_score
+    from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX, default_real_data_dir
     from nightshift.filaments.evaluate import evaluate_real, evaluate_simulated, plot_curves, plot_side_by_side
     from nightshift.filaments.infer import find_filaments
     from nightshift.filaments.model import load_checkpoint
     from nightshift.filaments.realdata import load_real_cutout, real_data_available
 
     network, config, card = load_checkpoint(args.weights, torch_device())
-    simulated, _ = evaluate_simulated(network, config, maps=args.test_maps, measure_border=True)
+    simulated, _ = evaluate_simulated(network, config, maps=args.test_maps, measure_border=True, filfinder=True)
     results = [simulated]
     # Headline figures at the top level are the simulated ones; ``simulated``/``real`` hold each dataset's,
-    # ``baseline`` the baseline's simulated ones with the real ones under ``baseline.real``.
+    # ``baseline`` (Hessian ridge) and ``filfinder`` each baseline's simulated ones with the real ones
+    # under ``baseline.real`` and ``filfinder.real``.
     figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "simulated": simulated.figures()}
     figures.update({k: simulated.figures()[k] for k in ("dice", "iou", "ap")})
     figures["baseline"] = dict(simulated.figures()["baseline"])
+    figures["filfinder"] = dict(simulated.figures()["filfinder"])
     real_dir = args.real_dir or default_real_data_dir()
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.no_real and real_data_available(real_dir):
         cutout = load_real_cutout(real_dir)
-        real, probability = evaluate_real(network, config, cutout, measure_border=True)
+        real, probability = evaluate_real(network, config, cutout, measure_border=True, filfinder=True)
         results.append(real)
         figures["real"] = {**real.figures(), "columns": list(config.real_validation_columns)}
         figures["baseline"]["real"] = real.figures()["baseline"]
+        figures["filfinder"]["real"] = real.figures()["filfinder"]
         validation = cutout.columns(config.real_validation_columns)
         roi, _ = find_filaments(probability, validation.column_density, threshold=config.threshold, min_area_px=0)
+        filfinder_mask = filfinder_score(validation.column_density, real.filfinder_parameters,
+                                         beam_fwhm_px=HIGAL_BEAM_FWHM_PX) >= 0.5
         figures["side_by_side"] = str(plot_side_by_side(
             validation.column_density, validation.mask, roi, args.output / "real_side_by_side.png",
-            title=f"Hi-GAL cut-out, validation columns {config.real_validation_columns[0]}-{config.real_validation_columns[1] - 1}"))
+            title=f"Hi-GAL cut-out, validation columns {config.real_validation_columns[0]}-{config.real_validation_columns[1] - 1}",
+            filfinder_mask=filfinder_mask))
     figures["curves"] = str(plot_curves(results, args.output / "curves.png"))
     report(figures, args.output / "evaluation.json")
     return 0
@@ -266,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ship", action="store_true", help="replace the package's shipped default model with the result")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", help="score a model and the classical baseline (simulated test maps, real validation columns)")
+    evaluate = commands.add_parser("evaluate", help="score a model and the classical baselines, Hessian ridge and FilFinder (simulated test maps, real validation columns)")
     evaluate.add_argument("--weights", type=Path, help=".safetensors file with its JSON card beside it (default: the shipped model)")
     evaluate.add_argument("--test-maps", type=int, help="held-out simulated maps (default: the model config's test_maps)")
     evaluate.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")

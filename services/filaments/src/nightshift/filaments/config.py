@@ -15,12 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BAND", "UNIT", "FilamentsConfig", "PRESETS", "preset", "default_real_data_dir"]
+__all__ = ["BAND", "UNIT", "HIGAL_BEAM_FWHM_PX", "FilamentsConfig", "PRESETS", "preset", "default_real_data_dir"]
 
 BAND = "nh2"
 """Name of the one band the service reads: H2 column density."""
 UNIT = "cm-2"
 """Unit of that band."""
+HIGAL_BEAM_FWHM_PX = 36.0 / 11.5
+"""FWHM of the Hi-GAL N(H2) beam (500 um resolution, 36 arcsec) in its 11.5 arcsec pixels: 3.13 px."""
 
 _LOSSES = ("bce", "bce+dice")
 _SCALINGS = ("log-minmax", "minmax")

@@ -1,21 +1,24 @@
-"""Scoring, per pixel: Dice, IoU, average precision and ROC, for the U-Net and the classical baseline.
+"""Scoring, per pixel: Dice, IoU, average precision and ROC, for the U-Net and the classical baselines.
 
 Definitions (over the evaluated pixels only: those with data):
 
 - Dice = 2 |P & T| / (|P| + |T|), IoU = |P & T| / |P | T|, with P the pixels at or above the
-  threshold (0.5 for the U-Net; calibrated on training data for the baseline) and T the truth
-  mask; both are 1 when P and T are both empty.
+  threshold (0.5 for the U-Net and FilFinder's score; calibrated on training data for the Hessian
+  ridge baseline) and T the truth mask; both are 1 when P and T are both empty.
 - AP = sum_n (R_n - R_{n-1}) P_n over the score thresholds (scikit-learn's
   ``average_precision_score``: no interpolation); NaN without any true pixel.
 - ROC: the false/true positive rates over the score thresholds and the area under them.
 
 Datasets: held-out simulated maps (a seed the training never used) and the real Hi-GAL cut-out's
-validation columns, inferred from those columns alone.
+validation columns, inferred from those columns alone. The baselines' free choices (the ridge
+threshold, FilFinder's parameters) are made on training data only: simulated training maps, or the
+real training columns.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from nightshift.filaments.baseline import ridge_score
-from nightshift.filaments.config import FilamentsConfig
+from nightshift.filaments.baseline import FILFINDER_SEARCH, FilFinderParameters, filfinder_score, ridge_score
+from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX, FilamentsConfig
 from nightshift.filaments.infer import predict_probability, predict_probability_one_pass
 from nightshift.filaments.realdata import RealCutout
 from nightshift.filaments.simulate import simulate_maps
 
 __all__ = ["HEADLINE", "TEST_SEED_OFFSET", "dice", "iou", "segmentation_scores", "calibrate_threshold",
-           "Scored", "score_maps", "evaluate_simulated", "evaluate_real", "border_effect", "stitching_effect",
-           "plot_curves", "plot_side_by_side"]
+           "calibrate_filfinder", "Scored", "score_maps", "with_filfinder", "evaluate_simulated", "evaluate_real",
+           "border_effect", "stitching_effect", "plot_curves", "plot_side_by_side"]
 
 HEADLINE = ("dice", "iou", "ap")
 """The headline metrics, named as the seed's successor code names them."""
@@ -100,22 +103,56 @@ def calibrate_threshold(scores: Sequence[np.ndarray], truths: Sequence[np.ndarra
     return float(grid[int(np.argmax([dice(s >= g, t) for g in grid]))])
 
 
+def calibrate_filfinder(column_densities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                        valids: Sequence[np.ndarray], *, beam_fwhm_px: float = HIGAL_BEAM_FWHM_PX,
+                        search: dict[str, tuple[float, ...]] = FILFINDER_SEARCH, sweeps: int = 2) -> FilFinderParameters:
+    """FilFinder's parameters maximising Dice over all the given maps together (for training data).
+
+    A coordinate search: each parameter in turn takes the value of its ``search`` range that maximises
+    the pooled Dice, the others held, from :class:`FilFinderParameters`' defaults; ``sweeps`` rounds
+    at most, fewer when a round changes nothing (the full grid would take 405 FilFinder runs per map).
+    """
+    truth = _stacked(truths).astype(bool)
+    valid = _stacked(valids).astype(bool)
+
+    @functools.cache
+    def pooled_dice(parameters: FilFinderParameters) -> float:
+        scores = [filfinder_score(c, parameters, beam_fwhm_px=beam_fwhm_px) for c in column_densities]
+        return dice(_stacked(scores)[valid] >= 0.5, truth[valid])
+
+    best = FilFinderParameters()
+    for _ in range(sweeps):
+        start = best
+        for name, values in search.items():
+            # The current choice first: a tie keeps it.
+            best = max([best, *(dataclasses.replace(best, **{name: value}) for value in values)], key=pooled_dice)
+        if best == start:
+            break
+    return best
+
+
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    """Scores of the model and the baseline on one dataset, with what the plots need."""
+    """Scores of the model and the baselines on one dataset, with what the plots need."""
 
     dataset: str
     model: dict[str, Any]
     baseline: dict[str, Any]
     baseline_threshold: float
     stitching: dict[str, Any] | None = None
+    filfinder: dict[str, Any] | None = None
+    filfinder_parameters: FilFinderParameters | None = None
 
     def figures(self) -> dict[str, Any]:
-        """The numbers (no curves): the model's metrics, the baseline's under ``baseline`` and the
-        border effect under ``stitching`` when it was measured."""
+        """The numbers (no curves): the model's metrics, the Hessian ridge baseline's under ``baseline``,
+        FilFinder's (with its parameters) under ``filfinder`` and the border effect under ``stitching``
+        when they were measured."""
         numbers = {k: v for k, v in self.model.items() if isinstance(v, float)}
         numbers["baseline"] = {k: v for k, v in self.baseline.items() if isinstance(v, float)}
         numbers["baseline"]["threshold"] = self.baseline_threshold
+        if self.filfinder is not None and self.filfinder_parameters is not None:
+            numbers["filfinder"] = {k: v for k, v in self.filfinder.items() if isinstance(v, float)}
+            numbers["filfinder"]["parameters"] = dataclasses.asdict(self.filfinder_parameters)
         if self.stitching is not None:
             numbers["stitching"] = self.stitching
         return numbers
@@ -131,17 +168,29 @@ def score_maps(
     baseline_threshold: float,
 ) -> Scored:
     """Score the model's probability maps and the baseline's ridge maps on the same pixels."""
-    def stacked(maps: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.ravel(m) for m in maps])
-
     ridges = [ridge_score(c, config.baseline_sigmas_px) for c in column_densities]
-    truth, valid = stacked(truths).astype(bool), stacked(valids).astype(bool)
+    truth, valid = _stacked(truths).astype(bool), _stacked(valids).astype(bool)
     return Scored(
         dataset,
-        segmentation_scores(stacked(probabilities), truth, valid, config.threshold),
-        segmentation_scores(stacked(ridges), truth, valid, baseline_threshold),
+        segmentation_scores(_stacked(probabilities), truth, valid, config.threshold),
+        segmentation_scores(_stacked(ridges), truth, valid, baseline_threshold),
         baseline_threshold,
     )
+
+
+def with_filfinder(scored: Scored, calibration: tuple[Sequence[np.ndarray], ...],
+                   test: tuple[Sequence[np.ndarray], ...]) -> Scored:
+    """``scored`` with FilFinder's scores on the ``test`` maps, its parameters chosen on the
+    ``calibration`` maps (:func:`calibrate_filfinder`); each is (column densities, truths, valids)."""
+    parameters = calibrate_filfinder(*calibration)
+    column_densities, truths, valids = test
+    scores = [filfinder_score(c, parameters, beam_fwhm_px=HIGAL_BEAM_FWHM_PX) for c in column_densities]
+    figures = segmentation_scores(_stacked(scores), _stacked(truths).astype(bool), _stacked(valids).astype(bool), 0.5)
+    return dataclasses.replace(scored, filfinder=figures, filfinder_parameters=parameters)
+
+
+def _stacked(maps: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.ravel(m) for m in maps])
 
 
 def _baseline_threshold(column_densities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
@@ -150,11 +199,13 @@ def _baseline_threshold(column_densities: Sequence[np.ndarray], truths: Sequence
 
 
 def evaluate_simulated(network: torch.nn.Module, config: FilamentsConfig, *, maps: int | None = None,
-                       seed: int | None = None, measure_border: bool = False) -> tuple[Scored, np.ndarray]:
+                       seed: int | None = None, measure_border: bool = False,
+                       filfinder: bool = False) -> tuple[Scored, np.ndarray]:
     """Score on held-out simulated maps (seed ``config.seed + TEST_SEED_OFFSET`` unless given).
 
     The baseline's threshold is calibrated on the first training maps (at most 4); with
-    ``measure_border`` the stitching's border effect (:func:`stitching_effect`) is measured too.
+    ``measure_border`` the stitching's border effect (:func:`stitching_effect`) is measured too;
+    with ``filfinder`` FilFinder is scored too, its parameters chosen on the same training maps.
 
     Returns
     -------
@@ -164,22 +215,26 @@ def evaluate_simulated(network: torch.nn.Module, config: FilamentsConfig, *, map
     """
     test = simulate_maps(maps or config.test_maps, config.map_px, config.seed + TEST_SEED_OFFSET if seed is None else seed)
     calibration = simulate_maps(min(config.train_maps, 4), config.map_px, config.seed)
-    threshold = _baseline_threshold([m.column_density for m in calibration], [m.mask for m in calibration],
-                                    [m.usable for m in calibration], config)
+    calibration_maps = ([m.column_density for m in calibration], [m.mask for m in calibration],
+                        [m.usable for m in calibration])
+    threshold = _baseline_threshold(*calibration_maps, config)
     probabilities = predict_probability(network, np.stack([m.column_density for m in test]), config)
     images, truths, valids = [m.column_density for m in test], [m.mask for m in test], [m.usable for m in test]
     scored = score_maps("simulated-test", list(probabilities), images, truths, valids, config, threshold)
+    if filfinder:
+        scored = with_filfinder(scored, calibration_maps, (images, truths, valids))
     if measure_border:
         scored = dataclasses.replace(scored, stitching=stitching_effect(network, config, images, truths, valids, probabilities))
     return scored, probabilities
 
 
 def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: RealCutout, *,
-                  measure_border: bool = False) -> tuple[Scored, np.ndarray]:
+                  measure_border: bool = False, filfinder: bool = False) -> tuple[Scored, np.ndarray]:
     """Score on the real cut-out's validation columns, inferred from those columns alone.
 
     The baseline's threshold is calibrated on the training columns; with ``measure_border`` the
-    stitching's border effect (:func:`stitching_effect`) is measured too.
+    stitching's border effect (:func:`stitching_effect`) is measured too; with ``filfinder``
+    FilFinder is scored too, its parameters chosen on the training columns (it runs on each part alone).
 
     Returns
     -------
@@ -192,6 +247,9 @@ def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: Rea
     probability = predict_probability(network, validation.column_density, config)
     scored = score_maps("real-validation", [probability], [validation.column_density], [validation.mask],
                         [validation.usable], config, threshold)
+    if filfinder:
+        scored = with_filfinder(scored, ([train.column_density], [train.mask], [train.usable]),
+                                ([validation.column_density], [validation.mask], [validation.usable]))
     if measure_border:
         scored = dataclasses.replace(scored, stitching=stitching_effect(
             network, config, [validation.column_density], [validation.mask], [validation.usable], [probability]))
@@ -262,7 +320,7 @@ def stitching_effect(network: torch.nn.Module, config: FilamentsConfig, column_d
 
 
 def plot_curves(results: Sequence[Scored], path: Path) -> Path:
-    """Precision-recall and ROC curves of the model and the baseline, one row per dataset."""
+    """Precision-recall and ROC curves of the model and the baselines, one row per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,7 +328,10 @@ def plot_curves(results: Sequence[Scored], path: Path) -> Path:
 
     figure, axes = plt.subplots(len(results), 2, figsize=(10, 4.2 * len(results)), squeeze=False)
     for row, scored in zip(axes, results):
-        for name, scores, style in (("U-Net", scored.model, "-"), ("Hessian ridge baseline", scored.baseline, "--")):
+        curves = [("U-Net", scored.model, "-"), ("Hessian ridge baseline", scored.baseline, "--")]
+        if scored.filfinder is not None:
+            curves.append(("FilFinder", scored.filfinder, ":"))
+        for name, scores, style in curves:
             precision, recall = scores["pr"]
             fpr, tpr = scores["roc"]
             row[0].plot(recall, precision, style, label=f"{name} (AP {scores['ap']:.3f})")
@@ -287,20 +348,24 @@ def plot_curves(results: Sequence[Scored], path: Path) -> Path:
 
 
 def plot_side_by_side(column_density: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: Path,
-                      title: str = "Hi-GAL validation columns") -> Path:
-    """The real N(H2) map, the real mask and the predicted mask, side by side."""
+                      title: str = "Hi-GAL validation columns", filfinder_mask: np.ndarray | None = None) -> Path:
+    """The real N(H2) map, the real mask and the predicted mask (and FilFinder's mask when given), side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(9, 10), sharey=True)
+    masks = [("real mask (Schisano+2020)", truth), ("predicted mask (U-Net)", predicted)]
+    if filfinder_mask is not None:
+        masks.append(("FilFinder mask", filfinder_mask))
+    figure, axes = plt.subplots(1, 1 + len(masks), figsize=(3 * (1 + len(masks)), 10), sharey=True)
     shown = axes[0].imshow(np.log10(column_density), origin="lower", cmap="inferno")
     figure.colorbar(shown, ax=axes[0], fraction=0.08, label="log10 N(H2) [cm^-2]")
-    axes[1].imshow(truth, origin="lower", cmap="gray")
-    axes[2].imshow(predicted, origin="lower", cmap="gray")
-    for axis, name in zip(axes, ("N(H2) (Hi-GAL)", "real mask (Schisano+2020)", "predicted mask (U-Net)")):
+    axes[0].set_title("N(H2) (Hi-GAL)")
+    for axis, (name, mask) in zip(axes[1:], masks):
+        axis.imshow(mask, origin="lower", cmap="gray")
         axis.set_title(name)
+    for axis in axes:
         axis.set_xlabel("column (pixels)")
     axes[0].set_ylabel("row (pixels)")
     figure.suptitle(title)

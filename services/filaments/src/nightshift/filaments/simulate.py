@@ -25,6 +25,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX
+
 __all__ = ["SimulatedMap", "gaussian_random_field", "plummer_profile", "curved_spine", "simulate_map",
            "simulate_maps", "map_statistics"]
 
@@ -148,7 +150,7 @@ def simulate_map(
     cores_per_filament: tuple[int, int] = (0, 3),
     core_peak: tuple[float, float] = (1.0, 6.0),
     clumps_per_100px2: float = 0.5,
-    beam_fwhm_px: float = 36.0 / 11.5,
+    beam_fwhm_px: float = HIGAL_BEAM_FWHM_PX,
     noise_fraction: tuple[float, float] = (0.01, 0.04),
     saturation_cm2: float = 1.2e23,
     missing_patches: tuple[int, int] = (0, 3),
