@@ -3,6 +3,7 @@
 #   .venv/                 Python 3.11 virtual environment with every package of the repository
 #                          installed editable (core, each service, the orchestration) with pinned versions
 #   node_modules/.bin/buf  buf, to lint the contract
+#   postgresql             Debian's package, when missing (as root): the local persistent Prefect server
 # Sourced by scripts/night.sh and scripts/test.sh; run it alone to prepare a checkout.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +18,17 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
   exit 1
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+
+# PostgreSQL (Debian's package) for the local persistent Prefect server: `nightshift night --prefect-server` and its tests.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  if ((EUID == 0)) && command -v apt-get >/dev/null; then
+    echo "setup: installing postgresql (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "setup: PostgreSQL not found and not root: the Prefect-server tests will skip (install Debian's postgresql)" >&2
+  fi
+fi
 
 # Every installable package of the repository: the shared core first, then services and orchestration.
 packages=(core)

@@ -44,6 +44,8 @@ def test_quick_bench_writes_json_and_the_markdown_table(tmp_path: Path) -> None:
     assert set(results["sections"]["batching"]["clients"]) == {"1", "4"}
     night = results["sections"]["night"]["runs"]["1x"]
     assert night["tiles"] > 0 and 0 <= night["prefect_overhead_fraction"] <= 1 and night["objects_written"] > 0
+    through_server = results["sections"]["night"]["server"]["runs"]["1x"]  # the same night on PostgreSQL and process workers
+    assert through_server["tiles"] == night["tiles"] and 0 <= through_server["prefect_overhead_fraction"] <= 1
     assert all(math.isfinite(n) for n in _numbers(results["sections"]))
     table = (out / "latest.md").read_text()
     assert "`nightshift bench --quick" in table and "| area | measurement |" in table

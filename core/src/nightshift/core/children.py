@@ -5,11 +5,14 @@ execs the command (same process, same pid). Not from a ``preexec_fn``: that forc
 gRPC's fork handlers restart its poller in the child, and ``close_fds`` then closes the poller's epoll
 descriptor under it (SIGABRT before the command starts). The signal comes when the thread that started
 the child exits, so it is set only for children started from the main thread (whose end is the
-process's); elsewhere, and without ``setpriv``, commands are left as they are.
+process's); elsewhere, and without ``setpriv``, commands are left as they are. A command may also run as
+another user (PostgreSQL refuses to run as root): one ``setpriv`` switches the user first and sets the
+signal after, since a change of user clears it.
 """
 
 from __future__ import annotations
 
+import pwd
 import shutil
 import sys
 import threading
@@ -18,9 +21,22 @@ from collections.abc import Sequence
 __all__ = ["end_with_parent"]
 
 
-def end_with_parent(argv: Sequence[str]) -> list[str]:
-    """``argv`` run so that the child gets SIGTERM when its parent dies (unchanged where that cannot be arranged)."""
+def end_with_parent(argv: Sequence[str], *, user: str | None = None) -> list[str]:
+    """``argv`` run so that the child gets SIGTERM when its parent dies (unchanged where that cannot be arranged).
+
+    ``user``: run it as this user, with their primary group and groups (the caller must be root).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``user`` is given and ``setpriv`` is not installed.
+    """
     setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
-    if setpriv is None or threading.current_thread() is not threading.main_thread():
-        return list(argv)
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
+    options: list[str] = []
+    if user is not None:
+        if setpriv is None:
+            raise FileNotFoundError(f"running a command as {user!r} needs util-linux's setpriv")
+        options += ["--reuid", user, "--regid", str(pwd.getpwnam(user).pw_gid), "--init-groups"]
+    if setpriv is not None and threading.current_thread() is threading.main_thread():
+        options += ["--pdeathsig", "TERM"]
+    return [setpriv, *options, "--", *argv] if options else list(argv)

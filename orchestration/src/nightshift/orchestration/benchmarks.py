@@ -11,7 +11,8 @@ Sections (``--sections``):
   64x64x7 to 800x800x3 float32, MB/s against a raw loopback socket copy of the same bytes;
 - ``batching``: many small concurrent requests with and without server-side batching;
 - ``store``: shard put/get through S3 against local disk write/read of the same bytes;
-- ``night``: the nightly flow on 1x, 4x and 16x the cheap simulated night (ingest + tile statistics).
+- ``night``: the nightly flow on 1x, 4x and 16x the cheap simulated night (ingest + tile statistics),
+  then 1x through the persistent Prefect server on PostgreSQL with process workers (``PrefectTier``).
 
 The servers of the system benchmarks run as processes of their own (``python -m
 nightshift.orchestration.benchmarks serve MODEL``), as in production, so client and server do not
@@ -55,6 +56,7 @@ README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _MB = 1e6
 _MESSAGE_LIMIT = 256 * 1024 * 1024
 _SERVICE_TIMEOUT_S = 900
+_SERVER_WORKERS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,8 +395,32 @@ def _task_run_intervals(flow_run_id: Any) -> list[tuple[float, float]]:
                 return intervals
 
 
+def _timed_night(store: Any, night: str, copies: int, seed: int, run: Callable[[str], tuple[Any, Any]]) -> dict[str, Any]:
+    """Deliver ``copies`` of the simulated night into ``night`` and time ``run(night)`` (the summary and the flow run's id)."""
+    _deliver(store, night, copies, seed=seed)
+    before = set(store.list_keys(""))
+    wall_started, epoch_started = time.perf_counter(), time.time()
+    summary, flow_run_id = run(night)
+    wall = time.perf_counter() - wall_started
+    written = sorted(set(store.list_keys("")) - before)
+    intervals = [(max(a, epoch_started), b) for a, b in _task_run_intervals(flow_run_id)]
+    busy = _busy_s(intervals)
+    tiles = sum(count for _, count in summary.inputs)
+    groups: dict[str, int] = {}
+    for key in written:
+        groups[key.split("/")[0]] = groups.get(key.split("/")[0], 0) + 1
+    return {
+        "copies": copies, "inputs": len(summary.inputs), "tiles": tiles, "wall_s": wall,
+        "s_per_tile": wall / tiles if tiles else float("nan"), "stages_s": dict(summary.timings_s),
+        "task_runs": len(intervals), "task_busy_s": busy, "prefect_overhead_fraction": max(0.0, wall - busy) / wall,
+        "objects_written": len(written), "objects_per_tile": len(written) / tiles if tiles else float("nan"),
+        "objects_by_prefix": groups,
+    }
+
+
 def bench_night(scale: Scale, work_dir: Path) -> dict[str, Any]:
-    """The nightly flow on 1x, 4x and 16x the cheap simulated night, after one untimed warm-up night."""
+    """The nightly flow on 1x, 4x and 16x the cheap simulated night, after one untimed warm-up night; then the first
+    scale again through a persistent Prefect server on PostgreSQL and two process workers (after a warm-up night there)."""
     for name, value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "WARNING")):
         os.environ.setdefault(name, value)
     from nightshift.orchestration.config import NightConfig, ServiceEndpoint
@@ -416,31 +442,23 @@ def bench_night(scale: Scale, work_dir: Path) -> dict[str, Any]:
         config = NightConfig(surveys=SIMULATED_SURVEYS, ingest_target=local.services["ingest"].target,
                              services=tuple(ServiceEndpoint(name=n, target=s.target) for n, s in local.services.items() if n != "ingest"))
         from nightshift.orchestration.nightly import nightly  # imports Prefect
+        from nightshift.orchestration.prefect_server import PrefectTier
 
-        for index, (label, copies) in enumerate((("warm-up", 1), *((f"{k}x", k) for k in scale.night_scales))):
-            night = f"2030-01-{index + 1:02d}"
-            _deliver(store, night, copies, seed=100 * index)
-            before = set(store.list_keys(""))
-            wall_started, epoch_started = time.perf_counter(), time.time()
+        def embedded(night: str) -> tuple[Any, Any]:
             state = nightly(config=config, night=night, return_state=True)
-            wall = time.perf_counter() - wall_started
-            summary = state.result()
-            written = sorted(set(store.list_keys("")) - before)
-            intervals = [(max(a, epoch_started), b) for a, b in _task_run_intervals(state.state_details.flow_run_id)]
-            busy = _busy_s(intervals)
-            tiles = sum(count for _, count in summary.inputs)
-            groups: dict[str, int] = {}
-            for key in written:
-                groups[key.split("/")[0]] = groups.get(key.split("/")[0], 0) + 1
-            runs[label] = {
-                "copies": copies, "inputs": len(summary.inputs), "tiles": tiles, "wall_s": wall,
-                "s_per_tile": wall / tiles if tiles else float("nan"), "stages_s": dict(summary.timings_s),
-                "task_runs": len(intervals), "task_busy_s": busy, "prefect_overhead_fraction": max(0.0, wall - busy) / wall,
-                "objects_written": len(written), "objects_per_tile": len(written) / tiles if tiles else float("nan"),
-                "objects_by_prefix": groups,
-            }
+            return state.result(), state.state_details.flow_run_id
+
+        labels = (("warm-up", 1), *((f"{k}x", k) for k in scale.night_scales))
+        for index, (label, copies) in enumerate(labels):
+            runs[label] = _timed_night(store, f"2030-01-{index + 1:02d}", copies, 100 * index, embedded)
+        server: dict[str, Any] = {"workers": _SERVER_WORKERS, "runs": {}}
+        with PrefectTier(work_dir / "prefect", workers=_SERVER_WORKERS) as tier:
+            tier.deploy(config)
+            with tier.settings():  # the task runs are read from the tier's server
+                for index, (label, copies) in enumerate((labels[0], labels[1]), start=len(labels)):
+                    server["runs"][label] = _timed_night(store, f"2030-01-{index + 1:02d}", copies, 100 * index, tier.run_night)
     return {"workload": "simulate_night (2 GLIMPSE-like fields of 256x256 px in 2 bands, a 2-band nside 32 HEALPix sky) "
-                        "x copies; ingest + tile statistics services", "runs": runs}
+                        "x copies; ingest + tile statistics services", "runs": runs, "server": server}
 
 
 # -- services ------------------------------------------------------------------------------------
@@ -624,6 +642,17 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(("night", f"objects written per tile, {label}", _fmt(f["objects_per_tile"]),
                      ", ".join(f"{k}/ {v}" for k, v in sorted(f["objects_by_prefix"].items())),
                      _verdict(f["objects_per_tile"] < 0.5, "far below 1")))
+    server = sections.get("night", {}).get("server", {})
+    for label, f in server.get("runs", {}).items():
+        if label == "warm-up" or label not in night:
+            continue
+        embedded = night[label]
+        rows.append(("night", f"nightly flow, {label}, through the persistent Prefect server on PostgreSQL and {server['workers']} "
+                              f"process workers (the flow run in a worker's new process)",
+                     f"{_fmt(f['wall_s'])} s wall, Prefect overhead {f['prefect_overhead_fraction']:.0%}",
+                     f"embedded server {_fmt(embedded['wall_s'])} s wall, overhead {embedded['prefect_overhead_fraction']:.0%}",
+                     _verdict(f["prefect_overhead_fraction"] < 0.10, f"{f['wall_s'] / embedded['wall_s']:.2f}x the wall time; "
+                                                                     f"overhead {f['prefect_overhead_fraction']:.0%} (< 10%)")))
     return rows
 
 

@@ -1,6 +1,9 @@
 """``nightshift``: the nightly survey flow and its deployments.
 
     nightshift [night] [--tasks T,...]        the demo night: local S3 + services, a simulated night, one JSON line
+    nightshift night --prefect-server [--prefect-workers N]
+                                              the same night through a persistent Prefect server on PostgreSQL and
+                                              N process workers (default 2), all started and stopped by the command
     nightshift serve --config night.json      serve the nightly (cron) and training deployments from this process
                                               (named nightly-served, train-<service>-served)
     nightshift deploy --config night.json --work-pool NAME [--image IMAGE]
@@ -39,7 +42,8 @@ def _night(args: argparse.Namespace) -> int:
     from nightshift.orchestration.demo import run_demo
 
     tasks = [t for t in args.tasks.split(",") if t]
-    return run_demo(work_dir=args.work_dir, night=args.night, seed=args.seed, tasks=tasks, startup_timeout_s=args.startup_timeout_s)
+    return run_demo(work_dir=args.work_dir, night=args.night, seed=args.seed, tasks=tasks, startup_timeout_s=args.startup_timeout_s,
+                    prefect_workers=args.prefect_workers if args.prefect_server else 0)
 
 
 def _load_config(path: Path):  # type: ignore[no-untyped-def]
@@ -121,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     night.add_argument("--seed", type=int, default=0, help="seed of the simulated night")
     night.add_argument("--tasks", default=",".join(SCIENCE_TASKS), help="science tasks to run, comma-separated (default: %(default)s)")
     night.add_argument("--startup-timeout-s", type=float, default=300.0, help="time the services get to become SERVING")
+    night.add_argument("--prefect-server", action="store_true",
+                       help="run the flow through a persistent Prefect server on PostgreSQL and process workers started for the "
+                            "night (default: in this process, Prefect's embedded server)")
+    night.add_argument("--prefect-workers", type=int, default=2, help="process workers with --prefect-server (default: %(default)s)")
     night.set_defaults(run=_night)
     for name, handler, help_text in (("serve", _serve, "serve the nightly and training deployments from this process"),
                                      ("deploy", _deploy, "the deployments on the Prefect server, for a work pool's workers")):

@@ -5,7 +5,9 @@ processes. Each science service simulates its own small night with known truth t
 command line (``nightshift-<task> simulate-night``: the raw files of its survey, how they are
 tiled, the service's merge and cross-match radii, real reference catalogues when the service finds
 them, and the truth), so the orchestration imports no service. The night's files go into the raw
-area, the nightly flow runs in Prefect's ephemeral mode with progress bars, and each task's
+area, the nightly flow runs in Prefect's ephemeral mode with progress bars (or, with
+``prefect_workers``, through a persistent Prefect server on PostgreSQL and that many process workers:
+:class:`~nightshift.orchestration.prefect_server.PrefectTier`), and each task's
 catalogue is scored against its truth by the service (``nightshift-<task> score-night``). It says
 where the catalogues and the report are and ends with one JSON line. Everything it started is
 stopped at the end, also on failure. The store's files stay in ``<work dir>/s3/<bucket>/`` (rclone
@@ -15,6 +17,7 @@ the same ``--work-dir`` re-runs the night (nothing is computed twice).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,7 +27,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -34,7 +37,11 @@ from nightshift.orchestration.config import NightConfig, ServiceEndpoint, Survey
 from nightshift.orchestration.launcher import (SCIENCE_TASKS, LocalNight, console_script, ingest_command, run_json_command,
                                                science_service_commands)
 from nightshift.orchestration.layout import NightLayout
+from nightshift.orchestration.prefect_server import PrefectTier
 from nightshift.orchestration.progress import ProgressEvent, listening
+
+if TYPE_CHECKING:
+    from nightshift.orchestration.report import NightSummary
 
 __all__ = ["DEMO_NIGHT", "NightKit", "simulate_kit", "upload_kit", "score_kit", "run_demo"]
 
@@ -134,13 +141,27 @@ def _make_kits(tasks: Sequence[str], work_dir: Path, seed: int) -> tuple[dict[st
     return kits, failed
 
 
+def _run_embedded(config: NightConfig, night: str, console: Console) -> NightSummary:
+    """The flow in this process, on Prefect's ephemeral server, with a progress bar per stage."""
+    from nightshift.orchestration.nightly import nightly  # imports Prefect: after the services are up
+
+    progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    with progress, listening(_ProgressBars(progress)):
+        return nightly(config=config, night=night)
+
+
 def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int = 0, tasks: Sequence[str] = SCIENCE_TASKS,
-             startup_timeout_s: float = 300.0) -> int:
-    """Run the demo night for ``tasks``; print where its outputs are and one JSON line; return the exit status."""
+             startup_timeout_s: float = 300.0, prefect_workers: int = 0) -> int:
+    """Run the demo night for ``tasks``; print where its outputs are and one JSON line; return the exit status.
+
+    ``prefect_workers`` > 0 runs the flow through a persistent Prefect server on PostgreSQL and that
+    many process workers (logs under ``<work dir>/prefect/``) instead of in this process.
+    """
     started = time.perf_counter()
     console = Console(stderr=True)
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="nightshift-night-"))
-    with LocalNight(work_dir) as local:
+    with LocalNight(work_dir) as local, contextlib.ExitStack() as stack:
         store = local.start_s3()
         os.environ.update(store.config.to_env())  # the flow's tasks read the store from the environment
         science, not_installed = science_service_commands(tasks)
@@ -148,6 +169,8 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
             with ThreadPoolExecutor(max_workers=1) as pool:
                 starting = pool.submit(local.start_services, [ingest_command(), *science], timeout_s=startup_timeout_s)
                 kits, kit_failed = _make_kits([c.name for c in science], work_dir, seed)
+                # In this thread, while the services may still be starting: its processes end with this one.
+                tier = stack.enter_context(PrefectTier(work_dir / "prefect", workers=prefect_workers)) if prefect_workers else None
                 failed = starting.result()
         if "ingest" in failed:
             console.print(f"[red]the ingest service did not start:[/red] {failed['ingest']}")
@@ -169,13 +192,16 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
             skipped_services={name: reason for name, reason in skipped.items() if name != "ingest"},
             tiles_per_task=128,
         )
-        from nightshift.orchestration.nightly import NightIncomplete, nightly  # imports Prefect: after the services are up
+        from nightshift.orchestration.nightly import NightIncomplete
 
-        progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console)
         try:
-            with progress, listening(_ProgressBars(progress)):
-                summary = nightly(config=config, night=night)
+            if tier is None:
+                summary = _run_embedded(config, night, console)
+            else:
+                # The flow runs in a worker's process: its progress events do not reach this one.
+                with console.status(f"night {night} through the Prefect server at {tier.api_url}, {prefect_workers} workers"):
+                    tier.deploy(config)
+                    summary, _ = tier.run_night(night)
         except NightIncomplete as exc:
             console.print(f"[red]{exc}[/red]")
             return 1

@@ -1,0 +1,360 @@
+"""A persistent orchestration tier on this machine: PostgreSQL, a Prefect server on it, a process work pool and workers.
+
+Started and stopped by the project, like the local S3 server: :class:`PostgresServer` runs Debian's
+PostgreSQL (``initdb``, then ``postgres`` on a free port of 127.0.0.1 with its socket in the data
+directory; as the ``postgres`` user when this process is root, since PostgreSQL refuses to run as
+root), and :class:`PrefectTier` runs ``prefect server start`` on it, creates a process work pool,
+starts ``prefect worker start`` processes and deploys the flows there (the ``nightly`` deployment on
+its cron schedule, as ``nightshift deploy`` does: :meth:`PrefectTier.deploy`). :meth:`PrefectTier.run_night` runs a night through
+the server and workers: the flow run happens in a worker's subprocess, not in this process. Every
+process ends with this one, also when it is killed (``end_with_parent``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from glob import glob
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING
+from uuid import UUID
+
+from nightshift.core.children import end_with_parent
+from nightshift.core.s3server import free_port
+from nightshift.orchestration.launcher import console_script
+
+if TYPE_CHECKING:
+    from nightshift.orchestration.config import NightConfig
+    from nightshift.orchestration.report import NightSummary
+
+__all__ = ["PostgresServer", "PrefectTier", "postgres_bin_dir"]
+
+_LOG_TAIL_CHARS = 2000
+_NIGHTLY = "nightshift-nightly/nightly"
+
+
+def postgres_bin_dir() -> Path | None:
+    """Where PostgreSQL's server binaries are (Debian's newest ``/usr/lib/postgresql/<major>/bin``, else PATH), or None."""
+    debian = sorted(glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    found = debian[-1] if debian else shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def _service_user() -> str | None:
+    """The user PostgreSQL runs as: None (this one) unless this process is root, which PostgreSQL refuses."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):  # Debian's package creates "postgres"
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL as")
+
+
+def _wait(ready: Callable[[], bool], alive: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if not alive():
+            raise RuntimeError(f"{what} exited during start-up: {_tail(log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout_s} s: {_tail(log)}")
+        time.sleep(0.1)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-_LOG_TAIL_CHARS:].strip() if path.exists() else ""
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class PostgresServer:
+    """A PostgreSQL server on 127.0.0.1 holding one database, password-protected (SCRAM).
+
+    Parameters
+    ----------
+    data_dir : path, optional
+        The cluster's directory (default: a temporary one, removed on stop). A directory that
+        already holds a cluster made by this class is started as it is: its databases persist.
+        When this process is root the directory belongs to the service user, which must be able
+        to reach it (a directory under a root-only one is not).
+    database : str
+        The database created for the caller.
+    """
+
+    superuser = "nightshift"
+
+    def __init__(self, data_dir: str | Path | None = None, *, database: str = "prefect") -> None:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise FileNotFoundError("PostgreSQL is not installed (no initdb): scripts/setup.sh installs Debian's postgresql")
+        self.bin_dir = bin_dir
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="nightshift-postgres-"))
+        self.database = database
+        self.user = _service_user()
+        self.port = 0
+        self._password_file = self.data_dir / "nightshift-password"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the database through asyncpg (what Prefect's server takes)."""
+        if not self.port:
+            raise RuntimeError("PostgreSQL is not running")
+        return f"postgresql+asyncpg://{self.superuser}:{self._password_file.read_text().strip()}@127.0.0.1:{self.port}/{self.database}"
+
+    def _client_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self._password_file.read_text().strip()}
+
+    def start(self) -> str:
+        """Initialise the cluster if new, start the server, create the database if missing; return :attr:`url`."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            shutil.chown(self.data_dir, self.user, pwd.getpwnam(self.user).pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        self.port = free_port()
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            end_with_parent([str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                             "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1"], user=self.user),
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        process = self._process
+        ready = [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        _wait(lambda: subprocess.run(ready, check=False).returncode == 0, lambda: process.poll() is None, 60.0,
+              "PostgreSQL", self.log_path)
+        exists = subprocess.run([str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+                                 "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+                                env=self._client_env(), capture_output=True, text=True, check=True)
+        if not exists.stdout.strip():
+            subprocess.run([str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+                            self.database], env=self._client_env(), capture_output=True, text=True, check=True)
+        return self.url
+
+    def _initdb(self) -> None:
+        password = secrets.token_hex(16)
+        # initdb wants an empty directory and the password in a file, never on a command line: a file of its own first.
+        with tempfile.NamedTemporaryFile("w", prefix="nightshift-postgres-password-") as pwfile:
+            pwfile.write(password + "\n")
+            pwfile.flush()
+            if self.user is not None:
+                shutil.chown(pwfile.name, self.user)
+            done = subprocess.run(
+                end_with_parent([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.superuser, "-E", "UTF8",
+                                 f"--pwfile={pwfile.name}", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                                 "--no-instructions"], user=self.user),
+                capture_output=True, text=True, check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb {self.data_dir} failed: {(done.stderr or done.stdout).strip()[-_LOG_TAIL_CHARS:]}")
+        # Kept beside the cluster (0600), so a later start on the same directory can connect.
+        self._password_file.write_text(password + "\n")
+        self._password_file.chmod(0o600)
+
+    def query(self, sql: str) -> str:
+        """``sql``'s result in the database, as ``psql -tA`` prints it."""
+        return subprocess.run([str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+                               "-d", self.database, "-tAc", sql], env=self._client_env(), capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def stop(self) -> None:
+        """Stop the server (a fast shutdown: open sessions are ended); remove a temporary data directory."""
+        if self._process is not None:
+            # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to disconnect.
+            self._process.send_signal(2)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.port = 0
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class PrefectTier:
+    """PostgreSQL, a Prefect server on it, a process work pool and ``workers`` workers, as processes of this machine.
+
+    Parameters
+    ----------
+    work_dir : Path
+        Holds the logs (``server.log``, ``worker-<n>.log``), ``PREFECT_HOME`` of the server and the
+        workers, and the flow runs' results (``results/``, read back by :meth:`run_night`).
+    workers : int
+        ``prefect worker start`` processes on the pool.
+    pool : str
+        The process work pool (created if missing).
+    postgres_dir : path, optional
+        PostgreSQL's data directory (default: a temporary one; see :class:`PostgresServer`).
+    """
+
+    def __init__(self, work_dir: Path, *, workers: int = 2, pool: str = "nightshift-local", postgres_dir: Path | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.work_dir = work_dir
+        self.workers = workers
+        self.pool = pool
+        self.postgres = PostgresServer(postgres_dir)
+        self.port = 0
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+
+    @property
+    def api_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the Prefect server is not running")
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _prefect_env(self) -> dict[str, str]:
+        """What the server, the workers and their flow runs share: one home, results kept where this process reads them."""
+        return {
+            "PREFECT_HOME": str(self.work_dir / "home"), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true", "PREFECT_LOCAL_STORAGE_PATH": str(self.work_dir / "results"),
+        }
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """This process's Prefect client talks to the tier's server (and reads its flow runs' results) inside."""
+        from prefect.settings import (PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+                                      temporary_settings)
+
+        with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_LOCAL_STORAGE_PATH: self.work_dir / "results",
+                                 PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
+            yield
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.work_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        process = subprocess.Popen(end_with_parent(argv), env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+        self._processes.append(process)
+        return process
+
+    def start(self, *, timeout_s: float = 120.0) -> str:
+        """Start everything; return the server's API URL once the workers are polling the pool."""
+        prefect = console_script("prefect")
+        if prefect is None:
+            raise FileNotFoundError("the prefect command is not installed")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        database_url = self.postgres.start()
+        self.port = free_port()
+        server = self._spawn("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"],
+                             {**self._prefect_env(), "PREFECT_API_DATABASE_CONNECTION_URL": database_url})
+        _wait(self._healthy, lambda: server.poll() is None, timeout_s, "the Prefect server", self.work_dir / "server.log")
+        self._ensure_pool()
+        # A worker asks for due runs every second (Prefect's default is 10 s, all of it added to a night's wall time).
+        worker_env = {**self._prefect_env(), "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        for number in range(self.workers):
+            self._spawn(f"worker-{number}", [prefect, "worker", "start", "--pool", self.pool, "--name", f"{self.pool}-{number}"],
+                        worker_env)
+        _wait(lambda: len(self.online_workers()) == self.workers, lambda: all(p.poll() is None for p in self._processes),
+              timeout_s, "the Prefect workers", self.work_dir / "worker-0.log")
+        return self.api_url
+
+    def _healthy(self) -> bool:
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+        return False
+
+    def _ensure_pool(self) -> None:
+        from prefect import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectAlreadyExists
+
+        with self.settings(), get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+            client.create_work_pool(WorkPoolCreate(name=self.pool, type="process"))
+
+    def online_workers(self) -> list[str]:
+        """Names of the pool's workers that the server sees online."""
+        from prefect import get_client
+
+        with self.settings(), get_client(sync_client=True) as client:
+            return sorted(w.name for w in client.read_workers_for_work_pool(self.pool) if w.status == "ONLINE")
+
+    def deploy(self, config: NightConfig) -> None:
+        """The ``nightly`` (cron) and ``train-<service>`` deployments of ``config`` on the pool, as ``nightshift deploy`` makes them."""
+        from nightshift.orchestration.deployments import flow_deployments
+
+        # What prefect.deploy does for a process pool (no image to build), without its tables on stdout.
+        with self.settings():
+            for deployment in flow_deployments(config):
+                deployment.apply(work_pool_name=self.pool)
+
+    def run_night(self, night: str, *, timeout_s: float = 1800.0) -> tuple[NightSummary, UUID]:
+        """Run the deployed ``nightly`` for ``night`` on a worker; return the night's summary and the flow run's id.
+
+        Raises
+        ------
+        NightIncomplete
+            The flow run did not complete (its report says why; the message names its state).
+        """
+        from prefect.deployments import run_deployment
+
+        from nightshift.orchestration.nightly import NightIncomplete
+
+        with self.settings():
+            flow_run = run_deployment(_NIGHTLY, parameters={"night": night}, timeout=timeout_s, poll_interval=0.5)
+            state = flow_run.state
+            if state is None or not state.is_completed():
+                raise NightIncomplete(f"flow run {flow_run.name} of night {night}: {state.type.value if state else 'no state'}"
+                                      f" ({state.message if state else ''}); worker logs in {self.work_dir}")
+            return state.result(), flow_run.id
+
+    def stop(self) -> None:
+        """Stop the workers (they end their flow runs' processes), then the server, then PostgreSQL."""
+        for process in reversed(self._processes):
+            _stop(process)
+        self._processes.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        self.port = 0
+        self.postgres.stop()
+
+    def __enter__(self) -> PrefectTier:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
