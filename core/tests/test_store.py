@@ -136,9 +136,16 @@ def test_missing_key_is_object_not_found(store: ObjectStore, tmp_path) -> None:
 
 
 def test_missing_bucket_is_object_not_found(store: ObjectStore) -> None:
-    ref = tile_pb2.ObjectRef(bucket=f"no-such-bucket-{uuid.uuid4().hex[:8]}", key="k")
+    missing = ObjectStore(dataclasses.replace(store.config, bucket=f"no-such-bucket-{uuid.uuid4().hex[:8]}"), retries=0)
     with pytest.raises(ObjectNotFound, match="no-such-bucket"):
-        store.get_bytes(ref)
+        missing.get_bytes(missing.key("k"))
+
+
+def test_a_reference_to_another_bucket_or_prefix_is_refused_before_any_request(store: ObjectStore) -> None:
+    with pytest.raises(InvalidInput, match="another bucket"):
+        store.get_bytes(tile_pb2.ObjectRef(bucket=f"no-such-bucket-{uuid.uuid4().hex[:8]}", key="k"))
+    with pytest.raises(InvalidInput, match="outside this deployment's prefix"):
+        store.get_bytes(tile_pb2.ObjectRef(bucket=store.bucket, key="another-prefix/k"))
 
 
 def test_wrong_secret_is_access_denied(store: ObjectStore) -> None:
@@ -207,7 +214,7 @@ def test_ensure_bucket_creates_a_missing_bucket(store: ObjectStore) -> None:
     fresh = ObjectStore(dataclasses.replace(store.config, bucket=f"fresh-{uuid.uuid4().hex[:8]}"), retries=1)
     fresh.ensure_bucket()
     fresh.ensure_bucket()
-    ref = fresh.put_bytes("k", b"in the new bucket")
+    ref = fresh.put_bytes(fresh.key("k"), b"in the new bucket")
     assert ref.bucket == fresh.bucket
     assert fresh.get_bytes(ref) == b"in the new bucket"
 

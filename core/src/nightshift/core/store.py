@@ -281,17 +281,27 @@ class ObjectStore:
     def get_bytes(self, ref: tile_pb2.ObjectRef | str) -> bytes:
         """Read an object, or the byte range a reference names, verifying its SHA-256 if given.
 
+        Only objects of the configured bucket and under the configured prefix are read: a reference
+        elsewhere (another bucket, another deployment's prefix) is refused before any request, so
+        its answer says nothing about whether that object exists.
+
         Raises
         ------
         ObjectNotFound
-            The bucket or key does not exist.
+            The key does not exist.
         InvalidInput
-            The key is malformed (see :func:`check_key`), the byte range starts past the object's end, or the bytes read do not match the reference's size or SHA-256.
+            The reference names another bucket or a key outside the prefix, the key is malformed (see
+            :func:`check_key`), the byte range starts past the object's end, or the bytes read do not
+            match the reference's size or SHA-256.
         """
         if isinstance(ref, str):
             ref = tile_pb2.ObjectRef(bucket=self.bucket, key=ref)
-        bucket = ref.bucket or self.bucket
+        if ref.bucket not in ("", self.bucket):
+            raise InvalidInput("object reference to another bucket: a service reads only its own bucket")
+        bucket = self.bucket
         check_key(ref.key, what=f"object key in {bucket}")
+        if self.config.prefix and not ref.key.startswith(self.config.prefix + "/"):
+            raise InvalidInput(f"object key {ref.key!r}: outside this deployment's prefix")
 
         def read() -> bytes:
             # length 0 reads to the end of the object
