@@ -2,6 +2,8 @@
 
     nightshift-core local-s3 [--kind rclone|ceph] [--data-dir DIR]   run a local S3 server, print its settings
     nightshift-core demo [--tiles N]                                  the foundation slice, end to end
+    nightshift-core new-secret                                        print a new token-signing secret
+    nightshift-core token --subject NAME --role ROLE [--role ...]     print a token signed with NIGHTSHIFT_AUTH_SECRET
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightshift.core.auth import ROLES, issue_token, make_secret, secret_from_env
 from nightshift.core.client import TaskClient
 from nightshift.core.s3server import start_local_s3
 from nightshift.core.server import BackgroundServer
@@ -84,6 +87,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_secret(args: argparse.Namespace) -> int:
+    print(make_secret())
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = secret_from_env()
+    if secret is None:
+        print("nightshift-core token: set NIGHTSHIFT_AUTH_SECRET (or NIGHTSHIFT_AUTH_SECRET_FILE) to the services' secret",
+              file=sys.stderr)
+        return 2
+    print(issue_token(secret, subject=args.subject, roles=args.role, lifetime_s=args.days * 86400))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nightshift-core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--tiles", type=int, default=8, help="number of simulated tiles")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    commands.add_parser("new-secret", help="print a new random token-signing secret").set_defaults(run=_new_secret)
+    token = commands.add_parser("token", help="print a bearer token signed with the services' secret (NIGHTSHIFT_AUTH_SECRET)")
+    token.add_argument("--subject", required=True, help="who the token is for, e.g. nightly-flow")
+    token.add_argument("--role", action="append", required=True, choices=ROLES, help="a role the token carries; repeat for several")
+    token.add_argument("--days", type=float, default=30.0, help="validity in days")
+    token.set_defaults(run=_token)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -12,6 +13,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nightshift.core.auth import AUTH_TOKEN_ENV
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, LIVENESS, TASK_SERVICE_NAME
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
@@ -51,21 +53,55 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
     ]
 
 
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Send ``authorization: Bearer <token>`` with every call (an interceptor, as call credentials need TLS)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self._header], details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), requests)
+
+
+class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                                                          "compression")), grpc.ClientCallDetails):
+    """A call's details with the metadata changed (``grpc.ClientCallDetails`` is read-only)."""
+
+
 def open_channel(
     target: str,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     root_certificates: bytes | None = None,
+    token: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> grpc.Channel:
     """A channel to ``target``: TLS when root certificates are given or ``NIGHTSHIFT_GRPC_TLS_CA`` names a
-    PEM file of them, plaintext otherwise."""
+    PEM file of them, plaintext otherwise; every call carries ``token`` (default: ``NIGHTSHIFT_AUTH_TOKEN``)
+    as its bearer token when there is one (:mod:`nightshift.core.auth`)."""
     if root_certificates is None and environ.get(TLS_CA_ENV):
         root_certificates = Path(environ[TLS_CA_ENV]).read_bytes()
+    token = token or environ.get(AUTH_TOKEN_ENV)
     options = channel_options(max_message_bytes)
     if root_certificates is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
+    return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
 
 
 class TaskClient:
@@ -85,13 +121,16 @@ class TaskClient:
     root_certificates : bytes or None
         PEM root certificates to verify a TLS server with (default: the file ``NIGHTSHIFT_GRPC_TLS_CA``
         names, if set; else plaintext).
+    token : str or None
+        Bearer token sent with every call (default: ``NIGHTSHIFT_AUTH_TOKEN``, if set; else none).
     """
 
     def __init__(self, target: str, *, timeout_s: float = 60.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 root_certificates: bytes | None = None) -> None:
+                 root_certificates: bytes | None = None, token: str | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = open_channel(target, max_message_bytes=max_message_bytes, root_certificates=root_certificates)
+        self._channel = open_channel(target, max_message_bytes=max_message_bytes, root_certificates=root_certificates,
+                                     token=token)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -1,7 +1,7 @@
 """Typed failures, each mapped to the gRPC status a client should see.
 
 A failure is typed by what should happen next: the caller fixes its input (INVALID_ARGUMENT,
-NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, PERMISSION_DENIED), or retries later
+NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, PERMISSION_DENIED, UNAUTHENTICATED), or retries later
 (UNAVAILABLE: ``retryable`` is True). The server runtime's interceptor turns these into statuses;
 anything else becomes INTERNAL with no stack trace on the wire.
 """
@@ -22,6 +22,8 @@ __all__ = [
     "StoreUnavailable",
     "DeadlineExceeded",
     "Cancelled",
+    "Unauthenticated",
+    "PermissionDenied",
 ]
 
 
@@ -87,3 +89,15 @@ class Cancelled(NightshiftError):
     """The caller cancelled the call (or went away): its work stopped, nothing of it kept."""
 
     code = grpc.StatusCode.CANCELLED
+
+
+class Unauthenticated(NightshiftError):
+    """The call carries no credentials, or ones the service does not accept (malformed, badly signed, expired)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(NightshiftError, PermissionError):
+    """The caller is known but its role does not allow the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED

@@ -20,6 +20,11 @@ memory limit unless configured (RESOURCE_EXHAUSTED beyond); a tile whose WCS car
 celestial WCS is rejected alone (an empty result, its reason in the trailing metadata
 ``nightshift-rejected-tiles``) and the rest of its batch served; ``Train`` runs one at a time per
 service and stops, registering nothing, when its caller cancels or its deadline passes.
+
+Who may call is checked in the same interceptor when the deployment has a signing secret
+(``NIGHTSHIFT_AUTH_SECRET``): every call of the service's own methods needs a bearer token with the
+method's role (:mod:`nightshift.core.auth`; UNAUTHENTICATED without one, PERMISSION_DENIED with the
+wrong role), health and reflection none.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nightshift.core.auth import authorize, secret_from_env
 from nightshift.core.errors import DeadlineExceeded, InvalidInput, NightshiftError, ResourceExhausted, Unavailable
 from nightshift.core.metrics import ServiceMetrics
 from nightshift.core.model import CallScope, TaskModel
@@ -129,6 +135,10 @@ class ServerOptions:
         The memory the budgets are sized from; 0 (the default) reads the container's limit
         (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``), else ``RLIMIT_AS``, else the
         machine's memory, whichever is least (:func:`memory_limit_bytes`).
+    auth_secret : bytes or None
+        The deployment's token-signing secret: every call of the service's own methods then needs a
+        bearer token with its method's role (:mod:`nightshift.core.auth`). None: no authentication
+        (a warning is logged unless the service listens on loopback only).
     """
 
     host: str = "127.0.0.1"
@@ -146,6 +156,7 @@ class ServerOptions:
     max_concurrent_calls: int = 0
     max_inflight_bytes: int = 0
     memory_limit_bytes: int = 0
+    auth_secret: bytes | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -178,9 +189,10 @@ class ServerOptions:
     def from_env(cls, **overrides: Any) -> ServerOptions:
         """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,DRAIN_NOTICE_S}``,
         ``NIGHTSHIFT_GRPC_{MAX_CONCURRENT_CALLS,MAX_INFLIGHT_BYTES}``, ``NIGHTSHIFT_MEMORY_LIMIT_BYTES``,
-        ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS`` and ``NIGHTSHIFT_MAX_BATCH_TILES``; keyword overrides win."""
+        ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``, ``NIGHTSHIFT_MAX_BATCH_TILES`` and
+        ``NIGHTSHIFT_AUTH_SECRET`` (or ``NIGHTSHIFT_AUTH_SECRET_FILE``); keyword overrides win."""
         env = os.environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"auth_secret": secret_from_env(env)}
         for field, var, cast in (
             ("host", "NIGHTSHIFT_GRPC_HOST", str),
             ("port", "NIGHTSHIFT_GRPC_PORT", int),
@@ -205,6 +217,7 @@ class ServerOptions:
 
 
 _DEADLINE_SLACK_S = 0.25
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _MIN_AUTO_CALLS, _MAX_AUTO_CALLS = 8, 256
 _UNLIMITED = 2**60  # cgroup v1 says "no limit" with a number near 2**63
 
@@ -289,11 +302,13 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 class _Calls(grpc.aio.ServerInterceptor):
     """Map errors to status codes, log each call as JSON and count it in the metrics; refuse malformed
-    requests (INVALID_ARGUMENT) and calls beyond ``max_calls`` at once (RESOURCE_EXHAUSTED)."""
+    requests (INVALID_ARGUMENT), calls without the token their method's role needs when ``auth_secret``
+    is set (UNAUTHENTICATED, PERMISSION_DENIED), and calls beyond ``max_calls`` at once (RESOURCE_EXHAUSTED)."""
 
-    def __init__(self, metrics: ServiceMetrics, *, max_calls: int = 0) -> None:
+    def __init__(self, metrics: ServiceMetrics, *, max_calls: int = 0, auth_secret: bytes | None = None) -> None:
         self.metrics = metrics
         self.max_calls = max_calls
+        self.auth_secret = auth_secret
         self.active = 0
 
     async def intercept_service(
@@ -304,39 +319,44 @@ class _Calls(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/nightshift."):
             return handler  # health and reflection pass through untouched
-        method = details.method.rsplit("/", 1)[-1]
+        full_method, method = details.method, details.method.rsplit("/", 1)[-1]
         kwargs = {"request_deserializer": _tolerant(handler.request_deserializer), "response_serializer": handler.response_serializer}
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(method, handler.unary_unary, streamed=False), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(self._unary(full_method, handler.unary_unary, streamed=False), **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(method, handler.unary_stream, streamed=False), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(self._stream(full_method, handler.unary_stream, streamed=False), **kwargs)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(self._stream(method, handler.stream_stream, streamed=True), **kwargs)
-        return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary, streamed=True), **kwargs)
+            return grpc.stream_stream_rpc_method_handler(self._stream(full_method, handler.stream_stream, streamed=True), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(self._unary(full_method, handler.stream_unary, streamed=True), **kwargs)
 
-    def _unary(self, method: str, behaviour: Callable[..., Awaitable[Any]], *, streamed: bool) -> Callable[..., Awaitable[Any]]:
+    def _unary(self, full_method: str, behaviour: Callable[..., Awaitable[Any]], *, streamed: bool) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._observed(method, context):
+            async with self._observed(full_method, context):
                 return await behaviour(_checked(request, streamed), context)
 
         return call
 
-    def _stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]], *, streamed: bool) -> Callable[..., AsyncIterator[Any]]:
+    def _stream(self, full_method: str, behaviour: Callable[..., AsyncIterator[Any]], *, streamed: bool) -> Callable[..., AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._observed(method, context):
+            async with self._observed(full_method, context):
                 async for response in behaviour(_checked(request, streamed), context):
                     yield response
 
         return call
 
     @contextlib.asynccontextmanager
-    async def _observed(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """Admit, count, time and log one call; turn its failure into the status it maps to."""
+    async def _observed(self, full_method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Authorise, admit, count, time and log one call; turn its failure into the status it maps to."""
+        method = full_method.rsplit("/", 1)[-1]
         self.metrics.inflight.labels(method).inc()
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         admitted = False
+        caller = None
         try:
+            if self.auth_secret is not None:  # before admission: an anonymous burst takes no call slot
+                claims = authorize(self.auth_secret, context.invocation_metadata() or (), full_method)
+                caller = claims.subject if claims is not None else None
             if self.max_calls and self.active >= self.max_calls:
                 raise ResourceExhausted(
                     f"service busy: {self.active} calls in progress, at most {self.max_calls} at once "
@@ -365,7 +385,7 @@ class _Calls(grpc.aio.ServerInterceptor):
             self.metrics.latency.labels(method).observe(elapsed)
             if code != grpc.StatusCode.OK:
                 self.metrics.errors.labels(method, code.name).inc()
-            _log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(elapsed * 1e3, 2)})
+            _log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(elapsed * 1e3, 2), "caller": caller})
 
 
 def _checked(request: Any, streamed: bool) -> Any:
@@ -917,7 +937,7 @@ class Server:
         opts = self.options
         calls = opts.call_limit()
         # gRPC's own bound backs the runtime's up (and leaves room for health probes beyond it)
-        server = grpc.aio.server(interceptors=[_Calls(self.metrics, max_calls=calls)], options=_grpc_options(opts.max_message_bytes),
+        server = grpc.aio.server(interceptors=[_Calls(self.metrics, max_calls=calls, auth_secret=opts.auth_secret)], options=_grpc_options(opts.max_message_bytes),
                                  maximum_concurrent_rpcs=2 * calls + 16)
         self.servable.add_to_server(server, self.metrics, opts)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -940,8 +960,12 @@ class Server:
         if opts.port_file is not None:
             opts.port_file.write_text(str(self.port))
         _log.info("listening", extra={"service": self.servable.name, "port": self.port, "metrics_port": self.metrics_port,
-                                      "tls": credentials is not None, "max_concurrent_calls": calls,
+                                      "tls": credentials is not None, "authentication": opts.auth_secret is not None,
+                                      "max_concurrent_calls": calls,
                                       "max_inflight_bytes": opts.inflight_byte_limit()})
+        if opts.auth_secret is None and opts.host not in _LOOPBACK_HOSTS:
+            _log.warning("authentication off: any caller reaching %s may call every method, Train included "
+                         "(set NIGHTSHIFT_AUTH_SECRET)", address)
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
