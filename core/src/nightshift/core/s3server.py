@@ -154,6 +154,9 @@ class RcloneS3Server(LocalS3Server):
         self._process = subprocess.Popen(
             end_with_parent([
                 self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--log-level", "ERROR", *self._tls_args,
+                # no MD5 re-read of each object after it is written (put 190 -> 270 MB/s here): the store's own
+                # SHA-256, checked on every read, is the end-to-end integrity check
+                "--ignore-checksum",
                 str(self.data_dir),
             ]),
             env={**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'},
