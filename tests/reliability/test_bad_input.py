@@ -22,7 +22,6 @@ from astropy.wcs import WCS
 from grpc_health.v1 import health_pb2
 
 from nightshift.core.client import TaskClient
-from nightshift.core.store import ObjectStore
 from nightshift.orchestration.config import NightConfig
 from nightshift.orchestration.ingest import IngestClient
 from nightshift.orchestration.launcher import LocalNight, RunningService, ingest_command

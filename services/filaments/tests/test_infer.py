@@ -11,7 +11,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from regions import PointPixelRegion, PolygonPixelRegion, PolygonSkyRegion, Regions
+from regions import PolygonPixelRegion, PolygonSkyRegion, Regions
 
 from nightshift.filaments.config import preset
 from nightshift.filaments.infer import (CATALOG_COLUMNS, contour_polygon, find_filaments, predict_probability,

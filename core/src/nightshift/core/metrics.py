@@ -29,8 +29,20 @@ class ServiceMetrics:
         self.compute_seconds = Histogram("nightshift_compute_seconds", "Model compute time of a batch", buckets=_LATENCY_BUCKETS, registry=r)
         self.decode_seconds = Histogram("nightshift_decode_seconds", "Time to validate and decode a batch's tiles", buckets=_LATENCY_BUCKETS, registry=r)
         self.tiles = Counter("nightshift_tiles", "Tiles processed", registry=r)
-        self.model_ready = Gauge("nightshift_model_ready", "1 once the serving model is loaded and warmed up", registry=r)
+        self.model_ready = Gauge("nightshift_model_ready", "1 while the serving model (its name and registry version) is loaded and warmed up",
+                                 ["model", "version"], registry=r)
+        self._serving: tuple[str, str] | None = None
         self._http = None
+
+    def model_loaded(self, model: str, version: str) -> None:
+        """The model now served: its series at 1, no other model's series left over."""
+        self.model_ready.clear()
+        self._serving = (model, version)
+        self.model_ready.labels(model, version).set(1)
+
+    def model_unloading(self) -> None:
+        if self._serving is not None:
+            self.model_ready.labels(*self._serving).set(0)
 
     def serve_http(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0 picks a free port), 404 on every other path; return the port."""

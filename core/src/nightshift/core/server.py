@@ -319,7 +319,7 @@ class _Calls(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/nightshift."):
             return handler  # health and reflection pass through untouched
-        full_method, method = details.method, details.method.rsplit("/", 1)[-1]
+        full_method = details.method
         kwargs = {"request_deserializer": _tolerant(handler.request_deserializer), "response_serializer": handler.response_serializer}
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(self._unary(full_method, handler.unary_unary, streamed=False), **kwargs)
@@ -871,6 +871,10 @@ class Servable(abc.ABC):
         """Fields logged when serving starts."""
         return {}
 
+    def served_model(self) -> tuple[str, str]:
+        """(model name, registry version) of what is served, for the ``nightshift_model_ready`` labels."""
+        return self.name, ""
+
 
 class TaskServable(Servable):
     """A :class:`TaskModel` served as ``nightshift.v1.TaskService``."""
@@ -901,8 +905,11 @@ class TaskServable(Servable):
         self.model.unload()
 
     def describe_ready(self) -> dict[str, Any]:
+        return {"model": ":".join(self.served_model())}
+
+    def served_model(self) -> tuple[str, str]:
         serving = self.model.serving_model()
-        return {"model": f"{serving.name}:{serving.version}"}
+        return serving.name, str(serving.version)
 
 
 class Server:
@@ -972,7 +979,7 @@ class Server:
         started = time.perf_counter()
         await asyncio.to_thread(self.servable.load)
         self.servable.set_ready()
-        self.metrics.model_ready.set(1)
+        self.metrics.model_loaded(*self.servable.served_model())
         for name in self._readiness_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         _log.info("serving", extra={"service": self.servable.name, "load_s": round(time.perf_counter() - started, 3),
@@ -996,7 +1003,7 @@ class Server:
         grace = self.options.grace_s if grace_s is None else grace_s
         _log.info("draining", extra={"service": self.servable.name, "grace_s": grace})
         await self._health.enter_graceful_shutdown()
-        self.metrics.model_ready.set(0)
+        self.metrics.model_unloading()
         await asyncio.sleep(self.options.drain_notice_s)
         await self._server.stop(grace)
         if not self.loading.done():
