@@ -4,6 +4,7 @@
 #                          installed editable (core, each service, the orchestration) with pinned versions
 #   node_modules/.bin/buf  buf, to lint the contract
 #   postgresql             Debian's package, when missing (as root): the local persistent Prefect server
+#   chromium               Debian's package, when missing (as root): the report's headless browser test
 # Sourced by scripts/night.sh and scripts/test.sh; run it alone to prepare a checkout.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,16 +20,25 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
-# PostgreSQL (Debian's package) for the local persistent Prefect server: `nightshift night --prefect-server` and its tests.
-if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+# Debian packages, installed when missing (as root); without them only the tests that need them skip.
+apt_if_missing() {  # apt_if_missing PACKAGE WHAT-SKIPS-WITHOUT-IT COMMAND-THAT-FINDS-IT...
+  local package=$1 skips=$2
+  shift 2
+  "$@" && return 0
   if ((EUID == 0)) && command -v apt-get >/dev/null; then
-    echo "setup: installing postgresql (apt-get)"
+    echo "setup: installing $package (apt-get)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
   else
-    echo "setup: PostgreSQL not found and not root: the Prefect-server tests will skip (install Debian's postgresql)" >&2
+    echo "setup: $package not found and not root: $skips (install Debian's $package)" >&2
   fi
-fi
+}
+postgres_found() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
+chromium_found() { command -v chromium >/dev/null; }
+# the local persistent Prefect server: `nightshift night --prefect-server` and its tests
+apt_if_missing postgresql "the Prefect-server tests will skip" postgres_found
+# headless rendering of the night's HTML report in its test
+apt_if_missing chromium "the report's browser test will skip" chromium_found
 
 # Every installable package of the repository: the shared core first, then services and orchestration.
 packages=(core)

@@ -35,7 +35,9 @@ def test_demo_night_scores_real_detections_and_reruns_without_work(tmp_path: Pat
     score = task["score"]
     assert score["truth"] > 0 and score["completeness"] > 0.4 and score["purity"] > 0.4, score  # the shipped model finds filaments
     reports = list((Path(first["work_dir"]) / "s3").rglob("reports/*/*.html"))  # type: ignore[arg-type]
-    assert len(reports) == 1 and reports[0].read_text().count("data:image/png;base64,") == 2  # the sky plot and the example tiles
+    page = reports[0].read_text()
+    assert len(reports) == 1 and page.count("data:image/png;base64,") == 2  # the sky plot and the example tiles
+    assert 'id="night-scores"' in page and f'<td class="n">{score["completeness"]:.3g}</td>' in page  # the scores, in the report
     second = _night(tmp_path)
     assert second["run_id"] == first["run_id"] and second["tasks"][_TASK]["infer_calls"] == 0  # type: ignore[index]
     assert second["tasks"][_TASK]["score"] == score  # type: ignore[index]

@@ -39,6 +39,7 @@ from nightshift.orchestration.launcher import (SCIENCE_TASKS, LocalNight, consol
 from nightshift.orchestration.layout import NightLayout
 from nightshift.orchestration.prefect_server import PrefectTier
 from nightshift.orchestration.progress import ProgressEvent, listening
+from nightshift.orchestration.report import add_scores
 
 if TYPE_CHECKING:
     from nightshift.orchestration.report import NightSummary
@@ -224,6 +225,10 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
                     results[task.task]["score"] = {"error": str(exc)[:300]}
             print(f"  {task.task}: {task.tiles} tiles -> {task.rows} catalogue rows, {task.known} known ({task.model}); "
                   f"score {json.dumps(results[task.task].get('score', {}), sort_keys=True)}")
+        scores = {task: result["score"] for task, result in results.items() if "score" in result}
+        if scores:
+            page = add_scores(store.get_bytes(summary.report_key).decode(), scores)
+            store.put_bytes(summary.report_key, page.encode(), content_type="text/html")
     line = {
         "night": night, "complete": summary.complete, "run_id": summary.run_id, "tasks": results,
         "inputs": len(summary.inputs), "quarantined": [name for name, _ in summary.quarantined],

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import html
+import functools
 import io
 import json
+import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["TaskSummary", "NightSummary", "render_markdown", "render_html", "sky_plot_png", "overlay_png"]
+__all__ = ["TaskSummary", "NightSummary", "render_markdown", "render_html", "add_scores", "sky_plot_png", "overlay_png"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +135,10 @@ def sky_plot_png(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
         hp.mollview(healpix_map, norm="hist", cmap="Greys", cbar=False, title="Galactic coordinates", badcolor="white")
         figure = plt.gcf()
         hp.graticule(dpar=30, dmer=30, alpha=0.4)
+        for lon in (120, 60, 0, 300, 240):
+            hp.projtext(lon, 2.0, f"l={lon}°", lonlat=True, fontsize=7, color="dimgray")
+        for lat in (-60, -30, 30, 60):
+            hp.projtext(178.0, lat, f"b={lat}°", lonlat=True, fontsize=7, color="dimgray", ha="left")
         for task, (glon, glat) in sorted(points.items()):
             hp.projscatter(np.asarray(glon, float), np.asarray(glat, float), lonlat=True, s=10, label=f"{task} ({len(glon)})")
         if points:
@@ -144,11 +150,16 @@ def sky_plot_png(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
         lon = np.radians(-((np.asarray(glon, float) + 180.0) % 360.0 - 180.0))  # astronomers' convention: l grows to the left
         axes.scatter(lon, np.radians(np.asarray(glat, float)), s=8, label=f"{task} ({len(lon)})")
     axes.set_xticklabels([f"{d}°" for d in (150, 120, 90, 60, 30, 0, 330, 300, 270, 240, 210)])
+    axes.set_xlabel("Galactic longitude l")
+    axes.set_ylabel("Galactic latitude b")
     axes.grid(True, alpha=0.4)
     if points:
         axes.legend(loc="lower right", fontsize=8)
     axes.set_title("Galactic coordinates")
     return _png(figure)
+
+
+_AXIS_LABELS = {"pos.galactic.lon": "Galactic longitude l", "pos.galactic.lat": "Galactic latitude b", "pos.eq.ra": "RA", "pos.eq.dec": "Dec"}
 
 
 def overlay_png(task: str, examples: Sequence[tuple[np.ndarray, Any, Sequence[Mapping[str, Any]]]]) -> bytes:
@@ -167,13 +178,22 @@ def overlay_png(task: str, examples: Sequence[tuple[np.ndarray, Any, Sequence[Ma
     from matplotlib import pyplot as plt
     from matplotlib.patches import Circle
 
-    figure, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.4), squeeze=False)
-    for axis, (image, wcs, rows) in zip(axes[0], examples):
+    figure = plt.figure(figsize=(3.6 * len(examples), 3.8))
+    for index, (image, wcs, rows) in enumerate(examples):
+        axis = figure.add_subplot(1, len(examples), index + 1, projection=wcs)
         finite = np.isfinite(image)
         norm = ImageNormalize(image[finite] if finite.any() else None, interval=PercentileInterval(99.5), stretch=AsinhStretch())
         axis.imshow(np.where(finite, image, np.nan), origin="lower", cmap="magma", norm=norm)
-        axis.set_xticks([])
-        axis.set_yticks([])
+        if finite.sum() > 1 and np.ptp(image[finite]) > 0:  # the brightest structure outlined, as on a finding chart
+            levels = np.unique(np.percentile(image[finite], [90.0, 98.0]))
+            axis.contour(np.where(finite, image, np.nanmin(image[finite])), levels=levels, colors="white", linewidths=0.5, alpha=0.6)
+        if wcs is None:
+            axis.set_xticks([])
+            axis.set_yticks([])
+        else:
+            for coordinate in axis.coords:
+                coordinate.set_ticklabel(size=6)
+                coordinate.set_axislabel(_AXIS_LABELS.get(coordinate.default_label, coordinate.default_label), size=7)
         titles = []
         for row in rows:
             if "radius_arcsec" not in row:  # a measured tile: a column per quantity beside its ``<quantity>_err``
@@ -194,36 +214,54 @@ def overlay_png(task: str, examples: Sequence[tuple[np.ndarray, Any, Sequence[Ma
     return _png(figure)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>none</p>"
+_SCORES_MARKER = "<!-- nightshift:scores -->"
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+@functools.cache
+def _templates() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("nightshift.orchestration", "templates"),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+
+
+def _links(summary: NightSummary, task: TaskSummary) -> list[dict[str, str]]:
+    """Each written catalogue file of ``task``, linked relative to the report (so it resolves wherever the bucket is served)."""
+    report_dir = posixpath.dirname(summary.report_key)
+    return [{"href": posixpath.relpath(key, report_dir), "name": posixpath.basename(key)} for key in task.catalogue_keys if key]
 
 
 def render_html(summary: NightSummary, sky_png: bytes, overlays: Mapping[str, bytes] | None = None) -> str:
     """The report as one self-contained HTML page (the sky plot and each task's example overlays inline)."""
-    tasks = [(t.task, t.model, ", ".join(t.endpoints), t.tiles, t.rows, t.known, t.rows - t.known, t.calls, t.error or "ok",
-              " ".join(t.catalogue_keys)) for t in summary.tasks]
-    examples = "".join(f"<h3>{html.escape(task)}</h3>{_img(png, f'example tiles of {task}')}"
-                       for task, png in sorted((overlays or {}).items())) or "<p>none</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Nightshift night {html.escape(summary.night)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse;margin:.5em 0}}
-td,th{{border:1px solid #bbb;padding:.2em .6em;text-align:left}}.bad{{color:#b00}}</style></head><body>
-<h1>Night {html.escape(summary.night)}</h1>
-<p class="{'' if summary.complete else 'bad'}"><b>{html.escape(_status(summary))}</b><br>
-attempt {html.escape(summary.attempt)}, code {html.escape(summary.code_version)}</p>
-<h2>Tasks</h2>{_table(("task", "model", "services", "tiles", "catalogue rows", "known", "new", "Infer calls", "status", "catalogue"),
-                      tasks)}
-<h2>Sky</h2>{_img(sky_png, "sky plot of the night's catalogue positions")}
-<h2>Examples</h2>{examples}
-<h2>Inputs</h2>{_table(("input", "tiles"), summary.inputs)}
-<h2>Quarantined</h2>{_table(("input", "reason"), summary.quarantined)}
-<h2>Services skipped</h2>{_table(("service", "reason"), summary.skipped_services)}
-<h2>Timings</h2>{_table(("stage", "seconds"), [(k, f"{v:.2f}") for k, v in summary.timings_s.items()])}
-</body></html>
-"""
+    tasks = [{**dataclasses.asdict(t), "links": _links(summary, t)} for t in summary.tasks]
+    return _templates().get_template("report.html.j2").render(
+        summary=summary, tasks=tasks, failed=[t.task for t in summary.tasks if t.error],
+        sky_png=base64.b64encode(sky_png).decode(),
+        overlays=[(task, base64.b64encode(png).decode()) for task, png in sorted((overlays or {}).items())],
+        timings=[(stage, f"{seconds:.2f}") for stage, seconds in summary.timings_s.items()],
+    )
+
+
+def add_scores(page: str, scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """``page`` (from :func:`render_html`) with a table of each task's scores against a simulated night's truth.
+
+    Scores are known only after the night, where truth exists (the demo), so they go into the stored page afterwards.
+    """
+    if _SCORES_MARKER not in page:
+        raise ValueError("not a page made by render_html")
+    figures = {task: [(name, f"{value:.3g}" if isinstance(value, float) else str(value)) for name, value in _flat(score)]
+               for task, score in sorted(scores.items())}
+    without = re.sub(r'<section id="night-scores">.*?</section>\n', "", page, flags=re.DOTALL)  # scores added before
+    section = _templates().get_template("scores.html.j2").render(scores=figures)
+    return without.replace(_SCORES_MARKER, f"{_SCORES_MARKER}\n{section}", 1)
+
+
+def _flat(figures: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested figures as (dotted name, value) pairs, in their order."""
+    flat: list[tuple[str, Any]] = []
+    for name, value in figures.items():
+        if isinstance(value, Mapping):
+            flat += _flat(value, f"{prefix}{name}.")
+        else:
+            flat.append((f"{prefix}{name}", value))
+    return flat
