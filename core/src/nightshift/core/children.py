@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import pwd
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 
-__all__ = ["end_with_parent"]
+__all__ = ["end_with_parent", "stop_child"]
 
 
 def end_with_parent(argv: Sequence[str], *, user: str | None = None) -> list[str]:
@@ -40,3 +42,14 @@ def end_with_parent(argv: Sequence[str], *, user: str | None = None) -> list[str
     if setpriv is not None and threading.current_thread() is threading.main_thread():
         options += ["--pdeathsig", "TERM"]
     return [setpriv, *options, "--", *argv] if options else list(argv)
+
+
+def stop_child(process: subprocess.Popen, *, grace_s: float = 10.0, signal_number: int = signal.SIGTERM) -> None:
+    """Send ``signal_number`` to a running ``process`` and wait for it; SIGKILL it if it is still running after ``grace_s``."""
+    if process.poll() is None:
+        process.send_signal(signal_number)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

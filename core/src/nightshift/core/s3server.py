@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from nightshift.core.children import end_with_parent
+from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.store import ObjectStore, StoreConfig
 
 __all__ = ["LocalS3Server", "RcloneS3Server", "CephRgwServer", "start_local_s3", "free_port"]
@@ -169,12 +169,7 @@ class RcloneS3Server(LocalS3Server):
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_child(self._process)
             if self._process.stderr:
                 self._process.stderr.close()
             self._process = None

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from nightshift.core.children import end_with_parent
+from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.model import TaskModel
 from nightshift.core.tiles import Tile, TileSpec, make_tile
 from nightshift.orchestration.launcher import console_script, run_json_command
@@ -161,12 +161,7 @@ def _served(model: str, work_dir: Path, env: dict[str, str], *args: str) -> Iter
             client.wait_until_serving(timeout_s=60)
         yield target
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process)
         log.close()
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from nightshift.core.children import end_with_parent
+from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.client import TaskClient
 from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
 from nightshift.core.store import ObjectStore
@@ -207,7 +206,7 @@ class LocalNight:
         for service in spawned:
             reason = self._wait_serving(service, deadline)
             if reason:
-                _stop(service.process)
+                stop_child(service.process)
                 failed[service.command.name] = reason
             else:
                 self.services[service.command.name] = service
@@ -234,7 +233,7 @@ class LocalNight:
         restarted = self._spawn(service.command, *ports)
         reason = self._wait_serving(restarted, time.monotonic() + timeout_s)
         if reason:
-            _stop(restarted.process)
+            stop_child(restarted.process)
             raise RuntimeError(f"{service.command.name} did not restart: {reason}")
         self.services[service.command.name] = restarted
         return restarted
@@ -242,7 +241,7 @@ class LocalNight:
     def stop(self) -> None:
         """Stop every service (SIGTERM, SIGKILL after a grace period), then the S3 server."""
         for service in self.services.values():
-            _stop(service.process)
+            stop_child(service.process)
         self.services.clear()
         if self.s3 is not None:
             self.s3.stop()
@@ -255,12 +254,3 @@ class LocalNight:
         self.stop()
 
 
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM ``process`` (a service drains), then SIGKILL it if it is still running after ``grace_s``."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

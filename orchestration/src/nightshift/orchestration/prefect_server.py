@@ -12,11 +12,13 @@ process ends with this one, also when it is killed (``end_with_parent``).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -25,10 +27,10 @@ from collections.abc import Callable, Iterator
 from glob import glob
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Self
 from uuid import UUID
 
-from nightshift.core.children import end_with_parent
+from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.s3server import free_port
 from nightshift.orchestration.launcher import console_script
 
@@ -74,16 +76,28 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-_LOG_TAIL_CHARS:].strip() if path.exists() else ""
 
 
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+class _Started(abc.ABC):
+    """As a context manager: started on entry (stopped again when the start fails half-way), stopped on exit."""
+
+    @abc.abstractmethod
+    def start(self) -> object: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
 
-class PostgresServer:
+class PostgresServer(_Started):
     """A PostgreSQL server on 127.0.0.1 holding one database, password-protected (SCRAM).
 
     Parameters
@@ -183,12 +197,7 @@ class PostgresServer:
         """Stop the server (a fast shutdown: open sessions are ended); remove a temporary data directory."""
         if self._process is not None:
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to disconnect.
-            self._process.send_signal(2)
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_child(self._process, grace_s=30.0, signal_number=signal.SIGINT)
             self._process = None
         if self._log is not None:
             self._log.close()
@@ -197,19 +206,8 @@ class PostgresServer:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-
-class PrefectTier:
+class PrefectTier(_Started):
     """PostgreSQL, a Prefect server on it, a process work pool and ``workers`` workers, as processes of this machine.
 
     Parameters
@@ -340,21 +338,10 @@ class PrefectTier:
     def stop(self) -> None:
         """Stop the workers (they end their flow runs' processes), then the server, then PostgreSQL."""
         for process in reversed(self._processes):
-            _stop(process)
+            stop_child(process, grace_s=20.0)
         self._processes.clear()
         for log in self._logs:
             log.close()
         self._logs.clear()
         self.port = 0
         self.postgres.stop()
-
-    def __enter__(self) -> PrefectTier:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
