@@ -4,7 +4,7 @@ import json
 
 from nightshift.ghosts.baseline import ResidualBaseline
 from nightshift.ghosts.evaluate import score_simulated_with_baseline
-from nightshift.ghosts.workflows import load_model, shipped_weights
+from nightshift.ghosts.shipped import load_model, shipped_weights
 
 
 def test_shipped_model_loads_and_beats_the_baseline() -> None:

@@ -61,9 +61,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     figures = evaluate_model(
         weights=args.weights, seed=args.seed, count=args.count, real_dir=_real_dir(args), output=args.output,
-        all_real=args.all_real,
+        all_real=args.all_real, crossval=args.crossval,
     )
     report(figures, args.output / "evaluation.json")
+    return 0
+
+
+def _crossval_real(args: argparse.Namespace) -> int:
+    from nightshift.ghosts.crossval import FinetuneConfig
+    from nightshift.ghosts.workflows import crossval_real
+
+    real_dir = _real_dir(args)
+    if real_dir is None:
+        raise SystemExit("crossval-real: no real data directory (give --real-dir; /work/shared/data/ghosts is absent)")
+    values = FinetuneConfig().to_dict()
+    for key, text in _overrides(args.set).items():
+        if key not in values:
+            raise SystemExit(f"--set {key}: not a fine-tuning field (fields: {sorted(values)})")
+        values[key] = json.loads(text)
+    report = crossval_real(work=args.work, real_dir=real_dir, seed=args.seed, settings=FinetuneConfig.from_dict(values),
+                           output=args.output, ship_to=WEIGHTS_DIR if args.ship else None, all_real=not args.folds_only)
+    line = {"real": {k: report["summary"][k] for k in ("ap50", "ap50_bright", "ap50_faint", "ap50_rays", "image_recall",
+                                                        "ccd_precision", "ccd_recall")},
+            "pooled": report["summary"]["pooled"], "all_real": report.get("all_real"), "output": str(args.output),
+            "seconds": report["seconds"]}
+    print(json.dumps(line, sort_keys=True, default=float))
     return 0
 
 
@@ -85,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from nightshift.core.bench import report
-    from nightshift.ghosts.workflows import benchmark
+    from nightshift.ghosts.bench import benchmark
 
     report(benchmark(tiles=args.tiles, batch_size=args.batch_size, seed=args.seed), args.output / "bench.json")
     return 0
@@ -138,8 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--count", type=int, default=None, help="held-out simulated images (default: the config's test_images)")
     evaluate.add_argument("--output", type=Path, default=Path("ghosts-evaluation"))
     evaluate.add_argument("--all-real", action="store_true", help="also score all real images, including those trained on")
+    evaluate.add_argument("--crossval", type=Path, default=None,
+                          help="crossval-real results whose figures are reported as 'real' (default: services/ghosts/docs/crossval_real.json)")
     real_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    crossval = commands.add_parser(
+        "crossval-real", help="k-fold cross-validation on the real images (sim pretraining, fine-tune per fold); resumable")
+    crossval.add_argument("--work", type=Path, default=Path("ghosts-crossval"), help="checkpoints and per-fold results")
+    crossval.add_argument("--seed", type=int, default=7)
+    crossval.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                          help="override a fine-tuning field (JSON value), e.g. epochs=2")
+    crossval.add_argument("--output", type=Path, default=None, help="results JSON (evaluate reads services/ghosts/docs/crossval_real.json)")
+    crossval.add_argument("--folds-only", action="store_true", help="skip the fine-tuning on all real images")
+    crossval.add_argument("--ship", action="store_true", help="ship the model fine-tuned on all real images")
+    real_options(crossval)
+    crossval.set_defaults(run=_crossval_real)
 
     infer = commands.add_parser("infer", help="find artefacts in JPEG/PNG/FITS images; writes catalogues, masks, overlays")
     infer.add_argument("images", type=Path, nargs="+")

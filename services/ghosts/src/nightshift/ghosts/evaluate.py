@@ -203,12 +203,17 @@ def score_real_heldout(detector: GhostDetector, config: GhostsConfig, directory:
     ------
     NotFound
         If the real data directory is absent.
+    FailedPrecondition
+        If the model was trained on every real image (its real figure is the cross-validated one).
     """
-    from nightshift.core.errors import NotFound
+    from nightshift.core.errors import FailedPrecondition, NotFound
 
     if not (Path(directory) / "images").is_dir():
         raise NotFound(f"ghosts: real data directory {directory} is not available here")
     _, held_out = split_real(load_real_images(directory), config.real_train_images)
+    if not held_out:
+        raise FailedPrecondition("ghosts: the model was trained on every real image, so none is held out; "
+                                 "its real figure is cross-validated (dataset 'real-crossval')")
     model_scores, baseline_scores, _, _ = score_real(detector, config, held_out)
     return model_scores, baseline_scores
 

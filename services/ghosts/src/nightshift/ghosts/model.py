@@ -200,9 +200,9 @@ def load_detector(weights: str | Path, config: GhostsConfig, *, device: torch.de
     return detector.to(device).eval()
 
 
-def write_card(path: str | Path, *, config: GhostsConfig, metrics: dict[str, float], data_seed: int) -> Path:
-    """Write the JSON card shipped beside a weights file: ``{"name", "metrics", "config", "data_seed"}``."""
+def write_card(path: str | Path, *, config: GhostsConfig, metrics: dict[str, float], data_seed: int, extra: dict | None = None) -> Path:
+    """Write the JSON card shipped beside a weights file: ``{"name", "metrics", "config", "data_seed"}`` (+ ``extra``)."""
     path = Path(path)
-    card = {"name": config.name, "metrics": metrics, "config": config.to_dict(), "data_seed": int(data_seed)}
+    card = {**(extra or {}), "name": config.name, "metrics": metrics, "config": config.to_dict(), "data_seed": int(data_seed)}
     path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return path

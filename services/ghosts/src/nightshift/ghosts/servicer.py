@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,13 +16,14 @@ from nightshift.core.registry import ModelRegistry, resolve_checkpoint
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
 from nightshift.ghosts.artefacts import Artefact, uncompressed_rle
+from nightshift.ghosts.crossval import CROSSVAL_RESULTS, real_headline
 from nightshift.ghosts.config import BANDS, TILE_SIZE, GhostsConfig, preset
 from nightshift.ghosts.evaluate import headline, score_real_heldout, score_simulated_with_baseline
 from nightshift.ghosts.infer import Detector, sky_position
 from nightshift.ghosts.model import load_detector, save_weights
 from nightshift.ghosts.preprocess import display_pixels
 from nightshift.ghosts.train import EpochReport, train_model
-from nightshift.ghosts.workflows import shipped_weights
+from nightshift.ghosts.shipped import shipped_weights
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["GhostsModel"]
@@ -142,8 +144,19 @@ class GhostsModel(TaskModel):
                 count=self.evaluate_images or self._config.test_images)
         elif dataset == "real":
             model_scores, baseline_scores = score_real_heldout(self._detector.detector, self._config)
+        elif dataset == "real-crossval":
+            return self._crossval()
         else:
-            raise NotFound(f"ghosts: dataset {dataset!r} unknown; expected 'simulated-test' or 'real'")
+            raise NotFound(f"ghosts: dataset {dataset!r} unknown; expected 'simulated-test', 'real' or 'real-crossval'")
         return task_service_pb2.EvaluateResponse(
             model=self._ref, dataset=dataset, metrics=headline(model_scores), baseline_metrics=headline(baseline_scores),
         )
+
+    def _crossval(self) -> task_service_pb2.EvaluateResponse:
+        """The committed real cross-validation figures (means over the folds), not recomputed."""
+        if not CROSSVAL_RESULTS.exists():
+            raise NotFound(f"ghosts: no cross-validation results at {CROSSVAL_RESULTS}")
+        block = real_headline(json.loads(CROSSVAL_RESULTS.read_text()))
+        metrics = {key: float(block[key]) for key in ("ap50", "ap50_std", "ap", "image_recall", "ccd_precision", "ccd_recall")}
+        metrics.update({f"ap50_{c}": float(v["ap50"]) for c, v in block["per_class"].items()})
+        return task_service_pb2.EvaluateResponse(model=self._ref, dataset="real-crossval", metrics=metrics)

@@ -13,32 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from nightshift.core.devices import device_label, torch_device
-from nightshift.core.registry import bundled_weights
+from nightshift.core.devices import torch_device
 from nightshift.ghosts.config import GhostsConfig, data_ranges
 from nightshift.ghosts.config import preset as config_preset
-from nightshift.ghosts.model import GhostDetector, load_detector, save_weights, write_card
+from nightshift.ghosts.model import save_weights, write_card
+from nightshift.ghosts.shipped import load_model, shipped_weights
 from nightshift.ghosts.train import EpochReport, train_model
 
 __all__ = [
     "train_and_package", "register_if_configured", "shipped_weights", "load_model", "evaluate_model", "infer_files",
-    "write_simulated", "benchmark",
+    "write_simulated",
 ]
-
-_PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
-
-
-def shipped_weights() -> tuple[Path, Path]:
-    """(weights, card) of the default model shipped in the package.
-
-    Raises
-    ------
-    FailedPrecondition
-        If the package holds no weights (not trained yet: ``nightshift-ghosts train --preset default --ship``).
-    """
-    weights = bundled_weights(_PACKAGE_WEIGHTS, ".safetensors")
-    return weights, weights.with_suffix(".json")
-
 
 def register_if_configured(weights: Path, card: Path) -> str | None:
     """Register a weights file and its card in the store named by ``NIGHTSHIFT_S3_*``; the version, or None."""
@@ -87,7 +72,8 @@ def train_and_package(
     held_out = score_simulated(result.detector, config, seed=seed, count=config.test_images, device=torch_device())
     metrics = {**result.metrics, "test_ap50": held_out["ap50"], "test_ap": held_out["ap"], "train_seconds": train_seconds}
     weights = save_weights(result.detector, output / f"{config.name}.safetensors")
-    card = write_card(weights.with_suffix(".json"), config=config, metrics=metrics, data_seed=seed)
+    card = write_card(weights.with_suffix(".json"), config=config, metrics=metrics, data_seed=seed,
+                      extra={"real_train_images": [r.name for r in real_train]})
     (output / "history.json").write_text(json.dumps([dataclasses.asdict(h) for h in result.history], indent=2) + "\n")
     if ship_to is not None:
         for old in (*ship_to.glob("*.safetensors"), *ship_to.glob("*.json")):
@@ -103,18 +89,17 @@ def train_and_package(
     }
 
 
-def load_model(weights: Path | None = None) -> tuple[GhostDetector, GhostsConfig, dict[str, Any]]:
-    """(detector, config, card) of a weights file with its JSON card beside (default: the shipped model)."""
-    weights, card_path = (weights, weights.with_suffix(".json")) if weights else shipped_weights()
-    card = json.loads(card_path.read_text())
-    config = GhostsConfig.from_dict(card["config"])
-    return load_detector(weights, config, device=torch_device()), config, card
-
-
 def evaluate_model(
     *, weights: Path | None, seed: int, count: int | None, real_dir: Path | None, output: Path, all_real: bool = False,
+    crossval: Path | None = None,
 ) -> dict[str, Any]:
-    """Score a model and the baseline on held-out simulated images (and real ones); write plots; return figures."""
+    """Score a model and the baseline on held-out simulated images (and real ones); write plots; return figures.
+
+    The figures end with ``simulated`` (this model on the held-out simulated exposures) and ``real``:
+    the cross-validated real figures read from ``crossval`` (default: the committed
+    ``docs/crossval_real.json``; None when that file is absent), not retrained here.
+    """
+    from nightshift.ghosts.crossval import CROSSVAL_RESULTS, real_headline
     from nightshift.ghosts.evaluate import (
         annotator_agreement, headline, plot_overlays, plot_pr_curves, score_real, score_simulated_with_baseline,
     )
@@ -131,8 +116,13 @@ def evaluate_model(
     }
     if real_dir is not None:
         images = load_real_images(real_dir)
-        _, held_out = split_real(images, config.real_train_images)
-        sets = {"real_heldout": held_out, **({"real_all": images} if all_real else {})}
+        if "real_train_images" in card:  # the card names the real images the model saw
+            held_out = [r for r in images if r.name not in set(card["real_train_images"])]
+        else:
+            _, held_out = split_real(images, config.real_train_images)
+        sets = {**({"real_heldout": held_out} if held_out else {}), **({"real_all": images} if all_real else {})}
+        if not held_out:
+            figures["real_heldout"] = None  # the model saw every real image: only the cross-validated figure is fair
         for name, subset in sets.items():
             real_model, real_baseline, predictions, _ = score_real(detector, config, subset)
             figures[name] = {**headline(real_model), "baseline": headline(real_baseline),
@@ -144,9 +134,15 @@ def evaluate_model(
         common = sorted((real_dir / "annotations" / "common_core").glob("*.json"))
         if common:
             figures["annotators_ceiling"] = annotator_agreement(common, [r.name for r in images])
-            figures["annotators_ceiling_heldout"] = annotator_agreement(common, [r.name for r in held_out])
+            if held_out:
+                figures["annotators_ceiling_heldout"] = annotator_agreement(common, [r.name for r in held_out])
     plot_pr_curves(curves, output / "pr_curves.png")
     figures["seconds"] = round(time.perf_counter() - started, 1)
+    figures["simulated"] = {"ap50": model_scores["ap50"], "ap": model_scores["ap"],
+                            "per_class": {c: model_scores[f"ap50_{c}"] for c in ("bright", "faint", "rays")},
+                            "images": count, "seed": seed}
+    source = CROSSVAL_RESULTS if crossval is None else crossval
+    figures["real"] = real_headline(json.loads(source.read_text()), card, source=source) if source.exists() else None
     return figures
 
 
@@ -220,22 +216,200 @@ def write_simulated(output: Path, *, count: int, seed: int, first_index: int) ->
     return paths
 
 
-def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:
-    """Service Infer over gRPC with tiles by reference vs the bare model, on simulated exposures."""
-    from nightshift.core.bench import benchmark_service
-    from nightshift.core.s3server import start_local_s3
-    from nightshift.core.tiles import make_tile
-    from nightshift.ghosts.config import BANDS
-    from nightshift.ghosts.preprocess import image_to_pixels
-    from nightshift.ghosts.servicer import GhostsModel
-    from nightshift.ghosts.simulate import simulate_dataset
-    from nightshift.v1 import tile_pb2
 
-    device = device_label()
-    with start_local_s3("rclone") as s3:
-        store = s3.store()
-        bands = [tile_pb2.Band(name=b, unit="8-bit") for b in BANDS]
-        messages = [make_tile(image_to_pixels(e.image), bands=bands, survey="DES", field=f"bench-{i}", store=store, inline_limit_bytes=0)
-                    for i, e in enumerate(simulate_dataset(tiles, seed, first_index=3_000_000))]
-        figures = benchmark_service(GhostsModel(store=store), messages, store=store, batch_size=batch_size, device=device)
-    return figures
+def _pretrained(work: Path, seed: int, preset: str) -> tuple[Path, dict[str, Any]]:
+    """The simulated-only pretraining shared by every fold (trained, or resumed, when absent)."""
+    directory = work / "pretrain"
+    config = config_preset(preset)
+    weights = directory / f"{config.name}.safetensors"
+    if not weights.exists():
+        train_and_package(preset=preset, overrides={}, seed=seed, output=directory, real_dir=None, resume=True)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    if card.get("real_train_images"):
+        raise ValueError(f"{weights}: the pretraining must see no real image")
+    return weights, card
+
+
+def _sim_items(count: int, seed: int) -> list:
+    """The first ``count`` exposures of the simulated training range (those the pretraining began with)."""
+    from nightshift.ghosts.simulate import simulate_dataset
+    from nightshift.ghosts.train import _Item
+
+    return [_Item.of(e.image, e.artefacts) for e in simulate_dataset(count, seed, first_index=0)]
+
+
+def _log(prefix: str):
+    def log(record: dict) -> None:
+        print(json.dumps({"stage": prefix, **record}), flush=True)
+    return log
+
+
+def crossval_real(
+    *, work: Path, real_dir: Path, seed: int, settings: Any, output: Path | None = None, ship_to: Path | None = None,
+    all_real: bool = True, preset: str = "default",
+) -> dict[str, Any]:
+    """k-fold cross-validation over the real images (see :mod:`nightshift.ghosts.crossval`); resumable in ``work``.
+
+    With ``all_real`` the pretrained network is also fine-tuned the same way on all real images
+    (``work/all``), scored on the held-out simulated exposures, and copied to ``ship_to`` when given.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config_preset(preset).threads or threads)
+    try:
+        return _crossval_real(work=work, real_dir=real_dir, seed=seed, settings=settings, output=output, ship_to=ship_to,
+                              all_real=all_real, preset=preset)
+    finally:
+        torch.set_num_threads(threads)  # process-wide: give the caller its threads back
+
+
+def _crossval_real(
+    *, work: Path, real_dir: Path, seed: int, settings: Any, output: Path | None, ship_to: Path | None, all_real: bool,
+    preset: str,
+) -> dict[str, Any]:
+    from nightshift.ghosts.crossval import (
+        choose_threshold, decode_predictions, encode_predictions, fold_figures, predict, real_folds, summarise, finetune,
+    )
+    from nightshift.ghosts.model import load_detector
+    from nightshift.ghosts.realdata import load_real_images
+
+    started = time.perf_counter()
+    images = load_real_images(real_dir)
+    by_name = {r.name: r for r in images}
+    folds = real_folds(list(by_name), settings.folds)
+    pretrained, pretrain_card = _pretrained(work, seed, preset)
+    config = GhostsConfig.from_dict(pretrain_card["config"])
+    sim_items: list | None = None
+    results = []
+    for index, scored_names in enumerate(folds):
+        directory = work / f"fold-{index}"
+        result_file = directory / "result.json"
+        train_names = [n for n in by_name if n not in scored_names]
+        if result_file.exists():
+            result = json.loads(result_file.read_text())
+            if result["settings"] == settings.to_dict() and result["scored"] == scored_names:
+                results.append(result)
+                continue
+            raise ValueError(f"{result_file}: made with other settings or folds; use another --work directory")
+        if sim_items is None:
+            sim_items = _sim_items(settings.sim_pool, seed)
+        fold_started = time.perf_counter()
+        detector = load_detector(pretrained, config, device=torch_device())
+        real_train = [by_name[n] for n in train_names]
+        history = finetune(detector, config, settings, real_train=real_train, sim_items=sim_items, seed=seed + index,
+                           checkpoint=directory / "checkpoint.pt", log=_log(f"fold-{index}"))
+        threshold = choose_threshold([r.artefacts for r in real_train], predict(detector, real_train))
+        scored = [by_name[n] for n in scored_names]
+        predictions = predict(detector, scored)
+        figures = fold_figures([r.artefacts for r in scored], predictions, threshold=threshold, fixed_threshold=config.score_threshold)
+        result = {"fold": index, "scored": scored_names, "trained_on": train_names, "settings": settings.to_dict(),
+                  "threshold": threshold, "figures": figures, "history": history,
+                  "seconds": round(time.perf_counter() - fold_started, 1), "predictions": encode_predictions(predictions)}
+        directory.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(result) + "\n")
+        print(json.dumps({"stage": f"fold-{index}", "threshold": threshold,
+                          **{k: v for k, v in figures.items() if isinstance(v, float)}}), flush=True)
+        results.append(result)
+    truths = [by_name[n].artefacts for r in results for n in r["scored"]]
+    predictions = [p for r in results for p in decode_predictions(r["predictions"])]
+    thresholds = [r["threshold"] for r in results for _ in r["scored"]]
+    summary = summarise(results, truths, predictions, thresholds)
+    report: dict[str, Any] = {
+        "images": len(images), "folds": [{k: v for k, v in r.items() if k not in ("predictions",)} for r in results],
+        "summary": summary, "settings": settings.to_dict(), "seed": seed,
+        "pretraining": {"preset": preset, "real_images": 0, "metrics": pretrain_card["metrics"]},
+        "threshold_rule": "per fold, the confidence (0.05..0.95) with the best CCD-level F1 on that fold's training images",
+        "fold_seconds": [r["seconds"] for r in results],
+    }
+    if all_real:
+        report["all_real"] = _finetune_all(work=work, images=images, pretrained=pretrained, pretrain_card=pretrain_card,
+                                           config=config, seed=seed, settings=settings, sim_items=sim_items, ship_to=ship_to,
+                                           summary=summary, preset=preset)
+    report["misses"] = _plot_misses(work, by_name, results, predictions, output)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    return report
+
+
+def _plot_misses(work: Path, by_name: dict, results: list, predictions: list, output: Path | None) -> dict[str, Any]:
+    """Out-of-fold overlays (every image in ``work``; the six with most missed instances beside ``output``) and miss counts.
+
+    An annotated instance is missed when no prediction at its fold's threshold overlaps it with mask IoU >= 0.5.
+    """
+    from nightshift.ghosts.evaluate import plot_overlays
+
+    names = [n for r in results for n in r["scored"]]
+    thresholds = [r["threshold"] for r in results for _ in r["scored"]]
+    missed: dict[str, int] = {c: 0 for c in ("bright", "faint", "rays")}
+    annotated = dict.fromkeys(missed, 0)
+    per_image = []
+    for name, predicted, threshold in zip(names, predictions, thresholds):
+        kept = [p for p in predicted if p.score >= threshold]
+        count = 0
+        for artefact in by_name[name].artefacts:
+            annotated[artefact.label] += 1
+            union = lambda p: np.logical_or(p.mask, artefact.mask).sum()  # noqa: E731
+            if not any(np.logical_and(p.mask, artefact.mask).sum() >= 0.5 * union(p) for p in kept):
+                missed[artefact.label] += 1
+                count += 1
+        per_image.append(count)
+    plot_overlays([by_name[n].image for n in names], [by_name[n].artefacts for n in names], predictions, names,
+                  work / "overlays_crossval.png", score_threshold=float(np.median(thresholds)))
+    if output is not None:
+        worst = sorted(range(len(names)), key=lambda i: -per_image[i])[:6]
+        plot_overlays([by_name[names[i]].image for i in worst], [by_name[names[i]].artefacts for i in worst],
+                      [[p for p in predictions[i] if p.score >= thresholds[i]] for i in worst],
+                      [f"{names[i]} (fold {next(r['fold'] for r in results if names[i] in r['scored'])})" for i in worst],
+                      output.parent / "overlays_crossval_misses.png", score_threshold=0.0)
+    return {"annotated": annotated, "missed_at_fold_threshold": missed}
+
+
+def _finetune_all(
+    *, work: Path, images: list, pretrained: Path, pretrain_card: dict, config: GhostsConfig, seed: int, settings: Any,
+    sim_items: list | None, ship_to: Path | None, summary: dict, preset: str,
+) -> dict[str, Any]:
+    """The pretrained network fine-tuned on every real image as in the folds; weights + card in ``work/all``."""
+    from nightshift.ghosts.crossval import choose_threshold, finetune, predict
+    from nightshift.ghosts.evaluate import score_simulated
+    from nightshift.ghosts.model import load_detector
+
+    directory = work / "all"
+    weights = directory / f"{config.name}.safetensors"
+    if not weights.exists():
+        sim_items = sim_items if sim_items is not None else _sim_items(settings.sim_pool, seed)
+        started = time.perf_counter()
+        detector = load_detector(pretrained, config, device=torch_device())
+        history = finetune(detector, config, settings, real_train=images, sim_items=sim_items, seed=seed + 1000,
+                           checkpoint=directory / "checkpoint.pt", log=_log("all"))
+        threshold = choose_threshold([r.artefacts for r in images], predict(detector, images))
+        seconds = time.perf_counter() - started
+        shipped_config = dataclasses.replace(config, score_threshold=threshold, real_train_images=len(images))
+        held_out = score_simulated(detector, shipped_config, seed=seed, count=shipped_config.test_images, device=torch_device())
+        metrics = {"test_ap50": held_out["ap50"], "test_ap": held_out["ap"],
+                   **{f"test_ap50_{c}": held_out[f"ap50_{c}"] for c in ("bright", "faint", "rays")},
+                   "finetune_seconds": seconds, "pretrain_seconds": pretrain_card["metrics"]["train_seconds"],
+                   "real_crossval_ap50": summary["ap50"]["mean"], "real_crossval_ap50_std": summary["ap50"]["std"]}
+        save_weights(detector, weights)
+        write_card(weights.with_suffix(".json"), config=shipped_config, metrics=metrics, data_seed=seed, extra={
+            "real_train_images": [r.name for r in images],
+            "training": {
+                "pretraining": {"preset": preset, "simulated_exposures": config.train_images, "real_images": 0,
+                                "epochs": config.epochs, "seconds": pretrain_card["metrics"]["train_seconds"]},
+                "finetune": {**settings.to_dict(), "real_images": len(images), "history": history, "seconds": seconds},
+                "threshold_rule": "confidence (0.05..0.95) with the best CCD-level F1 on the real training images",
+                "command": f"nightshift-ghosts crossval-real --work WORK --seed {seed} --ship",
+            },
+            "real_figures": "cross-validated, see services/ghosts/docs/crossval_real.json (the model itself saw all real images)",
+        })
+    card = json.loads(weights.with_suffix(".json").read_text())
+    if ship_to is not None:
+        for old in (*ship_to.glob("*.safetensors"), *ship_to.glob("*.json")):
+            old.unlink()
+        for file in (weights, weights.with_suffix(".json")):
+            shutil.copyfile(file, ship_to / file.name)
+            (ship_to / file.name).chmod(0o644)
+    return {"weights": str(weights), "metrics": card["metrics"], "score_threshold": card["config"]["score_threshold"],
+            "size_mb": weights.stat().st_size / 1e6, "shipped": ship_to is not None}
