@@ -327,7 +327,9 @@ def _crossval_real(
                                            config=config, seed=seed, settings=settings, sim_items=sim_items, ship_to=ship_to,
                                            summary=summary, preset=preset)
     report["misses"] = _plot_misses(work, by_name, results, predictions, output)
-    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["seconds"] = round(time.perf_counter() - started, 1)  # this call (finished folds are read back)
+    report["compute_seconds"] = round(pretrain_card["metrics"]["train_seconds"] + sum(r["seconds"] for r in results)
+                                      + (report.get("all_real") or {}).get("metrics", {}).get("finetune_seconds", 0.0), 1)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1, default=float) + "\n")
@@ -362,7 +364,8 @@ def _plot_misses(work: Path, by_name: dict, results: list, predictions: list, ou
         worst = sorted(range(len(names)), key=lambda i: -per_image[i])[:6]
         plot_overlays([by_name[names[i]].image for i in worst], [by_name[names[i]].artefacts for i in worst],
                       [[p for p in predictions[i] if p.score >= thresholds[i]] for i in worst],
-                      [f"{names[i]} (fold {next(r['fold'] for r in results if names[i] in r['scored'])})" for i in worst],
+                      [f"{names[i]} (fold {next(r['fold'] for r in results if names[i] in r['scored'])}, "
+                       f"shown at its threshold {thresholds[i]:g})" for i in worst],
                       output.parent / "overlays_crossval_misses.png", score_threshold=0.0)
     return {"annotated": annotated, "missed_at_fold_threshold": missed}
 
