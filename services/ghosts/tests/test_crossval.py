@@ -188,3 +188,13 @@ def test_crossval_on_real_images_scores_each_image_once_with_a_model_that_never_
     assert {p: p.stat().st_mtime_ns for p in work.glob("fold-*/result.json")} == stamps
     with pytest.raises(ValueError, match="other settings"):
         crossval_real(work=work, real_dir=real, seed=3, settings=FinetuneConfig(folds=4, epochs=2), all_real=False, preset="tiny")
+
+
+def test_a_larger_ccd_area_threshold_drops_barely_touched_ccds() -> None:
+    truth = [[Artefact("bright", _square(180, 120, 40, 400))]]
+    sliver = np.zeros((400, 400), bool)
+    sliver[180:220, 160:163] = True  # a thin strip beside the true square
+    predicted = [[Artefact("bright", _square(180, 120, 40, 400) | sliver, 0.9)]]
+    loose, strict = ccd_counts(truth, predicted, 0.5, min_pixels=1), ccd_counts(truth, predicted, 0.5, min_pixels=400)
+    assert loose["tp"] > 0 and strict["tp"] <= loose["tp"] and strict["fp"] <= loose["fp"]
+    assert ccd_counts(truth, truth, 0.0, min_pixels=10**6) == {**strict, "tp": 0, "fp": 0, "fn": 0}

@@ -53,6 +53,9 @@ CROSSVAL_RESULTS = Path(__file__).resolve().parents[3] / "docs" / "crossval_real
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """Confidence thresholds tried on a fold's training images (0.05 ... 0.95)."""
 
+CCD_AREAS = (10, 50, 100, 200, 400, 800)
+"""CCD-area thresholds (pixels of a 58 x 29 px CCD covered) of the pooled CCD precision/recall sweep."""
+
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
@@ -172,15 +175,29 @@ def finetune(
     return history
 
 
-def ccd_counts(truths: Sequence[Sequence[Artefact]], predictions: Sequence[Sequence[Artefact]], threshold: float) -> dict[str, int]:
-    """CCD-level true positives, false positives and false negatives, and image-level hits, at a threshold."""
+def _ccds(artefacts: Sequence[Artefact], threshold: float, min_pixels: int) -> set[int]:
+    from nightshift.ghosts.focalplane import affected_ccds
+
+    kept = [a.mask for a in artefacts if a.score >= threshold]
+    return set(affected_ccds(np.logical_or.reduce(kept), min_pixels=min_pixels)) if kept else set()
+
+
+def ccd_counts(
+    truths: Sequence[Sequence[Artefact]], predictions: Sequence[Sequence[Artefact]], threshold: float, *, min_pixels: int = 10,
+) -> dict[str, int]:
+    """CCD-level true positives, false positives and false negatives, and image-level hits, at a threshold.
+
+    A CCD is affected when the union of the masks covers at least ``min_pixels`` of its pixels (the
+    CCD-area threshold), in the truth and in the predictions alike.
+    """
     counts = {"tp": 0, "fp": 0, "fn": 0, "images_with_artefacts": 0, "images_found": 0, "clean_images": 0, "clean_flagged": 0}
     for truth, predicted in zip(truths, predictions, strict=True):
-        true_ccds = set(findings(truth, score_threshold=0.0).ccds)
+        true_ccds = _ccds(truth, 0.0, min_pixels)
         found = findings(predicted, score_threshold=threshold)
-        counts["tp"] += len(true_ccds & set(found.ccds))
-        counts["fp"] += len(set(found.ccds) - true_ccds)
-        counts["fn"] += len(true_ccds - set(found.ccds))
+        found_ccds = _ccds(predicted, threshold, min_pixels)
+        counts["tp"] += len(true_ccds & found_ccds)
+        counts["fp"] += len(found_ccds - true_ccds)
+        counts["fn"] += len(true_ccds - found_ccds)
         if truth:
             counts["images_with_artefacts"] += 1
             counts["images_found"] += int(found.has_artefacts)
@@ -265,6 +282,16 @@ def summarise(folds: Sequence[dict], pooled_truths, pooled_predictions, pooled_t
             counts[key] += value
     summary["pooled"] = {"ap50": pooled["ap50"], "ap": pooled["ap"], **{f"ap50_{c}": pooled[f"ap50_{c}"] for c in CLASSES},
                          **_rates(counts), "counts": counts}
+    by_area = []
+    for min_pixels in CCD_AREAS:
+        area_counts = {"tp": 0, "fp": 0, "fn": 0, "images_with_artefacts": 0, "images_found": 0}
+        for truth, predicted, threshold in zip(pooled_truths, pooled_predictions, pooled_thresholds, strict=True):
+            for key, value in ccd_counts([truth], [predicted], threshold, min_pixels=min_pixels).items():
+                if key in area_counts:
+                    area_counts[key] += value
+        rates = _rates(area_counts)
+        by_area.append({"min_pixels": min_pixels, "ccd_precision": rates["ccd_precision"], "ccd_recall": rates["ccd_recall"]})
+    summary["pooled"]["ccd_by_area"] = by_area
     return summary
 
 
