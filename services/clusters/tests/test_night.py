@@ -158,7 +158,7 @@ def test_border_patches_get_no_probability_on_missing_pixels(kit, summary) -> No
     """A patch across the disc's border: NaN filled before the network, probability 0 there, finite elsewhere."""
     from nightshift.clusters.infer import predict_probabilities
     from nightshift.clusters.model import load_model
-    from nightshift.clusters.servicer import bundled_weights
+    from nightshift.clusters.bundle import bundled_weights
 
     maps, _ = _observed_maps(kit, night_config(_SEED + 1).band_names)
     region = json.loads((kit / "truth" / "region.json").read_text())

@@ -122,7 +122,8 @@ def _bench(args: argparse.Namespace) -> None:
 
     from nightshift.clusters.datasets import simulated_data
     from nightshift.clusters.patches import image_tiles
-    from nightshift.clusters.servicer import ClustersModel, bundled_weights
+    from nightshift.clusters.bundle import bundled_weights
+    from nightshift.clusters.servicer import ClustersModel
     from nightshift.core import bench
     from nightshift.core.s3server import start_local_s3
 

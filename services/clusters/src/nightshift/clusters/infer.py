@@ -263,7 +263,7 @@ def infer_healpix_file(
     from nightshift.clusters.config import catalogue_dir
     from nightshift.clusters.model import load_model
     from nightshift.clusters.patches import cell_tiling, patch_wcs, sample_patches
-    from nightshift.clusters.servicer import bundled_weights
+    from nightshift.clusters.bundle import bundled_weights
     from nightshift.core.devices import configure_tensorflow
 
     configure_tensorflow()

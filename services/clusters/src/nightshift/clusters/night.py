@@ -63,7 +63,7 @@ def night_config(sky_seed: int, overrides: dict[str, Any] | None = None) -> Clus
     ValueError
         ``sky_seed`` is one of the skies the shipped model was trained on: its score would flatter it.
     """
-    from nightshift.clusters.servicer import bundled_weights
+    from nightshift.clusters.bundle import bundled_weights
 
     card = json.loads(bundled_weights().with_suffix(".json").read_text())
     trained = ClustersConfig.from_dict(card["config"])

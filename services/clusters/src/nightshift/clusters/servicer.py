@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nightshift.clusters.bundle import bundled_weights
 from nightshift.clusters.config import ClustersConfig, get_config
 from nightshift.core.codec import encode_array
 from nightshift.core.errors import FailedPrecondition, NotFound
 from nightshift.core.model import ProgressCallback, TaskModel
-from nightshift.core import registry as model_registry
 from nightshift.core.registry import ModelRegistry, resolve_checkpoint
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
@@ -27,13 +27,7 @@ from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["ClustersModel", "bundled_weights"]
 
-_WEIGHTS_DIR = Path(__file__).with_name("weights")
 _DATASETS = {"simulated-test": "test", "simulated-held-out": "held-out"}
-
-
-def bundled_weights() -> Path:
-    """The default model shipped in the package (one ``.keras`` file beside its JSON card)."""
-    return model_registry.bundled_weights(_WEIGHTS_DIR, ".keras")
 
 
 def _spec(config: ClustersConfig) -> TileSpec:
