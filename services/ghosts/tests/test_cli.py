@@ -13,7 +13,7 @@ def test_help_lists_every_command(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
-    assert all(command in text for command in ("synth", "train", "evaluate", "infer", "serve", "bench"))
+    assert all(command in text for command in ("synth", "train", "crossval-real", "evaluate", "infer", "serve", "bench"))
 
 
 def test_synth_then_infer(tmp_path: Path, capsys) -> None:
