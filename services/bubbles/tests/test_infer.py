@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy import units as u
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from regions import CircleSkyRegion, Regions
 
@@ -11,6 +12,7 @@ from nightshift.bubbles.baseline import RingTemplateDetector
 from nightshift.bubbles.config import preset
 from nightshift.bubbles.infer import FieldDetection, circle_of_box, detect_field, merge_on_sky, write_detection_catalogue
 from nightshift.bubbles.windows import car_header
+from nightshift.core.catalog import DETECTION_COLUMNS
 
 
 def test_circle_of_box() -> None:
@@ -43,6 +45,9 @@ def test_detect_field_maps_a_ring_to_its_field_and_sky_position(tmp_path) -> Non
     assert [f.name for f in files] == ["cat.fits", "cat.ecsv", "cat.csv", "cat_galactic.reg", "cat_icrs.reg"]
     table = Table.read(files[0])
     assert table.meta["MODEL"] == "ring-template" and table["radius_arcsec"].unit == u.arcsec
+    assert table.colnames[:len(DETECTION_COLUMNS)] == [c.name for c in DETECTION_COLUMNS]  # the night's columns first
+    icrs = SkyCoord(table["glon"], table["glat"], frame="galactic").icrs
+    assert np.allclose(table["ra"], icrs.ra.deg, atol=1e-6) and table["name"][0] == "bubbles-00001"
     assert len(pd.read_csv(files[2])) == len(found)
     circles = Regions.read(files[3], format="ds9")
     assert len(circles) == len(found) and all(isinstance(c, CircleSkyRegion) for c in circles)

@@ -19,7 +19,7 @@ from nightshift.bubbles.windows import plan_windows
 def kit(tmp_path_factory):
     """One 768-pixel field of night seed 0 (5 bubbles, 4 clear) written by the command line."""
     directory = tmp_path_factory.mktemp("kit")
-    assert main(["simulate-night", "--out", str(directory), "--seed", "0", "--fields", "1"]) == 0
+    assert main(["simulate-night", "--output", str(directory), "--seed", "0", "--fields", "1"]) == 0
     return directory
 
 
@@ -31,7 +31,7 @@ def _ingest_windows(length: int, size: int, overlap: float) -> list[int]:
 
 
 def test_help_lists_the_night_commands() -> None:
-    help_text = build_parser().format_help()
+    help_text = build_parser().parser.format_help()
     assert "simulate-night" in help_text and "score-night" in help_text
 
 
@@ -76,7 +76,7 @@ def test_simulate_night_writes_a_night_the_service_accepts(kit, capsys) -> None:
 
 
 def test_simulate_night_summary_line(tmp_path, capsys) -> None:
-    assert main(["simulate-night", "--out", str(tmp_path), "--seed", "0", "--fields", "1"]) == 0
+    assert main(["simulate-night", "--output", str(tmp_path), "--seed", "0", "--fields", "1"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["survey"] == "glimpse" and summary["fields"] == 1 and summary["files"] == 2
     assert summary["tiles"] == 129 and summary["truth_objects"] == 5

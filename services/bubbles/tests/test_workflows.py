@@ -10,7 +10,7 @@ from nightshift.bubbles.cli import build_parser, main
 
 
 def test_help_lists_every_command(capsys) -> None:
-    help_text = build_parser().format_help()
+    help_text = build_parser().parser.format_help()
     for command in ("synth", "train", "tune", "evaluate", "infer", "serve", "bench"):
         assert command in help_text
 
@@ -30,3 +30,29 @@ def test_synth_then_infer_on_the_written_fits(tmp_path, capsys) -> None:
     found = Table.read(tmp_path / "found" / "bubbles.ecsv")
     assert found.meta["MODEL"] and found.meta["INPUT"] == f"{planes[0]},{planes[1]}" and found.meta["FRAME"] == "galactic"
     assert len(Regions.read(tmp_path / "found" / "bubbles_icrs.reg", format="ds9")) == len(found)
+
+
+def test_infer_refuses_fields_it_cannot_search_in_one_line_each(tmp_path, capsys) -> None:
+    """One plane instead of two, a pair without a WCS, a composite without a WCS in its name: exit 2, one line
+    each, no traceback; the JPEG composite with a GLIMPSE name is searched."""
+    import numpy as np
+    from PIL import Image
+
+    one = tmp_path / "one.fits"
+    fits.PrimaryHDU(np.ones((128, 128), np.float32), header=fits.Header({"BUNIT": "MJy/sr"})).writeto(one)
+    pair = [tmp_path / "a.fits", tmp_path / "b.fits"]
+    for path in pair:
+        fits.PrimaryHDU(np.ones((128, 128), np.float32)).writeto(path)
+    rgb = np.random.default_rng(0).integers(0, 255, (200, 400, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "holiday.jpg")
+    Image.fromarray(rgb).save(tmp_path / "GLM_04500+0000_mosaic_0.2x0.1_I24M1.jpg")
+    inputs = [str(one), f"{pair[0]},{pair[1]}", str(tmp_path / "holiday.jpg"), str(tmp_path / "GLM_04500+0000_mosaic_0.2x0.1_I24M1.jpg")]
+
+    assert main(["infer", *inputs, "--output", str(tmp_path / "found")]) == 2
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["done"] == 1 and summary["fields"] == 1 and set(summary["failed"]) == set(inputs[:3])
+    errors = [line for line in captured.err.splitlines() if line.startswith("nightshift-bubbles: error: ")]
+    assert len(errors) == 3 and "1 image planes, expected 2" in errors[0]
+    assert "no celestial WCS" in errors[1] and "a composite without a WCS" in errors[2]
+    assert "b.fits: no BUNIT" in captured.err and "4 inputs: 1 done, 3 failed" in captured.err and "Traceback" not in captured.err

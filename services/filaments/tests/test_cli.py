@@ -41,7 +41,9 @@ def test_synth_then_infer_with_a_wcs(tmp_path, capsys) -> None:
     header["BUNIT"], header["OBJECT"] = "cm-2", "test field"
     fits.PrimaryHDU(image[:, :100], header=header).writeto(source)  # any size: not a multiple of the stride
     assert main(["infer", str(source), "--output", str(tmp_path / "out")]) == 0
-    (result,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["inputs"] == summary["done"] == 1 and summary["failed"] == {}
+    (result,) = summary["maps"]
     assert result["filaments"] >= 1
     probability = fits.getdata(tmp_path / "out" / "field_probability.fits")
     assert probability.shape == (128, 100) and WCS(fits.getheader(tmp_path / "out" / "field_roi.fits")).has_celestial
@@ -75,3 +77,45 @@ def test_evaluate_names_the_real_and_simulated_figures_as_the_issue_does(tmp_pat
         assert 0 < figures["filfinder"]["real"][key] < 1
     assert figures["simulated"]["dice"] == figures["dice"] and figures["real"]["columns"] == [200, 300]
     assert (tmp_path / "real_side_by_side.png").stat().st_size > 1000
+
+
+def test_infer_reports_bad_maps_in_one_line_each_and_goes_on(tmp_path, capsys) -> None:
+    """A missing file, a JPEG, a 20x20 map and an all-NaN map: one line each, exit 2, the good map still done;
+    int16 pixels, an unexpected BUNIT and no WCS are warned about."""
+    good = tmp_path / "good.fits"
+    header = fits.Header({"BUNIT": "MJy/sr"})
+    fits.PrimaryHDU(np.full((96, 96), 300, np.int16), header=header).writeto(good)
+    (tmp_path / "picture.fits").write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not FITS")
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / "small.fits")
+    fits.PrimaryHDU(np.full((96, 96), np.nan, np.float32)).writeto(tmp_path / "empty.fits")
+    inputs = [tmp_path / name for name in ("missing.fits", "picture.fits", "small.fits", "empty.fits", "good.fits")]
+
+    assert main(["infer", *map(str, inputs), "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["done"] == 1 and summary["maps"][0]["input"] == str(good)
+    assert set(summary["failed"]) == {str(p) for p in inputs[:4]}
+    errors = [line for line in captured.err.splitlines() if ": error: " in line]
+    assert len(errors) == 4 and all(line.startswith("nightshift-filaments: error: ") for line in errors)
+    assert "No such file" in errors[0] and "not a readable FITS image" in errors[1]
+    assert "smaller than the 64 x 64" in errors[2] and "no finite pixel" in errors[3]
+    warnings = [line for line in captured.err.splitlines() if ": warning: " in line]
+    assert any("integer pixels (>i2" in line or "integer pixels (int16" in line for line in warnings)
+    assert any("BUNIT 'MJy/sr'" in line for line in warnings) and any("no celestial WCS" in line for line in warnings)
+    assert "5 inputs: 1 done, 4 failed" in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "out" / "good_filaments.fits").is_file()
+
+
+def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    fits.PrimaryHDU(np.ones((64, 64), np.float32), header=fits.Header({"BUNIT": "cm-2"})).writeto(tmp_path / "map.fits")
+    assert main(["infer", str(tmp_path / "map.fits"), "--output", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") <= 3 and "nightshift-filaments: error: " in err and "Traceback" not in err
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("nightshift-filaments ")

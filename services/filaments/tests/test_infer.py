@@ -152,7 +152,7 @@ def test_outputs_are_written_with_units(tmp_path) -> None:
         assert header["CTYPE1"] == "GLON-CAR" and header["MODEL"] == "filaments-unet5" and header["THRESH"] == 0.5
         assert u.Unit(header["BUNIT"]) == u.dimensionless_unscaled
     assert fits.getdata(paths[0]).dtype.kind == "f"
-    with pytest.warns(UserWarning, match="nowcs: the map has no celestial WCS"):
+    with pytest.warns(UserWarning, match="field.fits: the map has no celestial WCS"):
         nowcs = write_outputs(tmp_path / "nowcs", probability, roi, filaments, meta=meta)
     assert nowcs[-1].name == "nowcs_filaments_image.reg" and np.isnan(Table.read(nowcs[3])["glon"][0])
     (polygon,) = Regions.read(nowcs[-1], format="ds9")

@@ -23,7 +23,7 @@ _SIZE_PX = 384  # 2 x 2 overlapping windows of 256 px at overlap 0.5
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     directory = tmp_path_factory.mktemp("kit")
-    assert main(["simulate-night", "--out", str(directory), "--seed", "4", "--fields", "1", "--size", str(_SIZE_PX)]) == 0
+    assert main(["simulate-night", "--output", str(directory), "--seed", "4", "--fields", "1", "--size", str(_SIZE_PX)]) == 0
     return directory
 
 

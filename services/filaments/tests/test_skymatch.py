@@ -38,9 +38,9 @@ def test_histograms_are_densities_and_overlap_is_shared_area() -> None:
     assert histogram_overlap(stats["histogram"], shifted["histogram"]) < 0.01
 
 
-def test_sky_match_needs_the_real_cutout(tmp_path) -> None:
-    with pytest.raises(SystemExit, match="needs the real Hi-GAL cut-out"):
-        main(["sky-match", "--output", str(tmp_path), "--real-dir", str(tmp_path)])
+def test_sky_match_needs_the_real_cutout(tmp_path, capsys) -> None:
+    assert main(["sky-match", "--output", str(tmp_path), "--real-dir", str(tmp_path)]) == 2
+    assert "nightshift-filaments: error: sky-match needs the real Hi-GAL cut-out" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not real_data_available(default_real_data_dir()),

@@ -22,14 +22,14 @@ def test_help_lists_every_command(capsys) -> None:
 
 def test_synth_then_infer_on_fits_cutouts_writes_a_catalogue(tmp_path, capsys) -> None:
     sims = tmp_path / "sims"
-    assert main(["synth", "--galaxies", "5", "--seed", "2", "--fits", "--out", str(sims)]) == 0
+    assert main(["synth", "--galaxies", "5", "--seed", "2", "--fits", "--output", str(sims)]) == 0
     files = sorted(sims.glob("galaxy-*.fits"))
     assert len(files) == 5 and fits.getdata(files[0]).shape == (3, 64, 64)
     truth = Table.read(sims / "truth.ecsv")
     assert len(truth) == 5 and "inclination_deg" in truth.colnames
     capsys.readouterr()
-    stem = tmp_path / "catalogue"
-    assert main(["infer", *map(str, files), "--out", str(stem)]) == 0
+    stem = tmp_path / "catalogue" / "inclination"
+    assert main(["infer", *map(str, files), "--output", str(stem.parent)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["tiles"] == 5 and summary["galaxies"] == 5
     table = Table.read(stem.with_suffix(".ecsv"))
@@ -41,9 +41,33 @@ def test_synth_then_infer_on_fits_cutouts_writes_a_catalogue(tmp_path, capsys) -
 
 
 def test_evaluate_prints_one_json_line_with_the_baseline(tmp_path, capsys) -> None:
-    assert main(["evaluate", "--galaxies", "30", "--out", str(tmp_path)]) == 0
+    assert main(["evaluate", "--galaxies", "30", "--output", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert {"rms_deg", "mae_deg", "reject_auc"} <= set(figures) and {"rms_deg", "mae_deg", "reject_auc"} <= set(figures["baseline"])
     assert json.loads((tmp_path / "evaluation.json").read_text())["galaxies"] == 30
     assert (tmp_path / "residuals.png").exists()
+
+
+def test_infer_refuses_bad_cutouts_in_one_line_each_and_measures_the_rest(tmp_path, capsys) -> None:
+    """A 2-D image, a non-square cube and a text file: one error line each, exit 2, the good cut-out measured;
+    a cube without WCS or BUNIT is warned about."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.fits"
+    fits.PrimaryHDU(rng.normal(1.0, 0.1, (3, 48, 48)).astype(np.float32)).writeto(good)
+    fits.PrimaryHDU(np.ones((48, 48), np.float32)).writeto(tmp_path / "flat.fits")
+    fits.PrimaryHDU(np.ones((3, 48, 40), np.float32)).writeto(tmp_path / "oblong.fits")
+    (tmp_path / "notes.fits").write_text("SIMPLE? no")
+    bad = [tmp_path / name for name in ("flat.fits", "oblong.fits", "notes.fits")]
+
+    assert main(["infer", *map(str, [*bad, good]), "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["done"] == 1 and summary["galaxies"] == 1 and set(summary["failed"]) == {str(p) for p in bad}
+    errors = [line for line in captured.err.splitlines() if line.startswith("nightshift-inclination: error: ")]
+    assert len(errors) == 3 and "expected a (3, H, W)" in errors[0] and "48x40 cut-out" in errors[1]
+    assert "not a readable FITS image" in errors[2] and "Traceback" not in captured.err
+    assert "good.fits: no celestial WCS" in captured.err and "good.fits: no BUNIT" in captured.err
+    assert len(Table.read(tmp_path / "out" / "inclination.ecsv")) == 1

@@ -178,7 +178,7 @@ def test_reject_auc_agrees_with_sklearn(kit: Path, tmp_path: Path) -> None:
 
 def test_cli_simulate_night_then_score_night_print_one_json_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "kit"
-    assert main(["simulate-night", "--out", str(out), "--seed", "1", "--galaxies", "2"]) == 0
+    assert main(["simulate-night", "--output", str(out), "--seed", "1", "--galaxies", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["survey"] == SURVEY and summary["tiles"] == summary["truth_objects"] == 2 and summary["seconds"] >= 0
     truth = Table.read(out / TRUTH_FILE, format="ascii.ecsv")

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Column", "property_column", "write_catalog", "FRAMES"]
+import numpy as np
+
+__all__ = ["Column", "property_column", "write_catalog", "FRAMES", "SKY_COLUMNS", "DETECTION_COLUMNS", "SkyPositions"]
 
 FRAMES = ("galactic", "icrs", "image")
 """Frames of a catalogue's positions: sky (Galactic, ICRS) or 0-based pixel coordinates."""
@@ -34,6 +36,55 @@ class Column:
     name: str
     unit: str = ""
     description: str = ""
+
+
+SKY_COLUMNS = (
+    Column("glon", "deg", "Galactic longitude"),
+    Column("glat", "deg", "Galactic latitude"),
+    Column("ra", "deg", "ICRS right ascension"),
+    Column("dec", "deg", "ICRS declination"),
+)
+"""An object's position in both catalogue frames (NaN where the image has no celestial WCS)."""
+
+DETECTION_COLUMNS = (
+    Column("name", "", "Object name in this catalogue"),
+    *SKY_COLUMNS,
+    Column("radius_arcsec", "arcsec", "Radius on the sky (0 when not meaningful)"),
+    Column("score", "", "Confidence in [0, 1] of the detection"),
+    Column("label", "", "Class label"),
+)
+"""The columns every detection catalogue starts with, a service's own (``infer``) and the night's alike;
+each adds its own after them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SkyPositions:
+    """Positions given in mixed frames, in both catalogue frames, in degrees."""
+
+    galactic: Any  # astropy SkyCoord in the Galactic frame
+    ra_deg: np.ndarray
+    dec_deg: np.ndarray
+
+    @classmethod
+    def of(cls, lon_deg: Sequence[float], lat_deg: Sequence[float], frames: Sequence[str] | str) -> SkyPositions:
+        """Positions ``(lon, lat)`` each in its frame (``"galactic"`` or ``"icrs"``; one string for all)."""
+        from astropy import units as u
+        from astropy.coordinates import SkyCoord
+
+        lon, lat = np.asarray(lon_deg, float), np.asarray(lat_deg, float)
+        frames = [frames] * len(lon) if isinstance(frames, str) else frames
+        galactic_given = np.array([f == "galactic" for f in frames], dtype=bool)
+        as_icrs = SkyCoord(lon * u.deg, lat * u.deg, frame="icrs")
+        as_galactic = SkyCoord(lon * u.deg, lat * u.deg, frame="galactic")
+        galactic = SkyCoord(np.where(galactic_given, lon, as_icrs.galactic.l.deg) * u.deg,
+                            np.where(galactic_given, lat, as_icrs.galactic.b.deg) * u.deg, frame="galactic")
+        return cls(galactic, np.where(galactic_given, as_galactic.icrs.ra.deg, lon),
+                   np.where(galactic_given, as_galactic.icrs.dec.deg, lat))
+
+    def columns(self, i: int) -> dict[str, float]:
+        """The sky columns of position ``i`` (rounded to 0.4 mas so the text files are stable)."""
+        return {"glon": round(float(self.galactic.l.deg[i]), 7), "glat": round(float(self.galactic.b.deg[i]), 7),
+                "ra": round(float(self.ra_deg[i]), 7), "dec": round(float(self.dec_deg[i]), 7)}
 
 
 def property_column(name: str, description: str = "") -> Column:

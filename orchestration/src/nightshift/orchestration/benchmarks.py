@@ -461,20 +461,19 @@ def bench_night(scale: Scale, work_dir: Path) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ServiceBench:
-    """How to run one service's ``bench``: its output option, quick arguments and GPU batch sizes to try."""
+    """How to run one service's ``bench``: its quick arguments and GPU batch sizes to try."""
 
-    output_option: str
     quick: tuple[str, ...]
     gpu_tiles: int
     gpu_batches: tuple[int, ...]
 
 
 SERVICE_BENCHES = {
-    "bubbles": ServiceBench("--output", ("--tiles", "4", "--batch-size", "2"), 1024, (16, 64, 128)),
-    "clusters": ServiceBench("--output", ("--tiles", "8", "--batch-size", "4"), 8192, (64, 256, 512)),
-    "filaments": ServiceBench("--output", ("--tiles", "4", "--batch-size", "2", "--rounds", "1"), 1024, (16, 64, 128)),
-    "ghosts": ServiceBench("--output", ("--tiles", "2", "--batch-size", "1"), 256, (4, 16, 32)),
-    "inclination": ServiceBench("--out", ("--tiles", "8", "--batch-size", "4"), 8192, (64, 256, 512)),
+    "bubbles": ServiceBench(("--tiles", "4", "--batch-size", "2"), 1024, (16, 64, 128)),
+    "clusters": ServiceBench(("--tiles", "8", "--batch-size", "4"), 8192, (64, 256, 512)),
+    "filaments": ServiceBench(("--tiles", "4", "--batch-size", "2", "--rounds", "1"), 1024, (16, 64, 128)),
+    "ghosts": ServiceBench(("--tiles", "2", "--batch-size", "1"), 256, (4, 16, 32)),
+    "inclination": ServiceBench(("--tiles", "8", "--batch-size", "4"), 8192, (64, 256, 512)),
 }
 
 
@@ -530,13 +529,13 @@ def bench_services(quick: bool, gpu: bool, work_dir: Path) -> dict[str, Any]:
             continue
         output = str(work_dir / f"{task}-bench")
         if not gpu:
-            results[task] = _run_json_command([script, "bench", *(how.quick if quick else ()), how.output_option, output])
+            results[task] = _run_json_command([script, "bench", *(how.quick if quick else ()), "--output", output])
             continue
         tries = []
         for batch in how.gpu_batches:
             with _GpuSampler() as sampler:
                 figures = _run_json_command([script, "bench", "--tiles", str(how.gpu_tiles), "--batch-size", str(batch),
-                                             how.output_option, f"{output}-{batch}"])
+                                             "--output", f"{output}-{batch}"])
             if sampler.samples:
                 figures["gpu_utilisation_mean_pct"] = statistics.fmean(sampler.samples)
                 figures["gpu_utilisation_max_pct"] = max(sampler.samples)

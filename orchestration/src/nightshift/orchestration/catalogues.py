@@ -27,7 +27,8 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord, search_around_sky
 
-from nightshift.core.catalog import Column, property_column, write_catalog
+from nightshift.core.catalog import DETECTION_COLUMNS as _CORE_DETECTION_COLUMNS
+from nightshift.core.catalog import SKY_COLUMNS, Column, SkyPositions, property_column, write_catalog
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["SkyObject", "SkyPositions", "ReferenceCatalogue", "detections_of", "merge_duplicates", "catalogue_rows", "cross_match",
@@ -35,18 +36,8 @@ __all__ = ["SkyObject", "SkyPositions", "ReferenceCatalogue", "detections_of", "
 
 _FRAMES = {tile_pb2.SKY_FRAME_GALACTIC: "galactic", tile_pb2.SKY_FRAME_ICRS: "icrs"}
 
-_SKY_COLUMNS = (
-    Column("glon", "deg", "Galactic longitude"),
-    Column("glat", "deg", "Galactic latitude"),
-    Column("ra", "deg", "ICRS right ascension"),
-    Column("dec", "deg", "ICRS declination"),
-)
 DETECTION_COLUMNS = (
-    Column("name", "", "Object name in this catalogue"),
-    *_SKY_COLUMNS,
-    Column("radius_arcsec", "arcsec", "Radius on the sky (0 when not meaningful)"),
-    Column("score", "", "Confidence in [0, 1] of the best detection"),
-    Column("label", "", "Class label"),
+    *_CORE_DETECTION_COLUMNS,
     Column("n_tiles", "", "Overlapping tiles the object was detected in"),
     Column("tile_id", "", "Tile of the best detection"),
     Column("survey", "", "Survey of that tile"),
@@ -59,7 +50,7 @@ MEASUREMENT_COLUMNS = (
     Column("tile_id", "", "Tile measured"),
     Column("survey", "", "Survey of the tile"),
     Column("field", "", "Field of the tile"),
-    *_SKY_COLUMNS,
+    *SKY_COLUMNS,
     Column("reject_probability", "", "Probability the tile should be rejected (the highest of its measurements')"),
 )
 """The columns of every measurement catalogue; each quantity's value and ``<quantity>_err`` follow."""
@@ -105,31 +96,6 @@ def detections_of(responses: Sequence[task_service_pb2.InferResponse], tiles: Ma
                 found.append(SkyObject(tile_id, i.sky.lon_deg, i.sky.lat_deg, _FRAMES.get(i.sky.frame, "icrs"),
                                        _instance_radius_arcsec(i, tiles[tile_id]), float(i.score), i.label))
     return found
-
-
-@dataclasses.dataclass(frozen=True)
-class SkyPositions:
-    """Positions given in mixed frames, in both catalogue frames, in degrees."""
-
-    galactic: SkyCoord
-    ra_deg: np.ndarray
-    dec_deg: np.ndarray
-
-    @classmethod
-    def of(cls, lon_deg: Sequence[float], lat_deg: Sequence[float], frames: Sequence[str]) -> SkyPositions:
-        lon, lat = np.asarray(lon_deg, float), np.asarray(lat_deg, float)
-        galactic_given = np.array([f == "galactic" for f in frames], dtype=bool)
-        as_icrs = SkyCoord(lon * u.deg, lat * u.deg, frame="icrs")
-        as_galactic = SkyCoord(lon * u.deg, lat * u.deg, frame="galactic")
-        galactic = SkyCoord(np.where(galactic_given, lon, as_icrs.galactic.l.deg) * u.deg,
-                            np.where(galactic_given, lat, as_icrs.galactic.b.deg) * u.deg, frame="galactic")
-        return cls(galactic, np.where(galactic_given, as_galactic.icrs.ra.deg, lon),
-                   np.where(galactic_given, as_galactic.icrs.dec.deg, lat))
-
-    def columns(self, i: int) -> dict[str, float]:
-        """The sky columns of position ``i`` (rounded to 0.4 mas so the text files are stable)."""
-        return {"glon": round(float(self.galactic.l.deg[i]), 7), "glat": round(float(self.galactic.b.deg[i]), 7),
-                "ra": round(float(self.ra_deg[i]), 7), "dec": round(float(self.dec_deg[i]), 7)}
 
 
 def merge_duplicates(objects: Sequence[SkyObject], positions: SkyPositions, radius_arcsec: float) -> list[tuple[int, int]]:

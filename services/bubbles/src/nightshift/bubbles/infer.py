@@ -167,19 +167,19 @@ def detect_field(pixels: np.ndarray, header: fits.Header, detector: WindowDetect
 
 def write_detection_catalogue(rows: Sequence[dict], stem: Path, *, meta: dict[str, object]) -> list[Path]:
     """Write detections (dicts with field, glon, glat, radius_arcsec, x_px, y_px, radius_px, score) as FITS, ECSV, CSV
-    and DS9 regions in Galactic and ICRS, with the provenance ``meta``."""
-    from nightshift.core.catalog import Column, write_catalog
+    and DS9 regions in Galactic and ICRS, with the provenance ``meta``: the night's detection columns
+    (``nightshift.core.catalog.DETECTION_COLUMNS``, named ``bubbles-NNNNN`` best first), then the field and pixel position."""
+    from nightshift.core.catalog import DETECTION_COLUMNS, Column, SkyPositions, write_catalog
 
     columns = [
+        *DETECTION_COLUMNS,
         Column("field", "", "image or field the bubble was found in"),
-        Column("glon", "deg", "Galactic longitude of the bubble centre"),
-        Column("glat", "deg", "Galactic latitude of the bubble centre"),
-        Column("radius_arcsec", "arcsec", "bubble radius (detection box half-side / 1.3)"),
         Column("x_px", "pix", "0-based column of the centre in the field"),
         Column("y_px", "pix", "0-based row of the centre in the field"),
         Column("radius_px", "pix", "bubble radius in field pixels"),
-        Column("score", "", "detector confidence in [0, 1]"),
-        Column("label", "", "object class"),
     ]
-    return write_catalog([{**r, "label": "bubble"} for r in rows], columns, stem, meta=meta, frame="galactic", lon="glon",
-                         lat="glat", radius_arcsec="radius_arcsec", label="label")
+    ranked = sorted(rows, key=lambda r: (-r["score"], r["glon"], r["glat"]))
+    sky = SkyPositions.of([r["glon"] for r in ranked], [r["glat"] for r in ranked], "galactic")
+    named = [{**r, **sky.columns(i), "name": f"bubbles-{i + 1:05d}", "label": "bubble"} for i, r in enumerate(ranked)]
+    return write_catalog(named, columns, stem, meta=meta, frame="galactic", lon="glon", lat="glat", radius_arcsec="radius_arcsec",
+                         label="name")

@@ -23,6 +23,7 @@ from nightshift.bubbles.scoring import FieldRows, best_f2, real_check, simulated
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
 from nightshift.core.catalog import Column
+from nightshift.core.command import Inputs
 from nightshift.core.devices import device_label, torch_device
 
 __all__ = ["load_model", "train_and_package", "register_if_configured", "evaluate_model", "infer_files", "TRUTH_COLUMNS",
@@ -135,43 +136,68 @@ def evaluate_model(*, weights: Path | None, seed: int, count: int | None, output
     return figures
 
 
-def _read_field(path_text: str) -> tuple[str, np.ndarray, fits.Header]:
-    """(name, pixels (2, H, W), header) of a 2-plane FITS file, a pair ``A.fits,B.fits`` (8 um, 24 um) or a composite."""
+_FIELD_UNITS = ("MJy/sr",)
+_MIN_FIELD_PX = 64
+"""The smallest field side searched: the smallest window the detector slides."""
+
+
+def read_user_field(path: Path) -> tuple[str, np.ndarray, fits.Header]:
+    """(name, pixels (2, H, W), header) of a 2-plane FITS file, a pair ``A.fits,B.fits`` (8 um, 24 um) or a
+    colour composite (JPEG/PNG, 8 um green, 24 um red) named as the GLIMPSE ones are.
+
+    Raises
+    ------
+    InvalidInput
+        Not a field the detector can search: not 2 planes, too small, no finite pixel, or no celestial WCS
+        (the windows are sized in arcsec from the pixel scale).
+    """
+    from nightshift.core.errors import InvalidInput
+    from nightshift.core.inputs import check_pixels, has_celestial_wcs, read_fits_image, read_picture
+
+    paths = [Path(p) for p in str(path).split(",")]
+    if paths[0].suffix.lower() in (".jpg", ".jpeg", ".png"):
+        read_picture(paths[0])  # a clear error for an unreadable picture
+        try:
+            field = load_composite(paths[0])
+        except ValueError as error:
+            raise InvalidInput(f"{paths[0]}: a composite without a WCS ({error}); give the two bands as FITS with a WCS") from None
+        check_pixels(path, field.pixels, min_px=_MIN_FIELD_PX, planes=2)
+        return field.name, field.pixels, field.header
+    images = [read_fits_image(p) for p in paths]
+    planes = [plane for image in images for plane in (image.data if image.data.ndim == 3 else [image.data])]
+    if len({plane.shape for plane in planes}) > 1:
+        raise InvalidInput(f"{path}: the planes differ in shape ({', '.join(str(p.shape) for p in planes)})")
+    header = images[0].header
+    if len(planes) != 2:
+        raise InvalidInput(f"{path}: {len(planes)} image planes, expected 2 (8 um, 24 um)")
+    pixels = np.stack(planes)
+    check_pixels(path, pixels, min_px=_MIN_FIELD_PX, planes=2, header=header, units=_FIELD_UNITS, needs_wcs=False)
+    if not has_celestial_wcs(header):
+        raise InvalidInput(f"{path}: no celestial WCS; the detector's windows are sized in arcsec from the pixel scale")
     from astropy.wcs import WCS
 
-    paths = [Path(p) for p in path_text.split(",")]
-    if paths[0].suffix.lower() in (".jpg", ".jpeg", ".png"):
-        field = load_composite(paths[0])
-        return field.name, field.pixels, field.header
-    planes, header = [], None
-    for path in paths:
-        with fits.open(path) as hdus:
-            hdu = next(h for h in hdus if h.data is not None)
-            data = np.asarray(hdu.data, dtype=np.float32)
-            header = header or WCS(hdu.header).celestial.to_header()
-        planes.extend(data if data.ndim == 3 else [data])
-    if len(planes) != 2:
-        raise ValueError(f"{path_text}: {len(planes)} image planes, expected 2 (8 um, 24 um)")
-    return paths[0].stem, np.stack(planes), header
+    return paths[0].stem, pixels, WCS(header).celestial.to_header()
 
 
-def infer_files(files: Sequence[Path], *, output: Path, weights: Path | None, score_threshold: float | None) -> dict[str, Any]:
-    """Find bubbles in the user's fields; write one catalogue (FITS, ECSV, CSV, DS9 regions) over all of them."""
+def infer_files(inputs: Inputs[tuple[str, np.ndarray, fits.Header]], *, output: Path, weights: Path | None,
+                score_threshold: float | None) -> dict[str, Any]:
+    """Find bubbles in the user's fields; write one catalogue (FITS, ECSV, CSV, DS9 regions) over all of them.
+    A field that cannot be read is reported and left out (``inputs.failed``)."""
     from nightshift.bubbles.infer import SSDWindowDetector, detect_field, write_detection_catalogue
 
     model, config, card = load_model(weights)
     detector = SSDWindowDetector(model)
     rows = []
-    for file in files:
-        name, pixels, header = _read_field(str(file))
+    fields = inputs.each(read_user_field)
+    for _, (name, pixels, header) in fields:
         found = detect_field(pixels, header, detector, config, min_score=score_threshold)
         rows += [{"field": name, "glon": d.glon_deg, "glat": d.glat_deg, "radius_arcsec": d.radius_arcsec, "x_px": d.x_px,
                   "y_px": d.y_px, "radius_px": d.radius_px, "score": d.score} for d in found]
     meta = {"MODEL": card["name"], "WEIGHTS": (weights or shipped_weights()).name,
             "THRESH": config.score_threshold if score_threshold is None else score_threshold,
-            "INPUT": ",".join(str(f) for f in files)}
+            "INPUT": ",".join(str(path) for path, _ in fields)}
     written = write_detection_catalogue(rows, output / "bubbles", meta=meta)
-    return {"fields": len(files), "bubbles": len(rows), "files": [str(p) for p in written]}
+    return {**inputs.summary(), "fields": len(fields), "bubbles": len(rows), "files": [str(p) for p in written]}
 
 
 TRUTH_COLUMNS = (

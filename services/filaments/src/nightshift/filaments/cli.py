@@ -11,17 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from nightshift.core.command import CommandLine, Inputs
+from nightshift.core.errors import NotFound
+from nightshift.core.inputs import FitsImage, check_pixels, read_fits_image
+
 __all__ = ["main", "build_parser"]
-
-
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    result = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set {pair!r}: expected FIELD=JSON_VALUE, e.g. epochs=5")
-        key, value = pair.split("=", 1)
-        result[key] = value
-    return result
 
 
 def _store_from_env():
@@ -65,7 +59,7 @@ def _sky_match(args: argparse.Namespace) -> int:
 
     real_dir = args.real_dir or default_real_data_dir()
     if not real_data_available(real_dir):
-        raise SystemExit(f"sky-match needs the real Hi-GAL cut-out: none in {real_dir} (use --real-dir)")
+        raise NotFound(f"sky-match needs the real Hi-GAL cut-out: none in {real_dir} (use --real-dir)")
     cutout = load_real_cutout(real_dir)
     real = sky_statistics([np.where(cutout.usable, cutout.column_density, np.nan)], [cutout.mask])
     maps = simulate_maps(args.count, args.size, args.seed)
@@ -89,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
     from nightshift.filaments.model import WEIGHTS_DIR
     from nightshift.filaments.train import train_model
 
-    overrides = _overrides(args.set)
+    overrides = dict(args.set)
     if args.seed is not None:
         overrides["seed"] = str(args.seed)
     if args.no_real:
@@ -151,19 +145,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_fits_map(path: Path) -> tuple:
-    from astropy.io import fits
+def _read_map(path: Path, min_px: int) -> FitsImage:
+    from nightshift.filaments.config import UNIT
 
-    with fits.open(path) as hdus:
-        for hdu in hdus:
-            if hdu.data is not None and hdu.data.ndim >= 2:
-                data = hdu.data.astype("float32")
-                while data.ndim > 2:  # degenerate axes of e.g. (1, H, W) cubes
-                    if data.shape[0] != 1:
-                        raise SystemExit(f"{path}: image of shape {hdu.data.shape}: expected one 2-D N(H2) map")
-                    data = data[0]
-                return data, hdu.header.tostring()
-    raise SystemExit(f"{path}: no image HDU found")
+    image = read_fits_image(path)
+    check_pixels(path, image.data, min_px=min_px, planes=1, header=image.header, units=(UNIT, "cm^-2", "cm**-2", "1/cm2"), needs_wcs=False)  # write_outputs warns
+    return image
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -173,26 +160,25 @@ def _infer(args: argparse.Namespace) -> int:
 
     weights = args.weights or bundled_weights()
     network, config, card = load_checkpoint(weights, torch_device())
-    summary = []
-    for path in args.fits:
-        column_density, header = _read_fits_map(path)
-        probability = predict_probability(network, column_density, config)
-        roi, filaments = find_filaments(probability, column_density, threshold=config.threshold, min_area_px=config.min_instance_px)
+    inputs = Inputs(args.inputs)
+    maps = []
+    for path, image in inputs.each(lambda path: _read_map(path, config.patch_px)):
+        probability = predict_probability(network, image.data, config)
+        roi, filaments = find_filaments(probability, image.data, threshold=config.threshold, min_area_px=config.min_instance_px)
         meta = {"MODEL": card["name"], "WEIGHTS": Path(weights).name, "THRESH": config.threshold,
                 "MINAREA": config.min_instance_px, "INPUT": str(path)}
-        written = write_outputs(args.output / path.stem, probability, roi, filaments, header, meta=meta)
-        summary.append({"input": str(path), "filaments": len(filaments), "roi_fraction": float(roi.mean()),
-                        "outputs": [str(p) for p in written]})
-    print(json.dumps(summary))
-    return 0
+        written = write_outputs(args.output / path.stem, probability, roi, filaments, image.header.tostring(), meta=meta)
+        maps.append({"input": str(path), "filaments": len(filaments), "roi_fraction": float(roi.mean()),
+                     "outputs": [str(p) for p in written]})
+    print(json.dumps({**inputs.summary(), "maps": maps}, sort_keys=True))
+    return inputs.exit_status()
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(port: int | None) -> None:
     from nightshift.core.server import serve_from_environment
     from nightshift.filaments.servicer import FilamentsModel
 
-    serve_from_environment(lambda store: FilamentsModel(store=store), service="filaments", port=args.port)
-    return 0
+    serve_from_environment(lambda store: FilamentsModel(store=store), service="filaments", port=port)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -224,101 +210,71 @@ def _bench(args: argparse.Namespace) -> int:
     figures["tile_px"] = size
     figures["torch_threads"] = torch.get_num_threads()
     figures["pixels_per_s"] = float(np.round(figures["tiles_per_s"] * size * size))
-    report(figures, args.output)
+    report(figures, args.output / "bench.json")
     return 0
 
 
-def _simulate_night(args: argparse.Namespace) -> int:
-    from nightshift.filaments.night import simulate_night
+def build_parser() -> CommandLine:
+    """The command line."""
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.night import DEFAULT_FIELD_PX, DEFAULT_FIELDS, score_night, simulate_night
 
-    print(json.dumps(simulate_night(args.out, args.seed, fields=args.fields, size_px=args.size), sort_keys=True))
-    return 0
+    cli = CommandLine("nightshift-filaments", __doc__, distribution="nightshift-filaments")
+    real_dir = default_real_data_dir()
 
-
-def _score_night(args: argparse.Namespace) -> int:
-    from nightshift.filaments.night import score_night
-
-    print(json.dumps(score_night(args.kit, args.catalogue), sort_keys=True))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser."""
-    parser = argparse.ArgumentParser(prog="nightshift-filaments", description=(
-        "Galactic filaments in Herschel N(H2) column-density maps: U-Net segmentation (Nightshift's filaments service)."))
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    synth = commands.add_parser("synth", help="write simulated N(H2) maps with their true filament masks (FITS)")
-    synth.add_argument("--output", type=Path, required=True, help="directory for map_NNNN_{nh2,mask}.fits and statistics.json")
+    synth = cli.command("synth", _synth, "write simulated N(H2) maps with their true filament masks (FITS)")
+    cli.output(synth, None, "directory for map_NNNN_{nh2,mask}.fits and statistics.json")
     synth.add_argument("--count", type=int, default=8, help="maps to write (default 8)")
     synth.add_argument("--size", type=int, default=256, help="side of each map in pixels (default 256)")
-    synth.add_argument("--seed", type=int, default=0, help="seed: map i is a pure function of (seed, i)")
-    synth.set_defaults(run=_synth)
+    cli.seed(synth)
 
-    match = commands.add_parser("sky-match", help="compare simulated maps with the real cut-out: log N(H2) histograms, background power spectra")
-    match.add_argument("--output", type=Path, required=True, help="directory for sky_match.png and sky_match.json")
+    match = cli.command("sky-match", _sky_match, "compare simulated maps with the real cut-out: log N(H2) histograms, background power spectra")
+    cli.output(match, None, "directory for sky_match.png and sky_match.json")
     match.add_argument("--count", type=int, default=8, help="simulated maps (default 8)")
     match.add_argument("--size", type=int, default=256, help="side of each simulated map in pixels (default 256)")
-    match.add_argument("--seed", type=int, default=0, help="seed of the simulated maps (default 0)")
-    match.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")
-    match.set_defaults(run=_sky_match)
+    cli.seed(match)
+    match.add_argument("--real-dir", type=Path, help=f"the real Hi-GAL cut-out (default: {real_dir})")
 
-    train = commands.add_parser("train", help="train a U-Net (registers it when NIGHTSHIFT_S3_ENDPOINT is set)")
+    train = cli.command("train", _train, "train a U-Net (registers it when NIGHTSHIFT_S3_ENDPOINT is set)")
     train.add_argument("--preset", choices=("tiny", "default", "paper"), default="default")
-    train.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="override a config field")
-    train.add_argument("--seed", type=int, help="seed of data and initialisation (default: the preset's)")
-    train.add_argument("--output", type=Path, help="run directory: weights, card, checkpoint.pt (resumes from it)")
-    train.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")
-    train.add_argument("--no-real", action="store_true", help="train on simulated maps only")
+    cli.overrides(train)
+    cli.seed(train, default=None)
+    cli.output(train, None, "run directory: weights, card, checkpoint.pt (resumes from it; default runs/filaments-<preset>)",
+               required=False)
+    cli.real_data(train, real_dir)
     train.add_argument("--ship", action="store_true", help="replace the package's shipped default model with the result")
-    train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", help="score a model and the classical baselines, Hessian ridge and FilFinder (simulated test maps, real validation columns)")
-    evaluate.add_argument("--weights", type=Path, help=".safetensors file with its JSON card beside it (default: the shipped model)")
+    evaluate = cli.command("evaluate", _evaluate, "score a model and the classical baselines, Hessian ridge and FilFinder "
+                                                  "(simulated test maps, real validation columns)")
+    cli.weights(evaluate)
     evaluate.add_argument("--test-maps", type=int, help="held-out simulated maps (default: the model config's test_maps)")
-    evaluate.add_argument("--real-dir", type=Path, help="the real Hi-GAL cut-out (default: ../shared/data/filaments)")
-    evaluate.add_argument("--no-real", action="store_true", help="skip the real cut-out")
-    evaluate.add_argument("--output", type=Path, default=Path("filaments-evaluation"),
-                          help="directory for evaluation.json, curves.png, real_side_by_side.png")
-    evaluate.set_defaults(run=_evaluate)
+    cli.real_data(evaluate, real_dir)
+    cli.output(evaluate, "filaments-evaluation", "directory for evaluation.json, curves.png, real_side_by_side.png")
 
-    infer = commands.add_parser("infer", help="find filaments in your own N(H2) FITS maps (cm^-2)")
-    infer.add_argument("fits", type=Path, nargs="+", help="FITS files, each one 2-D N(H2) map (its WCS is used when present)")
-    infer.add_argument("--output", type=Path, required=True, help="directory for <stem>_probability.fits, _roi.fits, _filaments.{fits,ecsv,csv} and _filaments_{galactic,icrs}.reg")
-    infer.add_argument("--weights", type=Path, help=".safetensors file with its JSON card (default: the shipped model)")
-    infer.set_defaults(run=_infer)
+    infer = cli.command("infer", _infer, "find filaments in your own N(H2) FITS maps (cm^-2)")
+    cli.inputs(infer, "FITS files, each one 2-D N(H2) map (its WCS is used when present)")
+    cli.output(infer, "filaments-infer", "directory for <stem>_probability.fits, _roi.fits, _filaments.{fits,ecsv,csv} "
+                                         "and _filaments_{galactic,icrs}.reg")
+    cli.weights(infer)
 
-    serve = commands.add_parser("serve", help="serve the gRPC TaskService (NIGHTSHIFT_GRPC_PORT, NIGHTSHIFT_S3_* ...)")
-    serve.add_argument("--port", type=int, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
-    serve.set_defaults(run=_serve)
+    cli.serve_command(_serve)
 
-    bench = commands.add_parser("bench", help="service Infer over gRPC (tiles by S3 reference) against the bare model")
+    bench = cli.command("bench", _bench, "service Infer over gRPC (tiles by S3 reference) against the bare model")
     bench.add_argument("--tiles", type=int, default=32, help="tiles per pass (default 32)")
     bench.add_argument("--batch-size", type=int, help="tiles per call (default: the service's preferred batch)")
     bench.add_argument("--rounds", type=int, default=3, help="passes per path; the best is reported")
-    bench.add_argument("--output", type=Path, default=Path("filaments-bench.json"), help="JSON file of the figures")
-    bench.set_defaults(run=_bench)
+    cli.output(bench, "filaments-bench", "directory for bench.json")
 
-    from nightshift.filaments.night import DEFAULT_FIELD_PX, DEFAULT_FIELDS
-
-    night = commands.add_parser("simulate-night", help="write a simulated Hi-GAL night (night.json, raw FITS, truth) for the demo night")
-    night.add_argument("--out", type=Path, required=True, help="kit directory: night.json, raw/<field>/nh2.fits, truth/")
-    night.add_argument("--seed", type=int, default=0, help="seed of the night (default 0)")
+    night = cli.night_commands(lambda args: simulate_night(args.output, args.seed, fields=args.fields, size_px=args.size), score_night,
+                               "Hi-GAL-like N(H2) fields")
     night.add_argument("--fields", type=int, default=DEFAULT_FIELDS, help=f"fields (default {DEFAULT_FIELDS})")
     night.add_argument("--size", type=int, default=DEFAULT_FIELD_PX, help=f"side of each field in pixels (default {DEFAULT_FIELD_PX})")
-    night.set_defaults(run=_simulate_night)
-
-    score = commands.add_parser("score-night", help="score the night's filament catalogue against the kit's truth (one JSON line)")
-    score.add_argument("--kit", type=Path, required=True, help="the directory simulate-night wrote")
-    score.add_argument("--catalogue", type=Path, required=True, help="the night's merged filaments catalogue (FITS table)")
-    score.set_defaults(run=_score_night)
-    return parser
+    return cli
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    return build_parser().main(argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Missing pixels (NaN) get probability 0 and are never part of a filament (see
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from nightshift.core.command import warn_input
 from nightshift.filaments.config import FilamentsConfig
 from nightshift.filaments.preprocess import blend_weights, normalise_patches, patch_starts
 
@@ -287,16 +287,10 @@ def sky_filaments(filaments: Sequence[Filament], wcs_header: str) -> SkyFilament
 
 
 def _catalog_columns() -> list:
-    from nightshift.core.catalog import Column, property_column
+    from nightshift.core.catalog import DETECTION_COLUMNS, Column, property_column
 
     return [
-        Column("name", "", "filament name in this map, largest first (as the night's catalogue names them)"),
-        Column("glon", "deg", "Galactic longitude of the centroid (NaN without a WCS)"),
-        Column("glat", "deg", "Galactic latitude of the centroid (NaN without a WCS)"),
-        Column("ra", "deg", "ICRS right ascension of the centroid (NaN without a WCS)"),
-        Column("dec", "deg", "ICRS declination of the centroid (NaN without a WCS)"),
-        Column("score", "", "mean filament probability over the region"),
-        Column("label", "", "object class"),
+        *DETECTION_COLUMNS,  # the night's: name (largest first), centroid glon/glat/ra/dec (NaN without a WCS), radius 0, score, label
         Column("x_px", "pix", "centroid column in the map (0-based)"),
         Column("y_px", "pix", "centroid row in the map (0-based)"),
         property_column("area_px2", "pixels in the region of interest"),
@@ -331,7 +325,7 @@ def catalog_rows(filaments: Sequence[Filament], wcs_header: str) -> tuple[str, l
             galactic = SkyCoord(vertices[:, 0] * u.deg, vertices[:, 1] * u.deg, frame=sky.frame).galactic
             outlines.append(np.stack([galactic.l.deg, galactic.b.deg], axis=1))
     rows = [{"name": f"filaments-{i + 1:05d}", "glon": float(glon[i]), "glat": float(glat[i]), "ra": float(ra[i]),
-             "dec": float(dec[i]), "score": f.mean_probability, "label": "filament", "x_px": f.x, "y_px": f.y,
+             "dec": float(dec[i]), "radius_arcsec": 0.0, "score": f.mean_probability, "label": "filament", "x_px": f.x, "y_px": f.y,
              **f.properties(), "outline": outlines[i]} for i, f in enumerate(filaments)]
     return frame, rows
 
@@ -388,8 +382,8 @@ def write_outputs(
         fits.PrimaryHDU(data, header=_output_header(header, content, meta)).writeto(path, overwrite=True)
     frame, rows = catalog_rows(filaments, header)
     if frame == "image":
-        warnings.warn(f"{stem.name}: the map has no celestial WCS: its filaments have pixel positions only "
-                      "(glon, glat, ra, dec are NaN; regions in image coordinates)", UserWarning, stacklevel=2)
+        warn_input(meta.get("INPUT", stem.name), "the map has no celestial WCS: its filaments have pixel positions only "
+                              "(glon, glat, ra, dec are NaN; regions in image coordinates)")
     lon, lat = ("x_px", "y_px") if frame == "image" else ("glon", "glat")
     return paths + write_catalog(rows, _catalog_columns(), stem.parent / f"{stem.name}_filaments", meta=meta, frame=frame,
                                  lon=lon, lat=lat, outline="outline", label="name")

@@ -1,11 +1,11 @@
 """``nightshift-inclination``: simulate, train, evaluate, measure files, serve and benchmark.
 
-    nightshift-inclination synth --galaxies 200 --out sims/          simulated tiles + truth (+ FITS with --fits)
+    nightshift-inclination synth --galaxies 200 --output sims/         simulated tiles + truth (+ FITS with --fits)
     nightshift-inclination train --preset default --seed 0 --ship    train; --ship replaces the bundled model
     nightshift-inclination evaluate                                  score the bundled model on held-out galaxies
     nightshift-inclination fit-baseline                              fit the baseline's isophote and q0 on training galaxies
     nightshift-inclination infer galaxy1.fits galaxy2.fits           measure FITS cut-outs, write a catalogue
-    nightshift-inclination simulate-night --out kit/                 the demo night's mosaic of simulated galaxies + truth
+    nightshift-inclination simulate-night --output kit/              the demo night's mosaic of simulated galaxies + truth
     nightshift-inclination score-night --kit kit/ --catalogue C.fits score the night's catalogue against that truth
     nightshift-inclination serve                                     the gRPC service (store from NIGHTSHIFT_S3_*)
     nightshift-inclination bench                                     service vs bare-model throughput
@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nightshift.core.command import CommandLine, Inputs
+from nightshift.core.errors import InvalidInput
+from nightshift.core.inputs import check_pixels, has_celestial_wcs, read_fits_image
 from nightshift.inclination.config import PRESETS, build_config
 from nightshift.inclination.simulate import BANDS, WAVELENGTH_UM, stack_truth
 
@@ -32,14 +35,11 @@ __all__ = ["main"]
 FITS_UNIT = "nanomaggy"
 
 
-def _overrides(pairs: list[str]) -> dict[str, object]:
-    values = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair!r}: expected NAME=JSON_VALUE, e.g. epochs=20 or filters=[16,32]")
-        values[name] = json.loads(value)
-    return values
+def _overrides(pairs: dict[str, str]) -> dict[str, object]:
+    try:
+        return {name: json.loads(value) for name, value in pairs.items()}
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"--set: a value is not JSON ({error.msg}), e.g. epochs=20 or filters=[16,32]") from None
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     config = build_config(preset=args.preset)
     galaxies = simulate_split(config, seed=args.seed, split=args.split, galaxies=args.galaxies)
-    out = Path(args.out)
+    out = args.output
     out.mkdir(parents=True, exist_ok=True)
     truth = stack_truth(galaxies.parameters)
     np.savez_compressed(out / "galaxies.npz", images=galaxies.images, bands=np.array(BANDS), **truth)
@@ -81,7 +81,7 @@ def _train(args: argparse.Namespace) -> int:
         from nightshift.core.store import ObjectStore
 
         registry = ModelRegistry(ObjectStore.from_env(), "inclination")
-    result = train(config, seed=args.seed, output_dir=args.out, registry=registry)
+    result = train(config, seed=args.seed, output_dir=args.output, registry=registry)
     if args.ship:
         shutil.copyfile(result.weights, BUNDLED_WEIGHTS)
         shutil.copyfile(result.card, BUNDLED_CARD)
@@ -114,7 +114,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                "image_size": config.image_size, "augmented_copies": config.augmented_copies, "ensemble_size": config.ensemble_size,
                "seed_published": {"rms_deg": 3.09, "mae_deg": 2.12, "best_single_rms_deg": 3.34},
                "wall_s": round(time.perf_counter() - started, 1)}
-    figures = write_report(result, args.out, context=context,
+    figures = write_report(result, args.output, context=context,
                            title=f"{len(galaxies)} held-out simulated galaxies ({config.image_size}x{config.image_size}, seed {args.seed})")
     print(json.dumps(figures, sort_keys=True, default=float))
     return 0
@@ -131,27 +131,38 @@ def _fit_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_fits(path: Path, size: int) -> tuple[np.ndarray, str, int]:
+_MIN_CUTOUT_PX = 16
+"""The smallest cut-out side measured: below it the galaxy's shape is a few pixels of PSF."""
+
+
+def _read_cutout(path: Path, size: int) -> tuple[np.ndarray, str, int]:
     """A g, r, i tile resampled to (3, size, size), its WCS header and its native size, from a FITS
     (3, H, W) cube or three extensions named G, R, I."""
     from astropy.io import fits
-    from astropy.wcs import WCS
 
+    from nightshift.core.inputs import FitsImage
     from nightshift.inclination.preprocess import resample
 
-    with fits.open(path) as hdus:
-        named = {h.name.lower(): h for h in hdus if h.data is not None}
-        if all(b in named for b in BANDS):
-            cube, header = np.stack([named[b].data for b in BANDS]), named["r"].header
-        elif hdus[0].data is not None and hdus[0].data.ndim == 3 and hdus[0].data.shape[0] == 3:
-            cube, header = hdus[0].data, hdus[0].header
-        else:
-            raise SystemExit(f"{path}: expected a (3, H, W) g, r, i cube in the primary HDU or extensions named G, R, I")
-        cube = np.asarray(cube, dtype=np.float32)
-        if cube.shape[1] != cube.shape[2]:
-            raise SystemExit(f"{path}: a {cube.shape[1]}x{cube.shape[2]} cut-out; expected a square one centred on the galaxy")
-        wcs = WCS(header, naxis=2)
-    wcs_header = wcs.celestial.to_header().tostring() if wcs.has_celestial else ""
+    image = read_fits_image(path)
+    if not (image.data.ndim == 3 and image.data.shape[0] == len(BANDS)):
+        with fits.open(path) as hdus:
+            names = {h.name.lower() for h in hdus}
+        if not set(BANDS) <= names:
+            raise InvalidInput(f"{path}: image of shape {image.data.shape}; expected a (3, H, W) g, r, i cube in the primary HDU "
+                               "or extensions named G, R, I")
+        planes = [read_fits_image(path, extension=band) for band in BANDS]
+        if len({p.data.shape for p in planes}) != 1:
+            raise InvalidInput(f"{path}: the G, R, I extensions differ in shape ({', '.join(str(p.data.shape) for p in planes)})")
+        image = FitsImage(path, np.stack([p.data for p in planes]), planes[1].header)
+    check_pixels(path, image.data, min_px=_MIN_CUTOUT_PX, planes=len(BANDS), header=image.header, units=(FITS_UNIT, "nanomaggies"))
+    cube = image.data
+    if cube.shape[1] != cube.shape[2]:
+        raise InvalidInput(f"{path}: a {cube.shape[1]}x{cube.shape[2]} cut-out; expected a square one centred on the galaxy")
+    wcs_header = ""
+    if has_celestial_wcs(image.header):
+        from astropy.wcs import WCS
+
+        wcs_header = WCS(image.header, naxis=2).celestial.to_header().tostring()
     return resample(cube[None], size)[0], wcs_header, cube.shape[-1]
 
 
@@ -160,45 +171,28 @@ def _infer(args: argparse.Namespace) -> int:
 
     predictor, model_name = _predictor(args)
     size = predictor.config.image_size
-    paths = [Path(p) for p in args.files]
-    tiles = [_read_fits(p, size) for p in paths]
-    estimates = predictor.measure(np.stack([t[0] for t in tiles]) if tiles else np.zeros((0, 3, size, size), np.float32))
+    inputs = Inputs(args.inputs)
+    tiles = inputs.each(lambda path: _read_cutout(path, size))
+    estimates = predictor.measure(np.stack([tile for _, (tile, _, _) in tiles]))
     rows = []
-    for k, (path, (_, header, native_size)) in enumerate(zip(paths, tiles)):
+    for k, (path, (_, header, native_size)) in enumerate(tiles):
         sky = tile_centre_sky(header, native_size)
-        if sky is None:
-            print(f"{path}: no celestial WCS; its row has NaN coordinates", file=sys.stderr)
         rows.append({"name": path.stem, "ra": sky[0] if sky else float("nan"), "dec": sky[1] if sky else float("nan"),
                      "inclination": float(estimates.inclination_deg[k]), "inclination_err": float(estimates.uncertainty_deg[k]),
                      "reject_probability": float(estimates.reject_probability[k]), "n_tiles": 1})
     located = [r for r in rows if np.isfinite(r["ra"])]
     merged = merge_duplicates(located, radius_arcsec=args.merge_radius_arcsec) + [r for r in rows if not np.isfinite(r["ra"])]
-    meta = {"MODEL": model_name, "MERGEARC": args.merge_radius_arcsec, "INPUT": ",".join(str(p) for p in paths)}
-    files = write_measurements(merged, args.out, meta=meta)
-    print(json.dumps({"tiles": len(rows), "galaxies": len(merged), "files": [str(f) for f in files]}))
-    return 0
+    meta = {"MODEL": model_name, "MERGEARC": args.merge_radius_arcsec, "INPUT": ",".join(str(p) for p, _ in tiles)}
+    files = write_measurements(merged, args.output / "inclination", meta=meta)
+    print(json.dumps({**inputs.summary(), "tiles": len(rows), "galaxies": len(merged), "files": [str(f) for f in files]}))
+    return inputs.exit_status()
 
 
-def _simulate_night(args: argparse.Namespace) -> int:
-    from nightshift.inclination.night import simulate_night
-
-    print(json.dumps(simulate_night(Path(args.out), args.seed, galaxies=args.galaxies)))
-    return 0
-
-
-def _score_night(args: argparse.Namespace) -> int:
-    from nightshift.inclination.night import score_night
-
-    print(json.dumps(score_night(Path(args.kit), Path(args.catalogue))))
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
+def _serve(port: int | None) -> None:
     from nightshift.core.server import serve_from_environment
     from nightshift.inclination.servicer import InclinationModel
 
-    serve_from_environment(lambda store: InclinationModel(store=store), service="inclination", port=args.port)
-    return 0
+    serve_from_environment(lambda store: InclinationModel(store=store), service="inclination", port=port)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -220,84 +214,65 @@ def _bench(args: argparse.Namespace) -> int:
         tiles = [make_tile(image, bands=bands, survey="simulated", field=f"bench-{k:05d}", store=store, inline_limit_bytes=0)
                  for k, image in enumerate(galaxies.images)]
         figures = bench.benchmark_service(model, tiles, store=store, batch_size=args.batch_size, device=device)
-    bench.report(figures, args.out)
+    bench.report(figures, args.output / "bench.json")
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nightshift-inclination", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _parser() -> CommandLine:
+    from nightshift.inclination.evaluate import HELD_OUT_SEED
+    from nightshift.inclination.night import DEFAULT_GALAXIES, score_night, simulate_night
 
-    synth = commands.add_parser("synth", help="write simulated galaxies with their truth")
+    cli = CommandLine("nightshift-inclination", __doc__, distribution="nightshift-inclination")
+
+    synth = cli.command("synth", _synth, "write simulated galaxies with their truth")
     synth.add_argument("--preset", choices=sorted(PRESETS), default="default", help="configuration giving the image size")
     synth.add_argument("--galaxies", type=int, default=100, help="number of galaxies (default 100)")
     synth.add_argument("--split", choices=("train", "validation", "test", "bench"), default="test", help="random stream of the seed")
-    synth.add_argument("--seed", type=int, default=0)
+    cli.seed(synth)
     synth.add_argument("--fits", action="store_true", help="also write one FITS cube (g, r, i) with a TAN WCS per galaxy")
-    synth.add_argument("--out", default="inclination-sims", help="output directory")
-    synth.set_defaults(run=_synth)
+    cli.output(synth, "inclination-sims", "output directory")
 
-    train = commands.add_parser("train", help="train on simulated galaxies")
+    train = cli.command("train", _train, "train on simulated galaxies")
     train.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    train.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and augmentation")
-    train.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="override a config field (repeatable)")
-    train.add_argument("--out", default="inclination-model", help="directory for the model, its card and checkpoints (resumes)")
+    cli.seed(train)
+    cli.overrides(train)
+    cli.output(train, "inclination-model", "directory for the model, its card and checkpoints (resumes)")
     train.add_argument("--register", action="store_true", help="register in the object store of NIGHTSHIFT_S3_*")
     train.add_argument("--ship", action="store_true", help="replace the model bundled in the package")
-    train.set_defaults(run=_train)
 
-    for name, run, text in (("evaluate", _evaluate, "score a model on held-out simulated galaxies"),
-                            ("infer", _infer, "measure FITS cut-outs and write a catalogue")):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--weights", help="model file (default: the bundled model)")
-        command.add_argument("--card", help="its JSON card (default: beside the weights)")
-        command.set_defaults(run=run)
-        if name == "evaluate":
-            from nightshift.inclination.evaluate import HELD_OUT_SEED
+    evaluate = cli.command("evaluate", _evaluate, "score a model on held-out simulated galaxies")
+    infer = cli.command("infer", _infer, "measure FITS cut-outs and write a catalogue")
+    for command in (evaluate, infer):
+        cli.weights(command, "model file (default: the bundled model)")
+        command.add_argument("--card", type=Path, help="its JSON card (default: beside the weights)")
+    evaluate.add_argument("--galaxies", type=int, help="held-out galaxies (default: the model's test_galaxies)")
+    cli.seed(evaluate, HELD_OUT_SEED)
+    cli.output(evaluate, "inclination-evaluation", "directory for evaluation.json and residuals.png")
+    cli.inputs(infer, "FITS files: a (3, H, W) g, r, i cube or extensions G, R, I")
+    infer.add_argument("--merge-radius-arcsec", type=float, default=5.0, help="tiles closer than this are one galaxy")
+    cli.output(infer, "inclination-infer", "directory for inclination.{fits,ecsv,csv} and inclination_{galactic,icrs}.reg")
 
-            command.add_argument("--galaxies", type=int, help="held-out galaxies (default: the model's test_galaxies)")
-            command.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"held-out seed (default {HELD_OUT_SEED})")
-            command.add_argument("--out", default="inclination-evaluation", help="directory for evaluation.json and residuals.png")
-        else:
-            command.add_argument("files", nargs="*", help="FITS files: a (3, H, W) g, r, i cube or extensions G, R, I")
-            command.add_argument("--merge-radius-arcsec", type=float, default=5.0, help="tiles closer than this are one galaxy")
-            command.add_argument("--out", default="inclination-catalogue", help="catalogue path without suffix")
-
-    fit_baseline = commands.add_parser("fit-baseline", help="fit the baseline's isophote level and q0 on training galaxies; one JSON line")
+    fit_baseline = cli.command("fit-baseline", _fit_baseline, "fit the baseline's isophote level and q0 on training galaxies; one JSON line")
     fit_baseline.add_argument("--galaxies", type=int, default=2000, help="training galaxies (default 2000)")
-    fit_baseline.add_argument("--seed", type=int, default=0, help="training seed (default 0, the shipped model's)")
-    fit_baseline.set_defaults(run=_fit_baseline)
+    cli.seed(fit_baseline)
 
-    from nightshift.inclination.night import DEFAULT_GALAXIES
+    night = cli.night_commands(lambda args: simulate_night(args.output, args.seed, galaxies=args.galaxies), score_night,
+                               "a g, r, i mosaic of simulated galaxies")
+    night.add_argument("--galaxies", type=int, default=DEFAULT_GALAXIES,
+                       help=f"galaxies, rounded up to fill a square-ish grid (default {DEFAULT_GALAXIES})")
 
-    simulate_night = commands.add_parser("simulate-night", help="write the demo night's kit: g, r, i mosaic of simulated galaxies + truth")
-    simulate_night.add_argument("--out", required=True, help="kit directory (night.json, raw/, truth/)")
-    simulate_night.add_argument("--seed", type=int, default=0, help="seed of the simulator's held-out stream")
-    simulate_night.add_argument("--galaxies", type=int, default=DEFAULT_GALAXIES,
-                                help=f"galaxies, rounded up to fill a square-ish grid (default {DEFAULT_GALAXIES})")
-    simulate_night.set_defaults(run=_simulate_night)
+    cli.serve_command(_serve)
 
-    score_night = commands.add_parser("score-night", help="score the night's inclination catalogue against the kit's truth")
-    score_night.add_argument("--kit", required=True, help="kit directory written by simulate-night")
-    score_night.add_argument("--catalogue", required=True, help="the night's inclination catalogue (FITS table)")
-    score_night.set_defaults(run=_score_night)
-
-    serve = commands.add_parser("serve", help="run the gRPC service")
-    serve.add_argument("--port", type=int, help="gRPC port (default: NIGHTSHIFT_GRPC_PORT or 50051)")
-    serve.set_defaults(run=_serve)
-
-    bench = commands.add_parser("bench", help="service vs bare-model throughput over gRPC with tiles by reference")
+    bench = cli.command("bench", _bench, "service vs bare-model throughput over gRPC with tiles by reference")
     bench.add_argument("--tiles", type=int, default=256)
     bench.add_argument("--batch-size", type=int, default=32)
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--out", default="inclination-bench.json", help="JSON file for the figures")
-    bench.set_defaults(run=_bench)
-    return parser
+    cli.seed(bench)
+    cli.output(bench, "inclination-bench", "directory for bench.json")
+    return cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return args.run(args)
+    return _parser().main(argv)
 
 
 if __name__ == "__main__":

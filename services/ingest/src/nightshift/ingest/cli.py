@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nightshift.core.errors import InvalidInput, NightshiftError
+from nightshift.core.command import CommandLine
+from nightshift.core.errors import InvalidInput
 from nightshift.core.logs import configure_logging
 from nightshift.core.server import ServerOptions, run
 from nightshift.core.store import ObjectStore
@@ -165,18 +166,15 @@ def _add_band_options(parser: argparse.ArgumentParser, selector: str) -> None:
                         help="ingest run the tiles belong to (default: today's UTC date)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandLine:
     """The command line, for ``main`` and for documentation."""
-    parser = argparse.ArgumentParser(prog="nightshift-ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    cli = CommandLine("nightshift-ingest", __doc__, distribution="nightshift-ingest")
 
-    serve = commands.add_parser("serve", help="serve IngestService over gRPC until SIGTERM")
+    serve = cli.command("serve", _serve, "serve IngestService over gRPC until SIGTERM")
     serve.add_argument("--host", default=None, help="address to bind (default: NIGHTSHIFT_GRPC_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: NIGHTSHIFT_GRPC_PORT or 50051; 0: any free)")
-    serve.set_defaults(handler=_serve)
 
-    ingest = commands.add_parser("ingest", help="ingest a FITS field or a HEALPix map into the object store")
+    ingest = cli.command("ingest", None, "ingest a FITS field or a HEALPix map into the object store")
     kinds = ingest.add_subparsers(dest="kind", required=True)
     fits = kinds.add_parser("fits", help="tile a FITS field (one file per band) into square windows")
     _add_band_options(fits, "HDU")
@@ -187,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="overlap of neighbouring windows as a fraction of their size (default: %(default)s)")
     fits.add_argument("--output-px", type=int, default=_DEFAULT_FLAT.output_px,
                       help="resample every window to this size in pixels (default: 0, keep the window size)")
-    fits.set_defaults(handler=_ingest_fits)
+    fits.set_defaults(run=_ingest_fits)
 
     healpix = kinds.add_parser("healpix", help="cut a HEALPix map into gnomonic patches")
     _add_band_options(healpix, "COLUMN")
@@ -202,33 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="nside=2 NESTED base cells labelled test (default: %(default)s)")
     healpix.add_argument("--frame", choices=sorted(_FRAMES), default="map",
                          help="frame of the map (default: the map's COORDSYS)")
-    healpix.set_defaults(handler=_ingest_healpix)
+    healpix.set_defaults(run=_ingest_healpix)
 
-    listing = commands.add_parser("list", help="list the tiles of an ingest run, one JSON line per tile")
+    listing = cli.command("list", _list, "list the tiles of an ingest run, one JSON line per tile")
     listing.add_argument("--run-id", required=True, help="ingest run")
     listing.add_argument("--survey", default="", help="only this survey")
     listing.add_argument("--split", default="", help="only this split label (train, validation, test)")
     listing.add_argument("--page-size", type=int, default=0, help="tiles read per page (default: the service's)")
-    listing.set_defaults(handler=_list)
 
-    benchmark = commands.add_parser("bench", help="measure patch and tiling throughput; ends with one JSON line")
+    benchmark = cli.command("bench", bench.main, "measure patch and tiling throughput; ends with one JSON line")
     bench.add_arguments(benchmark)
-    benchmark.set_defaults(handler=bench.main)
-    return parser
+    return cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input or configuration)."""
-    args = build_parser().parse_args(argv)
-    try:
-        args.handler(args)
-    except InvalidInput as exc:
-        print(f"nightshift-ingest: error: {exc}", file=sys.stderr)
-        return 2
-    except NightshiftError as exc:
-        print(f"nightshift-ingest: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return build_parser().main(argv)
 
 
 if __name__ == "__main__":
