@@ -2,12 +2,18 @@
 
 The issue's attacks: an anonymous ``Train`` on filaments registered a version and moved ``LATEST``;
 anyone could write into the store through ``IngestFits``; an ``ObjectRef`` naming another bucket was
-read with the service's own credentials, and the answer told whether the key existed.
+read with the service's own credentials, and the answer told whether the key existed; authentication was
+off unless a secret was set, so the embedded night (``nightshift night``) took anonymous calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +22,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from nightshift.core.auth import AUTH_SECRET_ENV, issue_token, make_secret
+from nightshift.core.auth import AUTH_SECRET_ENV, auth_mode, issue_token, make_secret
 from nightshift.core.client import TaskClient, open_channel
 from nightshift.core.registry import ModelRegistry
-from nightshift.core.server import BackgroundServer
+from nightshift.core.server import BackgroundServer, ServerOptions
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import make_tile
 from nightshift.core.tilestats import TileStatisticsModel
@@ -129,3 +135,91 @@ def test_a_reference_outside_the_services_bucket_and_prefix_is_refused_alike_whe
     bucket_answers = {details for what, (_, details) in answers.items() if "bucket" in what}
     assert len(bucket_answers) == 1 and "payroll" not in bucket_answers.pop()  # one answer, the key never echoed
     assert "outside this deployment's prefix" in answers["another prefix, existing key"][1]
+
+
+def _listening_port(log: Path) -> int | None:
+    """The gRPC port a service's JSON log says it listens on, once it does."""
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+        if line.startswith("{") and '"listening"' in line:
+            return int(json.loads(line)["port"])
+    return None
+
+
+def _command_lines() -> list[bytes]:
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes())
+        except OSError:  # the process ended
+            continue
+    return lines
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "nightshift-filaments").exists(), reason="nightshift-filaments is not installed")
+def test_the_embedded_night_authenticates_without_set_up_and_anonymous_callers_of_its_services_are_refused(
+    tmp_path: Path,
+) -> None:
+    """``nightshift night`` with no secret or token in its environment: its own secret (0600, never on a command
+    line), anonymous calls to its ingest and science services UNAUTHENTICATED while it runs, the night complete."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NIGHTSHIFT_AUTH")}
+    env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    work_dir = tmp_path / "night"
+    night = subprocess.Popen([str(Path(sys.executable).parent / "nightshift"), "night", "--tasks", "filaments",
+                              "--work-dir", str(work_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
+    refused: dict[str, tuple[grpc.StatusCode, str]] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while len(refused) < 2 and night.poll() is None and time.monotonic() < deadline:
+            for name in ("ingest", "filaments"):
+                port = _listening_port(work_dir / "logs" / f"{name}.log")
+                if name in refused or port is None:
+                    continue
+                target = f"127.0.0.1:{port}"
+                with TaskClient(target, timeout_s=30) as anonymous:
+                    anonymous.wait_until_serving(timeout_s=240)  # health needs no token
+                    if name == "filaments":
+                        refused[name] = _refusal(anonymous.describe)
+                if name == "ingest":
+                    with open_channel(target) as channel:
+                        stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
+                        refused[name] = _refusal(lambda: stub.ListTiles(ingest_service_pb2.ListTilesRequest(run_id="x"), timeout=30))
+            time.sleep(0.2)
+        secret = (work_dir / "auth" / "secret").read_bytes()
+        assert (work_dir / "auth" / "secret").stat().st_mode & 0o777 == 0o600
+        assert (work_dir / "auth").stat().st_mode & 0o777 == 0o700
+        assert len(secret) >= 32 and not any(secret in line for line in _command_lines())
+        stdout, stderr = night.communicate(timeout=600)
+    finally:
+        if night.poll() is None:
+            night.kill()
+            night.wait()
+    assert night.returncode == 0, stderr.decode()[-3000:]
+    assert {name: code for name, (code, _) in refused.items()} == {
+        "ingest": grpc.StatusCode.UNAUTHENTICATED, "filaments": grpc.StatusCode.UNAUTHENTICATED}, refused
+    assert all("no credentials" in details for _, details in refused.values())
+    line = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert line["complete"] is True and line["tasks"]["filaments"]["infer_calls"] > 0, line
+    callers = (work_dir / "logs" / "filaments.log").read_text() + (work_dir / "logs" / "ingest.log").read_text()
+    assert '"caller": "nightly-flow-infer"' in callers and '"caller": "nightly-flow-ingest"' in callers
+    assert '"caller": "nightly-flow-admin"' not in callers  # the night never holds an admin token
+
+
+def test_a_service_without_a_secret_refuses_to_listen_beyond_loopback_unless_told_anonymous_callers_are_meant() -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NIGHTSHIFT_AUTH")}
+    # a store it never reaches: it must stop before serving anything
+    env.update(NIGHTSHIFT_S3_ENDPOINT="http://127.0.0.1:9", NIGHTSHIFT_S3_ACCESS_KEY="k", NIGHTSHIFT_S3_SECRET_KEY="s")
+    command = [sys.executable, "-m", "nightshift.orchestration.cli", "serve-tilestats", "--bands", "nh2"]
+    everywhere = {**env, "NIGHTSHIFT_GRPC_HOST": "0.0.0.0", "NIGHTSHIFT_GRPC_PORT": "0"}
+    done = subprocess.run(command, env=everywhere, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "refusing to serve 0.0.0.0:0 without authentication" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    required = {**env, "NIGHTSHIFT_GRPC_PORT": "0", "NIGHTSHIFT_AUTH": "on"}
+    done = subprocess.run(command, env=required, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "NIGHTSHIFT_AUTH=on but no secret" in done.stderr, done.stderr[-2000:]
+
+    assert ServerOptions(host="0.0.0.0", auth_mode="off").check_authentication().startswith("AUTHENTICATION OFF")
+    assert ServerOptions(host="127.0.0.1").check_authentication().startswith("AUTHENTICATION OFF")  # served, loudly
+    assert ServerOptions(host="0.0.0.0", auth_secret=SECRET.encode(), auth_mode="on").check_authentication() == ""
+    with pytest.raises(ValueError, match="expected 'on' or 'off'"):
+        auth_mode({"NIGHTSHIFT_AUTH": "maybe"})

@@ -15,6 +15,16 @@ without the role the method needs is PERMISSION_DENIED. Health and reflection ne
 and load balancers call them). Tokens travel in the clear on a plaintext channel: serve TLS
 (``NIGHTSHIFT_GRPC_TLS_CERT``/``_KEY``) wherever the network is not trusted.
 
+A process calling several services with different needs (the nightly flow) holds one token per role,
+``NIGHTSHIFT_AUTH_TOKEN_INFER``, ``_INGEST`` and ``_ADMIN``; :func:`token_for` picks the one a call
+needs, falling back to ``NIGHTSHIFT_AUTH_TOKEN``. ``nightshift night`` makes a secret per run in a 0600
+file (:func:`write_secret_file`), starts every service with it and gives its flow an ``infer`` token and an
+``ingest`` token only.
+
+Without a secret a service serves anonymously on loopback with a warning, and refuses to start on any
+other address unless ``NIGHTSHIFT_AUTH=off`` says that anonymous callers are meant
+(:func:`auth_mode`; ``NIGHTSHIFT_AUTH=on`` requires a secret on loopback too).
+
 >>> secret = make_secret()
 >>> token = issue_token(secret, subject="nightly-flow", roles=["infer", "ingest"])
 >>> verify_token(secret, token).roles
@@ -48,12 +58,18 @@ __all__ = [
     "verify_token",
     "required_role",
     "authorize",
+    "AUTH_MODE_ENV",
+    "auth_mode",
+    "role_token_env",
+    "token_for",
+    "write_secret_file",
 ]
 
 ROLES = ("infer", "ingest", "admin")
 AUTH_SECRET_ENV = "NIGHTSHIFT_AUTH_SECRET"
 AUTH_SECRET_FILE_ENV = "NIGHTSHIFT_AUTH_SECRET_FILE"
 AUTH_TOKEN_ENV = "NIGHTSHIFT_AUTH_TOKEN"
+AUTH_MODE_ENV = "NIGHTSHIFT_AUTH"
 _MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 _INGEST_WRITES = frozenset({"/nightshift.v1.IngestService/IngestFits", "/nightshift.v1.IngestService/IngestHealpix"})
@@ -89,6 +105,45 @@ def secret_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None:
     else:
         return None
     return _checked_secret(secret)
+
+
+def write_secret_file(path: Path, secret: str | None = None) -> Path:
+    """Write ``secret`` (default: a new one) to ``path``, readable by its owner only (0600, in a 0700 directory made
+    when missing); an existing file is replaced. Returns ``path``, for ``NIGHTSHIFT_AUTH_SECRET_FILE``."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(_checked_secret(secret or make_secret()).decode())
+    return path
+
+
+def role_token_env(role: str) -> str:
+    """The variable holding a caller's token for ``role``: ``NIGHTSHIFT_AUTH_TOKEN_INFER`` etc."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: expected one of {list(ROLES)}")
+    return f"{AUTH_TOKEN_ENV}_{role.upper()}"
+
+
+def token_for(role: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The token a caller sends to calls needing ``role``: ``NIGHTSHIFT_AUTH_TOKEN_<ROLE>``, else
+    ``NIGHTSHIFT_AUTH_TOKEN``, else None (anonymous)."""
+    return environ.get(role_token_env(role)) or environ.get(AUTH_TOKEN_ENV) or None
+
+
+def auth_mode(environ: Mapping[str, str] = os.environ) -> str:
+    """``NIGHTSHIFT_AUTH``: "" (unset: a service without a secret serves anonymously on loopback only, with a
+    warning), "on" (a secret is required everywhere) or "off" (anonymous callers accepted on any address).
+
+    Raises
+    ------
+    ValueError
+        ``NIGHTSHIFT_AUTH`` is set to anything else.
+    """
+    mode = environ.get(AUTH_MODE_ENV, "").strip().lower()
+    if mode not in ("", "on", "off"):
+        raise ValueError(f"{AUTH_MODE_ENV}={environ[AUTH_MODE_ENV]!r}: expected 'on' or 'off'")
+    return mode
 
 
 def _checked_secret(secret: bytes | str) -> bytes:

@@ -24,7 +24,9 @@ service and stops, registering nothing, when its caller cancels or its deadline 
 Who may call is checked in the same interceptor when the deployment has a signing secret
 (``NIGHTSHIFT_AUTH_SECRET``): every call of the service's own methods needs a bearer token with the
 method's role (:mod:`nightshift.core.auth`; UNAUTHENTICATED without one, PERMISSION_DENIED with the
-wrong role), health and reflection none.
+wrong role), health and reflection none. Without a secret a service serves on loopback only, with a
+warning, unless ``NIGHTSHIFT_AUTH=off`` accepts anonymous callers on other addresses too
+(:meth:`ServerOptions.check_authentication`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from nightshift.core.auth import authorize, secret_from_env
+from nightshift.core.auth import AUTH_SECRET_ENV, AUTH_SECRET_FILE_ENV, auth_mode, authorize, secret_from_env
 from nightshift.core.errors import DeadlineExceeded, InvalidInput, NightshiftError, ResourceExhausted, Unavailable
 from nightshift.core.metrics import ServiceMetrics
 from nightshift.core.model import CallScope, TaskModel
@@ -137,8 +139,12 @@ class ServerOptions:
         machine's memory, whichever is least (:func:`memory_limit_bytes`).
     auth_secret : bytes or None
         The deployment's token-signing secret: every call of the service's own methods then needs a
-        bearer token with its method's role (:mod:`nightshift.core.auth`). None: no authentication
-        (a warning is logged unless the service listens on loopback only).
+        bearer token with its method's role (:mod:`nightshift.core.auth`). None: no authentication,
+        which :meth:`check_authentication` accepts only as ``auth_mode`` says.
+    auth_mode : str
+        ``NIGHTSHIFT_AUTH``: "" (default: without a secret, serve on loopback only, with a warning; refuse
+        any other address), "on" (refuse to start without a secret) or "off" (anonymous callers accepted
+        on any address, still with the warning).
     """
 
     host: str = "127.0.0.1"
@@ -157,6 +163,7 @@ class ServerOptions:
     max_inflight_bytes: int = 0
     memory_limit_bytes: int = 0
     auth_secret: bytes | None = dataclasses.field(default=None, repr=False)
+    auth_mode: str = ""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -179,6 +186,28 @@ class ServerOptions:
         """Decoded tile bytes in flight: ``max_inflight_bytes``, else a quarter of the memory budget."""
         return self.max_inflight_bytes or max(1, self.memory_budget() // 4)
 
+    def check_authentication(self) -> str:
+        """"" when the service may start as configured, else a warning to log once it listens.
+
+        Raises
+        ------
+        PermissionError
+            No secret and ``auth_mode`` "on", or no secret on an address other than loopback without
+            ``auth_mode`` "off": the service would take anonymous calls of every method, ``Train`` included.
+        """
+        if self.auth_secret is not None:
+            return ""
+        address = f"{self.host}:{self.port}"
+        if self.auth_mode == "on":
+            raise PermissionError(f"NIGHTSHIFT_AUTH=on but no secret: set {AUTH_SECRET_ENV} or {AUTH_SECRET_FILE_ENV} "
+                                  "(nightshift-core new-secret makes one)")
+        if self.host not in _LOOPBACK_HOSTS and self.auth_mode != "off":
+            raise PermissionError(f"refusing to serve {address} without authentication: any caller reaching it could call "
+                                  f"every method, Train included. Set {AUTH_SECRET_ENV} or {AUTH_SECRET_FILE_ENV} "
+                                  "(nightshift-core new-secret makes one), or NIGHTSHIFT_AUTH=off to accept anonymous callers")
+        return (f"AUTHENTICATION OFF: every caller reaching {address} (on loopback: every local user and process) may call "
+                f"every method, Train included; set {AUTH_SECRET_ENV} or {AUTH_SECRET_FILE_ENV} (nightshift-core new-secret)")
+
     def server_credentials(self) -> grpc.ServerCredentials | None:
         """TLS credentials from ``tls_cert`` and ``tls_key``, or None to serve plaintext."""
         if self.tls_cert is None or self.tls_key is None:
@@ -190,9 +219,9 @@ class ServerOptions:
         """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,DRAIN_NOTICE_S}``,
         ``NIGHTSHIFT_GRPC_{MAX_CONCURRENT_CALLS,MAX_INFLIGHT_BYTES}``, ``NIGHTSHIFT_MEMORY_LIMIT_BYTES``,
         ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``, ``NIGHTSHIFT_MAX_BATCH_TILES`` and
-        ``NIGHTSHIFT_AUTH_SECRET`` (or ``NIGHTSHIFT_AUTH_SECRET_FILE``); keyword overrides win."""
+        ``NIGHTSHIFT_AUTH_SECRET`` (or ``NIGHTSHIFT_AUTH_SECRET_FILE``) and ``NIGHTSHIFT_AUTH``; keyword overrides win."""
         env = os.environ
-        values: dict[str, Any] = {"auth_secret": secret_from_env(env)}
+        values: dict[str, Any] = {"auth_secret": secret_from_env(env), "auth_mode": auth_mode(env)}
         for field, var, cast in (
             ("host", "NIGHTSHIFT_GRPC_HOST", str),
             ("port", "NIGHTSHIFT_GRPC_PORT", int),
@@ -942,6 +971,7 @@ class Server:
     async def start(self) -> None:
         """Bind, start serving (health NOT_SERVING) and begin loading in the background."""
         opts = self.options
+        unauthenticated = opts.check_authentication()  # before anything is bound
         calls = opts.call_limit()
         # gRPC's own bound backs the runtime's up (and leaves room for health probes beyond it)
         server = grpc.aio.server(interceptors=[_Calls(self.metrics, max_calls=calls, auth_secret=opts.auth_secret)], options=_grpc_options(opts.max_message_bytes),
@@ -970,9 +1000,8 @@ class Server:
                                       "tls": credentials is not None, "authentication": opts.auth_secret is not None,
                                       "max_concurrent_calls": calls,
                                       "max_inflight_bytes": opts.inflight_byte_limit()})
-        if opts.auth_secret is None and opts.host not in _LOOPBACK_HOSTS:
-            _log.warning("authentication off: any caller reaching %s may call every method, Train included "
-                         "(set NIGHTSHIFT_AUTH_SECRET)", address)
+        if unauthenticated:
+            _log.warning(unauthenticated)
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -1033,19 +1062,32 @@ async def serve(servable: Servable | TaskModel, *, store: ObjectStore | None = N
 
 
 def run(servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
-    """Blocking :func:`serve`."""
+    """Blocking :func:`serve`; exits with status 2 when the options may not serve without authentication."""
+    options = options or ServerOptions()
+    _check_authentication_or_exit(options)
     asyncio.run(serve(servable, store=store, options=options))
+
+
+def _check_authentication_or_exit(options: ServerOptions) -> None:
+    try:
+        options.check_authentication()
+    except PermissionError as exc:  # said in one line, without a traceback, before anything is loaded or bound
+        _log.error(str(exc))
+        raise SystemExit(2) from None
 
 
 def serve_from_environment(make: Callable[[ObjectStore | None], Servable | TaskModel], *, service: str, port: int | None = None) -> None:
     """A service's whole ``serve`` command: JSON logs, the store when ``NIGHTSHIFT_S3_ENDPOINT`` is set
     (``NIGHTSHIFT_S3_*``), options from ``NIGHTSHIFT_GRPC_*`` (``port`` overrides), then :func:`run`.
 
-    ``make`` builds what to serve from the store (None when none is configured).
+    ``make`` builds what to serve from the store (None when none is configured). A service that may not
+    start without authentication (:meth:`ServerOptions.check_authentication`) exits with status 2.
     """
     configure_logging(service)
+    options = ServerOptions.from_env(port=port)
+    _check_authentication_or_exit(options)
     store = ObjectStore.from_env() if os.environ.get(StoreConfig.ENV_PREFIX + "ENDPOINT") else None
-    run(make(store), store=store, options=ServerOptions.from_env(port=port))
+    run(make(store), store=store, options=options)
 
 
 class BackgroundServer:

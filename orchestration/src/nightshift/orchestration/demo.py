@@ -13,6 +13,11 @@ where the catalogues and the report are and ends with one JSON line. Everything 
 stopped at the end, also on failure. The store's files stay in ``<work dir>/s3/<bucket>/`` (rclone
 serves a directory), so the outputs can be opened after the servers are gone; running again with
 the same ``--work-dir`` re-runs the night (nothing is computed twice).
+
+The night is authenticated without set-up: a new signing secret per run (``<work dir>/auth/secret``,
+0600) that every service is started with, and the flow calls with an ``infer`` and an ``ingest`` token
+only (:class:`~nightshift.orchestration.launcher.LocalNight` with ``auth=True``); an anonymous caller of any
+of its services is UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -162,9 +167,11 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
     started = time.perf_counter()
     console = Console(stderr=True)
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="nightshift-night-"))
-    with LocalNight(work_dir) as local, contextlib.ExitStack() as stack:
+    with LocalNight(work_dir, auth=True) as local, contextlib.ExitStack() as stack:
         store = local.start_s3()
         os.environ.update(store.config.to_env())  # the flow's tasks read the store from the environment
+        # ... and their tokens (infer, ingest; no admin), before the Prefect tier's workers inherit it
+        os.environ.update(local.flow_environment())
         science, not_installed = science_service_commands(tasks)
         with console.status(f"starting the local S3 server and {len(science) + 1} services; the services simulate their nights"):
             with ThreadPoolExecutor(max_workers=1) as pool:

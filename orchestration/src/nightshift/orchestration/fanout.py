@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import TypeVar
 
+from nightshift.core.auth import token_for
 from nightshift.core.client import TaskClient
 from nightshift.core.store import ObjectStore
 from nightshift.orchestration.config import ServiceEndpoint
@@ -77,7 +78,7 @@ class ServicePlan:
 
 def describe(endpoint: ServiceEndpoint) -> ServicePlan:
     """Ask ``endpoint`` what it does and accepts (a deadline of ``endpoint.timeout_s``)."""
-    with TaskClient(endpoint.target, timeout_s=endpoint.timeout_s) as client:
+    with TaskClient(endpoint.target, timeout_s=endpoint.timeout_s, token=token_for("infer")) as client:
         response = client.describe()
     spec = response.input
     preferred = endpoint.batch_tiles or spec.preferred_batch_tiles or spec.max_batch_tiles
@@ -136,7 +137,7 @@ def infer_batches(
         A call failed (the deadline is ``plan.endpoint.timeout_s``); batches recorded before it stay recorded.
     """
     calls = inferred = recorded = 0
-    with TaskClient(plan.endpoint.target, timeout_s=plan.endpoint.timeout_s) as client:
+    with TaskClient(plan.endpoint.target, timeout_s=plan.endpoint.timeout_s, token=token_for("infer")) as client:
         for batch in batches:
             key = layout.infer_record(plan.task, plan.model_name, plan.model_version, input_key, (t.tile_id for t in batch))
             if store.exists(key):

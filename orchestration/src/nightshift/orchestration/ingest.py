@@ -3,13 +3,19 @@
 Each input is ingested under a run id of its own (``<night>.<input_key>``), so ``ListTiles`` of that
 run lists exactly the tiles of that input. The files' SHA-256 travel in the request: the service
 checks them, so the tiles come from exactly the bytes the night's checksums name.
+
+Each call carries the least role it needs: the ``ingest`` token (``NIGHTSHIFT_AUTH_TOKEN_INGEST``) for
+``IngestFits`` / ``IngestHealpix``, the ``infer`` token (``NIGHTSHIFT_AUTH_TOKEN_INFER``) for ``ListTiles``
+(:func:`nightshift.core.auth.token_for`; both fall back to ``NIGHTSHIFT_AUTH_TOKEN``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from types import TracebackType
 
+from nightshift.core.auth import AUTH_TOKEN_ENV, token_for
 from nightshift.core.client import open_channel
 from nightshift.orchestration.config import FitsTiling
 from nightshift.orchestration.discovery import NightInput
@@ -57,23 +63,34 @@ def ingest_request(night: str, night_input: NightInput, bucket: str) -> IngestRe
     )
 
 
+def _bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class IngestClient:
     """Call the ingest service at ``target``; every call has a deadline of ``timeout_s`` seconds.
 
     TLS when ``root_certificates`` (PEM) are given or ``NIGHTSHIFT_GRPC_TLS_CA`` names a file of them.
+    ``ingest_token`` and ``list_token`` (default: :func:`~nightshift.core.auth.token_for` "ingest" and
+    "infer") are the bearer tokens of the ingest writes and of ``ListTiles``.
     """
 
-    def __init__(self, target: str, *, timeout_s: float, root_certificates: bytes | None = None) -> None:
+    def __init__(self, target: str, *, timeout_s: float, root_certificates: bytes | None = None,
+                 ingest_token: str | None = None, list_token: str | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = open_channel(target, root_certificates=root_certificates)
+        # no channel-wide token: each call sends its own (NIGHTSHIFT_AUTH_TOKEN only through token_for)
+        environ = {name: value for name, value in os.environ.items() if name != AUTH_TOKEN_ENV}
+        self._channel = open_channel(target, root_certificates=root_certificates, environ=environ)
+        self._ingest_metadata = _bearer(ingest_token or token_for("ingest"))
+        self._list_metadata = _bearer(list_token or token_for("infer"))
         self._stub = ingest_service_pb2_grpc.IngestServiceStub(self._channel)
 
     def ingest(self, request: IngestRequest, on_progress: ProgressCallback) -> ingest_service_pb2.IngestSummary:
         """Run the ingest, passing each progress event to ``on_progress``; return the summary."""
         call = self._stub.IngestFits if isinstance(request, ingest_service_pb2.IngestFitsRequest) else self._stub.IngestHealpix
         summary = None
-        for event in call(request, timeout=self.timeout_s):
+        for event in call(request, timeout=self.timeout_s, metadata=self._ingest_metadata):
             if event.HasField("progress"):
                 on_progress(event.progress)
             else:
@@ -89,7 +106,7 @@ class IngestClient:
         while True:
             page = self._stub.ListTiles(
                 ingest_service_pb2.ListTilesRequest(run_id=run_id, page_size=_LIST_PAGE_TILES, page_token=token),
-                timeout=self.timeout_s,
+                timeout=self.timeout_s, metadata=self._list_metadata,
             )
             tiles.extend(page.tiles)
             token = page.next_page_token

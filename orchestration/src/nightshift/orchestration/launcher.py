@@ -7,6 +7,12 @@ The services are started through their own console scripts (``nightshift-ingest 
 says SERVING; one that exits or stays unready is stopped and reported with the tail of its log.
 Leaving the context stops every process it started (SIGTERM, then SIGKILL after a grace period),
 also when the night failed, and then the S3 server.
+
+With ``auth=True`` (``nightshift night``, ``nightshift bench``) the night is authenticated: a new signing
+secret per run in a 0600 file (``<work dir>/auth/secret``, in a 0700 directory), every service started
+with ``NIGHTSHIFT_AUTH_SECRET_FILE`` naming it (never on a command line), and :meth:`LocalNight.token`
+issuing the tokens its callers get; :meth:`LocalNight.flow_environment` holds the flow's, one per role
+it needs (``infer`` for Describe, Infer and ListTiles, ``ingest`` for the ingest writes), none ``admin``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from nightshift.core.auth import (AUTH_MODE_ENV, AUTH_SECRET_ENV, AUTH_SECRET_FILE_ENV, AUTH_TOKEN_ENV, issue_token,
+                                  role_token_env, write_secret_file)
 from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.client import TaskClient
 from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
@@ -142,11 +150,17 @@ class LocalNight:
         Holds the S3 server's data (``s3/``) and the services' logs (``logs/``).
     s3_kind : str
         "rclone" (default) or "ceph".
+    auth : bool
+        Authenticate: a new secret for this night (``<work dir>/auth/secret``, 0600) that every service it
+        starts checks tokens with (:meth:`token`, :meth:`flow_environment`). False (tests that call the
+        services directly): the services start without one, on loopback, as the environment says.
     """
 
-    def __init__(self, work_dir: Path, *, s3_kind: str = "rclone") -> None:
+    def __init__(self, work_dir: Path, *, s3_kind: str = "rclone", auth: bool = False) -> None:
         self.work_dir = work_dir
         self.s3_kind = s3_kind
+        self.auth = auth
+        self._secret_file: Path | None = None
         self.s3: LocalS3Server | None = None
         self._store: ObjectStore | None = None
         self.services: dict[str, RunningService] = {}
@@ -164,6 +178,43 @@ class LocalNight:
             raise RuntimeError("the local S3 server is not running")
         return {**os.environ, **self.s3.config.to_env()}
 
+    @property
+    def secret_file(self) -> Path:
+        """This night's signing secret (0600), made on first use: a new one per :class:`LocalNight`.
+
+        Raises
+        ------
+        RuntimeError
+            The night is not authenticated (``auth=False``).
+        """
+        if not self.auth:
+            raise RuntimeError("this night is not authenticated (LocalNight(auth=False))")
+        if self._secret_file is None:
+            self._secret_file = write_secret_file(self.work_dir / "auth" / "secret")
+        return self._secret_file
+
+    def token(self, *roles: str, subject: str = "nightshift-night", lifetime_s: float = 7 * 86400.0) -> str:
+        """A bearer token carrying ``roles``, signed with this night's secret."""
+        return issue_token(self.secret_file.read_bytes(), subject=subject, roles=roles, lifetime_s=lifetime_s)
+
+    def flow_environment(self) -> dict[str, str]:
+        """The nightly flow's tokens, one per role it needs (``NIGHTSHIFT_AUTH_TOKEN_INFER``, ``_INGEST``); none when
+        the night is not authenticated. The flow gets no ``admin`` token: it never trains."""
+        if not self.auth:
+            return {}
+        return {role_token_env(role): self.token(role, subject=f"nightly-flow-{role}") for role in ("infer", "ingest")}
+
+    def service_environment(self) -> dict[str, str]:
+        """The environment a service starts with: the store's, this night's secret file if authenticated, and no
+        caller's token (a service needs none)."""
+        env = {name: value for name, value in self.environment().items()
+               if not (name == AUTH_TOKEN_ENV or name.startswith(AUTH_TOKEN_ENV + "_"))}
+        if self.auth:
+            env.pop(AUTH_SECRET_ENV, None)
+            env.pop(AUTH_MODE_ENV, None)
+            env[AUTH_SECRET_FILE_ENV] = str(self.secret_file)
+        return env
+
     def start_s3(self) -> ObjectStore:
         """Start the S3 server (with its bucket) and return a store on it."""
         self.s3 = start_local_s3(self.s3_kind, self.work_dir / "s3")
@@ -175,7 +226,7 @@ class LocalNight:
         port, metrics_port = port or free_port(), metrics_port or free_port()
         log_path = self.work_dir / "logs" / f"{command.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(port),
+        env = {**self.service_environment(), "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": str(port),
                "NIGHTSHIFT_METRICS_PORT": str(metrics_port), "NIGHTSHIFT_GRPC_GRACE_S": "5"}
         with log_path.open("ab") as log:
             process = subprocess.Popen(end_with_parent(command.argv), env=env, stdout=log, stderr=subprocess.STDOUT,

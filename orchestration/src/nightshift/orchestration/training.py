@@ -1,8 +1,9 @@
 """The training flow: train a new model version through a service, evaluate it against the served one, promote it if better.
 
 Training and evaluation run inside the service (its ``Train`` and ``Evaluate`` RPCs, on its GPU);
-the flow only decides. The new version is promoted (made the registry's ``LATEST``, which services
-serve from their next start) only when it beats the version served before training on the
+the flow only decides. ``Train`` carries the ``admin`` token (``NIGHTSHIFT_AUTH_TOKEN_ADMIN``), ``Describe``
+and ``Evaluate`` the ``infer`` one (:func:`nightshift.core.auth.token_for`). The new version is promoted
+(made the registry's ``LATEST``, which services serve from their next start) only when it beats the version served before training on the
 evaluation set by the task's headline metric; otherwise ``LATEST`` is put back on the served version.
 """
 
@@ -13,6 +14,7 @@ import dataclasses
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from nightshift.core.auth import token_for
 from nightshift.core.client import TaskClient
 from nightshift.core.registry import ModelRegistry
 from nightshift.core.store import ObjectStore
@@ -48,7 +50,7 @@ def train_model(endpoint: ServiceEndpoint, preset: str, dataset: str, seed: int,
     """Train through ``endpoint``'s ``Train`` and return the registered version."""
     logger = get_run_logger()
     request = task_service_pb2.TrainRequest(preset=preset, dataset=dataset, seed=seed)
-    with TaskClient(endpoint.target, timeout_s=timeout_s) as client:
+    with TaskClient(endpoint.target, timeout_s=timeout_s, token=token_for("admin")) as client:
         for event in client.train(request):
             if event.HasField("progress"):
                 logger.info("%s epoch %d/%d %s", endpoint.name, event.progress.epoch, event.progress.total_epochs,
@@ -62,7 +64,7 @@ def train_model(endpoint: ServiceEndpoint, preset: str, dataset: str, seed: int,
 def evaluate_model(endpoint: ServiceEndpoint, dataset: str, version: str, seed: int, metric: str, timeout_s: float) -> float:
     """``metric`` of model ``version`` on ``dataset``, from ``endpoint``'s ``Evaluate``."""
     request = task_service_pb2.EvaluateRequest(dataset=dataset, model_version=version, seed=seed)
-    with TaskClient(endpoint.target, timeout_s=timeout_s) as client:
+    with TaskClient(endpoint.target, timeout_s=timeout_s, token=token_for("infer")) as client:
         metrics = dict(client.evaluate(request).metrics)
     if metric not in metrics:
         raise KeyError(f"{endpoint.name}: Evaluate returned no {metric!r} (it returned {sorted(metrics)})")
