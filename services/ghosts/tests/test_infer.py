@@ -11,6 +11,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from regions import Regions
 
+from nightshift.core.catalog import DETECTION_COLUMNS
 from nightshift.ghosts.artefacts import Artefact
 from nightshift.ghosts.config import preset
 from nightshift.ghosts.infer import Detector, catalogue_row, findings, merge_field, sky_position, write_instance_catalogue
@@ -57,12 +58,14 @@ def test_sky_position_from_the_wcs() -> None:
 
 def test_catalogue_files(tmp_path: Path) -> None:
     row = catalogue_row("tile-1", Artefact("faint", square(190, 190)), wcs_header())
-    assert row["ra"] == pytest.approx(30.0, abs=0.01) and row["area"] == 400
+    assert row["ra"] == pytest.approx(30.0, abs=0.01) and row["area_px2"] == 400
     files = write_instance_catalogue([row], tmp_path / "cat", meta={"MODEL": "ghosts-maskrcnn", "THRESH": 0.5})
     assert [f.name for f in files] == ["cat.fits", "cat.ecsv", "cat.csv", "cat_galactic.reg", "cat_icrs.reg"]
     table = Table.read(files[1])
     assert table["ra"].unit == u.deg and (table.meta["MODEL"], table.meta["FRAME"]) == ("ghosts-maskrcnn", "icrs")
     assert list(pd.read_csv(files[2])["label"]) == ["faint"]
+    assert table.colnames[:len(DETECTION_COLUMNS)] == [c.name for c in DETECTION_COLUMNS]  # the night's columns first
+    assert table["name"][0] == "ghosts-00001" and np.isfinite(table["glon"][0])
     (point,) = Regions.read(files[4], format="ds9")
     assert point.center.ra.deg == pytest.approx(row["ra"]) and point.meta["text"] == "faint"
     assert write_instance_catalogue([], tmp_path / "empty", meta={})

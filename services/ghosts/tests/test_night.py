@@ -203,7 +203,7 @@ def test_shifted_missing_relabelled_and_repeated_rows_score_worse(kit: Path, tmp
 
 
 def test_command_line(tmp_path: Path, capsys) -> None:
-    assert main(["simulate-night", "--out", str(tmp_path / "kit"), "--seed", "3", "--exposures", "1"]) == 0
+    assert main(["simulate-night", "--output", str(tmp_path / "kit"), "--seed", "3", "--exposures", "1"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["survey"] == "des" and summary["fields"] == 1 and summary["files"] == 3
     assert {"truth_objects", "seconds"} <= set(summary)

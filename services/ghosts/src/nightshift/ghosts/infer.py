@@ -131,28 +131,30 @@ def sky_position(wcs_header: str, x: float, y: float) -> tuple[float, float] | N
 
 
 CATALOGUE_COLUMNS = (
-    ("image", "", "Image (tile id or file name)"),
-    ("label", "", "Artefact class: bright, faint or rays"),
-    ("score", "", "Confidence in [0, 1]"),
+    ("field", "", "Image (tile id or file name)"),
     ("x_min", "pix", "Box left edge"), ("y_min", "pix", "Box top edge"),
     ("x_max", "pix", "Box right edge (exclusive)"), ("y_max", "pix", "Box bottom edge (exclusive)"),
-    ("area", "pix2", "Mask area"),
-    ("ra", "deg", "Right ascension of the box centre (NaN without a WCS)"),
-    ("dec", "deg", "Declination of the box centre (NaN without a WCS)"),
+    ("area_px2", "pix2", "Mask area"),
     ("ccds", "", "Affected CCD numbers, comma-separated"),
 )
+"""The instance's own columns, after the night's detection columns (sky position of the box centre, NaN without a WCS)."""
 
 
 def write_instance_catalogue(rows: Sequence[dict], stem: str | Path, *, meta: dict[str, object]) -> list[Path]:
     """Write the instances as ``stem.fits``, ``stem.ecsv``, ``stem.csv`` and DS9 regions in Galactic and ICRS
-    (:func:`nightshift.core.catalog.write_catalog`), with the provenance ``meta``.
+    (:func:`nightshift.core.catalog.write_catalog`), with the provenance ``meta``: the night's detection
+    columns (``nightshift.core.catalog.DETECTION_COLUMNS``, named ``ghosts-NNNNN`` best first), then
+    :data:`CATALOGUE_COLUMNS`.
 
-    Each row holds the :data:`CATALOGUE_COLUMNS` values of one instance.
+    Each row holds ``ra``, ``dec``, ``label``, ``score`` and the :data:`CATALOGUE_COLUMNS` values of one instance.
     """
-    from nightshift.core.catalog import Column, write_catalog
+    from nightshift.core.catalog import DETECTION_COLUMNS, Column, SkyPositions, write_catalog
 
-    columns = [Column(name, unit, description) for name, unit, description in CATALOGUE_COLUMNS]
-    return write_catalog(list(rows), columns, stem, frame="icrs", lon="ra", lat="dec", label="label",
+    columns = [*DETECTION_COLUMNS, *(Column(name, unit, description) for name, unit, description in CATALOGUE_COLUMNS)]
+    ranked = sorted(rows, key=lambda r: (-r["score"], r["field"], r["x_min"], r["y_min"]))
+    sky = SkyPositions.of([r["ra"] for r in ranked], [r["dec"] for r in ranked], "icrs")
+    named = [{**r, **sky.columns(i), "name": f"ghosts-{i + 1:05d}", "radius_arcsec": 0.0} for i, r in enumerate(ranked)]
+    return write_catalog(named, columns, stem, frame="icrs", lon="ra", lat="dec", label="label",
                          meta={"ORIGIN": "nightshift-ghosts", **meta})
 
 
@@ -161,7 +163,7 @@ def catalogue_row(image: str, artefact: Artefact, wcs_header: str = "") -> dict:
     x0, y0, x1, y1 = artefact.box
     sky = sky_position(wcs_header, (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2) or (float("nan"), float("nan"))
     return {
-        "image": image, "label": artefact.label, "score": artefact.score, "x_min": x0, "y_min": y0, "x_max": x1,
-        "y_max": y1, "area": artefact.area_px, "ra": sky[0], "dec": sky[1],
+        "field": image, "label": artefact.label, "score": artefact.score, "x_min": x0, "y_min": y0, "x_max": x1,
+        "y_max": y1, "area_px2": artefact.area_px, "ra": sky[0], "dec": sky[1],
         "ccds": ",".join(str(c) for c in affected_ccds(artefact.mask)),
     }

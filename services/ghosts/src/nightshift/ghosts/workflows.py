@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from nightshift.core.command import Inputs
 from nightshift.core.devices import torch_device
+from nightshift.core.errors import InvalidInput
 from nightshift.ghosts.config import GhostsConfig, data_ranges
 from nightshift.ghosts.config import preset as config_preset
 from nightshift.ghosts.model import save_weights, write_card
@@ -146,54 +148,61 @@ def evaluate_model(
     return figures
 
 
-def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+_MIN_IMAGE_PX = 64
+"""The smallest image side searched: the detector's anchors start at 16 px on a 400 px focal plane."""
+
+
+def read_user_image(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(uint8 display image (H, W, 3), tile pixels (3, H, W) float32, WCS header string) of a JPEG/PNG/FITS file.
 
     A FITS image whose ``BUNIT`` is empty or ``8-bit`` holds display levels; any other unit is linear
     flux, put on the display scale as the service does with tiles (``preprocess.display_pixels``).
+    Pictures carry no WCS, so their instances have no sky position (a warning says so).
     """
+    from nightshift.core.command import warn_input
+    from nightshift.core.inputs import check_pixels, read_fits_image, read_picture
     from nightshift.ghosts.preprocess import display_pixels, image_to_pixels
 
     if path.suffix.lower() in (".fits", ".fit", ".fz"):
-        from astropy.io import fits
-
-        with fits.open(path) as hdus:
-            hdu = next(h for h in hdus if h.data is not None)
-            data, header = np.asarray(hdu.data, dtype=np.float32), hdu.header
-        pixels = np.repeat(data[None], 3, axis=0) if data.ndim == 2 else data
-        pixels = display_pixels(pixels, [str(header.get("BUNIT", ""))] * pixels.shape[0])
+        image = read_fits_image(path)
+        check_pixels(path, image.data, min_px=_MIN_IMAGE_PX, header=image.header)
+        pixels = np.repeat(image.data[None], 3, axis=0) if image.data.ndim == 2 else image.data
+        if pixels.shape[0] != 3:
+            raise InvalidInput(f"{path}: image of shape {image.data.shape}; expected one plane or 3 (R, G, B)")
+        pixels = display_pixels(pixels, [str(image.header.get("BUNIT", ""))] * pixels.shape[0])
         display = np.nan_to_num(pixels, nan=23.0).clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
-        return display, pixels, header.tostring()
-    from PIL import Image
+        return display, pixels, image.header.tostring()
+    picture = read_picture(path)
+    check_pixels(path, picture.transpose(2, 0, 1), min_px=_MIN_IMAGE_PX)
+    warn_input(path, "a picture has no WCS: its instances have pixel positions only (ra, dec, glon, glat are NaN)")
+    return picture, image_to_pixels(picture), ""
 
-    image = np.asarray(Image.open(path).convert("RGB"))
-    return image, image_to_pixels(image), ""
 
-
-def infer_files(paths: list[Path], *, output: Path, weights: Path | None, score_threshold: float | None) -> dict[str, Any]:
-    """Find artefacts in image files; write a catalogue (FITS, ECSV, CSV, DS9), masks as RLE JSON and overlays."""
+def infer_files(inputs: Inputs, *, output: Path, weights: Path | None, score_threshold: float | None) -> dict[str, Any]:
+    """Find artefacts in image files; write a catalogue (FITS, ECSV, CSV, DS9), masks as RLE JSON and overlays.
+    An image that cannot be read is reported and left out (``inputs.failed``)."""
     from nightshift.ghosts.artefacts import uncompressed_rle
     from nightshift.ghosts.evaluate import plot_overlays
     from nightshift.ghosts.infer import Detector, catalogue_row, findings, write_instance_catalogue
 
     detector, config, card = load_model(weights)
     threshold = config.score_threshold if score_threshold is None else score_threshold
-    read = [_read_image(p) for p in paths]
-    found = Detector(detector).predict([pixels for _, pixels, _ in read], score_threshold=threshold)
+    read = inputs.each(read_user_image)
+    found = Detector(detector).predict([pixels for _, (_, pixels, _) in read], score_threshold=threshold)
     rows, records = [], []
-    for path, (_, _, header), artefacts in zip(paths, read, found):
+    for (path, (_, _, header)), artefacts in zip(read, found):
         rows += [catalogue_row(path.name, a, header) for a in artefacts]
         summary = findings(artefacts, score_threshold=threshold)
         records.append({"image": path.name, "has_artefacts": summary.has_artefacts, "ccds": summary.ccds, "instances": [
             {"label": a.label, "score": a.score, "box": a.box, "rle": {"size": list(a.mask.shape), "counts": uncompressed_rle(a.mask)}}
             for a in artefacts]})
     output.mkdir(parents=True, exist_ok=True)
-    meta = {"MODEL": card["name"], "THRESH": threshold, "INPUT": ",".join(str(p) for p in paths)}
+    meta = {"MODEL": card["name"], "THRESH": threshold, "INPUT": ",".join(str(p) for p, _ in read)}
     files = write_instance_catalogue(rows, output / "ghosts", meta=meta)
     (output / "instances.json").write_text(json.dumps(records) + "\n")
-    plot_overlays([d for d, _, _ in read], [[] for _ in read], found, [p.name for p in paths], output / "overlays.png",
+    plot_overlays([d for _, (d, _, _) in read], [[] for _ in read], found, [p.name for p, _ in read], output / "overlays.png",
                   score_threshold=threshold)
-    return {"images": len(paths), "instances": len(rows), "with_artefacts": sum(r["has_artefacts"] for r in records),
+    return {**inputs.summary(), "images": len(read), "instances": len(rows), "with_artefacts": sum(r["has_artefacts"] for r in records),
             "files": [str(f) for f in (*files, output / "instances.json", output / "overlays.png")]}
 
 
