@@ -196,3 +196,47 @@ def test_a_service_process_starts_with_a_damaged_version_in_its_registry_and_nev
         with pytest.raises(RuntimeError, match="did not restart") as refused:
             night.restart(service, timeout_s=60)
         assert "NaN or infinite" in str(refused.value)
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _linear_smoke(model: RegisteredModel, directory: Path) -> np.ndarray:
+    """A model's whole life in miniature: load ``weights.npz`` (a 2-layer tanh network), run it on a fixed input."""
+    with np.load(directory / "weights.npz", allow_pickle=False) as weights:
+        first, second = weights["first"], weights["second"]  # a missing tensor fails the load, as a wrong checkpoint would
+    fixed = np.linspace(-1.0, 1.0, first.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        return second @ np.tanh(first @ fixed)
+
+
+def test_a_version_failing_its_smoke_inference_never_becomes_latest(store: ObjectStore) -> None:
+    """Finite weights are not enough: a version whose model does not load, or whose output on a fixed input is not finite,
+    stays registered but is never ``LATEST``, by ``register(set_latest=True)`` nor by ``promote``."""
+    rng = np.random.default_rng(3)
+    good = {"first": rng.normal(size=(4, 8)).astype(np.float32), "second": rng.normal(size=(2, 4)).astype(np.float32)}
+    registry = ModelRegistry(store, "smoke-test", smoke=_linear_smoke)
+
+    def register(arrays: dict[str, np.ndarray], *, set_latest: bool = True) -> RegisteredModel:
+        return registry.register({"weights.npz": _npz(**arrays)}, name="linear", metrics={}, config={},
+                                 data_seed=0, set_latest=set_latest)
+
+    assert register(good).version == "1" and registry.get().version == "1"
+    with pytest.raises(InvalidInput, match="version 2: its smoke inference failed .KeyError"):
+        register({"first": good["first"]})  # the second layer is missing: the model cannot load
+    with pytest.raises(InvalidInput, match="version 3: its smoke inference gave 2 NaN or infinite values"):
+        # finite weights (the largest float64s), whose output on the fixed input overflows to infinity
+        register({**good, "second": np.full((2, 4), np.finfo(np.float64).max)})
+    assert [v.version for v in registry.versions()] == ["1", "2", "3"] and registry.get().version == "1"
+    for version in ("2", "3"):
+        with pytest.raises(InvalidInput, match="LATEST not moved"):
+            registry.promote(version)
+        assert registry.get().version == "1"
+    assert register({**good, "second": good["second"] * 2}, set_latest=False).version == "4"
+    assert registry.promote("4").version == "4" and registry.get().version == "4"
+    assert ModelRegistry(store, "smoke-test").promote("2").version == "2"  # without a smoke check only the weights are checked

@@ -30,6 +30,11 @@ objects, and their number is skipped, never reused.
 A version whose ``metadata.json`` is unreadable (not JSON, fields missing, another version's record)
 is skipped with a warning, and a ``LATEST`` naming one falls back to the newest readable version, so
 one damaged record never stops a service from starting.
+
+A registry made with a ``smoke`` check (:data:`SmokeCheck`: load the version's files and run the model on
+a fixed input) runs it before ``LATEST`` moves to a version, whichever way it moves (``register`` with
+``set_latest``, ``ensure_bundled``, ``promote``): a version whose model fails to load, whose inference
+raises, or whose output holds a NaN or infinity is never made ``LATEST`` (it stays registered, unserved).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import struct
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +68,7 @@ from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_finite_weights",
+__all__ = ["SmokeCheck", "ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_finite_weights",
            "check_safe_format", "resolve_checkpoint"]
 
 _log = logging.getLogger(__name__)
@@ -289,6 +294,22 @@ def _files_digest(files: Mapping[str, bytes]) -> str:
     return h.hexdigest()
 
 
+SmokeCheck = Callable[["RegisteredModel", Path], Any]
+"""``smoke(model, directory)``: load version ``model`` from its files in ``directory`` and run it on a fixed input;
+return the output's numbers (anything :func:`numpy.asarray` takes, or a sequence of such), or None. Raising
+anything, or returning a NaN or infinity, keeps the version from becoming ``LATEST``."""
+
+
+def _non_finite(output: Any) -> int:
+    """How many of ``output``'s numbers are NaN or infinite."""
+    if output is None:
+        return 0
+    if isinstance(output, (list, tuple)) and not all(isinstance(v, (int, float)) for v in output):
+        return sum(_non_finite(part) for part in output)
+    values = np.asarray(output, dtype=np.float64)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
 class ModelRegistry:
     """Versions of one task's models in an :class:`ObjectStore`.
 
@@ -298,13 +319,16 @@ class ModelRegistry:
         Where checkpoints live.
     task : str
         Task name, e.g. ``"bubbles"``.
+    smoke : SmokeCheck or None
+        Run before ``LATEST`` moves to a version (see the module's description); None: none.
     """
 
-    def __init__(self, store: ObjectStore, task: str) -> None:
+    def __init__(self, store: ObjectStore, task: str, *, smoke: SmokeCheck | None = None) -> None:
         if not _TASK_NAME.match(task):
             raise ValueError(f"task name {task!r} must be lower-case letters, digits and '-'")
         self.store = store
         self.task = task
+        self.smoke = smoke
 
     def _key(self, *parts: str) -> str:
         return self.store.key("models", self.task, *parts)
@@ -334,13 +358,14 @@ class ModelRegistry:
         data_seed : int
             Seed of the training data.
         set_latest : bool
-            Make this version the one served by default.
+            Make this version the one served by default (after the registry's smoke check, if it has one).
 
         Raises
         ------
         InvalidInput
             No files, a file name with a path or odd characters, or an unsafe format or content
-            (see :func:`check_safe_format`).
+            (see :func:`check_safe_format`); or, with ``set_latest``, the smoke check failed: the version is
+            registered but ``LATEST`` stays where it was.
         """
         check_cancelled()  # a training its caller cancelled, or past its deadline, registers nothing
         if not files:
@@ -356,7 +381,7 @@ class ModelRegistry:
         for model in self.versions():
             if model.digest == digest:
                 if set_latest:
-                    self._set_latest(model.version)
+                    self._promote_checked(model) if self.smoke is not None else self._set_latest(model.version)
                 return model
         version, claim = self._claim_version()
         model = RegisteredModel(
@@ -385,8 +410,8 @@ class ModelRegistry:
                     self.store.delete(key)
             raise
         self.store.delete(claim)
-        if set_latest:
-            self._set_latest(version)
+        if set_latest:  # registered either way; LATEST only after the smoke check, if any
+            self._promote_checked(model) if self.smoke is not None else self._set_latest(version)
         return model
 
     def _version_numbers(self) -> set[int]:
@@ -446,13 +471,34 @@ class ModelRegistry:
         FailedPrecondition
             Its metadata is unreadable.
         InvalidInput
-            A file fails its checks (e.g. NaN weights); ``LATEST`` stays where it was.
+            A file fails its checks (e.g. NaN weights), or the registry's smoke check failed (the model
+            did not load, its inference raised or gave NaN or infinite output); ``LATEST`` stays where it was.
         """
         model = self.get(version)
-        with tempfile.TemporaryDirectory(prefix="nightshift-promote-") as directory:
-            self.fetch(model, directory)
-        self._set_latest(model.version)
+        self._promote_checked(model)
         return model
+
+    def _promote_checked(self, model: RegisteredModel) -> None:
+        """Move ``LATEST`` to ``model`` once its stored files pass their checks and its smoke inference.
+
+        Raises
+        ------
+        InvalidInput
+            A file fails its checks, or the smoke check raised or gave a non-finite output; ``LATEST`` stays.
+        """
+        with tempfile.TemporaryDirectory(prefix="nightshift-promote-") as directory:
+            files = self.fetch(model, directory)
+            if self.smoke is not None:
+                try:
+                    output = self.smoke(model, files)
+                except Exception as exc:  # whatever loading or inference raised: the version is not served
+                    raise InvalidInput(f"task {self.task!r} version {model.version}: its smoke inference failed "
+                                       f"({type(exc).__name__}: {str(exc)[:300]}); LATEST not moved") from exc
+                bad = _non_finite(output)
+                if bad:
+                    raise InvalidInput(f"task {self.task!r} version {model.version}: its smoke inference gave {bad} "
+                                       "NaN or infinite values; LATEST not moved")
+        self._set_latest(model.version)
 
     def _set_latest(self, version: str) -> None:
         self.store.put_bytes(self._key("LATEST"), version.encode(), content_type="text/plain")
