@@ -58,26 +58,58 @@ def test_completeness_and_purity_on_a_known_field() -> None:
     assert pooled["purity"] == pytest.approx(4 / 7) and pooled["completeness"] == pytest.approx(1 / 3)
 
 
-def test_shipped_model_beats_the_matched_filter_on_a_held_out_sky(tmp_path) -> None:
-    """A fresh sky (another seed) at the model's resolution, scored on test cell 7."""
+def test_shipped_model_and_the_mmf_on_a_held_out_sky(tmp_path) -> None:
+    """A fresh sky (another seed) at the model's resolution, scored on test cell 7.
+
+    The MMF detects above S/N 5.25, the threshold ``evaluate`` tunes to purity 0.9 on training sky 0
+    (docs/evaluation.json, ``tuning``). This checks that each finds the bright clusters at high purity on
+    a sky neither was tuned on, not which wins (README: the MMF, at S/N 4.5-6).
+    """
     from nightshift.clusters.datasets import simulated_data
     from nightshift.clusters.model import load_model
-    from nightshift.clusters.servicer import bundled_weights
+    from nightshift.clusters.bundle import bundled_weights
 
     weights = bundled_weights()
     config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"]).with_overrides(
-        {"seed": 2024, "random_clusters": 2500, "validation_cells": []})
+        {"seed": 2024, "random_clusters": 2500, "validation_cells": [], "baseline_snr_threshold": 5.25})
     data = simulated_data(config, ("test",))
     evaluation = evaluate_skies(load_model(str(weights)), [(data.splits["test"], data.truth)], config, (7,))
     metrics = evaluation.metrics
-    baseline = metrics["baseline"]
-    assert metrics["clusters_above_headline_snr"] >= 5 and metrics["completeness"] >= 0.9
-    # at the baseline's threshold of equal purity, the model finds more of the injected clusters
-    assert baseline["reaches_model_purity"] and metrics["completeness_all"] > baseline["completeness_all"]
-    assert metrics["completeness"] >= baseline["completeness"]
+    model, baseline = metrics["model"], metrics["baseline"]
+    assert model["clusters_above_headline_snr"] >= 5
+    for side in (model, baseline):  # injected S/N >= 6: nearly all found, few false detections
+        assert side["completeness"] >= 0.8 and side["purity"] >= 0.8, side
+    assert baseline["snr_threshold"] == 5.25 and not baseline["tuned_on_training_sky"]
     if "real_catalogue_matches" in metrics:  # clusters placed independently of the real catalogues: chance matches only
         expected = metrics["real_catalogue_matches_expected_by_chance"]
         assert 0 < metrics["real_catalogue_chance_rate"] < 0.5
         assert metrics["real_catalogue_matches"] <= expected + 4 * math.sqrt(expected) + 2
     plot = plot_evaluation(evaluation, config, tmp_path / "completeness.png")
     assert plot.stat().st_size > 10_000
+
+
+def test_evaluate_command_ends_with_the_headline_json(tmp_path, monkeypatch, capsys) -> None:
+    """The CLI on a small sky: tuned on a training sky's validation cells, one JSON line with the issue's keys."""
+    from nightshift.clusters.cli import main
+
+    monkeypatch.setenv("NIGHTSHIFT_CLUSTERS_CACHE", str(tmp_path / "cache"))
+    small = {"nside": 128, "random_clusters": 400, "radio_sources": 100, "ir_sources": 200, "test_tiling_nside": 8}
+    main(["evaluate", "--seed", "5", "--cells", "test", "--output", str(tmp_path / "out"),
+          *[a for k, v in small.items() for a in ("--set", f"{k}={v}")]])
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("completeness_snr_4p5_6", "purity", "completeness"):
+        for side in ("model", "baseline"):
+            value = figures[side][key]
+            assert value is None or 0.0 <= value <= 1.0, (side, key, value)
+    # the figures follow from the curves: S/N 4.5-6 is the 4.5-5 and 5-6 bins of the injected S/N
+    curve = figures["baseline_completeness_vs_snr"]
+    bins = [i for i, low in enumerate(curve["low"]) if 4.5 <= low < 6.0]
+    found, total = sum(curve["detected"][i] for i in bins), sum(curve["clusters"][i] for i in bins)
+    assert figures["baseline"]["clusters_snr_4p5_6"] == total
+    if total:
+        assert figures["baseline"]["completeness_snr_4p5_6"] == pytest.approx(found / total)
+    tuning = figures["tuning"]
+    assert tuning["sky_seed"] == 0 and tuning["cells"] == [10, 26, 39, 42]  # a training sky, never the scored one
+    assert figures["baseline"]["snr_threshold"] == tuning["baseline_snr_threshold"]
+    assert figures["sky_seeds"] == [5] and figures["snr_definition"].startswith("injected")
+    assert (tmp_path / "out" / "evaluation.json").exists() and (tmp_path / "out" / "completeness.png").stat().st_size > 10_000

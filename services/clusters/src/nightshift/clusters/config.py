@@ -116,7 +116,9 @@ class ClustersConfig:
         the Galactic plane is masked for field detections and scoring (as Planck's cluster
         searches mask it); detections
         match truth and catalogues within ``match_radius_arcmin``; completeness is quoted above
-        ``headline_snr``; the baseline matched filter detects above ``baseline_snr_threshold``.
+        ``headline_snr`` and in the faint range ``faint_snr_range`` (injected S/N); the baseline MMF
+        detects above the lowest S/N threshold whose purity reaches ``target_purity`` on a training
+        sky (``evaluate``), or above ``baseline_snr_threshold`` when not tuned.
     """
 
     preset: str = "default"
@@ -165,6 +167,8 @@ class ClustersConfig:
     galactic_mask_deg: float = 10.0
     match_radius_arcmin: float = 7.0
     headline_snr: float = 6.0
+    faint_snr_range: tuple[float, float] = (4.5, 6.0)
+    target_purity: float = 0.9
     baseline_snr_threshold: float = 4.5
 
     def __post_init__(self) -> None:

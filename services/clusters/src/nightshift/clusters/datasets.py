@@ -37,7 +37,7 @@ _DATA_FIELDS = (
     "disk_radius_arcmin", "target_min_snr",
 )
 _TRAINING_FIELDS = ("train_patches", "validation_patches", "train_cluster_fraction", "train_shift_fraction")
-_SIMULATOR_VERSION = 2  # raised when the simulator changes the sky of a config (2: PSZ2 analogues at independent positions)
+_SIMULATOR_VERSION = 4  # raised when the simulator changes the sky of a config (2: PSZ2 analogues at independent positions; 4: injected MMF S/N)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Completeness and purity on held-out cells of simulated skies, for the model and the baseline.
+"""Completeness and purity on held-out cells of simulated skies, for the U-Net and the MMF baseline.
 
 The headline skies are sky realisations no training patch came from (the config's
 ``evaluation_seeds``): the held-out cells of a training sky share its realisation of the dust,
@@ -6,17 +6,23 @@ CMB and sources and overstate purity on a new sky (README). Counts are pooled ov
 
 Definitions (the seed's cross-match, at ``match_radius_arcmin`` = 7'):
 
+- S/N, for binning, is each cluster's **injected** S/N (``truth.snr``): its true Y5R500 over the
+  MMF's noise at its true size and position (:func:`nightshift.clusters.patches.measure_truth_snr`),
+  as the Planck papers bin completeness; not the S/N the baseline measures, which would put the
+  baseline's upward noise fluctuations into the bins it is scored in;
 - completeness: the fraction of injected clusters in the scored cells, outside the Galactic mask
-  (``galactic_mask_deg``), with a (merged) detection within 7'; quoted for clusters with truth S/N >= ``headline_snr`` and as curves against S/N
-  and M500;
+  (``galactic_mask_deg``), with a (merged) detection within 7'; quoted above ``headline_snr``, in
+  ``faint_snr_range`` (4.5-6, ``completeness_snr_4p5_6``) and as curves against S/N and M500;
 - purity: the fraction of detections in the scored cells, outside the mask, with an injected
   cluster (of any S/N) within 7'.
 
-The baseline (:mod:`nightshift.clusters.matched_filter`) goes through the same detection rule,
-merging and matching with its S/N map in place of the probability map. It is reported at the
-S/N threshold where its purity first reaches the model's (equal purity), or at its highest
-purity when it never does, and at its fixed threshold ``baseline_snr_threshold`` under
-``baseline_fixed_threshold``.
+Operating points are chosen on a training sky, never on the scored skies: the MMF baseline
+(:mod:`nightshift.clusters.matched_filter`; S/N peaks, merged and matched as the model's
+detections) detects above the lowest S/N threshold whose purity reaches ``target_purity`` (0.9) on
+the validation cells of the first training sky (:func:`tune_thresholds`); the U-Net is scored at
+its shipped rule (probability > ``threshold``) and, under ``model_at_target_purity``, at the
+lowest probability threshold reaching ``target_purity`` on the same cells (which it saw only for
+early stopping).
 
 With the real catalogues present, the model's detections are also cross-matched with PSZ2, MCXC
 and redMaPPer as ``infer`` does on real maps. The simulated clusters are placed independently of
@@ -40,7 +46,7 @@ import numpy as np
 from nightshift.clusters.catalogues import chance_match_fraction, crossmatch, read_references
 from nightshift.clusters.config import ClustersConfig, catalogue_dir
 from nightshift.clusters.infer import Detections, field_detections, predict_probabilities
-from nightshift.clusters.matched_filter import multifrequency_snr
+from nightshift.clusters.matched_filter import MmfMaps, map_fwhm_arcmin, mmf_field_detections, mmf_in_chunks
 from nightshift.clusters.patches import PatchSet, cell_tiling, patch_wcs
 from nightshift.clusters.simulate import ClusterTruth
 
@@ -51,14 +57,17 @@ __all__ = [
     "completeness_curve",
     "detection_scores",
     "Evaluation",
+    "sky_maps",
+    "tune_thresholds",
     "evaluate_skies",
     "plot_evaluation",
     "evaluate_command",
 ]
 
-SNR_BINS = (0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 1e9)
+SNR_BINS = (0.0, 2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 10.0, 15.0, 1e9)
 M500_BINS_MSUN = (0.0, 2e14, 3e14, 4e14, 6e14, 8e14, 1.2e15, 1e17)
-_BASELINE_THRESHOLDS = np.arange(3.0, 12.01, 0.25)
+_BASELINE_THRESHOLDS = tuple(float(q) for q in np.arange(3.0, 12.01, 0.25))
+_MODEL_THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 _AREA_SAMPLE_NSIDE = 256  # pixel centres 14' apart sample the scored area for the chance match rate
 
 
@@ -122,8 +131,12 @@ def detection_scores(
     snr = np.concatenate([t.snr for t in scored_per_sky])
     m500 = np.concatenate([t.m500_msun for t in scored_per_sky])
     bright = snr >= config.headline_snr
+    low, high = config.faint_snr_range
+    faint = (snr >= low) & (snr < high)
     return {
         "completeness": float(detected[bright].mean()) if bright.any() else math.nan,
+        "completeness_snr_4p5_6": float(detected[faint].mean()) if faint.any() else math.nan,
+        "clusters_snr_4p5_6": int(faint.sum()),
         "completeness_all": float(detected.mean()) if len(detected) else math.nan,
         "purity": float(true_detection.mean()) if len(true_detection) else math.nan,
         "detections": int(len(true_detection)),
@@ -146,48 +159,102 @@ class Evaluation:
     example: dict[str, np.ndarray]
 
 
-_HEADLINE = ("completeness", "completeness_all", "purity", "detections", "clusters", "clusters_above_headline_snr")
+_HEADLINE = ("completeness", "completeness_snr_4p5_6", "completeness_all", "purity", "detections", "clusters",
+             "clusters_above_headline_snr", "clusters_snr_4p5_6")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredSky:
+    """One scored sky: its tiles' WCS, the U-Net's probability maps, the MMF's maps and the truth."""
+
+    wcs: list
+    probability: np.ndarray
+    mmf: MmfMaps
+    truth: ClusterTruth
+    patches: PatchSet
+
+
+def sky_maps(model, patches: PatchSet, truth: ClusterTruth, config: ClustersConfig) -> ScoredSky:
+    """Run the U-Net and the MMF over the tiles of one sky."""
+    wcs = [patch_wcs(lon, lat, patch_px=config.patch_px, pixel_arcmin=config.pixel_scale_arcmin)
+           for lon, lat in zip(patches.lon, patches.lat)]
+    return ScoredSky(wcs, predict_probabilities(model, patches.pixels),
+                   mmf_in_chunks(patches.pixels, config.bands, pixel_arcmin=config.pixel_scale_arcmin,
+                                 map_fwhm=map_fwhm_arcmin(config.nside)), truth, patches)
+
+
+def _model_scores(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], threshold: float) -> dict[str, Any]:
+    return detection_scores([field_detections(s.probability, s.wcs, config, threshold=threshold) for s in skies],
+                            [s.truth for s in skies], config, cells)
+
+
+def _baseline_scores(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], threshold: float) -> dict[str, Any]:
+    return detection_scores([mmf_field_detections(s.mmf, s.wcs, config, threshold=threshold) for s in skies],
+                            [s.truth for s in skies], config, cells)
+
+
+def _lowest_reaching(sweep: dict[float, dict[str, Any]], purity: float) -> tuple[float, bool]:
+    """The lowest threshold of ``sweep`` whose purity reaches ``purity`` (else the purest) and whether one did."""
+    reaching = [q for q, s in sweep.items() if not math.isnan(s["purity"]) and s["purity"] >= purity]
+    if reaching:
+        return min(reaching), True
+    return max(sweep, key=lambda q: np.nan_to_num(sweep[q]["purity"])), False
+
+
+def tune_thresholds(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...]) -> dict[str, Any]:
+    """Operating points reaching ``config.target_purity`` on (training) ``skies``: MMF S/N and U-Net probability thresholds."""
+    baseline = {q: _baseline_scores(skies, config, cells, q) for q in _BASELINE_THRESHOLDS}
+    model = {p: _model_scores(skies, config, cells, p) for p in _MODEL_THRESHOLDS}
+    q, q_ok = _lowest_reaching(baseline, config.target_purity)
+    p, p_ok = _lowest_reaching(model, config.target_purity)
+    return {"target_purity": config.target_purity, "cells": list(cells),
+            "baseline_snr_threshold": q, "baseline_reaches_target": q_ok, "baseline_purity": baseline[q]["purity"],
+            "model_threshold": p, "model_reaches_target": p_ok, "model_purity": model[p]["purity"],
+            "baseline_purity_vs_threshold": {f"{k:.2f}": v["purity"] for k, v in baseline.items()},
+            "model_purity_vs_threshold": {f"{k:.2f}": v["purity"] for k, v in model.items()}}
+
+
+def _summary(scores: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**{k: scores[k] for k in _HEADLINE}, **extra}
 
 
 def evaluate_skies(
     model, skies: Sequence[tuple[PatchSet, ClusterTruth]], config: ClustersConfig, cells: tuple[int, ...],
+    *, tuning: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Score ``model`` and the matched-filter baseline on the tiles covering ``cells`` of each sky.
+    """Score ``model`` and the MMF baseline on the tiles covering ``cells`` of each sky.
 
     ``skies`` holds, per sky realisation, the patches tiling ``cells`` and the sky's truth; the
     figures pool the skies and ``metrics["per_sky"]`` gives the model's figures of each.
+    ``tuning`` (from :func:`tune_thresholds` on a training sky) sets the MMF's S/N threshold and
+    the model's threshold of target purity; without it the MMF detects above
+    ``config.baseline_snr_threshold`` and only the shipped rule is scored.
     """
-    wcs_per_sky, probability_per_sky, snr_per_sky = [], [], []
-    for patches, _ in skies:
-        wcs_per_sky.append([patch_wcs(lon, lat, patch_px=config.patch_px, pixel_arcmin=config.pixel_scale_arcmin)
-                            for lon, lat in zip(patches.lon, patches.lat)])
-        probability_per_sky.append(predict_probabilities(model, patches.pixels))
-        snr_per_sky.append(np.concatenate([  # in chunks: the filter works in float64 on (n, bands, P, P)
-            multifrequency_snr(patches.pixels[i:i + 512], config.bands, pixel_arcmin=config.pixel_scale_arcmin)
-            for i in range(0, len(patches), 512)] or [np.zeros((0, config.patch_px, config.patch_px))]))
-    truths = [truth for _, truth in skies]
-    found = [field_detections(p, w, config) for p, w in zip(probability_per_sky, wcs_per_sky)]
-    model_scores = detection_scores(found, truths, config, cells)
-    per_sky = [{k: v for k, v in detection_scores([f], [t], config, cells).items() if k in _HEADLINE}
-               for f, t in zip(found, truths)]
-    sweep = {float(q): detection_scores([field_detections(m, w, config, threshold=q) for m, w in zip(snr_per_sky, wcs_per_sky)],
-                                        truths, config, cells)
-             for q in _BASELINE_THRESHOLDS}
-    reaching = [q for q, s in sweep.items() if not math.isnan(s["purity"]) and s["purity"] >= model_scores["purity"]]
-    equal_purity_q = min(reaching) if reaching else max(sweep, key=lambda q: np.nan_to_num(sweep[q]["purity"]))
-    fixed_q = min(sweep, key=lambda q: abs(q - config.baseline_snr_threshold))
-    baseline = sweep[equal_purity_q]
+    maps = [sky_maps(model, patches, truth, config) for patches, truth in skies]
+    return score_maps(maps, config, cells, tuning=tuning)
+
+
+def score_maps(maps: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], *, tuning: dict[str, Any] | None = None) -> Evaluation:
+    """:func:`evaluate_skies` on skies whose maps :func:`sky_maps` made."""
+    model_scores = _model_scores(maps, config, cells, config.threshold)
+    per_sky = [_summary(_model_scores([m], config, cells, config.threshold)) for m in maps]
+    q = tuning["baseline_snr_threshold"] if tuning else config.baseline_snr_threshold
+    baseline = _baseline_scores(maps, config, cells, q)
     metrics: dict[str, Any] = {
         **{k: model_scores[k] for k in _HEADLINE}, "headline_snr": config.headline_snr,
+        "faint_snr_range": list(config.faint_snr_range), "snr_definition": "injected: true Y5R500 / MMF noise at the true theta500",
         "threshold": config.threshold, "cells": list(cells), "per_sky": per_sky,
-        "baseline": {"completeness": baseline["completeness"], "purity": baseline["purity"],
-                     "completeness_all": baseline["completeness_all"], "snr_threshold": equal_purity_q,
-                     "reaches_model_purity": bool(reaching)},
-        "baseline_fixed_threshold": {"completeness": sweep[fixed_q]["completeness"], "purity": sweep[fixed_q]["purity"],
-                                     "snr_threshold": fixed_q},
+        "model": _summary(model_scores, threshold=config.threshold),
+        "baseline": _summary(baseline, snr_threshold=q, tuned_on_training_sky=bool(tuning)),
     }
+    if tuning:
+        metrics["tuning"] = tuning
+        tuned = _model_scores(maps, config, cells, tuning["model_threshold"])
+        metrics["model_at_target_purity"] = _summary(tuned, threshold=tuning["model_threshold"])
+        metrics["model_at_target_purity_curve"] = tuned["completeness_vs_snr"]
     metrics.update(_real_catalogue_matches(model_scores["_kept"], config, cells))
-    patches, probability, snr_maps = skies[0][0], probability_per_sky[0], snr_per_sky[0]
+    first = maps[0]
+    patches, probability, snr_maps = first.patches, first.probability, first.mmf.snr
     best_tile = int(np.argmax(patches.targets.reshape(len(patches), -1).sum(axis=1))) if len(patches) else 0
     example = {"pixels": patches.pixels[best_tile], "probability": probability[best_tile],
                "target": patches.targets[best_tile], "snr": snr_maps[best_tile]} if len(patches) else {}
@@ -210,32 +277,47 @@ def _real_catalogue_matches(kept_per_sky: Sequence[Detections], config: Clusters
             "real_catalogue_matches_expected_by_chance": rate * detections}
 
 
+def _binomial_error(found: int, total: int) -> float:
+    if total == 0:
+        return math.nan
+    p = (found + 0.5) / (total + 1.0)  # Jeffreys-like centre: non-zero error at 0 and 1
+    return math.sqrt(p * (1.0 - p) / total)
+
+
 def plot_evaluation(evaluation: Evaluation, config: ClustersConfig, path: Path) -> Path:
-    """Completeness vs S/N and vs M500 (model and baseline) and one tile with its maps; PNG at ``path``."""
+    """Completeness vs injected S/N and vs M500 (U-Net and MMF) and one tile with its maps; PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 4, figsize=(19, 4.4))
-    for axis, key, label, log in ((axes[0], "completeness_vs_snr", "truth S/N (matched filter)", False),
+    metrics = evaluation.metrics
+    curves = [(evaluation.model_scores, f"U-Net, shipped (p > {config.threshold}), purity {metrics['model']['purity']:.2f}", "o-"),
+              (evaluation.baseline_scores, f"MMF (S/N > {metrics['baseline']['snr_threshold']:.2f}), purity {metrics['baseline']['purity']:.2f}", "s--")]
+    figure, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    for axis, key, label, log in ((axes[0], "completeness_vs_snr", "injected S/N (true Y5R500 / MMF noise)", False),
                                   (axes[1], "completeness_vs_m500", "M500 [Msun]", True)):
-        for scores, name, style in ((evaluation.model_scores, f"U-Net (p > {config.threshold})", "o-"),
-                                    (evaluation.baseline_scores, f"matched filter (S/N > {evaluation.metrics['baseline']['snr_threshold']:.2f})", "s--")):
+        for offset, (scores, name, style) in enumerate(curves):
             curve = scores[key]
             low, high = np.array(curve["low"]), np.array(curve["high"])
             top = high[-2] * 1.5 if log else high[-2] + 5
             centres = np.where(high > 1e16 if log else high > 1e8, (low + top) / 2, (low + high) / 2)
-            axis.plot(centres, curve["completeness"], style, label=name)
+            centres = centres * (1 + 0.02 * offset) if log else centres + 0.08 * offset
+            errors = [_binomial_error(f, c) for f, c in zip(curve["detected"], curve["clusters"])]
+            axis.errorbar(centres, curve["completeness"], yerr=errors, fmt=style, capsize=2, label=name, ms=4)
         axis.set_xlabel(label)
         axis.set_ylabel("completeness")
-        axis.set_ylim(-0.02, 1.02)
+        axis.set_ylim(-0.02, 1.05)
         axis.grid(alpha=0.3)
         if log:
             axis.set_xscale("log")
+    low, high = config.faint_snr_range
+    axes[0].axvspan(low, high, color="orange", alpha=0.12, lw=0)
     axes[0].axvline(config.headline_snr, color="grey", lw=0.8)
+    axes[0].set_xlim(0, 17)
     axes[0].legend(loc="lower right", fontsize=8)
-    axes[0].set_title(f"purity: U-Net {evaluation.metrics['purity']:.2f}, MF {evaluation.metrics['baseline']['purity']:.2f}")
+    axes[0].set_title(f"S/N {low:g}-{high:g}: U-Net {metrics['model']['completeness_snr_4p5_6']:.2f}, "
+                      f"MMF {metrics['baseline']['completeness_snr_4p5_6']:.2f}", fontsize=10)
     example = evaluation.example
     if example:
         index_143 = config.band_names.index("hfi_143")
@@ -243,11 +325,12 @@ def plot_evaluation(evaluation: Evaluation, config: ClustersConfig, path: Path) 
         axes[2].contour(example["target"], levels=[0.5], colors="k", linewidths=0.8)
         axes[2].set_title("143 GHz [uK_CMB], target disks")
         axes[3].imshow(example["probability"], origin="lower", vmin=0, vmax=1, cmap="viridis")
+        axes[3].contour(example["snr"], levels=[metrics["baseline"]["snr_threshold"]], colors="r", linewidths=0.8)
         axes[3].contour(example["target"], levels=[0.5], colors="w", linewidths=0.8)
-        axes[3].set_title("U-Net probability")
+        axes[3].set_title("U-Net probability; red: MMF S/N threshold")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
 
@@ -265,14 +348,15 @@ def _json_safe(value: Any) -> Any:
 def evaluate_command(
     *, weights: Path | None, overrides: dict[str, str], seed: int | None, cells: str, output: Path,
 ) -> dict[str, Any]:
-    """The ``evaluate`` command: simulate (or reuse) the held-out skies of the model's config, score, plot, write JSON.
+    """The ``evaluate`` command: simulate (or reuse) the skies, tune on a training sky, score, plot, write JSON.
 
-    The skies are the config's ``evaluation_seeds`` (never used in training), or the one sky
-    ``seed``; ``skies_used_in_training`` names any scored sky that the model trained on.
+    The scored skies are the config's ``evaluation_seeds`` (never used in training), or the one
+    sky ``seed``; ``skies_used_in_training`` names any scored sky that the model trained on. The
+    operating points are tuned on the validation cells of the first training sky.
     """
+    from nightshift.clusters.bundle import bundled_weights
     from nightshift.clusters.datasets import simulated_data
     from nightshift.clusters.model import load_model
-    from nightshift.clusters.servicer import bundled_weights
     from nightshift.core.devices import configure_tensorflow
 
     configure_tensorflow()
@@ -281,19 +365,23 @@ def evaluate_command(
     config = ClustersConfig.from_dict(card["config"]).with_overrides(overrides)
     sky_seeds = (seed,) if seed is not None else tuple(config.evaluation_seeds)
     scored_cells = config.held_out_cells if cells == "held-out" else tuple(config.test_cells)
-    skies = []
-    for sky_seed in sky_seeds:
-        data = simulated_data(dataclasses.replace(config, seed=sky_seed, validation_cells=(), test_cells=scored_cells),
+    network = load_model(str(weights))
+
+    def sky(sky_seed: int, sky_cells: tuple[int, ...]) -> ScoredSky:
+        data = simulated_data(dataclasses.replace(config, seed=sky_seed, validation_cells=(), test_cells=sky_cells),
                               ("test",), cache=True)
-        skies.append((data.splits["test"], data.truth))
-    evaluation = evaluate_skies(load_model(str(weights)), skies, config, scored_cells)
+        return sky_maps(network, data.splits["test"], data.truth, config)
+
+    tuning_seed, tuning_cells = config.training_sky_seeds[0], tuple(config.validation_cells)
+    tuning = {"sky_seed": tuning_seed, **tune_thresholds([sky(tuning_seed, tuning_cells)], config, tuning_cells)}
+    evaluation = score_maps([sky(s, scored_cells) for s in sky_seeds], config, scored_cells, tuning=tuning)
     output.mkdir(parents=True, exist_ok=True)
     plot = plot_evaluation(evaluation, config, output / "completeness.png")
     figures = _json_safe({
-        **evaluation.metrics, "model": card["name"], "weights": str(weights), "sky_seeds": list(sky_seeds),
+        **evaluation.metrics, "model_name": card["name"], "weights": weights.name, "sky_seeds": list(sky_seeds),
         "training_sky_seeds": list(config.training_sky_seeds),
         "skies_used_in_training": [s for s in sky_seeds if s in config.training_sky_seeds],
-        "nside": config.nside, "plot": str(plot),
+        "nside": config.nside, "plot": plot.name,
         "completeness_vs_snr": evaluation.model_scores["completeness_vs_snr"],
         "completeness_vs_m500": evaluation.model_scores["completeness_vs_m500"],
         "baseline_completeness_vs_snr": evaluation.baseline_scores["completeness_vs_snr"],

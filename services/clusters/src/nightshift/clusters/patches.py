@@ -20,7 +20,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from nightshift.clusters.config import ClustersConfig
-from nightshift.clusters.matched_filter import multifrequency_snr
+from nightshift.clusters.matched_filter import map_fwhm_arcmin, mmf_sigma
 from nightshift.clusters.simulate import ClusterTruth, SkyMaps
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import make_tile, stable_tile_id
@@ -199,21 +199,26 @@ def disk_targets(
 def measure_truth_snr(
     sky: SkyMaps, config: ClustersConfig, *, cells: Sequence[int] | None = None, chunk: int = 256,
 ) -> ClusterTruth:
-    """The truth with each cluster's S/N: the baseline's matched-filter S/N at its position.
+    """The truth with each cluster's injected S/N: its true Y5R500 over the MMF noise at its true size.
 
-    Read as the maximum over the central 3 x 3 pixels of a patch centred on the cluster. With
-    ``cells``, only the clusters in those nside-2 cells are measured (the others get NaN).
+    ``snr = Y5R500 / sigma_theta500`` (:func:`nightshift.clusters.matched_filter.mmf_sigma`) on a
+    patch centred on the cluster, the noise estimated from that patch with the cluster's own
+    signal removed: the S/N an ideal detection would have, as the Planck papers bin completeness
+    (true Y over the filter noise), not the S/N the MMF measures there, which carries the noise
+    fluctuation at the cluster and would favour the baseline in its own bins. With ``cells``, only
+    the clusters in those nside-2 cells are measured (the others get NaN).
     """
     truth = sky.truth
     snr = np.full(len(truth), np.nan)
     todo = np.flatnonzero(np.isin(truth.base_cell, list(cells)) if cells is not None else np.ones(len(truth), bool))
-    c = config.patch_px // 2
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         patches = sample_patches(sky.maps, truth.glon[part], truth.glat[part], patch_px=config.patch_px,
                                  pixel_arcmin=config.pixel_scale_arcmin)
-        snr_maps = multifrequency_snr(patches, sky.bands, pixel_arcmin=config.pixel_scale_arcmin)
-        snr[part] = snr_maps[:, c - 2:c + 1, c - 2:c + 1].max(axis=(1, 2))
+        sigma = mmf_sigma(patches, sky.bands, pixel_arcmin=config.pixel_scale_arcmin,
+                          theta500_arcmin=truth.theta500_arcmin[part], known_y5r500_arcmin2=truth.y5r500_arcmin2[part],
+                          map_fwhm=map_fwhm_arcmin(sky.nside))
+        snr[part] = truth.y5r500_arcmin2[part] / sigma
     return dataclasses.replace(truth, snr=snr)
 
 
