@@ -53,7 +53,7 @@ def read_fits_image(path: Path, *, extension: int | str | None = None) -> FitsIm
         reason = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
         raise InvalidInput(f"{path}: not a readable FITS image ({reason})") from None
     if np.issubdtype(raw.dtype, np.integer):
-        warn_input(path, f"integer pixels ({raw.dtype}, BZERO/BSCALE applied) read as float32")
+        warn_input(path, f"integer pixels ({raw.dtype}) read as float32")
     data = np.asarray(raw, dtype=np.float32)
     while data.ndim > 2 and data.shape[0] == 1:
         data = data[0]
