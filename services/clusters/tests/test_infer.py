@@ -15,6 +15,7 @@ from nightshift.clusters.infer import (
     Detections, find_detections, merge_detections, predict_probabilities, sky_positions, write_detection_catalogue,
 )
 from nightshift.clusters.patches import patch_wcs
+from nightshift.core.catalog import DETECTION_COLUMNS
 
 
 def test_detection_rule_on_a_hand_made_map() -> None:
@@ -61,7 +62,8 @@ def test_catalogue_files_label_known_and_new(tmp_path, tiny_config) -> None:
     table = Table.read(paths[1])
     assert (table.meta["INPUT"], table.meta["THRESH"], table.meta["FRAME"]) == ("sky.fits", tiny_config.threshold, "galactic")
     assert list(pd.read_csv(paths[2], keep_default_na=False)["status"]) == ["known", "new"]
-    assert table["status"].tolist() == ["known", "new"] and table["match_name"][0] == "PSZ2 G010.00+20.00"
+    assert table["status"].tolist() == ["known", "new"] and table["known_as"][0] == "PSZ2 G010.00+20.00"
+    assert table["known_in"][0] == "PSZ2" and table.colnames[:len(DETECTION_COLUMNS)] == [c.name for c in DETECTION_COLUMNS]
     assert str(table["radius_arcsec"].unit) == "arcsec" and table["radius_arcsec"][0] == pytest.approx(2 * 102.0)
     circles = Regions.read(paths[3], format="ds9")
     assert (circles[0].center.l.deg, circles[0].center.b.deg) == (pytest.approx(10.0), pytest.approx(20.0))

@@ -31,7 +31,7 @@ def summary(kit):
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        main(["simulate-night", "--out", str(kit), "--seed", str(_SEED), "--radius-deg", str(_RADIUS_DEG),
+        main(["simulate-night", "--output", str(kit), "--seed", str(_SEED), "--radius-deg", str(_RADIUS_DEG),
               "--set", f"nside={_NSIDE}"])
     return json.loads(buffer.getvalue().strip().splitlines()[-1])
 

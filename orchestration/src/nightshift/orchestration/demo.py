@@ -79,7 +79,7 @@ def simulate_kit(task: str, directory: Path, seed: int) -> NightKit:
     script = console_script(f"nightshift-{task}")
     if script is None:
         raise FileNotFoundError(f"nightshift-{task} is not installed")
-    summary = run_json_command([script, "simulate-night", "--out", str(directory), "--seed", str(seed)], timeout_s=_KIT_TIMEOUT_S)
+    summary = run_json_command([script, "simulate-night", "--output", str(directory), "--seed", str(seed)], timeout_s=_KIT_TIMEOUT_S)
     night = json.loads((directory / "night.json").read_text())
     service = night.get("service", {})
     return NightKit(task, directory, SurveyConfig.model_validate(night["survey"]),

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nightshift.clusters.config import PRESETS, ClustersConfig, get_config
+from nightshift.core.command import CommandLine
+from nightshift.core.errors import InvalidInput
 
 __all__ = ["main"]
 
@@ -20,17 +22,16 @@ WEIGHTS_DIR = Path(__file__).with_name("weights")
 
 
 def _config(args: argparse.Namespace) -> ClustersConfig:
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = dict(args.set)
     if args.seed is not None:
         overrides["seed"] = str(args.seed)
     return get_config(args.preset, overrides=overrides)
 
 
-def _add_config_options(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
+def _add_config_options(cli: CommandLine, parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
     parser.add_argument("--preset", default=default_preset, choices=sorted(PRESETS), help="configuration preset")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the simulated sky and the training")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field (JSON value), e.g. --set epochs=5 --set 'filters=[8,16]'")
+    cli.seed(parser, None)
+    cli.overrides(parser)
 
 
 def _store_from_env():
@@ -79,7 +80,7 @@ def _train(args: argparse.Namespace) -> None:
     config = _config(args)
     store = _store_from_env() if args.register else None
     if args.register and store is None:
-        sys.exit("--register needs an object store: set NIGHTSHIFT_S3_ENDPOINT and its credentials")
+        raise InvalidInput("--register needs an object store: set NIGHTSHIFT_S3_ENDPOINT and its credentials")
     registry = ModelRegistry(store, "clusters") if store is not None else None
 
     def report(epoch: int, total: int, metrics: dict[str, float]) -> None:
@@ -96,25 +97,37 @@ def _evaluate(args: argparse.Namespace) -> None:
     from nightshift.clusters.evaluate import evaluate_command
 
     figures = evaluate_command(weights=Path(args.weights) if args.weights else None,
-                               overrides=dict(item.split("=", 1) for item in args.set), seed=args.seed,
+                               overrides=args.set, seed=args.seed,
                                cells=args.cells, output=Path(args.output))
     print(json.dumps(figures, sort_keys=True, default=float), flush=True)
+
+
+def _cells(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        cells = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise InvalidInput(f"--cells {text!r}: expected comma-separated nside-2 NESTED cells, 0 to 47") from None
+    if not all(0 <= c < 48 for c in cells):
+        raise InvalidInput(f"--cells {text!r}: nside-2 cells are 0 to 47")
+    return cells
 
 
 def _infer(args: argparse.Namespace) -> None:
     from nightshift.clusters.infer import infer_healpix_file
 
-    summary = infer_healpix_file(Path(args.maps), weights=Path(args.weights) if args.weights else None,
-                                    cells=[int(c) for c in args.cells.split(",")] if args.cells else None,
+    summary = infer_healpix_file(args.maps, weights=args.weights,
+                                    cells=_cells(args.cells),
                                     output=Path(args.output), nest=args.nest)
     print(json.dumps(summary, sort_keys=True), flush=True)
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(port: int | None) -> None:
     from nightshift.clusters.servicer import ClustersModel
     from nightshift.core.server import serve_from_environment
 
-    serve_from_environment(lambda store: ClustersModel(store=store), service="clusters", port=args.port)
+    serve_from_environment(lambda store: ClustersModel(store=store), service="clusters", port=port)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -140,83 +153,57 @@ def _bench(args: argparse.Namespace) -> None:
     bench.report(figures, Path(args.output) / "bench.json")
 
 
-def _simulate_night(args: argparse.Namespace) -> None:
-    from nightshift.clusters.night import DEFAULT_RADIUS_DEG, DEFAULT_SEED, simulate_night
+def build_parser() -> CommandLine:
+    """The command line."""
+    cli = CommandLine("nightshift-clusters", __doc__, distribution="nightshift-clusters")
 
-    overrides = dict(item.split("=", 1) for item in args.set)
-    summary = simulate_night(Path(args.out), DEFAULT_SEED if args.seed is None else args.seed,
-                             radius_deg=DEFAULT_RADIUS_DEG if args.radius_deg is None else args.radius_deg, overrides=overrides)
-    print(json.dumps(summary), flush=True)
+    synth = cli.command("synth", _synth, "simulate a sky: HEALPix maps, truth catalogue and patch splits")
+    _add_config_options(cli, synth, "tiny")
+    cli.output(synth, "clusters-synth", "output directory")
 
-
-def _score_night(args: argparse.Namespace) -> None:
-    from nightshift.clusters.night import score_night
-
-    print(json.dumps(score_night(Path(args.kit), Path(args.catalogue))), flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="nightshift-clusters", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    synth = commands.add_parser("synth", help="simulate a sky: HEALPix maps, truth catalogue and patch splits")
-    _add_config_options(synth, "tiny")
-    synth.add_argument("--output", default="clusters-synth", help="output directory")
-    synth.set_defaults(run=_synth)
-
-    train = commands.add_parser("train", help="train a model on the simulated sky")
-    _add_config_options(train)
-    train.add_argument("--output", default="clusters-model", help="directory of the model file and its JSON card")
+    train = cli.command("train", _train, "train a model on the simulated sky")
+    _add_config_options(cli, train)
+    cli.output(train, "clusters-model", "directory of the model file and its JSON card")
     train.add_argument("--checkpoints", default=None, help="per-epoch checkpoints (default runs/clusters-PRESET-seedN)")
     train.add_argument("--resume", default=None, help="checkpoint directory to resume from")
     train.add_argument("--register", action="store_true", help="register the model in the object store's registry")
-    train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", help="completeness and purity on held-out simulated cells, vs the baseline")
-    evaluate.add_argument("--seed", type=int, default=None, help="seed of the simulated sky (default: the model's)")
-    evaluate.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                          help="override a field of the model's config for the scored sky, e.g. --set random_clusters=8000")
-    evaluate.add_argument("--weights", default=None, help="a .keras model file (default: the shipped model)")
+    evaluate = cli.command("evaluate", _evaluate, "completeness and purity on held-out simulated cells, vs the baseline")
+    cli.seed(evaluate, None)
+    cli.overrides(evaluate)
+    cli.weights(evaluate, "a .keras model file with its JSON card beside it (default: the shipped model)")
     evaluate.add_argument("--cells", choices=("test", "held-out"), default="held-out",
                           help="score on the test cells only or on validation + test cells")
-    evaluate.add_argument("--output", default="clusters-eval", help="directory of the plot, JSON and catalogues")
-    evaluate.set_defaults(run=_evaluate)
+    cli.output(evaluate, "clusters-eval", "directory of the plot, JSON and catalogues")
 
-    infer = commands.add_parser("infer", help="detect clusters in HEALPix maps (FITS) and write a catalogue")
-    infer.add_argument("maps", help="HEALPix FITS file with one column per band, in the model's band order")
-    infer.add_argument("--weights", default=None, help="a .keras model file (default: the shipped model)")
+    infer = cli.command("infer", _infer, "detect clusters in HEALPix maps (FITS) and write a catalogue")
+    infer.add_argument("maps", type=Path, help="HEALPix FITS file with one column per band, in the model's band order")
+    cli.weights(infer, "a .keras model file with its JSON card beside it (default: the shipped model)")
     infer.add_argument("--cells", default=None, help="comma-separated nside-2 NESTED cells (default: whole sky)")
     infer.add_argument("--nest", action="store_true", help="the file is NESTED even if its header says otherwise")
-    infer.add_argument("--output", default="clusters-infer", help="output directory")
-    infer.set_defaults(run=_infer)
+    cli.output(infer, "clusters-infer", "directory for clusters.{fits,ecsv,csv} and clusters_{galactic,icrs}.reg")
 
-    serve = commands.add_parser("serve", help="serve nightshift.v1.TaskService over gRPC")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("NIGHTSHIFT_GRPC_PORT", "50051")))
-    serve.set_defaults(run=_serve)
+    cli.serve_command(_serve)
 
-    bench = commands.add_parser("bench", help="service vs bare-model throughput on a local S3 server")
+    bench = cli.command("bench", _bench, "service vs bare-model throughput on a local S3 server")
     bench.add_argument("--tiles", type=int, default=256, help="tiles to send")
     bench.add_argument("--batch-size", type=int, default=32, help="tiles per Infer call")
-    bench.add_argument("--output", default="clusters-bench", help="directory of the JSON figures")
-    bench.set_defaults(run=_bench)
+    cli.output(bench, "clusters-bench", "directory for bench.json")
 
-    simulate_night = commands.add_parser("simulate-night", help="write the demo night's partial-sky HEALPix maps, night.json and truth")
-    simulate_night.add_argument("--out", required=True, help="directory of the night kit")
-    simulate_night.add_argument("--seed", type=int, default=None,
-                                help="seed of the night, default 0 (its sky is the simulator's seed N + 1, never the training sky 0)")
-    simulate_night.add_argument("--radius-deg", type=float, default=None, help="radius of the observed disc, default 12 deg")
-    simulate_night.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                                help="override a field of the shipped model's config for the sky, e.g. --set nside=256")
-    simulate_night.set_defaults(run=_simulate_night)
+    from nightshift.clusters.night import DEFAULT_RADIUS_DEG, score_night, simulate_night
 
-    score_night = commands.add_parser("score-night", help="score the night's merged cluster catalogue against the kit's truth")
-    score_night.add_argument("--kit", required=True, help="directory simulate-night wrote")
-    score_night.add_argument("--catalogue", required=True, help="the night's cluster catalogue (FITS table)")
-    score_night.set_defaults(run=_score_night)
+    night = cli.night_commands(
+        lambda args: simulate_night(args.output, args.seed, radius_deg=args.radius_deg, overrides=args.set), score_night,
+        "partial-sky HEALPix maps, real reference catalogues")
+    night.add_argument("--radius-deg", type=float, default=DEFAULT_RADIUS_DEG, help=f"radius of the observed disc (default {DEFAULT_RADIUS_DEG} deg)")
+    cli.overrides(night)
+    return cli
 
-    args = parser.parse_args(argv)
-    args.run(args)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line."""
+    return build_parser().main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

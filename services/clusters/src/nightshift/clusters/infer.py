@@ -203,13 +203,13 @@ def catalogue_rows(
     rows = []
     for i in range(len(detections)):
         rows.append({
-            "id": f"NSC G{detections.glon[i]:07.3f}{detections.glat[i]:+07.3f}",
+            "name": f"NSC G{detections.glon[i]:07.3f}{detections.glat[i]:+07.3f}", "label": "cluster",
             "glon": float(detections.glon[i]), "glat": float(detections.glat[i]),
             "ra": float(icrs.ra.deg[i]), "dec": float(icrs.dec.deg[i]),
             "radius_arcsec": float(detections.radius_px[i] * pixel_arcmin * 60.0),
             "score": float(detections.score[i]), "n_pixels": int(detections.n_pixels[i]),
             "status": "known" if matches.catalogue[i] else "new",
-            "catalogue": str(matches.catalogue[i]), "match_name": str(matches.name[i]),
+            "known_in": str(matches.catalogue[i]), "known_as": str(matches.name[i]),
             "match_sep_arcmin": float(np.nan_to_num(matches.separation_arcmin[i], nan=-1.0)),
             "tile_id": tile_ids[detections.tile[i]] if tile_ids is not None else "",
         })
@@ -222,25 +222,51 @@ def write_detection_catalogue(
 ) -> list[Path]:
     """Cross-match ``detections`` with ``references`` and write FITS, ECSV, CSV and DS9 region files (Galactic
     and ICRS), with the provenance ``meta`` and the detection threshold."""
-    from nightshift.core.catalog import Column, write_catalog
+    from nightshift.core.catalog import DETECTION_COLUMNS, Column, write_catalog
 
     columns = [
-        Column("id", "", "detection name from its Galactic position"),
-        Column("glon", "deg", "Galactic longitude"), Column("glat", "deg", "Galactic latitude"),
-        Column("ra", "deg", "ICRS right ascension"), Column("dec", "deg", "ICRS declination"),
-        Column("radius_arcsec", "arcsec", "radius of the detection (disk of its area, at most 15 arcmin)"),
-        Column("score", "", "peak probability of the detection"),
+        *DETECTION_COLUMNS,  # the night's: name (NSC G<l><b>), glon, glat, ra, dec, radius (disk of its area, at most 15'), peak probability, label
         Column("n_pixels", "", "pixels above the threshold"),
+        Column("known_in", "", "first catalogue with a counterpart within the match radius: PSZ2, MCXC or redMaPPer (empty: new)"),
+        Column("known_as", "", "name of that counterpart"),
         Column("status", "", "known (in a catalogue within the match radius) or new"),
-        Column("catalogue", "", "first catalogue with a match: PSZ2, MCXC or redMaPPer"),
-        Column("match_name", "", "name of the matched cluster"),
         Column("match_sep_arcmin", "arcmin", "separation from the matched cluster (-1: none)"),
         Column("tile_id", "", "tile the detection was kept from"),
     ]
     matches = crossmatch(detections.glon, detections.glat, references, radius_arcmin=config.match_radius_arcmin)
     rows = catalogue_rows(detections, matches, pixel_arcmin=config.pixel_scale_arcmin, tile_ids=tile_ids)
     return write_catalog(rows, columns, stem, frame="galactic", lon="glon", lat="glat", radius_arcsec="radius_arcsec",
-                         label="id", meta={**meta, "THRESH": config.threshold, "MINPIX": config.min_pixels})
+                         label="name", meta={**meta, "THRESH": config.threshold, "MINPIX": config.min_pixels})
+
+
+def read_healpix_maps(path: Path, *, bands: int, band_names: Sequence[str]) -> tuple[np.ndarray, dict[str, object]]:
+    """The ``bands`` maps (bands, npix) float32 of a Galactic HEALPix FITS file and its header cards.
+
+    Raises
+    ------
+    InvalidInput
+        Not a HEALPix FITS table, another number of columns, or maps in another frame than Galactic.
+    """
+    import healpy as hp
+
+    from nightshift.core.errors import InvalidInput
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "No such file", str(path))
+    try:
+        maps, header = hp.read_map(str(path), field=None, dtype=np.float32, nest=None, h=True)
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
+        reason = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
+        raise InvalidInput(f"{path}: not a HEALPix FITS map ({reason})") from None
+    maps = np.atleast_2d(maps)
+    if len(maps) != bands:
+        raise InvalidInput(f"{path}: {len(maps)} map columns, expected {bands} bands {list(band_names)}")
+    cards = dict(header)
+    if str(cards.get("COORDSYS", "G")).strip().upper() not in ("G", "GALACTIC"):
+        raise InvalidInput(f"{path}: COORDSYS {cards['COORDSYS']!r}, expected Galactic maps")
+    if not np.isfinite(maps[~hp.mask_bad(maps)]).any():
+        raise InvalidInput(f"{path}: no finite pixel (all UNSEEN, NaN or infinite)")
+    return maps, cards
 
 
 def infer_healpix_file(
@@ -269,13 +295,7 @@ def infer_healpix_file(
     configure_tensorflow()
     weights = weights or bundled_weights()
     config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"])
-    maps, header = hp.read_map(str(maps_path), field=None, dtype=np.float32, nest=None, h=True)
-    maps = np.atleast_2d(maps)
-    if len(maps) != len(config.bands):
-        raise ValueError(f"{maps_path}: {len(maps)} map columns, expected {len(config.bands)} bands {config.band_names}")
-    cards = dict(header)
-    if str(cards.get("COORDSYS", "G")).strip().upper() not in ("G", "GALACTIC"):
-        raise ValueError(f"{maps_path}: COORDSYS {cards['COORDSYS']!r}, expected Galactic maps")
+    maps, cards = read_healpix_maps(maps_path, bands=len(config.bands), band_names=config.band_names)
     maps[hp.mask_bad(maps)] = np.nan
     nested = nest or str(cards.get("ORDERING", "RING")).strip().upper().startswith("NEST")
     cells = list(range(48)) if cells is None else list(cells)
