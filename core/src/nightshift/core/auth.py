@@ -60,6 +60,7 @@ __all__ = [
     "authorize",
     "AUTH_MODE_ENV",
     "auth_mode",
+    "bearer_metadata",
     "role_token_env",
     "token_for",
     "write_secret_file",
@@ -129,6 +130,11 @@ def token_for(role: str, environ: Mapping[str, str] = os.environ) -> str | None:
     """The token a caller sends to calls needing ``role``: ``NIGHTSHIFT_AUTH_TOKEN_<ROLE>``, else
     ``NIGHTSHIFT_AUTH_TOKEN``, else None (anonymous)."""
     return environ.get(role_token_env(role)) or environ.get(AUTH_TOKEN_ENV) or None
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata that carries ``token`` (``authorization: Bearer <token>``); empty without one."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def auth_mode(environ: Mapping[str, str] = os.environ) -> str:

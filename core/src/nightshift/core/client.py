@@ -13,7 +13,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nightshift.core.auth import AUTH_TOKEN_ENV
+from nightshift.core.auth import AUTH_TOKEN_ENV, bearer_metadata
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, LIVENESS, TASK_SERVICE_NAME
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
@@ -58,7 +58,7 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
     """Send ``authorization: Bearer <token>`` with every call (an interceptor, as call credentials need TLS)."""
 
     def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+        (self._header,) = bearer_metadata(token)
 
     def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self._header], details.credentials,

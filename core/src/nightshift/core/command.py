@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import warnings
@@ -168,8 +169,6 @@ class CommandLine:
                        what: str) -> argparse.ArgumentParser:
         """``simulate-night --output KIT [--seed N]`` and ``score-night --kit KIT --catalogue CAT``, each printing
         one JSON line; returns the first for the service's own options."""
-        import json
-
         def simulate_night(args: argparse.Namespace) -> None:
             print(json.dumps(simulate(args), sort_keys=True, default=float))
 

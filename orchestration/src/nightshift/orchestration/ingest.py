@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from types import TracebackType
 
-from nightshift.core.auth import AUTH_TOKEN_ENV, token_for
+from nightshift.core.auth import AUTH_TOKEN_ENV, bearer_metadata, token_for
 from nightshift.core.client import open_channel
 from nightshift.orchestration.config import FitsTiling
 from nightshift.orchestration.discovery import NightInput
@@ -63,10 +63,6 @@ def ingest_request(night: str, night_input: NightInput, bucket: str) -> IngestRe
     )
 
 
-def _bearer(token: str | None) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),) if token else ()
-
-
 class IngestClient:
     """Call the ingest service at ``target``; every call has a deadline of ``timeout_s`` seconds.
 
@@ -82,8 +78,8 @@ class IngestClient:
         # no channel-wide token: each call sends its own (NIGHTSHIFT_AUTH_TOKEN only through token_for)
         environ = {name: value for name, value in os.environ.items() if name != AUTH_TOKEN_ENV}
         self._channel = open_channel(target, root_certificates=root_certificates, environ=environ)
-        self._ingest_metadata = _bearer(ingest_token or token_for("ingest"))
-        self._list_metadata = _bearer(list_token or token_for("infer"))
+        self._ingest_metadata = bearer_metadata(ingest_token or token_for("ingest"))
+        self._list_metadata = bearer_metadata(list_token or token_for("infer"))
         self._stub = ingest_service_pb2_grpc.IngestServiceStub(self._channel)
 
     def ingest(self, request: IngestRequest, on_progress: ProgressCallback) -> ingest_service_pb2.IngestSummary:

@@ -82,10 +82,13 @@ def registered_header(name: str, directory: Path = REGISTRATION_DIR) -> fits.Hea
 
 
 def load_composite(path: Path) -> RealField:
-    """Read a composite: 8 um from green, 24 um from red, with its fitted WCS (else one from its name)."""
-    from PIL import Image
+    """Read a composite: 8 um from green, 24 um from red, with its fitted WCS (else one from its name).
 
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+    Raises ``InvalidInput`` for a file that is not a readable picture, ``ValueError`` for a name that
+    gives no WCS."""
+    from nightshift.core.inputs import read_picture
+
+    rgb = read_picture(path)
     # image row 0 is the top (highest b) in the JPEG: flip so row 0 is the lowest b, as FITS
     pixels = np.stack([rgb[::-1, :, 1], rgb[::-1, :, 0]]).astype(np.float32)
     header = registered_header(path.name)

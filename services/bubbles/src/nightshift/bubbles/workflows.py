@@ -152,11 +152,10 @@ def read_user_field(path: Path) -> tuple[str, np.ndarray, fits.Header]:
         (the windows are sized in arcsec from the pixel scale).
     """
     from nightshift.core.errors import InvalidInput
-    from nightshift.core.inputs import check_pixels, has_celestial_wcs, read_fits_image, read_picture
+    from nightshift.core.inputs import check_pixels, has_celestial_wcs, read_fits_image
 
     paths = [Path(p) for p in str(path).split(",")]
     if paths[0].suffix.lower() in (".jpg", ".jpeg", ".png"):
-        read_picture(paths[0])  # a clear error for an unreadable picture
         try:
             field = load_composite(paths[0])
         except ValueError as error:
