@@ -7,7 +7,7 @@ import pytest
 
 from nightshift.core.errors import InvalidInput
 from nightshift.core.store import ObjectStore
-from nightshift.core.tiles import TileSpec, decode_tile, make_tile, stable_tile_id
+from nightshift.core.tiles import TileSpec, decode_tile, make_tile, stable_tile_id, window_origin_count, window_origins
 from nightshift.v1 import task_service_pb2, tile_pb2
 
 SPEC = TileSpec(bands=("irac4", "mips24"), height=16, width=16)
@@ -82,3 +82,13 @@ def test_spec_to_proto() -> None:
     proto = SPEC.to_proto()
     assert isinstance(proto, task_service_pb2.InputSpec)
     assert (list(proto.bands), proto.height, proto.width, proto.dtype) == (["irac4", "mips24"], 16, 16, tile_pb2.DATA_TYPE_FLOAT32)
+
+
+@pytest.mark.parametrize(
+    ("length", "size", "overlap", "expected"),
+    [(10, 4, 0.5, [0, 2, 4, 6]), (10, 4, 0.0, [0, 4, 6]), (8, 4, 0.0, [0, 4]), (5, 5, 0.9, [0]), (7, 3, 0.99, [0, 1, 2, 3, 4]),
+     (3, 4, 0.5, [])],
+)
+def test_window_origins_step_regularly_with_the_last_window_flush(length: int, size: int, overlap: float, expected: list[int]) -> None:
+    assert window_origins(length, size, overlap) == expected
+    assert window_origin_count(length, size, overlap) == len(expected)

@@ -13,6 +13,7 @@ from nightshift.bubbles.night import REFERENCE_FILE, TRUTH_STEM, score_night, sk
 from nightshift.bubbles.realdata import CATALOGUE_FILE, DEFAULT_REAL_DIR
 from nightshift.bubbles.servicer import BubblesModel
 from nightshift.bubbles.windows import plan_windows
+from nightshift.core.tiles import window_origins
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +22,6 @@ def kit(tmp_path_factory):
     directory = tmp_path_factory.mktemp("kit")
     assert main(["simulate-night", "--output", str(directory), "--seed", "0", "--fields", "1"]) == 0
     return directory
-
-
-def _ingest_windows(length: int, size: int, overlap: float) -> list[int]:
-    """The ingest service's window origins along one axis (fits_tiling.window_origins), written out again."""
-    step = max(1, int(size * (1.0 - overlap)))
-    origins = list(range(0, length - size + 1, step))
-    return origins if origins[-1] + size == length else [*origins, length - size]
 
 
 def test_help_lists_the_night_commands() -> None:
@@ -62,7 +56,7 @@ def test_simulate_night_writes_a_night_the_service_accepts(kit, capsys) -> None:
     # every window fits the field and is resampled to the accepted size; the windows are the service's own
     for size in tiling["window_px"]:
         assert size <= min(height, width)
-        tiles += len(_ingest_windows(height, size, tiling["overlap_fraction"])) * len(_ingest_windows(width, size, tiling["overlap_fraction"]))
+        tiles += len(window_origins(height, size, tiling["overlap_fraction"])) * len(window_origins(width, size, tiling["overlap_fraction"]))
     assert tiles == len(plan_windows((height, width), tiling["window_px"], tiling["overlap_fraction"])) == 129
 
     truth = Table.read(kit / TRUTH_STEM.with_suffix(".fits"))

@@ -3,13 +3,7 @@
 import numpy as np
 from astropy.wcs import WCS
 
-from nightshift.bubbles.windows import Window, car_header, plan_windows, resize_crop, window_header, window_origins
-
-
-def test_window_origins_cover_the_axis_with_the_last_window_flush() -> None:
-    assert window_origins(10, 4, 0.5) == [0, 2, 4, 6]
-    assert window_origins(10, 4, 0.0) == [0, 4, 6]
-    assert window_origins(3, 4, 0.5) == []
+from nightshift.bubbles.windows import Window, car_header, plan_windows, resize_crop, window_header
 
 
 def test_plan_windows_skips_sizes_larger_than_the_field() -> None:

@@ -12,6 +12,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from nightshift.core.tiles import window_origins
 from nightshift.filaments.cli import main
 from nightshift.filaments.config import BAND, UNIT
 from nightshift.filaments.night import MIN_LENGTH_PX, SURVEY, spine_length_px
@@ -25,15 +26,6 @@ def kit(tmp_path_factory):
     directory = tmp_path_factory.mktemp("kit")
     assert main(["simulate-night", "--output", str(directory), "--seed", "4", "--fields", "1", "--size", str(_SIZE_PX)]) == 0
     return directory
-
-
-def _ingest_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
-    """The ingest service's window origins (fits_tiling.window_origins): a regular step, the last flush."""
-    step = max(1, int(size_px * (1.0 - overlap_fraction)))
-    origins = list(range(0, length_px - size_px + 1, step))
-    if origins[-1] + size_px < length_px:
-        origins.append(length_px - size_px)
-    return origins
 
 
 def _catalogue(path, glon, glat):
@@ -84,7 +76,7 @@ def test_the_ingest_cuts_tiles_the_service_accepts(kit) -> None:
     height, width = image.shape
     sizes = []
     for size in tiling["window_px"]:
-        rows, cols = _ingest_origins(height, size, tiling["overlap_fraction"]), _ingest_origins(width, size, tiling["overlap_fraction"])
+        rows, cols = window_origins(height, size, tiling["overlap_fraction"]), window_origins(width, size, tiling["overlap_fraction"])
         assert rows[-1] + size == height and cols[-1] + size == width  # every pixel is covered
         for y0 in rows:
             for x0 in cols:

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from nightshift.core.tiles import decode_tile, make_tile
+from nightshift.core.tiles import decode_tile, make_tile, window_origins
 from nightshift.ghosts.artefacts import decode_rle
 from nightshift.ghosts.cli import main
 from nightshift.ghosts.config import BANDS, TILE_SIZE
@@ -32,15 +32,6 @@ def kit(tmp_path_factory) -> Path:
     assert summary["fields"] == EXPOSURES and summary["files"] == 3 * EXPOSURES and summary["tiles"] == EXPOSURES
     assert summary["truth_objects"] >= 5
     return directory
-
-
-def window_origins(length: int, size: int, overlap: float) -> list[int]:
-    """The ingest's window rule (fits_tiling.window_origins): regular step, the last window flush with the edge."""
-    step = max(1, int(size * (1.0 - overlap)))
-    origins = list(range(0, length - size + 1, step))
-    if origins[-1] + size < length:
-        origins.append(length - size)
-    return origins
 
 
 def ingest_tiles(kit: Path) -> list[tuple[tile_pb2.ImageTile, str]]:

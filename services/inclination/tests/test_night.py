@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from nightshift.core.tiles import decode_tile, make_tile
+from nightshift.core.tiles import decode_tile, make_tile, window_origins
 from nightshift.inclination.baseline import baseline_estimates
 from nightshift.inclination.cli import main
 from nightshift.inclination.night import FIELD, SURVEY, TRUTH_FILE, UNIT, score_night, simulate_night
@@ -46,15 +46,6 @@ def galaxies(model):
                              face_on_fraction=config.face_on_fraction, reject_fraction=config.reject_fraction)
 
 
-def _window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
-    """The ingest's window layout along one axis (fits_tiling.window_origins): regular step, last window flush."""
-    step = max(1, int(size_px * (1.0 - overlap_fraction)))
-    origins = list(range(0, length_px - size_px + 1, step))
-    if origins[-1] + size_px < length_px:
-        origins.append(length_px - size_px)
-    return origins
-
-
 def _ingest_windows(kit: Path) -> tuple[list[tuple[int, int, np.ndarray]], WCS, int]:
     """The tiles the ingest cuts from the kit's field: (x0, y0, pixels (bands, n, n)) row by row, the WCS, the window."""
     night = json.loads((kit / "night.json").read_text())
@@ -64,8 +55,8 @@ def _ingest_windows(kit: Path) -> tuple[list[tuple[int, int, np.ndarray]], WCS, 
     cube = np.stack(planes).astype(np.float32)
     wcs = WCS(fits.getheader(kit / "raw" / FIELD / "r.fits"))
     windows = [(x0, y0, cube[:, y0 : y0 + size, x0 : x0 + size])
-               for y0 in _window_origins(cube.shape[1], size, tiling["overlap_fraction"])
-               for x0 in _window_origins(cube.shape[2], size, tiling["overlap_fraction"])]
+               for y0 in window_origins(cube.shape[1], size, tiling["overlap_fraction"])
+               for x0 in window_origins(cube.shape[2], size, tiling["overlap_fraction"])]
     return windows, wcs, size
 
 

@@ -21,7 +21,6 @@ from nightshift.ingest.fits_tiling import (
     read_fits_image,
     resample_area,
     window_count,
-    window_origins,
 )
 from nightshift.ingest.synthetic import field_image, field_wcs, write_field
 
@@ -149,14 +148,6 @@ def test_bands_that_do_not_overlap_are_invalid_input() -> None:
     images = [band(np.ones((20, 20), np.float32), here, "ref"), band(np.ones((20, 20), np.float32), elsewhere, "far")]
     with pytest.raises(InvalidInput, match="band 'far' does not overlap the reference band 'ref'"):
         align_bands(images, reference=0)
-
-
-@pytest.mark.parametrize(
-    ("length", "size", "overlap", "expected"),
-    [(10, 4, 0.5, [0, 2, 4, 6]), (10, 4, 0.0, [0, 4, 6]), (8, 4, 0.0, [0, 4]), (5, 5, 0.9, [0]), (7, 3, 0.99, [0, 1, 2, 3, 4])],
-)
-def test_window_origins(length: int, size: int, overlap: float, expected: list[int]) -> None:
-    assert window_origins(length, size, overlap) == expected
 
 
 def test_plan_covers_every_pixel_at_every_scale() -> None:

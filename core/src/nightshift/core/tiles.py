@@ -14,7 +14,7 @@ from nightshift.core.errors import InvalidInput
 from nightshift.core.store import ObjectStore
 from nightshift.v1 import task_service_pb2, tile_pb2
 
-__all__ = ["TileSpec", "Tile", "make_tile", "stable_tile_id", "decode_tile"]
+__all__ = ["TileSpec", "Tile", "make_tile", "stable_tile_id", "decode_tile", "window_origins", "window_origin_count"]
 
 
 def stable_tile_id(*parts: object) -> str:
@@ -25,6 +25,41 @@ def stable_tile_id(*parts: object) -> str:
     """
     text = "\x1f".join(str(p) for p in parts)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
+    """First pixels of the windows along one axis: a regular step, the last window flush with the edge.
+
+    The one window rule of the project: the ingest cuts its tiles by it and the services that window
+    whole fields themselves (or check what the ingest cut) use it too. The step is
+    ``size_px * (1 - overlap_fraction)`` rounded down (at least 1 pixel); no window when it does not fit.
+
+    >>> window_origins(10, 4, 0.5)
+    [0, 2, 4, 6]
+    >>> window_origins(10, 4, 0.0)
+    [0, 4, 6]
+    >>> window_origins(3, 4, 0.5)
+    []
+    """
+    if size_px > length_px:
+        return []
+    step = max(1, int(size_px * (1.0 - overlap_fraction)))
+    origins = list(range(0, length_px - size_px + 1, step))
+    if origins[-1] + size_px < length_px:
+        origins.append(length_px - size_px)
+    return origins
+
+
+def window_origin_count(length_px: int, size_px: int, overlap_fraction: float) -> int:
+    """``len(window_origins(length_px, size_px, overlap_fraction))`` without building the list (sizing huge images).
+
+    >>> window_origin_count(10, 4, 0.0), window_origin_count(100_000_000, 4, 0.5)
+    (3, 49999999)
+    """
+    if size_px > length_px:
+        return 0
+    origins = range(0, length_px - size_px + 1, max(1, int(size_px * (1.0 - overlap_fraction))))
+    return len(origins) + (origins[-1] + size_px < length_px)
 
 
 @dataclasses.dataclass(frozen=True)

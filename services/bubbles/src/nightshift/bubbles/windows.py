@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from astropy.io import fits
 
-__all__ = ["Window", "window_origins", "plan_windows", "resize_crop", "window_header", "car_header"]
+from nightshift.core.tiles import window_origins
+
+__all__ = ["Window", "plan_windows", "resize_crop", "window_header", "car_header"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,21 +32,6 @@ class Window:
     def scale(self, output_px: int) -> float:
         """Field pixels per output pixel when the window is resized to ``output_px``."""
         return self.size_px / output_px
-
-
-def window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
-    """First pixels of the windows along one axis: a regular step, the last window flush with the edge.
-
-    >>> window_origins(10, 4, 0.5)
-    [0, 2, 4, 6]
-    """
-    if size_px > length_px:
-        return []
-    step = max(1, int(size_px * (1.0 - overlap_fraction)))
-    origins = list(range(0, length_px - size_px + 1, step))
-    if origins[-1] + size_px < length_px:
-        origins.append(length_px - size_px)
-    return origins
 
 
 def plan_windows(shape: tuple[int, int], window_px: Sequence[int], overlap_fraction: float) -> list[Window]:

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from nightshift.core.tiles import window_origins
+
 __all__ = ["SURVEY", "NIGHT_SEED_OFFSET", "DEFAULT_PIXEL_SCALE_ARCSEC", "DEFAULT_FIELDS", "DEFAULT_FIELD_PX",
            "DUPLICATE_RADIUS_PX", "HIT_RADIUS_PX", "MIN_LENGTH_PX", "night_pixel_scale_arcsec", "field_wcs",
            "night_tiling", "spine_length_px", "simulate_night", "score_night"]
@@ -211,19 +213,10 @@ def simulate_night(out: Path, seed: int = 0, *, fields: int = DEFAULT_FIELDS, si
         "service": {"duplicate_radius_arcsec": DUPLICATE_RADIUS_PX * scale, "crossmatch_radius_arcsec": 0.0},
     }
     (out / "night.json").write_text(json.dumps(night, indent=2) + "\n")
-    per_axis = len(_window_origins(size_px, config.tile_px, tiling["overlap_fraction"]))
+    per_axis = len(window_origins(size_px, config.tile_px, tiling["overlap_fraction"]))
     return {"survey": SURVEY, "fields": fields, "files": fields, "tiles": fields * per_axis**2,
             "truth_objects": int(np.sum(filaments["counted"])), "truth_all": len(filaments),
             "pixel_scale_arcsec": scale, "seconds": round(time.perf_counter() - started, 2)}
-
-
-def _window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
-    """The ingest's window origins along one axis (regular step, last window flush with the edge)."""
-    step = max(1, int(size_px * (1.0 - overlap_fraction)))
-    origins = list(range(0, length_px - size_px + 1, step))
-    if origins[-1] + size_px < length_px:
-        origins.append(length_px - size_px)
-    return origins
 
 
 def score_night(kit: Path, catalogue: Path) -> dict[str, Any]:

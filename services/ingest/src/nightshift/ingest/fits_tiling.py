@@ -26,9 +26,10 @@ from astropy.wcs import WCS, FITSFixedWarning
 from reproject import reproject_interp
 
 from nightshift.core.errors import InvalidInput
+from nightshift.core.tiles import window_origin_count, window_origins
 from nightshift.ingest.config import FlatTiling, IngestLimits
 
-__all__ = ["BandImage", "Window", "FlatTile", "read_fits_image", "declared_image_px", "align_bands", "window_origins",
+__all__ = ["BandImage", "Window", "FlatTile", "read_fits_image", "declared_image_px", "align_bands",
            "window_count", "plan_windows", "cut_windows", "resample_area"]
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
@@ -241,33 +242,10 @@ def align_bands(images: Sequence[BandImage], reference: int) -> tuple[np.ndarray
     return cube, ref.wcs
 
 
-def window_origins(length_px: int, size_px: int, overlap_fraction: float) -> list[int]:
-    """First pixels of the windows along one axis: a regular step, the last window flush with the edge.
-
-    The step is ``size_px * (1 - overlap_fraction)`` rounded down (at least 1 pixel).
-
-    >>> window_origins(10, 4, 0.5)
-    [0, 2, 4, 6]
-    >>> window_origins(10, 4, 0.0)
-    [0, 4, 6]
-    """
-    step = max(1, int(size_px * (1.0 - overlap_fraction)))
-    origins = list(range(0, length_px - size_px + 1, step))
-    if origins[-1] + size_px < length_px:
-        origins.append(length_px - size_px)
-    return origins
-
-
-def _origin_count(length_px: int, size_px: int, overlap_fraction: float) -> int:
-    """``len(window_origins(length_px, size_px, overlap_fraction))``, without building the list."""
-    origins = range(0, length_px - size_px + 1, max(1, int(size_px * (1.0 - overlap_fraction))))
-    return len(origins) + (origins[-1] + size_px < length_px)
-
-
 def window_count(shape: tuple[int, int], tiling: FlatTiling) -> int:
     """How many windows :func:`plan_windows` lays over an image of ``shape`` (height, width), counted, not laid."""
     height, width = shape
-    return sum(_origin_count(height, size, tiling.overlap_fraction) * _origin_count(width, size, tiling.overlap_fraction)
+    return sum(window_origin_count(height, size, tiling.overlap_fraction) * window_origin_count(width, size, tiling.overlap_fraction)
                for size in tiling.window_px if size <= min(height, width))
 
 
