@@ -47,3 +47,14 @@ def test_no_service_imports_another_service(service: str) -> None:
             if any(module == f or module.startswith(f + ".") for f in forbidden):
                 offenders.append(f"{path.relative_to(REPO)} imports {module}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if s != "ingest"])
+def test_every_registry_a_science_service_builds_runs_its_smoke_check(service: str) -> None:
+    # so no command line, servicer or workflow registers or promotes a version whose model gives NaN (issue 26)
+    calls = [(path, node) for path in sorted((REPO / "services" / service / "src").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("ModelRegistry", "resolve_checkpoint")]
+    assert calls, f"{service} builds no model registry"
+    without = [f"{path.relative_to(REPO)}:{node.lineno}" for path, node in calls if "smoke" not in {k.arg for k in node.keywords}]
+    assert without == [], f"registries built without smoke=: {without}"

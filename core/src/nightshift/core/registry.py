@@ -35,6 +35,8 @@ A registry made with a ``smoke`` check (:data:`SmokeCheck`: load the version's f
 a fixed input) runs it before ``LATEST`` moves to a version, whichever way it moves (``register`` with
 ``set_latest``, ``ensure_bundled``, ``promote``): a version whose model fails to load, whose inference
 raises, or whose output holds a NaN or infinity is never made ``LATEST`` (it stays registered, unserved).
+A service whose versions hold one weights file builds its check with :func:`weights_smoke`, supplying only
+how to load its model and run it on :func:`smoke_input`.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.version import code_version
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
-__all__ = ["SmokeCheck", "ModelRegistry", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_finite_weights",
+__all__ = ["SmokeCheck", "ModelRegistry", "smoke_input", "weights_smoke", "RegisteredModel", "SAFE_SUFFIXES", "ServedCheckpoint", "bundled_weights", "check_finite_weights",
            "check_safe_format", "resolve_checkpoint"]
 
 _log = logging.getLogger(__name__)
@@ -298,6 +300,34 @@ SmokeCheck = Callable[["RegisteredModel", Path], Any]
 """``smoke(model, directory)``: load version ``model`` from its files in ``directory`` and run it on a fixed input;
 return the output's numbers (anything :func:`numpy.asarray` takes, or a sequence of such), or None. Raising
 anything, or returning a NaN or infinity, keeps the version from becoming ``LATEST``."""
+
+
+def smoke_input(*shape: int) -> np.ndarray:
+    """The fixed input of the services' smoke checks: float32 values in [0, 1) from a fixed seed.
+
+    Not zeros, so every weight takes part in the output; non-negative, as pixels and column densities are.
+    """
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+def _weights_file(model: RegisteredModel, suffix: str) -> str:
+    weights = [name for name in model.files if name.endswith(suffix)]
+    if len(weights) != 1:
+        raise FailedPrecondition(f"{model.task} model version {model.version} holds {sorted(model.files)}: expected one {suffix} file")
+    return weights[0]
+
+
+def weights_smoke(suffix: str, run: Callable[[Path, dict[str, Any]], Any]) -> SmokeCheck:
+    """The smoke check of a task whose versions hold one ``*<suffix>`` weights file.
+
+    ``run(weights, config)`` is the service's part: load the file with the version's training config and
+    return the model's raw outputs on :func:`smoke_input` (before any threshold, which would hide a NaN).
+    """
+
+    def smoke(model: RegisteredModel, directory: Path) -> Any:
+        return run(directory / _weights_file(model, suffix), model.config)
+
+    return smoke
 
 
 def _non_finite(output: Any) -> int:
@@ -637,13 +667,15 @@ def resolve_checkpoint(
     store: ObjectStore | None,
     cache_dir: str | Path,
     version: str | None = None,
+    smoke: SmokeCheck | None = None,
 ) -> ServedCheckpoint:
     """The checkpoint a service loads at start-up.
 
     Without a store, the model shipped in the package (``bundled_weights`` and its JSON card beside
     it, same stem), reported as version ``"bundled"``. With a store, the shipped model is registered
     first (it becomes ``LATEST`` only in an empty registry), then the pinned version is fetched:
-    ``version``, else ``NIGHTSHIFT_MODEL_VERSION``, else ``LATEST``.
+    ``version``, else ``NIGHTSHIFT_MODEL_VERSION``, else ``LATEST``. ``smoke`` is the task's smoke check: in an
+    empty registry the shipped model becomes ``LATEST`` only if it passes.
 
     Raises
     ------
@@ -651,17 +683,16 @@ def resolve_checkpoint(
         The pinned version does not exist.
     FailedPrecondition
         The version holds no file of the bundled weights' format.
+    InvalidInput
+        The shipped model, registered into an empty registry, failed its smoke check.
     """
     card_path = bundled_weights.with_suffix(".json")
     if store is None:
         card = json.loads(card_path.read_text())
         return ServedCheckpoint(bundled_weights, card["config"], card["metrics"],
                                 results_pb2.ModelRef(name=card["name"], version="bundled"))
-    registry = ModelRegistry(store, task)
+    registry = ModelRegistry(store, task, smoke=smoke)
     registry.ensure_bundled(bundled_weights, card_path)
     model = registry.get(os.environ.get("NIGHTSHIFT_MODEL_VERSION", "") if version is None else version)
-    suffix = "".join(bundled_weights.suffixes)
-    weights = [name for name in model.files if name.endswith(suffix)]
-    if len(weights) != 1:
-        raise FailedPrecondition(f"{task} model version {model.version} holds {sorted(model.files)}: expected one {suffix} file")
-    return ServedCheckpoint(registry.fetch(model, cache_dir) / weights[0], model.config, model.metrics, model.ref())
+    weights = _weights_file(model, "".join(bundled_weights.suffixes))
+    return ServedCheckpoint(registry.fetch(model, cache_dir) / weights, model.config, model.metrics, model.ref())

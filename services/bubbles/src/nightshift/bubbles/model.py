@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -25,10 +26,10 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
 
 from nightshift.bubbles.config import ASPECT_RATIOS, IMAGE_SIZE, MAX_SIZE, MIN_SIZES, BubblesConfig
-from nightshift.core.registry import bundled_weights
+from nightshift.core.registry import bundled_weights, smoke_input, weights_smoke
 
 __all__ = ["BubbleSSD", "CompactBody", "build_model", "prior_generator", "save_weights", "load_weights", "write_card",
-           "PACKAGE_WEIGHTS", "shipped_weights"]
+           "PACKAGE_WEIGHTS", "shipped_weights", "smoke_check"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
@@ -176,3 +177,16 @@ def shipped_weights() -> Path:
         If the package holds no weights (not trained yet: ``nightshift-bubbles train --preset default --ship``).
     """
     return bundled_weights(PACKAGE_WEIGHTS, ".safetensors")
+
+
+@torch.no_grad()
+def _smoke_outputs(weights: Path, config: dict[str, Any]) -> list[np.ndarray]:
+    # the heads' raw regressions and logits: the detector's score threshold would drop NaN boxes unseen
+    model = load_weights(weights, BubblesConfig.from_dict(config))
+    features = list(model.backbone(torch.from_numpy(smoke_input(1, 2, IMAGE_SIZE, IMAGE_SIZE))).values())
+    head = model.head(features)
+    return [head["bbox_regression"].numpy(), head["cls_logits"].numpy()]
+
+
+smoke_check = weights_smoke(".safetensors", _smoke_outputs)
+"""The registry's check of a bubbles version before it becomes ``LATEST``: it loads and gives finite outputs."""

@@ -17,7 +17,7 @@ from astropy.wcs import WCS
 
 from nightshift.bubbles.config import BAND_FWHM_ARCSEC, BANDS, IMAGE_SIZE, BubblesConfig, preset
 from nightshift.bubbles.infer import SSDWindowDetector, circle_of_box, pixel_scale_arcsec
-from nightshift.bubbles.model import load_weights, save_weights, shipped_weights
+from nightshift.bubbles.model import load_weights, save_weights, shipped_weights, smoke_check
 from nightshift.bubbles.preprocess import preprocess_batch
 from nightshift.bubbles.train import train_model
 from nightshift.core.devices import torch_device
@@ -63,13 +63,15 @@ class BubblesModel(TaskModel):
         self.store = store
         self.weights = weights
         self.evaluate_fields = evaluate_fields
+        self.registry = ModelRegistry(store, self.task, smoke=smoke_check) if store is not None else None
         self._detector: SSDWindowDetector | None = None
         self._config: BubblesConfig | None = None
         self._ref = results_pb2.ModelRef()
 
     def load(self) -> None:
         cache = Path(tempfile.gettempdir()) / "nightshift-models"
-        served = resolve_checkpoint(self.task, self.weights or shipped_weights(), store=self.store, cache_dir=cache)
+        served = resolve_checkpoint(self.task, self.weights or shipped_weights(), store=self.store, cache_dir=cache,
+                                    smoke=smoke_check)
         self._config = BubblesConfig.from_dict(served.config)
         self._detector = SSDWindowDetector(load_weights(served.weights, self._config, device=torch_device()))
         self._ref = served.ref
@@ -82,7 +84,7 @@ class BubblesModel(TaskModel):
         return self._ref
 
     def models(self) -> list[task_service_pb2.ModelVersion]:
-        return [m.to_proto() for m in ModelRegistry(self.store, self.task).versions()] if self.store is not None else []
+        return [m.to_proto() for m in self.registry.versions()] if self.registry is not None else []
 
     def infer(self, tiles: Sequence[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
         assert self._detector is not None and self._config is not None
@@ -113,7 +115,7 @@ class BubblesModel(TaskModel):
         return detection
 
     def train(self, request: task_service_pb2.TrainRequest, progress: ProgressCallback) -> task_service_pb2.ModelVersion:
-        if self.store is None:
+        if self.registry is None:
             raise FailedPrecondition("bubbles: no object store configured, so no model registry (set NIGHTSHIFT_S3_*)")
         if request.dataset not in ("", "simulated"):
             raise InvalidInput(f"bubbles: training dataset {request.dataset!r}, expected 'simulated' (or empty)")
@@ -130,7 +132,7 @@ class BubblesModel(TaskModel):
         result = train_model(config, seed=seed, on_epoch=report, show_progress=False)
         with tempfile.TemporaryDirectory() as directory:
             weights = save_weights(result.model, Path(directory) / f"{config.name}.safetensors")
-            registered = ModelRegistry(self.store, self.task).register(
+            registered = self.registry.register(
                 {weights.name: weights}, name=config.name, metrics=result.metrics, config=result.config.to_dict(), data_seed=seed,
                 set_latest=False)
         return registered.to_proto()

@@ -17,7 +17,7 @@ from astropy.io import fits
 from nightshift.bubbles.config import BubblesConfig, data_seeds
 from nightshift.bubbles.config import preset as config_preset
 from nightshift.bubbles.evaluate import headline, plot_sweep, score_sweep
-from nightshift.bubbles.model import PACKAGE_WEIGHTS, BubbleSSD, load_weights, save_weights, shipped_weights, write_card
+from nightshift.bubbles.model import PACKAGE_WEIGHTS, BubbleSSD, load_weights, save_weights, shipped_weights, smoke_check, write_card
 from nightshift.bubbles.realdata import CATALOGUE_FILE, load_composite
 from nightshift.bubbles.scoring import FieldRows, best_f2, real_check, simulated_rows
 from nightshift.bubbles.simulate import Field
@@ -47,7 +47,7 @@ def register_if_configured(weights: Path) -> str | None:
     info = json.loads(weights.with_suffix(".json").read_text())
     store = ObjectStore.from_env()
     store.ensure_bucket()
-    model = ModelRegistry(store, "bubbles").register(
+    model = ModelRegistry(store, "bubbles", smoke=smoke_check).register(
         {weights.name: weights}, name=info["name"], metrics=info["metrics"], config=info["config"], data_seed=info["data_seed"],
     )
     return model.version

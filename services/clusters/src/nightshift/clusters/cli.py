@@ -74,6 +74,7 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from nightshift.clusters.bundle import smoke_check
     from nightshift.clusters.train import train_model
     from nightshift.core.registry import ModelRegistry
 
@@ -81,7 +82,7 @@ def _train(args: argparse.Namespace) -> None:
     store = _store_from_env() if args.register else None
     if args.register and store is None:
         raise InvalidInput("--register needs an object store: set NIGHTSHIFT_S3_ENDPOINT and its credentials")
-    registry = ModelRegistry(store, "clusters") if store is not None else None
+    registry = ModelRegistry(store, "clusters", smoke=smoke_check) if store is not None else None
 
     def report(epoch: int, total: int, metrics: dict[str, float]) -> None:
         print(json.dumps({"epoch": epoch, "total_epochs": total, **metrics}), flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nightshift.clusters.bundle import bundled_weights
+from nightshift.clusters.bundle import bundled_weights, smoke_check
 from nightshift.clusters.config import ClustersConfig, get_config
 from nightshift.core.codec import encode_array
 from nightshift.core.errors import FailedPrecondition, NotFound
@@ -60,7 +60,7 @@ class ClustersModel(TaskModel):
         self.config = ClustersConfig.from_dict(self.card["config"])
         self.spec = _spec(self.config)
         self.evaluation_overrides = dict(evaluation_overrides or {})
-        self.registry = ModelRegistry(store, self.task) if store is not None else None
+        self.registry = ModelRegistry(store, self.task, smoke=smoke_check) if store is not None else None
         self._network = None
         self._ref = results_pb2.ModelRef()
         self._cache = tempfile.TemporaryDirectory(prefix="clusters-models-")
@@ -70,7 +70,7 @@ class ClustersModel(TaskModel):
         from nightshift.core.devices import configure_tensorflow
 
         configure_tensorflow()
-        checkpoint = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name)
+        checkpoint = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name, smoke=smoke_check)
         self.config = ClustersConfig.from_dict(checkpoint.config)
         self.spec = _spec(self.config)
         self._ref = checkpoint.ref

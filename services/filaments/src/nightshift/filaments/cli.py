@@ -80,7 +80,7 @@ def _sky_match(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from nightshift.core.registry import ModelRegistry
     from nightshift.filaments.config import preset
-    from nightshift.filaments.model import WEIGHTS_DIR
+    from nightshift.filaments.model import WEIGHTS_DIR, smoke_check
     from nightshift.filaments.train import train_model
 
     overrides = dict(args.set)
@@ -90,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["use_real"] = "false"
     config = preset(args.preset, **overrides)
     store = _store_from_env()
-    registry = ModelRegistry(store, "filaments") if store is not None else None
+    registry = ModelRegistry(store, "filaments", smoke=smoke_check) if store is not None else None
     output = args.output or Path("runs") / f"filaments-{args.preset}"
     result = train_model(config, output_dir=output, registry=registry, real_data_dir=args.real_dir)
     if args.ship:

@@ -4,13 +4,17 @@ levels, 23 layers); logits out, one channel."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from nightshift.core.registry import smoke_input, weights_smoke
 from nightshift.filaments.config import FilamentsConfig
 
-__all__ = ["UNet", "build_unet", "unet_from_config", "save_weights", "load_network", "bundled_weights", "load_checkpoint"]
+__all__ = ["UNet", "build_unet", "unet_from_config", "save_weights", "load_network", "bundled_weights", "load_checkpoint",
+           "smoke_check"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -137,3 +141,14 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     card = json.loads(path.with_suffix(".json").read_text())
     config = FilamentsConfig.from_dict(card["config"])
     return load_network(path, config, device), config, card
+
+
+@torch.no_grad()
+def _smoke_outputs(weights: Path, config: dict[str, Any]) -> np.ndarray:
+    # the U-Net's raw logits on one patch, not the stitched probability map
+    unet = FilamentsConfig.from_dict(config)
+    return load_network(weights, unet)(torch.from_numpy(smoke_input(1, 1, unet.patch_px, unet.patch_px))).numpy()
+
+
+smoke_check = weights_smoke(".safetensors", _smoke_outputs)
+"""The registry's check of a filaments version before it becomes ``LATEST``: it loads and gives finite logits."""

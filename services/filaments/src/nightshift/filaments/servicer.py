@@ -22,7 +22,7 @@ from nightshift.core.registry import ModelRegistry, resolve_checkpoint
 from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
 from nightshift.filaments.config import BAND, FilamentsConfig, preset
-from nightshift.filaments.model import bundled_weights
+from nightshift.filaments.model import bundled_weights, smoke_check
 from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["FilamentsModel"]
@@ -66,6 +66,7 @@ class FilamentsModel(TaskModel):
         self.inline_limit_bytes = inline_limit_bytes
         self.evaluation_overrides = dict(evaluation_overrides or {})
         self.real_data_dir = real_data_dir
+        self.registry = ModelRegistry(store, self.task, smoke=smoke_check) if store is not None else None
         _, self.config, _ = load_checkpoint(self.weights)
         self.spec = _spec(self.config)
         self._network = None
@@ -76,7 +77,7 @@ class FilamentsModel(TaskModel):
         from nightshift.core.devices import torch_device
         from nightshift.filaments.model import load_network
 
-        served = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name)
+        served = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name, smoke=smoke_check)
         self.config = FilamentsConfig.from_dict(served.config)
         self.spec = _spec(self.config)
         self._network = load_network(served.weights, self.config, torch_device())
@@ -95,7 +96,7 @@ class FilamentsModel(TaskModel):
         return self._ref
 
     def models(self) -> list[task_service_pb2.ModelVersion]:
-        return [m.to_proto() for m in ModelRegistry(self.store, self.task).versions()] if self.store is not None else []
+        return [m.to_proto() for m in self.registry.versions()] if self.registry is not None else []
 
     def infer(self, tiles: Sequence[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
         from nightshift.filaments.infer import find_filaments, predict_probability, sky_filaments
@@ -133,7 +134,7 @@ class FilamentsModel(TaskModel):
     def train(self, request: task_service_pb2.TrainRequest, progress: ProgressCallback) -> task_service_pb2.ModelVersion:
         from nightshift.filaments.train import train_model
 
-        if self.store is None:
+        if self.registry is None:
             raise FailedPrecondition("training registers a model version: the server needs an object store")
         if request.dataset not in ("", "simulated"):
             raise NotFound(f"dataset {request.dataset!r}: the filaments service trains on 'simulated' (plus the real cut-out when present)")
@@ -148,11 +149,10 @@ class FilamentsModel(TaskModel):
         def report(epoch: int, total: int, metrics: dict[str, float]) -> None:
             progress(task_service_pb2.TrainProgress(epoch=epoch, total_epochs=total, metrics=metrics, message=f"epoch {epoch}/{total}"))
 
-        registry = ModelRegistry(self.store, self.task)
         with tempfile.TemporaryDirectory(prefix="filaments-train-") as work:
-            result = train_model(config, output_dir=Path(work), progress=report, registry=registry,
+            result = train_model(config, output_dir=Path(work), progress=report, registry=self.registry,
                                  real_data_dir=self.real_data_dir, show_progress=False)
-        return registry.get(result.version).to_proto()
+        return self.registry.get(result.version).to_proto()
 
     def evaluate(self, request: task_service_pb2.EvaluateRequest) -> task_service_pb2.EvaluateResponse:
         from nightshift.filaments.config import default_real_data_dir

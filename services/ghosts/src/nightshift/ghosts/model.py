@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -25,11 +27,12 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from nightshift.ghosts.config import CLASSES, GhostsConfig
+from nightshift.core.registry import smoke_input, weights_smoke
+from nightshift.ghosts.config import CLASSES, TILE_SIZE, GhostsConfig
 
 __all__ = [
     "NUM_CLASSES", "IMAGE_MEAN", "IMAGE_STD", "compact_backbone", "build_model", "GhostDetector", "save_weights",
-    "load_detector", "write_card",
+    "load_detector", "write_card", "smoke_check",
 ]
 
 NUM_CLASSES = len(CLASSES) + 1
@@ -206,3 +209,16 @@ def write_card(path: str | Path, *, config: GhostsConfig, metrics: dict[str, flo
     card = {**(extra or {}), "name": config.name, "metrics": metrics, "config": config.to_dict(), "data_seed": int(data_seed)}
     path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return path
+
+
+@torch.no_grad()
+def _smoke_outputs(weights: Path, config: dict[str, Any]) -> list[np.ndarray]:
+    # the feature maps and the region proposals' raw scores and deltas: detection drops NaN boxes unseen
+    net = load_detector(weights, GhostsConfig.from_dict(config)).net
+    features = list(net.backbone(torch.from_numpy(smoke_input(1, 3, TILE_SIZE, TILE_SIZE))).values())
+    objectness, deltas = net.rpn.head(features)
+    return [t.numpy() for t in (*features, *objectness, *deltas)]
+
+
+smoke_check = weights_smoke(".safetensors", _smoke_outputs)
+"""The registry's check of a ghosts version before it becomes ``LATEST``: it loads and gives finite outputs."""

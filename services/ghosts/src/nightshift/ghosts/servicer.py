@@ -20,7 +20,7 @@ from nightshift.ghosts.crossval import CROSSVAL_RESULTS, real_headline
 from nightshift.ghosts.config import BANDS, TILE_SIZE, GhostsConfig, preset
 from nightshift.ghosts.evaluate import headline, score_real_heldout, score_simulated_with_baseline
 from nightshift.ghosts.infer import Detector, sky_position
-from nightshift.ghosts.model import load_detector, save_weights
+from nightshift.ghosts.model import load_detector, save_weights, smoke_check
 from nightshift.ghosts.preprocess import display_pixels
 from nightshift.ghosts.train import EpochReport, train_model
 from nightshift.ghosts.shipped import shipped_weights
@@ -55,19 +55,15 @@ class GhostsModel(TaskModel):
         self.weights = weights
         self.evaluate_images = evaluate_images
         self.device = torch_device()
+        self.registry = ModelRegistry(store, self.task, smoke=smoke_check) if store is not None else None
         self._detector: Detector | None = None
         self._config: GhostsConfig | None = None
         self._ref = results_pb2.ModelRef()
 
-    def _registry(self) -> ModelRegistry:
-        if self.store is None:
-            raise FailedPrecondition("ghosts: no object store configured, so no model registry (set NIGHTSHIFT_S3_*)")
-        return ModelRegistry(self.store, self.task)
-
     def load(self) -> None:
         weights = self.weights or shipped_weights()[0]
         checkpoint = resolve_checkpoint(self.task, weights, store=self.store,
-                                        cache_dir=Path(tempfile.gettempdir()) / "nightshift-models")
+                                        cache_dir=Path(tempfile.gettempdir()) / "nightshift-models", smoke=smoke_check)
         self._serve(checkpoint.weights, GhostsConfig.from_dict(checkpoint.config), checkpoint.ref)
 
     def _serve(self, weights: Path, config: GhostsConfig, ref: results_pb2.ModelRef) -> None:
@@ -83,7 +79,7 @@ class GhostsModel(TaskModel):
         return self._ref
 
     def models(self) -> list[task_service_pb2.ModelVersion]:
-        return [m.to_proto() for m in self._registry().versions()] if self.store is not None else []
+        return [m.to_proto() for m in self.registry.versions()] if self.registry is not None else []
 
     def infer(self, tiles: Sequence[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
         assert self._detector is not None and self._config is not None
@@ -112,7 +108,8 @@ class GhostsModel(TaskModel):
         return instance
 
     def train(self, request: task_service_pb2.TrainRequest, progress: ProgressCallback) -> task_service_pb2.ModelVersion:
-        registry = self._registry()
+        if self.registry is None:
+            raise FailedPrecondition("ghosts: no object store configured, so no model registry (set NIGHTSHIFT_S3_*)")
         if request.dataset not in ("", "simulated"):
             raise InvalidInput(f"ghosts: training dataset {request.dataset!r}, expected 'simulated' (or empty)")
         try:
@@ -130,8 +127,8 @@ class GhostsModel(TaskModel):
         result = train_model(config, seed=seed, on_epoch=report, show_progress=False)
         with tempfile.TemporaryDirectory() as directory:
             weights = save_weights(result.detector, Path(directory) / f"{config.name}.safetensors")
-            model = registry.register({weights.name: weights}, name=config.name, metrics=result.metrics,
-                                      config=config.to_dict(), data_seed=seed, set_latest=False)
+            model = self.registry.register({weights.name: weights}, name=config.name, metrics=result.metrics,
+                                           config=config.to_dict(), data_seed=seed, set_latest=False)
         return model.to_proto()
 
     def evaluate(self, request: task_service_pb2.EvaluateRequest) -> task_service_pb2.EvaluateResponse:

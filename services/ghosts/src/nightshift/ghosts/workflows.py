@@ -18,7 +18,7 @@ from nightshift.core.devices import torch_device
 from nightshift.core.errors import InvalidInput
 from nightshift.ghosts.config import GhostsConfig, data_ranges
 from nightshift.ghosts.config import preset as config_preset
-from nightshift.ghosts.model import save_weights, write_card
+from nightshift.ghosts.model import save_weights, smoke_check, write_card
 from nightshift.ghosts.shipped import load_model, shipped_weights
 from nightshift.ghosts.train import EpochReport, train_model
 
@@ -37,7 +37,7 @@ def register_if_configured(weights: Path, card: Path) -> str | None:
     info = json.loads(card.read_text())
     store = ObjectStore.from_env()
     store.ensure_bucket()
-    model = ModelRegistry(store, "ghosts").register(
+    model = ModelRegistry(store, "ghosts", smoke=smoke_check).register(
         {weights.name: weights}, name=info["name"], metrics=info["metrics"], config=info["config"], data_seed=info["data_seed"],
     )
     return model.version

@@ -79,8 +79,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.register:
         from nightshift.core.registry import ModelRegistry
         from nightshift.core.store import ObjectStore
+        from nightshift.inclination.infer import smoke_check
 
-        registry = ModelRegistry(ObjectStore.from_env(), "inclination")
+        registry = ModelRegistry(ObjectStore.from_env(), "inclination", smoke=smoke_check)
     result = train(config, seed=args.seed, output_dir=args.output, registry=registry)
     if args.ship:
         shutil.copyfile(result.weights, BUNDLED_WEIGHTS)

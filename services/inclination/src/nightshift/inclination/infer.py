@@ -19,12 +19,14 @@ import keras
 import numpy as np
 
 from nightshift.core.catalog import Column, write_catalog
+from nightshift.core.registry import smoke_input, weights_smoke
 from nightshift.inclination.config import InclinationConfig
 from nightshift.inclination.model import load_ensemble, unscale_inclination
 from nightshift.inclination.preprocess import stretch, test_time_copies
 
 __all__ = [
     "InclinationEstimates", "Predictor", "CATALOG_COLUMNS", "tile_centre_sky", "merge_duplicates", "write_measurements",
+    "smoke_check",
 ]
 
 MIN_SPREAD_DEG = 0.1  # floor of the spread: identical views still leave a model error
@@ -193,3 +195,14 @@ def write_measurements(rows: Sequence[Mapping[str, Any]], stem: str | Path, *, m
     rows = [{**r, "glon": float(lon), "glat": float(lat)} for r, lon, lat in zip(rows, galactic.l.deg, galactic.b.deg)]
     return write_catalog(rows, CATALOG_COLUMNS, stem, frame="icrs", lon="ra", lat="dec", label="name",
                          meta={**meta, "QUANTITY": "inclination"})
+
+
+def _smoke_outputs(weights: Path, config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    # every view's and member's raw inclination and reject probability, before the median would hide a NaN
+    predictor = Predictor.from_card(weights, config=config, metrics={})
+    size = predictor.config.image_size
+    return predictor.predict_views(smoke_input(1, 3, size, size))
+
+
+smoke_check = weights_smoke(".keras", _smoke_outputs)
+"""The registry's check of an inclination version before it becomes ``LATEST``: it loads and gives finite outputs."""

@@ -16,7 +16,7 @@ from nightshift.core.store import ObjectStore
 from nightshift.core.tiles import Tile, TileSpec
 from nightshift.inclination.config import InclinationConfig, build_config
 from nightshift.inclination.evaluate import HELD_OUT_SEED, evaluate_estimates
-from nightshift.inclination.infer import Predictor
+from nightshift.inclination.infer import Predictor, smoke_check
 from nightshift.inclination.simulate import BANDS
 from nightshift.inclination.train import EpochReport, simulate_split, train
 from nightshift.v1 import results_pb2, task_service_pb2
@@ -54,7 +54,7 @@ class InclinationModel(TaskModel):
 
     def __init__(self, *, store: ObjectStore | None = None, model_version: str | None = None, evaluate_galaxies: int | None = None) -> None:
         self.store = store
-        self.registry = ModelRegistry(store, self.task) if store is not None else None
+        self.registry = ModelRegistry(store, self.task, smoke=smoke_check) if store is not None else None
         self.model_version = model_version
         self.evaluate_galaxies = evaluate_galaxies
         self.spec = _spec(InclinationConfig.from_dict(json.loads(BUNDLED_CARD.read_text())["config"]))
@@ -64,7 +64,7 @@ class InclinationModel(TaskModel):
 
     def load(self) -> None:
         checkpoint = resolve_checkpoint(self.task, BUNDLED_WEIGHTS, store=self.store, cache_dir=self._cache.name,
-                                        version=self.model_version)
+                                        version=self.model_version, smoke=smoke_check)
         self.predictor = Predictor.from_card(checkpoint.weights, config=checkpoint.config, metrics=checkpoint.metrics)
         self._ref = checkpoint.ref
         self.spec = _spec(self.predictor.config)
