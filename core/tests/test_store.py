@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 
-from nightshift.core.errors import AccessDenied, InvalidInput, ObjectNotFound, StoreUnavailable
+from nightshift.core.errors import AccessDenied, InvalidInput, ObjectNotFound, StoreFull, StoreUnavailable
 from nightshift.core.s3server import free_port
 from nightshift.core.store import ObjectStore, StoreConfig, sha256_hex
 from nightshift.v1 import tile_pb2
@@ -296,10 +296,14 @@ def test_closed_port_is_store_unavailable_after_retries() -> None:
 
 @pytest.fixture
 def flaky_endpoint() -> Iterator[tuple[ThreadingHTTPServer, list[tuple[int, str, bytes]]]]:
-    """An HTTP server on 127.0.0.1 answering GETs with the (status, content type, body) replies queued."""
+    """An HTTP server on 127.0.0.1 answering GETs and PUTs with the (status, content type, body) replies queued."""
     replies: list[tuple[int, str, bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.do_GET()
+
         def do_GET(self) -> None:
             status, content_type, body = replies.pop(0)
             self.send_response(status)
@@ -320,6 +324,11 @@ def flaky_endpoint() -> Iterator[tuple[ThreadingHTTPServer, list[tuple[int, str,
 
 
 SLOW_DOWN = (503, "application/xml", b"<Error><Code>SlowDown</Code><Message>busy</Message></Error>")
+# MinIO's answer to a write once its drives are below their free-space threshold (its errStorageFull)
+MINIO_STORAGE_FULL = (507, "application/xml", b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>XMinioStorageFull</Code>'
+                      b"<Message>Storage backend has reached its minimum free drive threshold. Please delete a few objects "
+                      b"to proceed.</Message><Key>k</Key><BucketName>nightshift</BucketName><Resource>/nightshift/k</Resource>"
+                      b"<RequestId>17E</RequestId><HostId>dd9</HostId></Error>")
 BAD_GATEWAY = (502, "text/html", b"<html>bad gateway</html>")
 
 
@@ -341,3 +350,15 @@ def test_persistent_server_errors_are_store_unavailable(flaky_endpoint) -> None:
     with pytest.raises(StoreUnavailable, match=r"unavailable for nightshift/k after 3 attempts \(SlowDown\)"):
         flaky_store(server).get_bytes("k")
     assert replies == []
+
+
+@pytest.mark.parametrize(("reply", "answer"), [(MINIO_STORAGE_FULL, "XMinioStorageFull, HTTP 507"),
+                                               ((507, "text/plain", b"Insufficient Storage"), "HTTP 507")],
+                         ids=["minio", "bare-507"])
+def test_a_full_store_is_store_full_without_retries(flaky_endpoint, reply, answer) -> None:
+    server, replies = flaky_endpoint
+    replies += [reply] * 3
+    with pytest.raises(StoreFull, match=rf"is full: no room to write k \({answer}\); free space") as raised:
+        flaky_store(server).put_bytes("k", b"tile")
+    assert len(replies) == 2  # one request: waiting frees no space, so no retry
+    assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -20,6 +20,7 @@ __all__ = [
     "FailedPrecondition",
     "Unavailable",
     "StoreUnavailable",
+    "StoreFull",
     "DeadlineExceeded",
     "Cancelled",
     "Unauthenticated",
@@ -77,6 +78,10 @@ class Unavailable(NightshiftError):
 
 class StoreUnavailable(Unavailable, ConnectionError):
     """The object store could not be reached after retries."""
+
+
+class StoreFull(ResourceExhausted):
+    """The object store has no room for a write (its disk or quota is full): not retried, as waiting frees nothing."""
 
 
 class DeadlineExceeded(NightshiftError):

@@ -116,6 +116,9 @@ class RcloneS3Server(LocalS3Server):
         PEM certificate (chain) and private key: serve HTTPS.
     tls_ca : Path, optional
         PEM file clients verify the certificate with (default: ``tls_cert``).
+
+    Its log goes to ``log_path`` (``<data_dir>.log``), never to a pipe: on a full disk rclone logs every failed
+    write, and an unread pipe filled after about 160 of them and froze the server mid-request.
     """
 
     name = "rclone"
@@ -134,6 +137,7 @@ class RcloneS3Server(LocalS3Server):
             raise ValueError("HTTPS needs both a certificate and a key")
         self._tls_args = ["--cert", str(tls_cert), "--key", str(tls_key)] if tls_cert and tls_key else []
         self.tls_ca = (tls_ca or tls_cert) if tls_cert else None
+        self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -153,7 +157,8 @@ class RcloneS3Server(LocalS3Server):
         # its command line where ps shows it
         self._process = subprocess.Popen(
             end_with_parent([
-                self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--log-level", "ERROR", *self._tls_args,
+                self.executable(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--log-level", "ERROR",
+                "--log-file", str(self.log_path), *self._tls_args,
                 # no MD5 re-read of each object after it is written (put 190 -> 270 MB/s here): the store's own
                 # SHA-256, checked on every read, is the end-to-end integrity check
                 "--ignore-checksum",
@@ -161,7 +166,7 @@ class RcloneS3Server(LocalS3Server):
             ]),
             env={**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         process = self._process
         _wait_for_port(self.port, 15.0, lambda: process.poll() is None)
@@ -170,12 +175,11 @@ class RcloneS3Server(LocalS3Server):
     def stop(self) -> None:
         if self._process is not None:
             stop_child(self._process)
-            if self._process.stderr:
-                self._process.stderr.close()
             self._process = None
         self.port = 0
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.log_path.unlink(missing_ok=True)
 
 
 class CephRgwServer(LocalS3Server):

@@ -5,6 +5,12 @@ environment (:meth:`StoreConfig.from_env`), writes content-addressed keys so a r
 no-op, retries connection failures with exponential backoff, verifies SHA-256 on every read of a
 reference, and raises one exception type per failure whichever server answers: rclone reports
 404/403 in a form the minio client surfaces as ``InvalidResponseError``, Ceph as ``S3Error``.
+
+A store with no room for a write raises :class:`~nightshift.core.errors.StoreFull` at once, without
+retries: MinIO answers 507 ``XMinioStorageFull``, other servers ``InsufficientCapacity`` or
+``QuotaExceeded``. ``rclone serve s3`` says nothing of its disk on the wire (a plain 500
+``InternalError`` to a put, or a 404 ``NoSuchUpload`` once it dropped a multipart upload whose part
+did not fit), so there a write fails after its bounded retries as a failed write, naming the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from nightshift.core.errors import AccessDenied, FailedPrecondition, InvalidInput, ObjectNotFound, StoreUnavailable
+from nightshift.core.errors import AccessDenied, FailedPrecondition, InvalidInput, ObjectNotFound, StoreFull, StoreUnavailable
 from nightshift.v1 import tile_pb2
 
 __all__ = ["StoreConfig", "ObjectStore", "sha256_hex", "check_key"]
@@ -35,6 +41,9 @@ _T = TypeVar("_T")
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_FULL_CODES = {"XMinioStorageFull", "InsufficientCapacity", "QuotaExceeded"}
+_INSUFFICIENT_STORAGE = 507  # HTTP's "no room", MinIO's answer to a write on a full disk
+_ERROR_CODE = re.compile(r"<Code>([A-Za-z]{1,64})</Code>")
 _MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest multipart part
 _MAX_KEY_BYTES = 1024  # S3's longest key
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -229,12 +238,20 @@ class ObjectStore:
     def ensure_bucket(self) -> None:
         """Create the configured bucket if it does not exist."""
         if not self._call(lambda: self._client.bucket_exists(self.bucket), what=f"bucket {self.bucket}"):
-            self._call(lambda: self._client.make_bucket(self.bucket), what=f"bucket {self.bucket}")
+            self._call(lambda: self._client.make_bucket(self.bucket), what=f"bucket {self.bucket}", writes=True)
 
     # -- writes ------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
-        """Write ``data`` at ``key`` (overwriting) and return a reference to it."""
+        """Write ``data`` at ``key`` (overwriting) and return a reference to it.
+
+        Raises
+        ------
+        StoreFull
+            The server has no room for it (its disk or quota is full).
+        StoreUnavailable
+            The server could not be reached, or failed the write, after the retries.
+        """
         check_key(key)
         self._call(
             lambda: self._client.put_object(
@@ -242,6 +259,7 @@ class ObjectStore:
                 content_type=content_type, part_size=self.part_size_bytes,
             ),
             what=key,
+            writes=True,
         )
         return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=len(data), sha256=sha256_hex(data))
 
@@ -261,7 +279,7 @@ class ObjectStore:
         return self.put_bytes(key, data), True
 
     def put_file(self, key: str, path: str | Path, *, content_type: str = "application/octet-stream") -> tile_pb2.ObjectRef:
-        """Upload the file at ``path`` to ``key`` (multipart when large) and return a reference."""
+        """Upload the file at ``path`` to ``key`` (multipart when large) and return a reference; raises as :meth:`put_bytes`."""
         check_key(key)
         path = Path(path)
         digest = hashlib.sha256()
@@ -273,6 +291,7 @@ class ObjectStore:
                 self.bucket, key, str(path), content_type=content_type, part_size=self.part_size_bytes
             ),
             what=key,
+            writes=True,
         )
         return tile_pb2.ObjectRef(bucket=self.bucket, key=key, size_bytes=path.stat().st_size, sha256=digest.hexdigest())
 
@@ -356,46 +375,65 @@ class ObjectStore:
 
     # -- error mapping and retries -----------------------------------------------------------
 
-    def _call(self, operation: Callable[[], _T], *, what: str) -> _T:
-        """Run one S3 operation with retries; map every failure to the project's errors."""
+    def _full(self, what: str, answer: str) -> StoreFull:
+        return StoreFull(f"object store at {self.config.endpoint} is full: no room to write {what} ({answer}); "
+                         "free space or raise its quota, then run again")
+
+    def _call(self, operation: Callable[[], _T], *, what: str, writes: bool = False) -> _T:
+        """Run one S3 operation with retries; map every failure to the project's errors (``writes``: it writes ``what``)."""
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
+            answered = True  # the server answered (with an error): it is up
             try:
                 return operation()
             except S3Error as exc:
+                status = exc.response.status if exc.response is not None else 0
+                if exc.code in _FULL_CODES or status == _INSUFFICIENT_STORAGE:
+                    raise self._full(what, f"{exc.code}, HTTP {status}") from None
                 if exc.code in _NOT_FOUND_CODES:
                     raise ObjectNotFound(f"not found in object store: {what} ({exc.code})") from None
                 if exc.code in _DENIED_CODES:
                     raise AccessDenied(f"object store denied access to {what} ({exc.code})") from None
                 if exc.code == "InvalidRange":
                     raise InvalidInput(f"byte range outside the object {what} ({exc.code})") from None
-                transient, reason = exc.response is not None and exc.response.status >= 500, exc.code
+                transient, reason = status >= 500, exc.code
                 if not transient:
                     raise
             except InvalidResponseError as exc:
-                status = exc._code  # the minio client keeps the HTTP status only here
-                if status == 404:
+                status, body = exc._code, exc._body or ""  # the minio client keeps the HTTP status only here
+                if status == _INSUFFICIENT_STORAGE:
+                    raise self._full(what, f"HTTP {status}") from None
+                # rclone drops a multipart upload whose part it could not store: the write failed, no key is missing
+                dropped_upload = writes and status == 404 and "NoSuchUpload" in body
+                if status == 404 and not dropped_upload:
                     raise ObjectNotFound(f"not found in object store: {what} (HTTP 404)") from None
                 if status in (401, 403):
                     raise AccessDenied(f"object store denied access to {what} (HTTP {status})") from None
                 if status == 416:
                     raise InvalidInput(f"byte range outside the object {what} (HTTP 416)") from None
-                transient, reason = status >= 500, f"HTTP {status}"
+                code = _ERROR_CODE.search(body)
+                transient, reason = status >= 500 or dropped_upload, f"HTTP {status}" + (f" {code[1]}" if code else "")
                 if not transient:  # e.g. plaintext sent to an HTTPS port: a configuration error, said plainly
                     raise FailedPrecondition(
                         f"object store at {self.config.endpoint} refused {what} (HTTP {status}): {(exc._body or '')[:200]}"
                     ) from None
             except ServerError as exc:
+                if exc.status_code == _INSUFFICIENT_STORAGE:
+                    raise self._full(what, f"HTTP {exc.status_code}") from None
                 transient, reason = exc.status_code >= 500, f"HTTP {exc.status_code}"
                 if not transient:
                     raise
             except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
-                reason = type(exc).__name__
+                answered, reason = False, type(exc).__name__
             if attempt == self.retries:
                 break
             _log.warning("object store: %s failed (%s), retry %d in %.2fs", what, reason, attempt + 1, delay)
             time.sleep(delay)
             delay *= 2
+        if writes and answered:
+            attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
+            raise StoreUnavailable(f"object store at {self.config.endpoint} failed to write {what} in {attempts} "
+                                   f"({reason}; a full disk is one cause)")
         raise StoreUnavailable(
             f"object store at {self.config.endpoint} unavailable for {what} after {self.retries + 1} attempts ({reason})"
         )
