@@ -40,7 +40,8 @@ def test_gpu_job_renders_to_a_valid_kubernetes_job_in_the_namespace_with_config_
     assert pod_template["metadata"]["labels"]["nightshift.io/role"] == "flow"  # the NetworkPolicies admit these to the services
     pod = pod_template["spec"]
     (container,) = pod["containers"]
-    assert container["envFrom"] == [{"configMapRef": {"name": "nightshift-config"}}, {"secretRef": {"name": "nightshift-object-store"}}]
+    assert container["envFrom"] == [{"configMapRef": {"name": "nightshift-config"}}, {"secretRef": {"name": "nightshift-s3-flow"}},
+                                    {"secretRef": {"name": "nightshift-flow-tokens"}}]
     assert container["resources"]["limits"][GPU_RESOURCE] == 1
     assert pod["tolerations"] == [toleration]
     assert toleration["operator"] in variables["tolerations"]["items"]["properties"]["operator"]["enum"]

@@ -6,6 +6,7 @@ by ``kubectl kustomize``, plus the flow-run Job that the Prefect worker makes fr
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 from kubernetes_validate import utils as kubernetes_validate
+
+from nightshift.core.auth import ROLES, role_token_env
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "gpu")
@@ -201,9 +204,13 @@ def test_no_credential_in_plain_text(rendered: dict[str, list[Object]], overlay:
     for obj in rendered[overlay]:
         if obj["kind"] == "ConfigMap":
             assert not [k for k in obj["data"] if credential.search(k)], f"credential in ConfigMap {obj['metadata']['name']}"
+    # a value naming a Secret or one of its keys (the Prefect worker's API_AUTH_STRING_SECRET_NAME/_KEY) is no credential
+    secrets = by_kind(rendered[overlay], "Secret")
+    references = {*secrets, *(key for secret in secrets.values() for key in secret["data"])}
     for workload, pod in workloads(rendered[overlay]):
         for c in containers(pod):
-            plain = [e["name"] for e in c.get("env", []) if credential.search(e["name"]) and "value" in e]
+            plain = [e["name"] for e in c.get("env", [])
+                     if credential.search(e["name"]) and "value" in e and e["value"] not in references]
             assert not plain, f"{workload['metadata']['name']}: {plain} must come from a Secret"
 
 
@@ -324,8 +331,9 @@ def test_grpc_service_agrees_with_its_configuration(rendered: dict[str, list[Obj
     pod = by_kind(objects, "Deployment")[service]["spec"]["template"]
     (container,) = pod["spec"]["containers"]
 
-    assert {"configMapRef": {"name": "nightshift-config"}} in container["envFrom"]
-    assert {"secretRef": {"name": "nightshift-object-store"}} in container["envFrom"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "nightshift-config"}}, {"secretRef": {"name": "nightshift-auth"}}]
+    s3_keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"].startswith("NIGHTSHIFT_S3_")}
+    assert s3_keys == {k: {"name": f"nightshift-s3-{service}", "key": k} for k in ("NIGHTSHIFT_S3_ACCESS_KEY", "NIGHTSHIFT_S3_SECRET_KEY")}
     assert settings["NIGHTSHIFT_GRPC_HOST"] == "0.0.0.0"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
     assert container["livenessProbe"]["grpc"] == container["startupProbe"]["grpc"] == {"port": grpc_port, "service": LIVENESS_SERVICE}
@@ -387,7 +395,7 @@ def test_network_policies(rendered: dict[str, list[Object]], overlay: str) -> No
     def reachable(target: str, port: int) -> set[str]:
         return {name for name, pod in pods.items() if ingress_allowed(objects, pod["metadata"]["labels"], pods[target], port)}
 
-    assert reachable("minio", s3_port) == {n for n, r in roles.items() if r in ("flow", "service")}
+    assert reachable("minio", s3_port) == {n for n, r in roles.items() if r in ("flow", "service", "object-store-admin")}
     for service in GRPC_SERVICES:
         assert reachable(service, grpc_port) == {n for n, r in roles.items() if r == "flow"}
     assert reachable("prefect-server", 4200) == {n for n, r in roles.items() if r in ("flow", "prefect-worker")}
@@ -454,3 +462,146 @@ def test_an_overlay_without_the_operators_credentials_is_refused_naming_the_miss
     result = kustomize(example_k8s / "overlays" / "gpu")
     assert result.returncode != 0 and not result.stdout
     assert "secrets/object-store.env" in result.stderr, result.stderr
+
+
+# --- credentials: who holds which, and what each may do ------------------------------------------
+
+def secret_readers(objects: list[Object]) -> dict[str, set[str]]:
+    """Each Secret's name -> the workloads (the flow-run Job included) whose pods read it, by env, envFrom or volume."""
+    readers: dict[str, set[str]] = {}
+    for workload, pod in workloads(objects):
+        names = set()
+        for c in containers(pod):
+            names |= {s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s}
+            names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        for volume in pod["spec"].get("volumes", []):
+            names |= {volume["secret"]["secretName"]} if "secret" in volume else set()
+            names |= {s["secret"]["name"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s}
+        for name in names:
+            readers.setdefault(name, set()).add(workload["metadata"]["name"])
+    return readers
+
+
+def object_store_users(objects: list[Object]) -> dict[str, Object]:
+    """Each user the Job object-store-users creates -> its policy, as users.sh makes it (<user>.json, else
+    science.json with TASK replaced by the user)."""
+    files = by_kind(objects, "ConfigMap")["object-store-users"]["data"]
+    pod = by_kind(objects, "Job")["object-store-users"]["spec"]["template"]["spec"]
+    (credentials,) = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    users = {item["path"].split("/")[0] for source in credentials["projected"]["sources"] for item in source["secret"]["items"]}
+    return {user: json.loads(files.get(f"{user}.json") or files["science.json"].replace("TASK", user)) for user in users}
+
+
+def s3_allows(policy: Object, action: str, bucket: str, key: str | None = None, *, prefix: str | None = None) -> bool:
+    """Whether an identity policy allows ``action`` on ``bucket/key``, or on the bucket listing ``prefix``, as MinIO
+    (and AWS) evaluate one of Allow statements whose only condition is StringLike on ``s3:prefix``."""
+    resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and set(statement.get("Condition", {})) <= {"StringLike"}
+        patterns = statement.get("Condition", {}).get("StringLike", {"s3:prefix": None})
+        assert set(patterns) == {"s3:prefix"}, f"a condition this evaluator does not know: {patterns}"
+        if action in statement["Action"] and any(fnmatch.fnmatchcase(resource, r) for r in statement["Resource"]):
+            allowed = patterns["s3:prefix"]
+            if allowed is None or (prefix is not None and any(fnmatch.fnmatchcase(prefix, p) for p in allowed)):
+                return True
+    return False
+
+
+# What each user does in the store (the layout of nightshift.core.registry, core.codec, ingest and the flows'
+# orchestration.layout) and what it must not: (action, key, or "list:" and the prefix listed).
+_SCIENCE_DOES = [("s3:GetObject", "cas/shards/ab/ab12"), ("s3:PutObject", "cas/arrays/cd/cd34"), ("s3:GetObject", "cas/arrays/cd/cd34"),
+                 ("s3:PutObject", "models/{task}/2/.claim-0a1b"), ("s3:DeleteObject", "models/{task}/2/.claim-0a1b"),
+                 ("s3:PutObject", "models/{task}/2/metadata.json"), ("s3:PutObject", "models/{task}/LATEST"),
+                 ("s3:GetObject", "models/{task}/LATEST"), ("s3:ListBucket", "list:models/{task}/"), ("s3:ListBucket", "list:models/{task}/2/")]
+_SCIENCE_MUST_NOT = [("s3:PutObject", "models/{other}/LATEST"), ("s3:GetObject", "models/{other}/1/weights.safetensors"),
+                     ("s3:ListBucket", "list:models/{other}/"), ("s3:ListBucket", "list:"), ("s3:PutObject", "cas/shards/ab/ab12"),
+                     ("s3:GetObject", "raw/2026-03-01/field.fits"), ("s3:GetObject", "runs/2026-03-01/LATEST.json"),
+                     ("s3:DeleteObject", "cas/arrays/cd/cd34")]
+_INGEST_DOES = [("s3:ListBucket", "list:"), ("s3:GetObject", "raw/2026-03-01/field.fits"), ("s3:PutObject", "cas/shards/ab/ab12"),
+                ("s3:GetObject", "cas/shards/ab/ab12"), ("s3:PutObject", "ingest/runs/r1/index/0001"), ("s3:GetObject", "ingest/runs/r1/index/0001")]
+_INGEST_MUST_NOT = [("s3:PutObject", "raw/2026-03-01/field.fits"), ("s3:PutObject", "models/bubbles/LATEST"),
+                    ("s3:GetObject", "models/bubbles/1/weights.safetensors"), ("s3:PutObject", "cas/arrays/cd/cd34"),
+                    ("s3:GetObject", "runs/2026-03-01/LATEST.json"), ("s3:DeleteObject", "cas/shards/ab/ab12")]
+_FLOW_DOES = [("s3:PutObject", "raw/2026-03-01/field.fits"), ("s3:PutObject", "runs/2026-03-01/LATEST.json"),
+              ("s3:GetObject", "cas/arrays/cd/cd34"), ("s3:PutObject", "models/bubbles/LATEST"), ("s3:ListBucket", "list:")]
+
+
+def _allowed(policy: Object, bucket: str, action: str, target: str) -> bool:
+    if target.startswith("list:"):
+        return s3_allows(policy, action, bucket, prefix=target.removeprefix("list:"))
+    return s3_allows(policy, action, bucket, target)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_store_user_is_limited_to_its_prefixes(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    bucket = config(objects)["NIGHTSHIFT_S3_BUCKET"]
+    users = object_store_users(objects)
+    assert set(users) == {*GRPC_SERVICES, "flow"}
+    wrong = []
+    for user, policy in users.items():
+        other = "clusters" if user == "bubbles" else "bubbles"
+        does, must_not = {"ingest": (_INGEST_DOES, _INGEST_MUST_NOT), "flow": (_FLOW_DOES, [])}.get(user, (_SCIENCE_DOES, _SCIENCE_MUST_NOT))
+        for action, target in does:
+            if not _allowed(policy, bucket, action, target.format(task=user, other=other)):
+                wrong.append(f"{user} may not {action} {target.format(task=user, other=other)}")
+        for action, target in must_not:
+            if _allowed(policy, bucket, action, target.format(task=user, other=other)):
+                wrong.append(f"{user} may {action} {target.format(task=user, other=other)}")
+        for action, target in does:  # and nothing of it in another bucket
+            if _allowed(policy, "secret", action, target.format(task=user, other=other)):
+                wrong.append(f"{user} may {action} {target.format(task=user, other=other)} in the bucket 'secret'")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_pod_holds_only_its_own_credentials(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    readers = secret_readers(objects)
+    flow_run = flow_run_job()["metadata"]["name"]
+    # MinIO's root user: MinIO and the Job that makes the users; every other pod has a user of its own.
+    assert readers["nightshift-object-store"] == {"minio", "object-store-users"}
+    for user in (*GRPC_SERVICES, "flow"):
+        assert readers[f"nightshift-s3-{user}"] == {flow_run if user == "flow" else user, "object-store-users"}, user
+    # Authentication on: the services verify with the secret, the flow runs call with tokens signed with it.
+    assert config(objects)["NIGHTSHIFT_AUTH"] == "on"
+    assert readers["nightshift-auth"] == set(GRPC_SERVICES)
+    assert readers["nightshift-flow-tokens"] == {flow_run}
+    secrets = by_kind(objects, "Secret")
+    assert set(secrets["nightshift-flow-tokens"]["data"]) == {role_token_env(role) for role in ROLES}
+    assert set(secrets["nightshift-auth"]["data"]) == {"NIGHTSHIFT_AUTH_SECRET"}
+    assert readers["nightshift-prefect-api"] == {"prefect-server", "prefect-worker"}  # flow runs: by the worker
+
+
+def test_the_object_store_users_script_parses() -> None:
+    script = REPO / "deploy" / "k8s" / "base" / "object-store-users" / "users.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_prefect_api_needs_its_basic_auth(rendered: dict[str, list[Object]], overlay: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings.models.api import APISettings
+    from prefect.settings.models.server.api import ServerAPISettings
+    from prefect_kubernetes.settings import KubernetesSettings
+
+    deployments = by_kind(rendered[overlay], "Deployment")
+    (server,) = deployments["prefect-server"]["spec"]["template"]["spec"]["containers"]
+    (worker,) = deployments["prefect-worker"]["spec"]["template"]["spec"]["containers"]
+    reference = {"secretKeyRef": {"name": "nightshift-prefect-api", "key": "PREFECT_API_AUTH_STRING"}}
+    server_env, worker_env = ({e["name"]: e for e in c["env"]} for c in (server, worker))
+    assert server_env["PREFECT_SERVER_API_AUTH_STRING"]["valueFrom"] == worker_env["PREFECT_API_AUTH_STRING"]["valueFrom"] == reference
+    # the server lets its probes through without the string (prefect.server.api.server: health checks exempt)
+    assert server["livenessProbe"]["httpGet"]["path"] == server["readinessProbe"]["httpGet"]["path"] == "/api/health"
+
+    # the pinned Prefect and prefect-kubernetes read these very variables
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "nightshift:pw")
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "nightshift:pw")
+    for name, entry in worker_env.items():
+        if "value" in entry and name.startswith("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_"):
+            monkeypatch.setenv(name, entry["value"])
+    assert ServerAPISettings().auth_string.get_secret_value() == APISettings().auth_string.get_secret_value() == "nightshift:pw"
+    worker_settings = KubernetesSettings().worker
+    assert (worker_settings.api_auth_string_secret_name, worker_settings.api_auth_string_secret_key) == (
+        reference["secretKeyRef"]["name"], reference["secretKeyRef"]["key"])
