@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 from pathlib import Path
 
+import pytest
+
+from nightshift.orchestration import results
 from nightshift.orchestration.benchmarks import README_BEGIN, README_END
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-
-
-def _results(path: str) -> dict:
-    return json.loads((REPO / path).read_text())
 
 
 def test_benchmark_table_is_the_committed_run() -> None:
@@ -20,18 +21,57 @@ def test_benchmark_table_is_the_committed_run() -> None:
     assert block == (REPO / "bench/results/latest.md").read_text().strip()
 
 
-def test_bubbles_rows_are_its_evaluation() -> None:
-    figures = _results("services/bubbles/docs/evaluation.json")
-    real, baseline, simulated = figures["real"], figures["real"]["baseline"], figures["simulated"]
-    assert (f"SSD {real['recall_clear']:.2f} ({real['clear_matched']} of {real['clear_bubbles']}) / {real['recall_all']:.2f} "
-            f"({real['matched']} of {real['catalogue_bubbles']}) / {real['precision']:.2f}") in README
-    assert f"ring baseline {baseline['recall_clear']:.2f} / {baseline['recall_all']:.2f} / {baseline['precision']:.2f}" in README
-    assert (f"{simulated['detection_rate']:.3f} / {simulated['detection_rate_all']:.3f} / {simulated['precision']:.3f} / "
-            f"{simulated['f2']:.3f}, target met") in README
+TABLES = results.results_tables(REPO)
 
 
-def test_inclination_row_is_its_evaluation() -> None:
-    figures = _results("services/inclination/docs/evaluation.json")
-    model, baseline = figures, figures["baseline"]
-    assert (f"{model['rms_deg']:.2f} deg / {model['mae_deg']:.2f} deg / {model['reject_auc']:.3f} vs "
-            f"{baseline['rms_deg']:.2f} / {baseline['mae_deg']:.2f} / {baseline['reject_auc']:.3f}") in README
+@pytest.mark.parametrize("table", sorted(TABLES), ids=lambda key: f"{key[0].relative_to(REPO)}:{key[1] or 'results'}")
+def test_results_table_is_rendered_from_the_committed_results_files(table: tuple[Path, str]) -> None:
+    readme, block = table
+    assert results.readme_block(readme.read_text(), block) == TABLES[table], \
+        f"run `.venv/bin/nightshift results` and commit {readme.relative_to(REPO)}"
+
+
+def test_every_service_with_an_evaluation_renders_its_own_tables() -> None:
+    assert {readme.parent.name for readme, block in TABLES if block} >= {"inclination", "filaments"}
+
+
+@pytest.fixture()
+def results_copy(tmp_path: Path) -> Path:
+    """The READMEs, their templates and every results file, copied: a repository of results only."""
+    service_files = [path.relative_to(REPO) for template in REPO.glob(f"services/*/{results.SERVICE_TEMPLATE}")
+                     for path in (template, *template.parent.glob("*.json"), template.parents[1] / "README.md")]
+    for relative in [*results.SOURCES.values(), "README.md", *service_files]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / relative, tmp_path / relative)
+    return tmp_path
+
+
+def _check(repo: Path) -> int:
+    return results.main(argparse.Namespace(repo=repo, check=True))
+
+
+def test_the_check_fails_when_a_results_file_changes_and_passes_once_rendered(results_copy: Path, capsys) -> None:
+    path = results_copy / results.SOURCES["inclination"]
+    figures = json.loads(path.read_text())
+    figures["rms_deg"] += 1.0
+    path.write_text(json.dumps(figures))
+    assert _check(results_copy) == 1
+    assert f"{figures['rms_deg']:.2f} deg" in capsys.readouterr().out  # the diff shows the new figure
+    assert results.main(argparse.Namespace(repo=results_copy, check=False)) == 0
+    assert _check(results_copy) == 0
+    assert f"{figures['rms_deg']:.2f} deg" in results.readme_block((results_copy / "README.md").read_text())
+
+
+def test_the_check_fails_when_the_readme_is_edited_by_hand(results_copy: Path) -> None:
+    readme = results_copy / "README.md"
+    figures = json.loads((REPO / results.SOURCES["inclination"]).read_text())
+    shown = f"{figures['rms_deg']:.2f} deg"
+    assert shown in readme.read_text()
+    readme.write_text(readme.read_text().replace(shown, "2.50 deg"))
+    assert _check(results_copy) == 1
+
+
+def test_a_missing_results_file_is_named(results_copy: Path) -> None:
+    (results_copy / results.SOURCES["night"]).unlink()
+    with pytest.raises(FileNotFoundError, match="bench/results/night.json is missing"):
+        results.render_results(results_copy)

@@ -17,9 +17,9 @@ import pytest
 _TASK = "filaments"
 
 
-def _night(work_dir: Path) -> dict[str, object]:
+def _night(work_dir: Path, *options: str) -> dict[str, object]:
     script = Path(sys.executable).parent / "nightshift"
-    done = subprocess.run([str(script), "night", "--tasks", _TASK, "--work-dir", str(work_dir)], capture_output=True, text=True,
+    done = subprocess.run([str(script), "night", "--tasks", _TASK, "--work-dir", str(work_dir), *options], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -27,7 +27,8 @@ def _night(work_dir: Path) -> dict[str, object]:
 
 @pytest.mark.skipif(not (Path(sys.executable).parent / f"nightshift-{_TASK}").exists(), reason=f"nightshift-{_TASK} is not installed")
 def test_demo_night_scores_real_detections_and_reruns_without_work(tmp_path: Path) -> None:
-    first = _night(tmp_path)
+    record = tmp_path / "record" / "night.json"
+    first = _night(tmp_path, "--record", str(record))
     assert first["complete"] is True and first["skipped_services"] == []
     assert first["quarantined"] == [first["malformed_delivered"]] == ["higal/corrupt-transfer"]
     task = first["tasks"][_TASK]  # type: ignore[index]
@@ -38,6 +39,10 @@ def test_demo_night_scores_real_detections_and_reruns_without_work(tmp_path: Pat
     page = reports[0].read_text()
     assert len(reports) == 1 and page.count("data:image/png;base64,") == 2  # the sky plot and the example tiles
     assert 'id="night-scores"' in page and f'<td class="n">{score["completeness"]:.3g}</td>' in page  # the scores, in the report
+    recorded = json.loads(record.read_text())  # what the README's demo-night row is rendered from
+    assert {k: v for k, v in first.items() if k != "work_dir"} == {k: recorded.pop(k) for k in first if k != "work_dir"}
+    assert set(recorded) == {"code_version", "date", "load_average_at_start", "cores", "seed", "command"}
+    assert recorded["command"] == f"nightshift night --tasks {_TASK}" and recorded["code_version"]
     second = _night(tmp_path)
     assert second["run_id"] == first["run_id"] and second["tasks"][_TASK]["infer_calls"] == 0  # type: ignore[index]
     assert second["tasks"][_TASK]["score"] == score  # type: ignore[index]

@@ -684,13 +684,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace what lies between the README's bench markers with ``table``."""
+def update_readme(readme: Path, table: str, *, begin: str = README_BEGIN, end: str = README_END) -> None:
+    """Replace what lies between the README's ``begin`` and ``end`` markers (the bench ones by default) with ``table``."""
     text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} markers")
-    head, rest = text.split(README_BEGIN, 1)
-    readme.write_text(f"{head}{README_BEGIN}\n{table}{README_END}{rest.split(README_END, 1)[1]}")
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{table}{end}{rest.split(end, 1)[1]}")
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -30,20 +30,22 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _quiet_prefect() -> None:
-    """Prefect's own INFO lines would drown the progress display; the report keeps the record."""
+def _prefect_defaults() -> None:
+    """Prefect quiet (its INFO lines would drown the progress display; the report keeps the record) and patient."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's 20 s for its embedded server to start is too short on a loaded 2-core machine (a night timed out so)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _night(args: argparse.Namespace) -> int:
-    _quiet_prefect()
+    _prefect_defaults()
     from nightshift.orchestration.demo import run_demo
 
     tasks = [t for t in args.tasks.split(",") if t]
     return run_demo(work_dir=args.work_dir, night=args.night, seed=args.seed, tasks=tasks, startup_timeout_s=args.startup_timeout_s,
-                    prefect_workers=args.prefect_workers if args.prefect_server else 0)
+                    prefect_workers=args.prefect_workers if args.prefect_server else 0, record=args.record)
 
 
 def _load_config(path: Path):  # type: ignore[no-untyped-def]
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON
     from nightshift.orchestration.demo import DEMO_NIGHT
     from nightshift.orchestration.launcher import SCIENCE_TASKS
-    from nightshift.orchestration import benchmarks
+    from nightshift.orchestration import benchmarks, results
 
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="run the flow through a persistent Prefect server on PostgreSQL and process workers started for the "
                             "night (default: in this process, Prefect's embedded server)")
     night.add_argument("--prefect-workers", type=int, default=2, help="process workers with --prefect-server (default: %(default)s)")
+    night.add_argument("--record", type=Path, help="also write the night's JSON summary here, with the code version, date and machine "
+                                                   "load (the README's demo-night row is rendered from bench/results/night.json)")
     night.set_defaults(run=_night)
     for name, handler, help_text in (("serve", _serve, "serve the nightly and training deployments from this process"),
                                      ("deploy", _deploy, "the deployments on the Prefect server, for a work pool's workers")):
@@ -153,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                                               "one table, bench/results/latest.{json,md}")
     benchmarks.add_arguments(bench)
     bench.set_defaults(run=benchmarks.main)
+    table = commands.add_parser("results", help="the README's results table, rendered from the committed results files "
+                                                "(--check: only compare)")
+    results.add_arguments(table)
+    table.set_defaults(run=results.main)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["night"])
     return int(args.run(args))
 

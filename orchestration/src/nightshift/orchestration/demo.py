@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from nightshift.core.store import ObjectStore
+from nightshift.core.version import code_version
 from nightshift.orchestration.config import NightConfig, ServiceEndpoint, SurveyConfig
 from nightshift.orchestration.launcher import (SCIENCE_TASKS, LocalNight, console_script, ingest_command, run_json_command,
                                                science_service_commands)
@@ -158,13 +160,17 @@ def _run_embedded(config: NightConfig, night: str, console: Console) -> NightSum
 
 
 def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int = 0, tasks: Sequence[str] = SCIENCE_TASKS,
-             startup_timeout_s: float = 300.0, prefect_workers: int = 0) -> int:
+             startup_timeout_s: float = 300.0, prefect_workers: int = 0, record: Path | None = None) -> int:
     """Run the demo night for ``tasks``; print where its outputs are and one JSON line; return the exit status.
+
+    ``record`` also gets that line as a file, with the code version, the date and the load average at the
+    start (wall times from a loaded machine are not comparable).
 
     ``prefect_workers`` > 0 runs the flow through a persistent Prefect server on PostgreSQL and that
     many process workers (logs under ``<work dir>/prefect/``) instead of in this process.
     """
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     console = Console(stderr=True)
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="nightshift-night-"))
     with LocalNight(work_dir, auth=True) as local, contextlib.ExitStack() as stack:
@@ -244,4 +250,11 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
     }
     print(json.dumps(line, sort_keys=True))
     sys.stdout.flush()
+    if record is not None:
+        command = "nightshift night" + ("" if list(tasks) == list(SCIENCE_TASKS) else f" --tasks {','.join(tasks)}")
+        provenance = {"code_version": code_version(), "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                      "load_average_at_start": round(load_at_start, 2), "cores": os.cpu_count(), "seed": seed, "command": command}
+        line.pop("work_dir")  # a temporary directory of this machine
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({**line, **provenance}, indent=2, sort_keys=True) + "\n")
     return 0
