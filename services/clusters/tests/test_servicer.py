@@ -15,13 +15,15 @@ from nightshift.core.server import BackgroundServer
 from nightshift.core.tiles import make_tile
 from nightshift.v1 import task_service_pb2, tile_pb2
 
-SMALL_SKY = {"nside": 256, "random_clusters": 300, "radio_sources": 100, "ir_sources": 200, "test_tiling_nside": 16}
+# Evaluate's sky: nside 512 (at 256 neither the shipped model nor the MMF finds a cluster), dense in
+# clusters for counts that separate the two, tiles at nside 32 (a quarter of the default tiles)
+EVALUATION_SKY = {"nside": 512, "random_clusters": 8000, "test_tiling_nside": 32}
 
 
 @pytest.fixture(scope="module")
 def served(s3_server):
     store = s3_server.store()
-    model = ClustersModel(store=store, evaluation_overrides=SMALL_SKY)
+    model = ClustersModel(store=store, evaluation_overrides=EVALUATION_SKY)
     with BackgroundServer(model, store=store) as server, TaskClient(server.target, timeout_s=300) as client:
         yield client, store, model
 
@@ -84,12 +86,21 @@ def test_train_streams_progress_then_the_registered_version(served) -> None:
     assert '"seed": 5' in registered.metadata_json
 
 
-def test_evaluate_reports_the_seed_metrics_and_the_baseline(served) -> None:
+def test_evaluate_scores_the_model_purer_than_the_baseline_at_its_completeness(served) -> None:
+    """Sky 3, test cell 7: the shipped model (p > 0.9) against the MMF at Evaluate's untuned S/N 4.5.
+
+    Measured: purity 0.95 (37 detections) against 0.78 (51), completeness above injected S/N 6 0.67
+    against 0.70 (46 clusters). So the model must be purer by 0.1 while finding as many bright
+    clusters within 0.1; untrained weights detect nothing. Not which finds more faint clusters: at
+    equal purity the two tie, at purity 0.9 the MMF finds more (README).
+    """
     client, _, _ = served
     response = client.evaluate(task_service_pb2.EvaluateRequest(dataset="simulated-test", seed=3))
     assert response.dataset == "simulated-test" and response.model.version == "1"
-    assert "completeness_all" in response.metrics and "completeness_all" in response.baseline_metrics
-    assert all(0.0 <= v <= 1.0 for v in [*response.metrics.values(), *response.baseline_metrics.values()])
+    model, baseline = response.metrics, response.baseline_metrics
+    assert {"completeness", "purity", "completeness_all"} <= set(model) & set(baseline), (model, baseline)
+    assert model["purity"] >= baseline["purity"] + 0.1, (model, baseline)
+    assert model["completeness"] >= baseline["completeness"] - 0.1, (model, baseline)
     with pytest.raises(grpc.RpcError) as error:
         client.evaluate(task_service_pb2.EvaluateRequest(dataset="real-planck"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
