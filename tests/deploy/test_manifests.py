@@ -6,10 +6,17 @@ by ``kubectl kustomize``, plus the flow-run Job that the Prefect worker makes fr
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import fnmatch
 import json
+import os
 import re
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,8 @@ import pytest
 from kubernetes_validate import utils as kubernetes_validate
 
 from nightshift.core.auth import ROLES, role_token_env
+from nightshift.core.children import end_with_parent, stop_child
+from nightshift.core.s3server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "gpu")
@@ -605,3 +614,49 @@ def test_the_prefect_api_needs_its_basic_auth(rendered: dict[str, list[Object]],
     worker_settings = KubernetesSettings().worker
     assert (worker_settings.api_auth_string_secret_name, worker_settings.api_auth_string_secret_key) == (
         reference["secretKeyRef"]["name"], reference["secretKeyRef"]["key"])
+
+
+def _status(url: str, *, method: str = "GET", auth: str | None = None) -> int:
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
+                                     headers={"content-type": "application/json"})
+    if auth is not None:
+        request.add_header("authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_pinned_prefect_server_with_the_manifests_auth_string_refuses_calls_without_it(
+    rendered: dict[str, list[Object]], tmp_path: Path
+) -> None:
+    objects = rendered["dev"]
+    secrets = {name: {k: base64.b64decode(v).decode() for k, v in o["data"].items()} for name, o in by_kind(objects, "Secret").items()}
+    auth = secrets["nightshift-prefect-api"]["PREFECT_API_AUTH_STRING"]
+    (container,) = by_kind(objects, "Deployment")["prefect-server"]["spec"]["template"]["spec"]["containers"]
+    # the server's environment as the manifest gives it, but for the database (the server's own SQLite here)
+    from_secrets = {e["name"]: secrets[e["valueFrom"]["secretKeyRef"]["name"]][e["valueFrom"]["secretKeyRef"]["key"]]
+                    for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {}) and e["name"].startswith("PREFECT_")}
+    assert from_secrets, "the Prefect server reads no setting from a Secret"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false", **from_secrets)
+    port = free_port()
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen(end_with_parent([str(Path(sys.executable).with_name("prefect")), "server", "start",
+                                                   "--host", "127.0.0.1", "--port", str(port)]),
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while server.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if _status(f"{api}/health") == 200:
+                    break
+            time.sleep(0.5)
+        assert _status(f"{api}/health") == 200, (tmp_path / "server.log").read_text()[-2000:]  # the probes' path: open
+        assert _status(f"{api}/flows/filter", method="POST") == 401
+        assert _status(f"{api}/flows/filter", method="POST", auth="nightshift:wrong") == 401
+        assert _status(f"{api}/flows/filter", method="POST", auth=auth) == 200
+    finally:
+        stop_child(server)
