@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from nightshift.filaments.baseline import FilFinderParameters, filfinder_score
-from nightshift.filaments.evaluate import (border_effect, calibrate_filfinder, calibrate_threshold, dice, iou, plot_curves,
-                                           plot_side_by_side, score_maps, segmentation_scores, with_filfinder)
+from nightshift.filaments.evaluate import (border_effect, calibrate_filfinder, calibrate_threshold, dice, dice_interval, iou,
+                                           plot_curves, plot_side_by_side, score_maps, segmentation_scores, with_filfinder)
 from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX, preset
 from nightshift.filaments.simulate import simulate_maps
 
@@ -73,6 +73,19 @@ def test_border_effect_by_hand() -> None:
     assert interior["dice_stitched"] == pytest.approx(2 * 12 / (13 + 12))
 
 
+def test_the_dice_interval_resamples_sky_blocks_and_brackets_the_pooled_dice() -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.random((256, 256)) < 0.2
+    half_right = truth & (rng.random(truth.shape) < 0.5)  # every block about as good as the next: a narrow interval
+    low, high = dice_interval([half_right], [truth], [np.ones_like(truth)])
+    assert low < dice(half_right, truth) < high and high - low < 0.02
+    mixed = truth.copy()
+    mixed[:, 128:] = False  # one half of the sky perfect, the other empty: blocks disagree, a wide interval
+    low, high = dice_interval([mixed], [truth], [np.ones_like(truth)])
+    assert low < dice(mixed, truth) < high and high - low > 0.2
+    assert dice_interval([truth], [truth], [np.ones_like(truth)]) == [1.0, 1.0]
+
+
 def test_score_maps_and_plots(tmp_path) -> None:
     rows, cols = np.indices((64, 64))
     image = (1e22 * (1 + np.exp(-0.5 * ((cols - 32) / 1.2) ** 2))).astype(np.float32)
@@ -80,6 +93,7 @@ def test_score_maps_and_plots(tmp_path) -> None:
     scored = score_maps("hand", [truth.astype(np.float32)], [image], [truth], [np.ones_like(truth)], preset("tiny"), 0.3)
     figures = scored.figures()
     assert figures["dice"] == 1.0 and figures["ap"] == 1.0
+    assert np.isnan([figures["dice_ci95_low"], figures["baseline"]["dice_ci95_high"]]).all()  # one 64 px block: no interval
     assert 0 < figures["baseline"]["dice"] <= 1 and figures["baseline"]["threshold"] == 0.3
     assert "filfinder" not in figures
     maps = ([image], [truth], [np.ones_like(truth)])

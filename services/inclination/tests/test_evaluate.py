@@ -71,6 +71,14 @@ def test_the_shipped_model_beats_the_moments_baseline(shipped_model_result) -> N
     assert model["rms_deg_bt_0.25_0.50"] < baseline["rms_deg_bt_0.25_0.50"]
 
 
+def test_each_headline_figure_has_a_bootstrap_interval_around_it(shipped_model_result) -> None:
+    for figures in (shipped_model_result.metrics, shipped_model_result.baseline_metrics):
+        for name in ("rms_deg", "mae_deg", "reject_auc"):
+            low, high = figures[f"{name}_ci95_low"], figures[f"{name}_ci95_high"]
+            assert low < figures[name] < high, (name, low, figures[name], high)
+        assert figures["rms_deg_ci95_high"] - figures["rms_deg_ci95_low"] < 0.5 * figures["rms_deg"]  # 84 galaxies: not vague
+
+
 def test_report_writes_json_and_residual_plot(shipped_model_result, tmp_path) -> None:
     figures = write_report(shipped_model_result, tmp_path, context={"galaxies": 120})
     written = json.loads((tmp_path / "evaluation.json").read_text())

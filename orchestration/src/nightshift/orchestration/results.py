@@ -63,12 +63,17 @@ def _count(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
+def _interval(figures: dict[str, Any], name: str, digits: int = 2) -> str:
+    """``figures``' 95% interval of ``name`` (``<name>_ci95_low`` / ``_high``, as :mod:`nightshift.core.stats` gives)."""
+    return f"[{figures[f'{name}_ci95_low']:.{digits}f}, {figures[f'{name}_ci95_high']:.{digits}f}]"
+
+
 def _environment(loader: Any) -> Any:
     import jinja2
 
     environment = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True, lstrip_blocks=True,
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    environment.filters.update(fixed=_fixed, count=_count)
+    environment.filters.update(fixed=_fixed, count=_count, ci=_interval)
     return environment
 
 

@@ -5,6 +5,7 @@
   predictions against the human-measured inclinations. Also per bulge-to-total and inclination bin.
 * ``reject_auc``: ROC AUC of the reject score (model: P(reject or face-on)) separating accepted
   galaxies from face-on and rejected ones.
+* ``<figure>_ci95_low`` / ``_high``: the 95% bootstrap interval of each headline figure over galaxies.
 * Calibration of the uncertainty: the fractions of accepted galaxies whose error lies within one
   and two sigma (0.683 and 0.954 when calibrated) and the RMS of error / sigma (1 when calibrated).
 """
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from nightshift.core.stats import bootstrap_interval
 from nightshift.inclination.baseline import BaselineEstimates, baseline_estimates
 from nightshift.inclination.simulate import SimulatedGalaxies
 
@@ -89,6 +91,10 @@ def score(
     residual = np.asarray(predicted_deg)[accepted] - np.asarray(true_deg)[accepted]
     metrics = {"rms_deg": rms(residual), "mae_deg": mae(residual), "reject_auc": roc_auc(reject_score, ~accepted),
                "n_accepted": float(accepted.sum()), "n_not_accepted": float((~accepted).sum())}
+    # 95% bootstrap intervals over galaxies: how far each figure would move on another draw of this many
+    for name, interval in (("rms_deg", bootstrap_interval(rms, residual)), ("mae_deg", bootstrap_interval(mae, residual)),
+                           ("reject_auc", bootstrap_interval(roc_auc, np.asarray(reject_score), ~accepted))):
+        metrics[f"{name}_ci95_low"], metrics[f"{name}_ci95_high"] = interval
     for low, high, count, value in binned_rms(residual, np.asarray(bulge_to_total)[accepted], BULGE_BINS):
         metrics[f"rms_deg_bt_{low:.2f}_{high:.2f}"] = value
     for low, high, count, value in binned_rms(residual, np.asarray(true_deg)[accepted], INCLINATION_BINS):
