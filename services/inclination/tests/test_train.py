@@ -1,4 +1,4 @@
-"""A tiny training run: it lowers the loss, reports every epoch, writes the card, resumes, registers."""
+"""A tiny training run: it lowers the loss, reports every epoch, writes the card, registers, resumes where it was cut."""
 
 from __future__ import annotations
 
@@ -51,13 +51,25 @@ def test_a_finished_run_resumes_from_its_checkpoints_without_retraining(tiny_run
     assert registered.config == config.to_dict() and set(registered.files) == {WEIGHTS_FILE}
 
 
-def test_a_run_is_deterministic_for_its_seed_on_cpu(tmp_path) -> None:
+def test_an_interrupted_run_resumes_to_the_uninterrupted_runs_weights(tiny_run, tmp_path) -> None:
+    """Checkpoints hold weights and optimiser state and every epoch reseeds its generators, so a run
+    cut after regressor epoch 3 and rerun trains only the epochs left and ends bit for bit where the
+    uninterrupted run of the same seed did (on CPU)."""
     from nightshift.inclination.model import load_ensemble
 
-    config = build_config(preset="tiny", epochs=1, train_galaxies=32, validation_galaxies=16, batch_size=8)
-    first = train(config, seed=9, output_dir=tmp_path / "a", show_progress=False)
-    second = train(config, seed=9, output_dir=tmp_path / "b", show_progress=False)
-    assert {k: v for k, v in first.metrics.items() if k != "training_time_s"} == \
-        {k: v for k, v in second.metrics.items() if k != "training_time_s"}
-    for a, b in zip(load_ensemble(first.weights).get_weights(), load_ensemble(second.weights).get_weights()):
+    config, _, whole, reports = tiny_run
+
+    def interrupt(report) -> None:
+        if report.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, seed=3, output_dir=tmp_path, progress=interrupt, show_progress=False)
+    after_cut = []
+    resumed = train(config, seed=3, output_dir=tmp_path, progress=after_cut.append, show_progress=False)
+    assert [r.epoch for r in after_cut] == [r.epoch for r in reports][3:]
+    assert [r.metrics for r in after_cut] == [r.metrics for r in reports][3:]
+    assert {k: v for k, v in resumed.metrics.items() if k != "training_time_s"} == \
+        {k: v for k, v in whole.metrics.items() if k != "training_time_s"}
+    for a, b in zip(load_ensemble(whole.weights).get_weights(), load_ensemble(resumed.weights).get_weights(), strict=True):
         assert (a == b).all()

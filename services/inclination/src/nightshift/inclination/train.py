@@ -3,8 +3,9 @@
 The regressor learns the scaled inclination (MSE, tanh output) of accepted galaxies only; the
 classifier learns accept vs reject-or-face-on from class-balanced batches (half of each, as the
 seed balances its batches). Every batch is freshly augmented. After each epoch the network is
-checkpointed (weights and optimiser state, native ``.keras``) so an interrupted run resumes where
-it stopped; a run is deterministic for a seed on CPU (each epoch reseeds every generator).
+checkpointed (weights and optimiser state, native ``.keras``; the dropout layers' random state,
+which a ``.keras`` file leaves out, in ``state.json``) so an interrupted run resumes where it
+stopped, bit for bit; a run is deterministic for a seed on CPU (each epoch reseeds every generator).
 At the end the twins are joined into one ensemble file, the uncertainty scale is fitted on the
 validation set, and the model is written with its card and registered when a registry is given.
 """
@@ -75,6 +76,15 @@ def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] % 2**31)
 
 
+def _seed_generators(layer: keras.Layer) -> list[keras.random.SeedGenerator]:
+    """The random-state holders (dropout) of ``layer`` and the layers inside it, in a fixed order."""
+    own = getattr(layer, "seed_generator", None)
+    found = [own] if isinstance(own, keras.random.SeedGenerator) else []
+    for inner in getattr(layer, "layers", []):
+        found += _seed_generators(inner)
+    return found
+
+
 def initial_network(config: InclinationConfig, *, kind: str, member: int, seed: int) -> keras.Model:
     """The untrained network a run starts from: seeded, so the same for the same (seed, member)."""
     if kind not in _NETWORKS:
@@ -127,6 +137,8 @@ class _Trainer:
         kind_id = _NETWORKS.index(kind)
         if done and path.exists():
             network = keras.saving.load_model(path, safe_mode=True)
+            for generator, state in zip(_seed_generators(network), self.state.get("seed_states", {}).get(name, [])):
+                generator.state.assign(np.array(state, dtype=generator.state.dtype))
         else:
             done = 0
             network = initial_network(self.config, kind=kind, member=member, seed=self.seed)
@@ -147,6 +159,8 @@ class _Trainer:
             metrics = {"train_loss": float(np.mean(losses)), **validation(network)}
             network.save(path)
             self.state["epochs_done"][name] = epoch + 1
+            self.state.setdefault("seed_states", {})[name] = [keras.ops.convert_to_numpy(g.state).tolist()
+                                                              for g in _seed_generators(network)]
             self.state_path.write_text(json.dumps(self.state, indent=2))
             report = EpochReport(network=name, epoch=self.epochs_before + epoch + 1, total_epochs=self.total_epochs, metrics=metrics)
             if self.show_progress:
