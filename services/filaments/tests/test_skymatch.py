@@ -49,7 +49,11 @@ def test_sky_match_writes_the_plot_and_one_json_line(tmp_path, capsys) -> None:
     assert main(["sky-match", "--output", str(tmp_path), "--count", "2", "--size", "128"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / "sky_match.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "sky_match.json").read_text())["histogram_overlap"] == figures["histogram_overlap"]
+    written = json.loads((tmp_path / "sky_match.json").read_text())
+    assert written["histogram_overlap"] == figures["histogram_overlap"]
+    # the simulator is matched to the training columns; the validation columns are only shown beside them
+    assert written["real_columns"] == [0, 200] and written["real_validation_columns"] == [200, 300]
+    assert written["real"] != written["real_validation"] and 0 < written["validation_histogram_overlap"] <= 1
     assert 0.5 < figures["histogram_overlap"] <= 1
     assert abs(figures["simulated"]["log10_nh2_median"] - figures["real"]["log10_nh2_median"]) < 0.2
     assert len(figures["k"]) == len(figures["power_ratio_simulated_over_real"])

@@ -27,7 +27,7 @@ def _store_from_env():
 def _synth(args: argparse.Namespace) -> int:
     from astropy.io import fits
 
-    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.config import default_real_data_dir, preset
     from nightshift.filaments.realdata import load_real_cutout, real_data_available
     from nightshift.filaments.simulate import map_statistics, simulate_maps
 
@@ -41,7 +41,7 @@ def _synth(args: argparse.Namespace) -> int:
     summary = {"maps": args.count, "size_px": args.size, "seed": args.seed, "directory": str(args.output),
                "simulated": {k: sorted(s[k] for s in statistics)[len(statistics) // 2] for k in statistics[0]} if statistics else {}}
     if real_data_available(default_real_data_dir()):
-        real = load_real_cutout(default_real_data_dir())
+        real = load_real_cutout(default_real_data_dir()).columns(preset("default").real_train_columns)  # never the scored columns
         summary["real"] = map_statistics(real.column_density, real.mask)
     (args.output / "statistics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(json.dumps(summary, sort_keys=True))
@@ -52,24 +52,32 @@ def _sky_match(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nightshift.core.bench import report
-    from nightshift.filaments.config import default_real_data_dir
-    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+    from nightshift.filaments.config import default_real_data_dir, preset
+    from nightshift.filaments.realdata import RealCutout, load_real_cutout, real_data_available
     from nightshift.filaments.simulate import simulate_maps
     from nightshift.filaments.skymatch import histogram_overlap, plot_sky_match, sky_statistics
 
     real_dir = args.real_dir or default_real_data_dir()
     if not real_data_available(real_dir):
         raise NotFound(f"sky-match needs the real Hi-GAL cut-out: none in {real_dir} (use --real-dir)")
-    cutout = load_real_cutout(real_dir)
-    real = sky_statistics([np.where(cutout.usable, cutout.column_density, np.nan)], [cutout.mask])
+    cutout, config = load_real_cutout(real_dir), preset("default")
+
+    def statistics(part: RealCutout) -> dict:
+        return sky_statistics([np.where(part.usable, part.column_density, np.nan)], [part.mask])
+
+    # The simulator is matched to the training columns only; the validation columns, which score the
+    # model, are shown beside them as a check that was never tuned on.
+    real, real_validation = statistics(cutout.columns(config.real_train_columns)), statistics(cutout.columns(config.real_validation_columns))
     maps = simulate_maps(args.count, args.size, args.seed)
     simulated = sky_statistics([m.column_density for m in maps], [m.mask for m in maps])
     label = f"simulated ({args.count} maps {args.size} px, seed {args.seed})"
     plot = plot_sky_match(real, simulated, args.output / "sky_match.png", simulated_label=label)
     figures: dict = {name: {k: v for k, v in stats.items() if isinstance(v, float)}
-                     for name, stats in (("real", real), ("simulated", simulated))}
-    figures["histogram_overlap"] = histogram_overlap(real["histogram"], simulated["histogram"])
-    figures["background_histogram_overlap"] = histogram_overlap(real["histogram_background"], simulated["histogram_background"])
+                     for name, stats in (("real", real), ("real_validation", real_validation), ("simulated", simulated))}
+    figures["real_columns"], figures["real_validation_columns"] = list(config.real_train_columns), list(config.real_validation_columns)
+    for name, reference in (("", real), ("validation_", real_validation)):
+        figures[f"{name}histogram_overlap"] = histogram_overlap(reference["histogram"], simulated["histogram"])
+        figures[f"{name}background_histogram_overlap"] = histogram_overlap(reference["histogram_background"], simulated["histogram_background"])
     figures["k"] = [float(k) for k in real["k"]]
     figures["power_ratio_simulated_over_real"] = [float(r) for r in simulated["power"] / real["power"]]
     figures.update(maps=args.count, size_px=args.size, seed=args.seed, plot=str(plot))
