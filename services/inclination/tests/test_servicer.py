@@ -113,14 +113,18 @@ def test_train_with_a_bad_override_is_invalid_argument(served) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "epochs = 0" in info.value.details()
 
 
-def test_evaluate_scores_the_model_and_the_baseline_on_held_out_galaxies(served) -> None:
+def test_evaluate_scores_the_model_better_than_the_baseline_on_held_out_galaxies(served) -> None:
+    """Seed 77: measured RMS 3.8 deg against the fitted-axis-ratio baseline's 4.5, MAE 2.9 against 3.7
+    (28 accepted galaxies); an untrained ensemble scores RMS 13.6 deg. The reject AUC is not
+    compared: the baseline's is higher on so few galaxies (0.96 against 0.88)."""
     _, client = served
     response = client.evaluate(task_service_pb2.EvaluateRequest(dataset="simulated-test", seed=77))
     assert response.dataset == "simulated-test"
     for metrics in (response.metrics, response.baseline_metrics):
         assert {"rms_deg", "mae_deg", "reject_auc"} <= set(metrics)
         assert metrics["n_accepted"] == 28  # 40 galaxies, 10 % face-on, 20 % rejected
-    assert response.metrics["rms_deg"] < response.baseline_metrics["rms_deg"]
+    model, baseline = response.metrics, response.baseline_metrics
+    assert model["rms_deg"] <= 0.9 * baseline["rms_deg"] and model["mae_deg"] <= 0.9 * baseline["mae_deg"], (model, baseline)
     with pytest.raises(grpc.RpcError) as info:
         client.evaluate(task_service_pb2.EvaluateRequest(dataset="sdss-real"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "simulated-test" in info.value.details()
