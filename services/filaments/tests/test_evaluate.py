@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from nightshift.filaments.baseline import FilFinderParameters, filfinder_score
-from nightshift.filaments.evaluate import (border_effect, calibrate_filfinder, calibrate_threshold, dice, dice_interval, iou,
-                                           plot_curves, plot_side_by_side, score_maps, segmentation_scores, with_filfinder)
+from nightshift.filaments.evaluate import (border_effect, calibrate_filfinder, calibrate_threshold, dice, dice_difference_interval,
+                                           dice_interval, iou, plot_curves, plot_side_by_side, score_maps, segmentation_scores, with_filfinder)
 from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX, preset
 from nightshift.filaments.simulate import simulate_maps
 
@@ -84,6 +84,17 @@ def test_the_dice_interval_resamples_sky_blocks_and_brackets_the_pooled_dice() -
     low, high = dice_interval([mixed], [truth], [np.ones_like(truth)])
     assert low < dice(mixed, truth) < high and high - low > 0.2
     assert dice_interval([truth], [truth], [np.ones_like(truth)]) == [1.0, 1.0]
+
+
+def test_the_difference_interval_is_paired_over_the_same_blocks() -> None:
+    rng = np.random.default_rng(6)
+    truth = rng.random((256, 256)) < 0.2
+    valid = np.ones_like(truth)
+    better = truth & (rng.random(truth.shape) < 0.7)
+    worse = better & (rng.random(truth.shape) < 0.9)  # the same pixels less a tenth: worse in every block
+    low, high = dice_difference_interval([better], [worse], [truth], [valid])
+    assert 0 < low < dice(better, truth) - dice(worse, truth) < high and high - low < 0.01
+    assert dice_difference_interval([worse], [worse], [truth], [valid]) == [0.0, 0.0]
 
 
 def test_score_maps_and_plots(tmp_path) -> None:
