@@ -21,3 +21,15 @@ def test_finds_an_injected_ring_at_its_position_and_radius() -> None:
     assert abs((best[2] - best[0]) / 2.6 - 40) <= 8
     empty_boxes, _ = RingTemplateDetector()(np.zeros((1, 2, 300, 300), np.float32))[0]
     assert len(empty_boxes) == 0
+
+
+def test_a_filled_cavity_at_24um_raises_the_score() -> None:
+    """A clear bubble (8 um ring, 24 um filling its cavity) outscores the same ring with an empty 24 um band."""
+    yy, xx = np.mgrid[:300, :300]
+    distance = np.hypot(xx + 0.5 - 150, yy + 0.5 - 150)
+    window = np.zeros((2, 2, 300, 300), np.float32)
+    window[:, 0] = 0.2 + 0.5 * np.exp(-0.5 * ((distance - 40) / 4) ** 2)
+    window[0, 1] = np.exp(-0.5 * (distance / 18) ** 2)
+    for weight, more in ((1.0, True), (0.0, False)):
+        (_, clear), (_, empty) = RingTemplateDetector(fill_weight=weight)(window)
+        assert bool(clear.max() > empty.max() + 0.05) == more

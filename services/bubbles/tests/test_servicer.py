@@ -14,6 +14,10 @@ from nightshift.core.server import BackgroundServer
 from nightshift.core.tiles import make_tile
 from nightshift.v1 import task_service_pb2, tile_pb2
 
+MARGIN = 0.1
+"""F2 by which the shipped model must beat the tuned baseline on the fixed field (measured: 1.0 vs 0.8; an untrained network: 0.06)."""
+
+
 
 @pytest.fixture
 def served(store):
@@ -79,11 +83,11 @@ def test_train_streams_progress_then_registers(served, store) -> None:
 
 
 def test_evaluate_beats_the_classical_baseline(served) -> None:
-    """The shipped default model against the ring baseline on a held-out simulated field."""
+    """The shipped model against the tuned two-band ring baseline on a fixed held-out field (an untrained network fails it)."""
     response = served.evaluate(task_service_pb2.EvaluateRequest(dataset="simulated-test", seed=7))
     assert {"detection_rate", "precision", "f2", "detection_rate_all"} <= set(response.metrics)
     assert set(response.metrics) == set(response.baseline_metrics)
-    assert response.metrics["f2"] > response.baseline_metrics["f2"]
+    assert response.metrics["f2"] >= response.baseline_metrics["f2"] + MARGIN
     with pytest.raises(grpc.RpcError) as info:
         served.evaluate(task_service_pb2.EvaluateRequest(dataset="moon"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND

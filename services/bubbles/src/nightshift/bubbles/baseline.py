@@ -1,11 +1,14 @@
-"""The classical baseline: ring template matching on the 8 um band.
+"""The classical baseline: ring template matching on both bands.
 
-Each preprocessed window's 8 um channel is correlated (FFT) with zero-sum ring templates of several
-radii: the mean over an annulus (the PAH shell) minus the mean over the disk inside it (the cavity).
-Local maxima of the response over position are the candidates, the response mapped to a score in
-[0, 1) by ``1 - exp(-response / response_scale)``; the same window NMS (0.45), field merging and
-scoring as the SSD follow. No learning: a circular-Hough-like detector of bright rims around dark
-cavities, which is what a bubble looks like at 8 um.
+A clear bubble is an 8 um PAH shell around a cavity that 24 um warm dust fills. Each preprocessed
+window is correlated (FFT) with zero-sum ring templates of several radii, the mean over an annulus
+(the shell) minus the mean over the disk inside it (the cavity): on the 8 um channel that is the
+ring's contrast, on the 24 um channel with the sign reversed the cavity's filling. The response is
+``(ring_8um + fill_weight * filling_24um) / (1 + fill_weight)`` (one correlation of the combined
+channel ``8um - fill_weight * 24um``); its local maxima over position are the candidates, mapped to a
+score in [0, 1) by ``1 - exp(-response / response_scale)``; the same window NMS (0.45), field merging
+and scoring as the SSD follow. No learning: ``fill_weight`` and the score threshold are chosen on the
+simulated validation fields (:func:`nightshift.bubbles.scoring.tune_baseline`), as the SSD's threshold is.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.fft import irfft2, next_fast_len, rfft2
 from torchvision.ops import nms
 
 from nightshift.bubbles.infer import BOX_SCALE, WindowBoxes
 
-__all__ = ["ring_template", "RingTemplateDetector"]
+__all__ = ["ring_template", "RingTemplateDetector", "FILL_WEIGHTS"]
+
+FILL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+"""The 24 um weights tried on the validation fields (0: the 8 um ring alone)."""
 
 
 def ring_template(radius_px: float) -> np.ndarray:
@@ -33,23 +40,33 @@ def ring_template(radius_px: float) -> np.ndarray:
 
 
 class RingTemplateDetector:
-    """A :data:`~nightshift.bubbles.infer.WindowDetector` by ring template matching on the 8 um channel.
+    """A :data:`~nightshift.bubbles.infer.WindowDetector` by ring template matching on the 8 um and 24 um channels.
+
+    The default ``fill_weight`` and ``score_threshold`` are those :func:`nightshift.bubbles.scoring.tune_baseline`
+    chose on the shipped model's 8 simulated validation fields (data seed 1000007).
 
     Parameters
     ----------
     radii_px : sequence of float
         Template radii in window pixels (boxes of 2.6 x radius: the SSD priors' range).
+    fill_weight : float
+        Weight of the 24 um cavity filling against the 8 um ring contrast (0: 8 um only).
     response_scale : float
         Response (in normalised 8 um units) that maps to a score of 1 - 1/e.
     peaks_per_window : int
         Most candidates kept per window before NMS.
     nms_iou : float
         Window NMS IoU threshold.
+    score_threshold : float
+        Confidence from which a detection is reported (chosen with ``fill_weight``).
     """
 
-    def __init__(self, radii_px: Sequence[float] = (12, 18, 27, 40, 60, 90), *, response_scale: float = 0.35,
-                 peaks_per_window: int = 20, nms_iou: float = 0.45) -> None:
+    def __init__(self, radii_px: Sequence[float] = (12, 18, 27, 40, 60, 90), *, fill_weight: float = 0.5,
+                 response_scale: float = 0.35, peaks_per_window: int = 20, nms_iou: float = 0.45,
+                 score_threshold: float = 0.55) -> None:
         self.radii = [float(r) for r in radii_px]
+        self.fill_weight = fill_weight
+        self.score_threshold = score_threshold
         self.response_scale = response_scale
         self.peaks_per_window = peaks_per_window
         self.nms_iou = nms_iou
@@ -58,28 +75,27 @@ class RingTemplateDetector:
     def _template_spectra(self, shape: tuple[int, int]) -> list[np.ndarray]:
         """Templates' spectra on the zero-padded grid of a window of ``shape``, centred at the origin (cached)."""
         if shape not in self._spectra:
-            pad = int(np.ceil(1.25 * max(self.radii))) + 2
-            grid = (shape[0] + 2 * pad, shape[1] + 2 * pad)
+            grid = self._grid(shape)
             spectra = []
             for radius in self.radii:
                 template = ring_template(radius)
                 half = template.shape[0] // 2
                 placed = np.zeros(grid)
                 placed[:template.shape[0], :template.shape[1]] = template
-                spectra.append(np.fft.rfft2(np.roll(placed, (-half, -half), axis=(0, 1))))
+                spectra.append(rfft2(np.roll(placed, (-half, -half), axis=(0, 1))))
             self._spectra[shape] = spectra
         return self._spectra[shape]
 
-    def _window(self, band8: np.ndarray) -> WindowBoxes:
+    def _window(self, bands: np.ndarray) -> WindowBoxes:
         candidates = []
-        spectra = self._template_spectra(band8.shape)
-        pad = int(np.ceil(1.25 * max(self.radii))) + 2
-        padded = np.pad(band8, pad)  # zeros: the normalised minimum, so the window's edge is not a ring
-        window_spectrum = np.fft.rfft2(padded)
+        shape = bands.shape[1:]
+        spectra = self._template_spectra(shape)
+        combined = (bands[0] - self.fill_weight * bands[1]) / (1.0 + self.fill_weight)  # 24 um: a bright cavity counts
+        # zero padding past the template's reach: the normalised minimum, so the edge is not a ring and nothing wraps
+        window_spectrum = rfft2(combined, s=self._grid(shape))
         for radius, spectrum in zip(self.radii, spectra):
             # the templates are symmetric, so correlation is convolution: one FFT per window, one inverse per radius
-            full = np.fft.irfft2(window_spectrum * spectrum, s=padded.shape)
-            response = full[pad:pad + band8.shape[0], pad:pad + band8.shape[1]]
+            response = irfft2(window_spectrum * spectrum, s=self._grid(shape))[:shape[0], :shape[1]]
             peaks = (response == ndimage.maximum_filter(response, size=9)) & (response > 0)  # NMS merges the rest
             margin = int(0.5 * radius)  # a ring centred at the very edge is mostly outside the window
             peaks[:margin], peaks[-margin:], peaks[:, :margin], peaks[:, -margin:] = False, False, False, False
@@ -95,5 +111,10 @@ class RingTemplateDetector:
         keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), self.nms_iou).numpy()[: self.peaks_per_window]
         return boxes[keep], scores[keep]
 
+    def _grid(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The FFT grid: the window and a zero border wider than the largest template, at sizes FFTs are fast at."""
+        pad = int(np.ceil(1.25 * max(self.radii))) + 2
+        return next_fast_len(shape[0] + 2 * pad, real=True), next_fast_len(shape[1] + 2 * pad, real=True)
+
     def __call__(self, windows: np.ndarray) -> list[WindowBoxes]:
-        return [self._window(window[0]) for window in windows]
+        return [self._window(window) for window in windows]

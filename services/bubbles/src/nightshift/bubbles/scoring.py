@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from nightshift.bubbles.baseline import FILL_WEIGHTS, RingTemplateDetector
 from nightshift.bubbles.config import BubblesConfig, data_seeds
 from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, f_beta, headline, score_sweep
-from nightshift.bubbles.infer import FieldDetection
+from nightshift.bubbles.infer import FieldDetection, WindowDetector
 from nightshift.bubbles.model import BubbleSSD
 from nightshift.bubbles.realdata import (CATALOGUE_FILE, DEFAULT_REAL_DIR, CatalogueBubble, RealField, catalogue_in_field,
                                          load_composites)
 from nightshift.bubbles.simulate import Field
 
-__all__ = ["FieldRows", "simulated_rows", "best_f2", "score_simulated", "CENTRE_TOLERANCE", "RADIUS_RATIO", "PRECISION_FLOOR",
+__all__ = ["FieldRows", "simulated_rows", "best_f2", "tune_baseline", "score_simulated", "CENTRE_TOLERANCE", "RADIUS_RATIO", "PRECISION_FLOOR",
            "HIT_RULE", "RealCounts", "match_catalogue", "real_counts", "choose_threshold", "leave_one_field_out", "real_check", "score_real"]
 
 FieldRows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]
@@ -44,21 +45,21 @@ def _rows(detections: Sequence[FieldDetection], truths: np.ndarray, clear: Seque
     return boxes, np.array([d.score for d in detections]), truths.reshape(-1, 4), list(clear)
 
 
-def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
+def _field_rows(fields: Sequence[Field], detector: WindowDetector, config: BubblesConfig) -> list[FieldRows]:
+    from nightshift.bubbles.infer import detect_field
+
+    return [_rows(detect_field(f.pixels, f.header, detector, config, min_score=SWEEP_THRESHOLDS[0]),
+                  np.array([b.box() for b in f.bubbles]), [b.clear for b in f.bubbles]) for f in fields]
+
+
+def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int,
+                   baseline: RingTemplateDetector) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
     """Held-out fields of run ``seed`` and, per field, the model's and the baseline's detections from score 0.5 with the truth."""
-    from nightshift.bubbles.baseline import RingTemplateDetector
-    from nightshift.bubbles.infer import SSDWindowDetector, detect_field
+    from nightshift.bubbles.infer import SSDWindowDetector
     from nightshift.bubbles.simulate import simulate_fields
 
     fields = simulate_fields(config, data_seeds(seed)["test"], count)
-    detectors = (SSDWindowDetector(model), RingTemplateDetector())
-    model_rows, baseline_rows = [], []
-    for field in fields:
-        truths = np.array([b.box() for b in field.bubbles])
-        clear = [b.clear for b in field.bubbles]
-        for detector, rows in zip(detectors, (model_rows, baseline_rows)):
-            rows.append(_rows(detect_field(field.pixels, field.header, detector, config, min_score=SWEEP_THRESHOLDS[0]), truths, clear))
-    return fields, model_rows, baseline_rows
+    return fields, _field_rows(fields, SSDWindowDetector(model), config), _field_rows(fields, baseline, config)
 
 
 def best_f2(sweep: dict[float, Counts]) -> tuple[float, Counts]:
@@ -66,12 +67,34 @@ def best_f2(sweep: dict[float, Counts]) -> tuple[float, Counts]:
     return max(sweep.items(), key=lambda item: item[1].f2)
 
 
+def tune_baseline(config: BubblesConfig, *, seed: int, fill_weights: Sequence[float] = FILL_WEIGHTS) -> tuple[RingTemplateDetector, dict[str, Any]]:
+    """The ring baseline's 24 um weight and score threshold chosen on the validation fields of run ``seed``, as the SSD's threshold is.
+
+    Each weight of ``fill_weights`` is run on the ``config.val_fields`` validation fields; the weight and
+    threshold of the sweep with the highest F2 win (ties: the smaller weight). Returns the tuned detector
+    and the record of every trial.
+    """
+    from nightshift.bubbles.simulate import simulate_fields
+
+    fields = simulate_fields(config, data_seeds(seed)["val"], config.val_fields)
+    trials = []
+    for weight in fill_weights:
+        threshold, counts = best_f2(score_sweep(_field_rows(fields, RingTemplateDetector(fill_weight=weight), config)))
+        trials.append({"fill_weight": weight, "threshold": threshold, **headline(counts)})
+    best = max(trials, key=lambda t: (t["f2"], -t["fill_weight"]))
+    record = {"fill_weight": best["fill_weight"], "threshold": best["threshold"], "validation_seed": data_seeds(seed)["val"],
+              "validation_fields": config.val_fields, "trials": trials}
+    return RingTemplateDetector(fill_weight=best["fill_weight"], score_threshold=best["threshold"]), record
+
+
 def score_simulated(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Headline figures of the model (at its score threshold) and of the baseline (at its best-F2 threshold)."""
-    _, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
+    """Headline figures of the model and of the baseline (its defaults), each at its own validation-chosen threshold."""
+    baseline = RingTemplateDetector()
+    _, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count, baseline=baseline)
     model_counts = score_sweep(model_rows, [config.score_threshold])[config.score_threshold]
-    threshold, baseline_counts = best_f2(score_sweep(baseline_rows))
-    return ({**headline(model_counts), "threshold": config.score_threshold}, {**headline(baseline_counts), "threshold": threshold})
+    baseline_counts = score_sweep(baseline_rows, [baseline.score_threshold])[baseline.score_threshold]
+    return ({**headline(model_counts), "threshold": config.score_threshold},
+            {**headline(baseline_counts), "threshold": baseline.score_threshold})
 
 
 CENTRE_TOLERANCE = 0.5
@@ -160,9 +183,10 @@ def leave_one_field_out(sweeps: list[dict[float, RealCounts]]) -> list[float]:
     return thresholds
 
 
-def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path, *, overlays: Path | None = None) -> dict[str, Any]:
-    """Score the model and the ring baseline on the real composites (leave-one-field-out thresholds); optionally draw overlays."""
-    from nightshift.bubbles.baseline import RingTemplateDetector
+def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path, *, overlays: Path | None = None,
+               baseline: RingTemplateDetector | None = None) -> dict[str, Any]:
+    """Score the model and the ring baseline (default: its defaults) on the real composites (leave-one-field-out thresholds);
+    optionally draw overlays."""
     from nightshift.bubbles.infer import SSDWindowDetector
 
     fields = load_composites(real_dir)
@@ -171,7 +195,7 @@ def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path, *, overl
     catalogues = [catalogue_in_field(real_dir / CATALOGUE_FILE, f.header, f.pixels.shape[1:]) for f in fields]
     figures: dict[str, Any] = {"hit_rule": HIT_RULE, "threshold_rule": "leave one field out: highest recall_all at precision "
                                                                        f">= {PRECISION_FLOOR} on the other fields"}
-    for name, detector in (("model", SSDWindowDetector(model)), ("baseline", RingTemplateDetector())):
+    for name, detector in (("model", SSDWindowDetector(model)), ("baseline", baseline or RingTemplateDetector())):
         found, sweeps = _detector_sweeps(fields, catalogues, detector, config, SWEEP_THRESHOLDS)
         thresholds = leave_one_field_out(sweeps)
         total = sum((s[t] for s, t in zip(sweeps, thresholds)), RealCounts())

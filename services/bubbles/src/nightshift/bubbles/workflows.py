@@ -19,7 +19,7 @@ from nightshift.bubbles.config import preset as config_preset
 from nightshift.bubbles.evaluate import headline, plot_sweep, score_sweep
 from nightshift.bubbles.model import PACKAGE_WEIGHTS, BubbleSSD, load_weights, save_weights, shipped_weights, smoke_check, write_card
 from nightshift.bubbles.realdata import CATALOGUE_FILE, load_composite
-from nightshift.bubbles.scoring import FieldRows, best_f2, real_check, simulated_rows
+from nightshift.bubbles.scoring import FieldRows, real_check, simulated_rows, tune_baseline
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
 from nightshift.core.catalog import Column
@@ -118,15 +118,16 @@ def evaluate_model(*, weights: Path | None, seed: int, count: int | None, output
     started = time.perf_counter()
     model, config, card = load_model(weights)
     count = config.test_fields if count is None else count
-    fields, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count)
+    baseline, tuning = tune_baseline(config, seed=seed)
+    fields, model_rows, baseline_rows = simulated_rows(model, config, seed=seed, count=count, baseline=baseline)
     model_sweep, baseline_sweep = score_sweep(model_rows), score_sweep(baseline_rows)
-    threshold, baseline_counts = best_f2(baseline_sweep)
     figures: dict[str, Any] = {"model": card["name"], "seed": seed, "score_threshold": config.score_threshold}
     if real_dir is not None and (real_dir / CATALOGUE_FILE).exists():
-        figures["real"] = real_check(model, config, real_dir, overlays=output)
+        figures["real"] = real_check(model, config, real_dir, overlays=output, baseline=baseline)
     figures["simulated"] = {
         "test_seed": data_seeds(seed)["test"], "fields": count, **headline(model_sweep[config.score_threshold]),
-        "baseline": {**headline(baseline_counts), "threshold": threshold},
+        "baseline": {**headline(baseline_sweep[baseline.score_threshold]), "threshold": baseline.score_threshold,
+                     "fill_weight": baseline.fill_weight, "tuning": tuning},
         "sweep": {f"{t:.2f}": headline(c) for t, c in model_sweep.items()},
         "baseline_sweep": {f"{t:.2f}": headline(c) for t, c in baseline_sweep.items()},
         "plots": [str(plot_sweep({"SSD": model_sweep, "ring baseline": baseline_sweep}, output / "sweep.png")),
