@@ -121,11 +121,14 @@ def test_train_streams_progress_then_registers(served, store: ObjectStore) -> No
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "loss='focal'" in error.value.details()
 
 
-def test_evaluate_scores_the_model_and_the_baseline(served) -> None:
+def test_evaluate_scores_the_model_well_above_the_baseline(served) -> None:
+    """Two held-out maps: measured dice 0.81 against the ridge-filter baseline's 0.54, AP 0.89 against
+    0.47; random weights score dice 0 and AP 0.07."""
     _, client = served
     response = client.evaluate(task_service_pb2.EvaluateRequest(dataset="simulated-test"))
-    assert set(response.metrics) == set(response.baseline_metrics) == {"dice", "iou", "ap"}
-    assert response.metrics["dice"] > response.baseline_metrics["dice"]
+    model, baseline = response.metrics, response.baseline_metrics
+    assert set(model) == set(baseline) == {"dice", "iou", "ap"}
+    assert model["dice"] >= baseline["dice"] + 0.15 and model["ap"] >= baseline["ap"] + 0.2, (model, baseline)
     with pytest.raises(grpc.RpcError) as error:
         client.evaluate(task_service_pb2.EvaluateRequest(dataset="sdss"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND

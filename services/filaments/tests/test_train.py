@@ -61,7 +61,10 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_weights(tmp_path) -
 
     with pytest.raises(KeyboardInterrupt):
         train_model(config, output_dir=tmp_path / "cut", progress=stop_after_two, show_progress=False, evaluate=False)
-    resumed = train_model(config, output_dir=tmp_path / "cut", show_progress=False, evaluate=False)
+    after_cut = []
+    resumed = train_model(config, output_dir=tmp_path / "cut", show_progress=False, evaluate=False,
+                          progress=lambda epoch, total, metrics: after_cut.append(epoch))
+    assert after_cut == [3, 4]  # from the checkpoint: a rerun from scratch would end at the same weights too
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     first, second = load_file(str(whole.weights)), load_file(str(resumed.weights))
     assert all(torch.equal(first[k], second[k]) for k in first)
