@@ -85,6 +85,19 @@ def _crossval_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_baseline(args: argparse.Namespace) -> int:
+    from nightshift.ghosts.workflows import tune_baseline_report
+
+    report = tune_baseline_report(seed=args.seed, count=args.count, real_dir=_real_dir(args))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    real = report["real"]
+    print(json.dumps({"simulated": report["simulated"]["parameters"],
+                      "real": real and {k: real["summary"][k] for k in ("ap50", "ap50_bright", "ap50_faint", "ap50_rays")},
+                      "output": str(args.output)}, sort_keys=True, default=float))
+    return 0
+
+
 def _infer(args: argparse.Namespace) -> int:
     from nightshift.ghosts.workflows import infer_files
 
@@ -149,6 +162,13 @@ def build_parser() -> CommandLine:
     crossval.add_argument("--folds-only", action="store_true", help="skip the fine-tuning on all real images")
     crossval.add_argument("--ship", action="store_true", help="ship the model fine-tuned on all real images")
     cli.real_data(crossval, DEFAULT_REAL_DIR)
+
+    tune = cli.command("tune-baseline", _tune_baseline,
+                       "tune the classical baseline on simulated training exposures and cross-validate it on the real images")
+    cli.seed(tune, 7)
+    tune.add_argument("--count", type=int, default=48, help="simulated training exposures to tune on")
+    cli.output(tune, None, "results JSON (evaluate reads services/ghosts/docs/baseline_tuning.json)")
+    cli.real_data(tune, DEFAULT_REAL_DIR)
 
     infer = cli.command("infer", _infer, "find artefacts in JPEG/PNG/FITS images; writes catalogues, masks, overlays")
     cli.inputs(infer, "JPEG/PNG renderings or FITS images (one plane or R, G, B)")

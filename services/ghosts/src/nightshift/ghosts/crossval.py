@@ -44,11 +44,15 @@ from nightshift.ghosts.realdata import RealImage
 
 __all__ = [
     "FinetuneConfig", "real_folds", "finetune", "choose_threshold", "ccd_counts", "fold_figures", "summarise",
-    "THRESHOLD_GRID", "CROSSVAL_RESULTS", "real_headline",
+    "THRESHOLD_GRID", "CROSSVAL_RESULTS", "BASELINE_RESULTS", "real_headline", "crossval_baseline",
 ]
 
 CROSSVAL_RESULTS = Path(__file__).resolve().parents[3] / "docs" / "crossval_real.json"
 """The committed results of ``nightshift-ghosts crossval-real`` that ``evaluate`` reports as the real figure."""
+
+BASELINE_RESULTS = Path(__file__).resolve().parents[3] / "docs" / "baseline_tuning.json"
+"""The committed results of ``nightshift-ghosts tune-baseline``: the baseline tuned on simulated training exposures, and
+cross-validated on the real images like the network."""
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """Confidence thresholds tried on a fold's training images (0.05 ... 0.95)."""
@@ -293,6 +297,36 @@ def summarise(folds: Sequence[dict], pooled_truths, pooled_predictions, pooled_t
         by_area.append({"min_pixels": min_pixels, "ccd_precision": rates["ccd_precision"], "ccd_recall": rates["ccd_recall"]})
     summary["pooled"]["ccd_by_area"] = by_area
     return summary
+
+
+def crossval_baseline(images: Sequence[RealImage], *, folds: int = 5) -> dict[str, Any]:
+    """The classical baseline cross-validated on the real images in the network's folds.
+
+    Each fold's baseline is tuned (:func:`nightshift.ghosts.baseline.tune_baseline`) on the other folds'
+    images only and scored on the fold at its tuned ``score_threshold``; figures per fold, mean and
+    spread over folds and pooled, as :func:`summarise` gives the network's.
+    """
+    from nightshift.ghosts.baseline import significance_maps, tune_baseline
+
+    started = time.perf_counter()
+    maps = significance_maps([image_to_pixels(r.image) for r in images])  # each image's maps, shared by the folds
+    index = {r.name: i for i, r in enumerate(images)}
+    records, pooled_truths, pooled_predictions, pooled_thresholds = [], [], [], []
+    for fold, scored in enumerate(real_folds([r.name for r in images], folds)):
+        train = [index[n] for n in index if n not in scored]
+        tuned, search = tune_baseline({k: [v[i] for i in train] for k, v in maps.items()}, [images[i].artefacts for i in train])
+        test = [index[n] for n in scored]
+        key = (tuned.degree, tuned.ccd_offset_sigma, tuned.smoothing_px)
+        truths, predictions = [images[i].artefacts for i in test], [tuned.regions(maps[key][i]) for i in test]
+        figures = fold_figures(truths, predictions, threshold=tuned.score_threshold, fixed_threshold=0.8)
+        records.append({"fold": fold, "scored": list(scored), "threshold": tuned.score_threshold, "parameters": search["parameters"],
+                        "train_ap50": search["train_ap50"], "train_class_ap50": search["train_class_ap50"], "figures": figures})
+        pooled_truths += truths
+        pooled_predictions += predictions
+        pooled_thresholds += [tuned.score_threshold] * len(test)
+    return {"images": len(images), "folds": records,
+            "summary": summarise(records, pooled_truths, pooled_predictions, pooled_thresholds),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _comparable(settings: dict) -> dict:

@@ -172,7 +172,8 @@ def _score_images(
     if baseline is None:
         return model_scores, None, predictions, None
     baseline_predictions = [baseline.find(p) for p in pixels]
-    return model_scores, score_all(truths, baseline_predictions, score_threshold=config.score_threshold), predictions, baseline_predictions
+    baseline_scores = score_all(truths, baseline_predictions, score_threshold=baseline.score_threshold)  # each at its own tuned threshold
+    return model_scores, baseline_scores, predictions, baseline_predictions
 
 
 def score_simulated_with_baseline(

@@ -24,7 +24,7 @@ from nightshift.ghosts.train import EpochReport, train_model
 
 __all__ = [
     "train_and_package", "register_if_configured", "shipped_weights", "load_model", "evaluate_model", "infer_files",
-    "write_simulated",
+    "write_simulated", "tune_baseline_report",
 ]
 
 def register_if_configured(weights: Path, card: Path) -> str | None:
@@ -99,9 +99,10 @@ def evaluate_model(
 
     The figures end with ``simulated`` (this model on the held-out simulated exposures) and ``real``:
     the cross-validated real figures read from ``crossval`` (default: the committed
-    ``docs/crossval_real.json``; None when that file is absent), not retrained here.
+    ``docs/crossval_real.json``; None when that file is absent), not retrained here, with the baseline's
+    cross-validated figures (``docs/baseline_tuning.json``) as ``real.baseline``.
     """
-    from nightshift.ghosts.crossval import CROSSVAL_RESULTS, real_headline
+    from nightshift.ghosts.crossval import BASELINE_RESULTS, CROSSVAL_RESULTS, real_headline
     from nightshift.ghosts.evaluate import (
         annotator_agreement, headline, plot_overlays, plot_pr_curves, score_real, score_simulated_with_baseline,
     )
@@ -145,7 +146,34 @@ def evaluate_model(
                             "images": count, "seed": seed}
     source = CROSSVAL_RESULTS if crossval is None else crossval
     figures["real"] = real_headline(json.loads(source.read_text()), card, source=source) if source.exists() else None
+    baseline_real = json.loads(BASELINE_RESULTS.read_text())["real"] if BASELINE_RESULTS.exists() else None
+    if figures["real"] is not None and baseline_real:
+        figures["real"]["baseline"] = real_headline(baseline_real, source=BASELINE_RESULTS)
     return figures
+
+
+def tune_baseline_report(*, seed: int, count: int, real_dir: Path | None) -> dict[str, Any]:
+    """The classical baseline tuned on ``count`` simulated training exposures and cross-validated on the real images.
+
+    The simulated tuning is what :class:`~nightshift.ghosts.baseline.ResidualBaseline`'s defaults hold (``evaluate``
+    and the service's ``Evaluate`` score it on the test range); the real part tunes per fold on the fold's
+    training images only (:func:`nightshift.ghosts.crossval.crossval_baseline`).
+    """
+    from nightshift.ghosts.baseline import significance_maps, tune_baseline
+    from nightshift.ghosts.crossval import crossval_baseline
+    from nightshift.ghosts.preprocess import image_to_pixels
+    from nightshift.ghosts.realdata import load_real_images
+    from nightshift.ghosts.simulate import simulate_dataset
+
+    started = time.perf_counter()
+    first_index = data_ranges(config_preset("default"))["train"][0]
+    exposures = simulate_dataset(count, seed, first_index=first_index)
+    maps = significance_maps([image_to_pixels(e.image) for e in exposures])
+    _, search = tune_baseline(maps, [e.artefacts for e in exposures])
+    report: dict[str, Any] = {"simulated": {**search, "seed": seed, "first_index": first_index,
+                                            "seconds": round(time.perf_counter() - started, 1)}}
+    report["real"] = crossval_baseline(load_real_images(real_dir)) if real_dir is not None else None
+    return report
 
 
 _MIN_IMAGE_PX = 64
