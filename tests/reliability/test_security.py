@@ -9,12 +9,17 @@ suffixes (``core/tests/test_registry.py``).
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import dataclasses
 import io
 import json
+import os
 import pickle
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -23,13 +28,13 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nightshift.core.client import TaskClient
 from nightshift.core.errors import FailedPrecondition, InvalidInput, StoreUnavailable
 from nightshift.core.registry import ModelRegistry, RegisteredModel, resolve_checkpoint
-from nightshift.core.s3server import RcloneS3Server
-from nightshift.core.server import BackgroundServer, ServerOptions
+from nightshift.core.s3server import RcloneS3Server, free_port
+from nightshift.core.server import LIVENESS, TASK_SERVICE_NAME, BackgroundServer, ServerOptions
 from nightshift.core.store import ObjectStore, StoreConfig, sha256_hex
 from nightshift.core.tiles import make_tile
 from nightshift.core.tilestats import TileStatisticsModel
@@ -37,7 +42,7 @@ from nightshift.orchestration.launcher import LocalNight
 from nightshift.orchestration.layout import NightLayout
 from nightshift.orchestration.nightly import nightly
 from nightshift.orchestration.simulate import simulate_night
-from nightshift.v1 import tile_pb2
+from nightshift.v1 import task_service_pb2, tile_pb2
 
 pytestmark = pytest.mark.reliability
 
@@ -72,6 +77,79 @@ def test_grpc_over_tls_with_a_self_made_ca(certificates, monkeypatch: pytest.Mon
                 pytest.raises(grpc.RpcError) as untrusted:
             public_roots.describe()  # no public CA vouches for the self-made one
         assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+SLEEPY_SERVICE = REPO / "core" / "tests" / "sleepy_service.py"
+
+
+def _sleepy_tile(sleep_s: float) -> tile_pb2.ImageTile:
+    return make_tile(np.ones((1, 4, 4), np.float32), bands=["image"], survey="s", field="f", labels={"sleep_s": str(sleep_s)})
+
+
+def _status(channel: grpc.Channel, service: str) -> str:
+    """One health check as the kubelet asks it: a bare channel (a TaskClient's own health checking would
+    refuse calls to a NOT_SERVING server before they are sent)."""
+    try:
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status)
+    except grpc.RpcError as error:
+        return error.code().name
+
+
+def test_a_plaintext_health_port_answers_as_the_tls_service_port_through_a_drain_and_serves_nothing_else(
+        certificates, tmp_path: Path) -> None:
+    """The kubelet's gRPC probes speak plaintext only: with the service port TLS-only they ask the health port."""
+    port_file, health_port = tmp_path / "port", free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(SLEEPY_SERVICE)], stderr=subprocess.DEVNULL,
+        env={**os.environ, "NIGHTSHIFT_GRPC_HOST": "127.0.0.1", "NIGHTSHIFT_GRPC_PORT": "0", "NIGHTSHIFT_GRPC_PORT_FILE": str(port_file),
+             "NIGHTSHIFT_GRPC_TLS_CERT": str(certificates.cert), "NIGHTSHIFT_GRPC_TLS_KEY": str(certificates.key),
+             "NIGHTSHIFT_GRPC_HEALTH_PORT": str(health_port), "NIGHTSHIFT_GRPC_COMPUTE_SLOTS": "2",
+             "NIGHTSHIFT_GRPC_DRAIN_NOTICE_S": "1.0", "NIGHTSHIFT_GRPC_GRACE_S": "10"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.05)
+        target, health_target = f"127.0.0.1:{port_file.read_text()}", f"127.0.0.1:{health_port}"
+        ca = certificates.ca.read_bytes()
+        with TaskClient(target, timeout_s=10, root_certificates=ca) as tls, TaskClient(health_target, timeout_s=5) as probe, \
+                grpc.secure_channel(target, grpc.ssl_channel_credentials(ca)) as tls_channel, \
+                grpc.insecure_channel(health_target) as health_channel, grpc.insecure_channel(target) as plaintext_channel, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            tls.wait_until_serving(timeout_s=30)
+            for service in ("", LIVENESS, TASK_SERVICE_NAME, "sleepy", "unknown"):
+                assert _status(health_channel, service) == _status(tls_channel, service), service
+            assert _status(health_channel, TASK_SERVICE_NAME) == "SERVING"
+            assert _status(plaintext_channel, LIVENESS) == "UNAVAILABLE"  # what a probe on the TLS port gets
+            for call in (probe.describe, lambda: probe.infer([_sleepy_tile(0.0)]), lambda: list(probe.train(task_service_pb2.TrainRequest()))):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+            in_flight = pool.submit(tls.infer, [_sleepy_tile(3.0)])
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            # health port, then service port, then health port again: where the two health-port answers agree,
+            # the service port's answer between them must be the same (a transition can fall between two asks)
+            samples = []
+            while (sample := (_status(health_channel, TASK_SERVICE_NAME), _status(tls_channel, TASK_SERVICE_NAME),
+                              _status(health_channel, TASK_SERVICE_NAME)))[2] != "UNAVAILABLE":
+                samples.append(sample)
+                time.sleep(0.02)
+            assert in_flight.result(timeout=15).results  # the call in flight was answered
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    both_answering = [(before, service) for before, service, after in samples if before == after and service != "UNAVAILABLE"]
+    assert [s for s in samples if s[1] == "NOT_SERVING"], samples  # the drain notice was seen on both ports
+    assert all(before == service for before, service in both_answering), samples
+    # once the service port refuses new calls the health port still says NOT_SERVING, until the process ends
+    refusing = [health for health, service, _ in samples if service == "UNAVAILABLE"]
+    assert refusing and set(refusing) == {"NOT_SERVING"}, samples
 
 
 def test_tls_needs_both_a_certificate_and_a_key(certificates) -> None:

@@ -8,7 +8,9 @@ One call starts a service from its :class:`~nightshift.core.model.TaskModel` (or
 The runtime serves the servable's services (``nightshift.v1.TaskService`` for a model), the standard ``grpc.health.v1.Health`` service and
 server reflection. Health says NOT_SERVING until the model is loaded and warmed up, then SERVING
 (service names ``""``, each service's full name and the servable's name, e.g. the task); ``liveness`` is SERVING
-from the start. On SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused, calls in
+from the start. With ``health_port`` set, a second plaintext port serves that same health state and
+nothing else, so the kubelet's gRPC probes (plaintext only) can ask while the service port is TLS-only.
+On SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused, calls in
 flight finish within ``grace_s``, then the servable is closed (the model unloaded). One interceptor maps the project's
 errors to status codes (unknown errors become INTERNAL, with no stack trace on the wire), logs
 every call as a JSON line and counts it in Prometheus metrics.
@@ -115,6 +117,10 @@ class ServerOptions:
         File the bound port is written to once listening (for launchers using port 0).
     tls_cert, tls_key : Path or None
         PEM certificate chain and private key: serve TLS. Both or neither.
+    health_port : int or None
+        A plaintext port on ``host`` serving only ``grpc.health.v1.Health``, with the service port's
+        health state (SERVING, NOT_SERVING, drain alike), for probes that cannot speak TLS; 0 picks a
+        free one (``Server.health_port``); None (the default) serves health on the service port only.
     drain_notice_s : float
         On shutdown, how long health says NOT_SERVING while calls are still accepted, so probes and
         load balancers see it before new calls are refused.
@@ -156,6 +162,7 @@ class ServerOptions:
     port_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    health_port: int | None = None
     drain_notice_s: float = 0.0
     batch_max_delay_ms: float = 0.0
     max_batch_tiles: int = 0
@@ -216,7 +223,7 @@ class ServerOptions:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerOptions:
-        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,DRAIN_NOTICE_S}``,
+        """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,HEALTH_PORT,DRAIN_NOTICE_S}``,
         ``NIGHTSHIFT_GRPC_{MAX_CONCURRENT_CALLS,MAX_INFLIGHT_BYTES}``, ``NIGHTSHIFT_MEMORY_LIMIT_BYTES``,
         ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``, ``NIGHTSHIFT_MAX_BATCH_TILES`` and
         ``NIGHTSHIFT_AUTH_SECRET`` (or ``NIGHTSHIFT_AUTH_SECRET_FILE``) and ``NIGHTSHIFT_AUTH``; keyword overrides win."""
@@ -232,6 +239,7 @@ class ServerOptions:
             ("port_file", "NIGHTSHIFT_GRPC_PORT_FILE", Path),
             ("tls_cert", "NIGHTSHIFT_GRPC_TLS_CERT", Path),
             ("tls_key", "NIGHTSHIFT_GRPC_TLS_KEY", Path),
+            ("health_port", "NIGHTSHIFT_GRPC_HEALTH_PORT", int),
             ("drain_notice_s", "NIGHTSHIFT_GRPC_DRAIN_NOTICE_S", float),
             ("batch_max_delay_ms", "NIGHTSHIFT_BATCH_MAX_DELAY_MS", float),
             ("max_batch_tiles", "NIGHTSHIFT_MAX_BATCH_TILES", int),
@@ -963,7 +971,9 @@ class Server:
         self.metrics = ServiceMetrics()
         self.port = 0
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._loading: asyncio.Task[None] | None = None
         self._readiness_names = ("", *self.servable.service_names, self.servable.name)
@@ -990,6 +1000,8 @@ class Server:
         self.port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
         if not self.port:
             raise OSError(f"could not bind {opts.host}:{opts.port}")
+        if opts.health_port is not None:
+            await self._start_health_server(opts.host, opts.health_port)
         await server.start()
         self._server = server
         if opts.metrics_port is not None:
@@ -997,12 +1009,23 @@ class Server:
         if opts.port_file is not None:
             opts.port_file.write_text(str(self.port))
         _log.info("listening", extra={"service": self.servable.name, "port": self.port, "metrics_port": self.metrics_port,
+                                      "health_port": self.health_port,
                                       "tls": credentials is not None, "authentication": opts.auth_secret is not None,
                                       "max_concurrent_calls": calls,
                                       "max_inflight_bytes": opts.inflight_byte_limit()})
         if unauthenticated:
             _log.warning(unauthenticated)
         self._loading = asyncio.create_task(self._load())
+
+    async def _start_health_server(self, host: str, port: int) -> None:
+        # The one servicer instance: both ports answer from the same state, so they change together.
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.health_port = server.add_insecure_port(f"{host}:{port}")
+        if not self.health_port:
+            raise OSError(f"could not bind the health port {host}:{port}")
+        await server.start()
+        self._health_server = server
 
     async def _load(self) -> None:
         started = time.perf_counter()
@@ -1035,6 +1058,9 @@ class Server:
         self.metrics.model_unloading()
         await asyncio.sleep(self.options.drain_notice_s)
         await self._server.stop(grace)
+        if self._health_server is not None:  # stopped last: probes see NOT_SERVING for the whole drain
+            await self._health_server.stop(0)
+            self._health_server = None
         if not self.loading.done():
             self.loading.cancel()
         await asyncio.to_thread(self.servable.close)
