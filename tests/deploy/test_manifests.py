@@ -43,6 +43,10 @@ WORK_POOL_TEMPLATE = REPO / "deploy" / "k8s" / "base" / "work-pool" / "base-job-
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet"}
 KEDA_API = "keda.sh/v1alpha1"
+CERT_MANAGER_API = "cert-manager.io/v1"
+# What a cert-manager Certificate's Secret holds (the CA issuer adds its own certificate as ca.crt).
+ISSUED_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+CA_SECRET = "nightshift-ca"
 AUTOSCALER_KINDS = {"HorizontalPodAutoscaler", "ScaledObject"}
 
 Object = dict[str, Any]
@@ -99,6 +103,38 @@ def containers(pod_template: Object) -> list[Object]:
     return pod_template["spec"].get("initContainers", []) + pod_template["spec"]["containers"]
 
 
+def environment(objects: list[Object], container: Object) -> dict[str, str]:
+    """A container's plain environment: its ConfigMaps' data (envFrom), then its own ``value`` entries."""
+    config_maps = by_kind(objects, "ConfigMap")
+    env = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env |= config_maps[source["configMapRef"]["name"]]["data"]
+    return env | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def mounted_secret_key(pod: Object, container: Object, path: str) -> tuple[str, str] | None:
+    """(Secret, key) whose value the file ``path`` holds in the container, through a secret or projected volume."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        relative = os.path.relpath(path, mount["mountPath"])
+        if relative.startswith(".."):
+            continue
+        volume = volumes[mount["name"]]
+        sources = ([{"secret": {"name": volume["secret"]["secretName"], "items": volume["secret"].get("items")}}] if "secret" in volume
+                   else volume.get("projected", {}).get("sources", []))
+        for source in (s["secret"] for s in sources if "secret" in s):
+            for item in source.get("items") or [{"key": relative, "path": relative}]:
+                if item["path"] == relative:
+                    return source["name"], item["key"]
+    return None
+
+
+def certificates(objects: list[Object]) -> dict[str, Object]:
+    """cert-manager Certificates by the Secret each one fills."""
+    return {c["spec"]["secretName"]: c for c in objects if c["kind"] == "Certificate" and c["apiVersion"] == CERT_MANAGER_API}
+
+
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """A Kubernetes label selector (matchLabels and matchExpressions) applied to labels."""
     if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
@@ -147,7 +183,9 @@ def ingress_allowed(objects: list[Object], source_labels: Mapping[str, str], tar
 def test_every_object_validates_strictly(rendered: dict[str, list[Object]], overlay: str) -> None:
     errors = []
     for obj in rendered[overlay]:
-        if obj["apiVersion"] == KEDA_API:  # a CRD without a bundled schema: test_gpu_services_scale_on_in_flight_calls_to_zero_outside_the_night
+        # CRDs without a bundled schema, checked field by field instead: KEDA's in
+        # test_gpu_services_scale_on_in_flight_calls_to_zero_outside_the_night, cert-manager's in test_certificates_*
+        if obj["apiVersion"] in (KEDA_API, CERT_MANAGER_API):
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -239,6 +277,7 @@ def test_secrets_are_generated_from_files_kept_out_of_git() -> None:
 def test_every_config_and_secret_reference_resolves(rendered: dict[str, list[Object]], overlay: str) -> None:
     objects = rendered[overlay]
     data = {(o["kind"], o["metadata"]["name"]): set(o.get("data", {})) for o in objects if o["kind"] in ("ConfigMap", "Secret")}
+    data |= {("Secret", name): ISSUED_SECRET_KEYS for name in certificates(objects)}  # made by cert-manager
     service_accounts = set(by_kind(objects, "ServiceAccount"))
     missing = []
     for workload, pod in workloads(objects):
@@ -255,7 +294,12 @@ def test_every_config_and_secret_reference_resolves(rendered: dict[str, list[Obj
                         refs.append((kind, value_from[field]["name"], value_from[field]["key"]))
         for volume in pod["spec"].get("volumes", []):
             refs += [("ConfigMap", volume["configMap"]["name"], None)] if "configMap" in volume else []
-            refs += [("Secret", volume["secret"]["secretName"], None)] if "secret" in volume else []
+            if "secret" in volume:
+                sources = [{"name": volume["secret"]["secretName"], "items": volume["secret"].get("items")}]
+            else:
+                sources = [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
+            for source in sources:
+                refs += [("Secret", source["name"], item["key"]) for item in source["items"] or [{"key": None}]]
         for kind, name, key in refs:
             if (kind, name) not in data:
                 missing.append(f"{where}: {kind} {name} does not exist")
@@ -337,6 +381,7 @@ def test_grpc_service_agrees_with_its_configuration(rendered: dict[str, list[Obj
     objects = rendered[overlay]
     settings = config(objects)
     grpc_port, metrics_port = int(settings["NIGHTSHIFT_GRPC_PORT"]), int(settings["NIGHTSHIFT_METRICS_PORT"])
+    health_port = int(settings["NIGHTSHIFT_GRPC_HEALTH_PORT"])
     pod = by_kind(objects, "Deployment")[service]["spec"]["template"]
     (container,) = pod["spec"]["containers"]
 
@@ -344,10 +389,11 @@ def test_grpc_service_agrees_with_its_configuration(rendered: dict[str, list[Obj
     s3_keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"].startswith("NIGHTSHIFT_S3_")}
     assert s3_keys == {k: {"name": f"nightshift-s3-{service}", "key": k} for k in ("NIGHTSHIFT_S3_ACCESS_KEY", "NIGHTSHIFT_S3_SECRET_KEY")}
     assert settings["NIGHTSHIFT_GRPC_HOST"] == "0.0.0.0"
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
-    assert container["livenessProbe"]["grpc"] == container["startupProbe"]["grpc"] == {"port": grpc_port, "service": LIVENESS_SERVICE}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": grpc_port, "health": health_port, "metrics": metrics_port}
+    # The kubelet's gRPC probes speak plaintext only: they ask the health port, the gRPC port is TLS-only.
+    assert container["livenessProbe"]["grpc"] == container["startupProbe"]["grpc"] == {"port": health_port, "service": LIVENESS_SERVICE}
     assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 120  # a cold node's imports
-    assert container["readinessProbe"]["grpc"] == {"port": grpc_port, "service": READINESS_SERVICE[service]}
+    assert container["readinessProbe"]["grpc"] == {"port": health_port, "service": READINESS_SERVICE[service]}
     assert pod["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics"}
     assert container["image"].rsplit("/", 1)[-1].split(":")[0] == f"nightshift-{service}"
@@ -359,6 +405,91 @@ def test_grpc_service_agrees_with_its_configuration(rendered: dict[str, list[Obj
     headless = by_kind(objects, "Service")[service]
     assert headless["spec"]["clusterIP"] == "None", "gRPC needs a headless Service to balance across pods"
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
+
+
+# --- TLS ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_certificates_are_issued_by_the_namespace_ca_for_the_names_clients_dial(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    issuers = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "Issuer" and o["apiVersion"] == CERT_MANAGER_API}
+    issued = certificates(objects)
+    ca = issued.pop(CA_SECRET)["spec"]
+    assert ca["isCA"] is True and issuers[ca["issuerRef"]["name"]] == {"selfSigned": {}}
+    assert issuers[CA_SECRET] == {"ca": {"secretName": CA_SECRET}}
+    services = by_kind(objects, "Service")
+    assert set(issued) == {f"{name}-tls" for name in (*GRPC_SERVICES, "minio")}
+    for secret, certificate in issued.items():
+        spec, name = certificate["spec"], secret.removesuffix("-tls")
+        assert certificate["metadata"]["namespace"] == "nightshift" and name in services
+        assert spec["issuerRef"] == {"group": "cert-manager.io", "kind": "Issuer", "name": CA_SECRET}, secret
+        # clients dial dns:///<service>:<port> (night.example.json) and https://minio:9000: the name must be there
+        assert set(spec["dnsNames"]) == {name, f"{name}.nightshift", f"{name}.nightshift.svc", f"{name}.nightshift.svc.cluster.local"}
+        assert "server auth" in spec["usages"] and not spec.get("isCA")
+        assert 0 < _hours(spec["renewBefore"]) < _hours(spec["duration"])
+
+
+def _hours(duration: str) -> float:
+    return float(re.fullmatch(r"(\d+)h", duration).group(1))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", GRPC_SERVICES)
+def test_every_grpc_service_serves_tls_with_its_own_certificate(rendered: dict[str, list[Object]], overlay: str, service: str) -> None:
+    objects = rendered[overlay]
+    pod = by_kind(objects, "Deployment")[service]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = environment(objects, container)
+    assert mounted_secret_key(pod, container, env["NIGHTSHIFT_GRPC_TLS_CERT"]) == (f"{service}-tls", "tls.crt")
+    assert mounted_secret_key(pod, container, env["NIGHTSHIFT_GRPC_TLS_KEY"]) == (f"{service}-tls", "tls.key")
+    assert f"{service}-tls" in certificates(objects)
+    # the key is readable by the pod's group only, which the pod's fsGroup makes its own
+    (tls,) = [v["secret"] for v in pod["spec"]["volumes"] if v.get("secret", {}).get("secretName") == f"{service}-tls"]
+    assert tls["defaultMode"] == 0o440 and pod["spec"]["securityContext"]["fsGroup"] == pod["spec"]["securityContext"]["runAsGroup"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_client_verifies_tls_with_the_namespace_ca(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    assert config(objects)["NIGHTSHIFT_S3_ENDPOINT"].startswith("https://")
+    s3_clients, grpc_clients, problems = set(), set(), []
+    for workload, pod in workloads(objects):
+        for c in containers(pod):
+            where, env = f"{workload['kind']}/{workload['metadata']['name']}", environment(objects, c)
+            refs = [s.get("secretRef", {}).get("name") for s in c.get("envFrom", [])]
+            if "NIGHTSHIFT_S3_ENDPOINT" in env:
+                s3_clients.add(workload["metadata"]["name"])
+                if not env["NIGHTSHIFT_S3_ENDPOINT"].startswith("https://"):
+                    problems.append(f"{where}: NIGHTSHIFT_S3_ENDPOINT {env['NIGHTSHIFT_S3_ENDPOINT']} is not https")
+                if mounted_secret_key(pod, c, env.get("NIGHTSHIFT_S3_CA_BUNDLE", "")) != (CA_SECRET, "ca.crt"):
+                    problems.append(f"{where}: NIGHTSHIFT_S3_CA_BUNDLE is not the mounted ca.crt of {CA_SECRET}")
+            if "nightshift-flow-tokens" in refs:  # calls the gRPC services
+                grpc_clients.add(workload["metadata"]["name"])
+                if mounted_secret_key(pod, c, env.get("NIGHTSHIFT_GRPC_TLS_CA", "")) != (CA_SECRET, "ca.crt"):
+                    problems.append(f"{where}: NIGHTSHIFT_GRPC_TLS_CA is not the mounted ca.crt of {CA_SECRET}")
+        for volume in pod["spec"].get("volumes", []):  # the CA's key stays in its Secret
+            sources = [{"name": volume["secret"]["secretName"], "items": volume["secret"].get("items")}] if "secret" in volume else \
+                [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
+            for source in (s for s in sources if s["name"] == CA_SECRET):
+                if [item["key"] for item in source["items"] or [{"key": "all"}]] != ["ca.crt"]:
+                    problems.append(f"{workload['metadata']['name']}: mounts more of {CA_SECRET} than ca.crt")
+    assert not problems, "\n".join(problems)
+    assert s3_clients == {*GRPC_SERVICES, "object-store-users", flow_run_job()["metadata"]["name"]}
+    assert grpc_clients == {flow_run_job()["metadata"]["name"]}
+    # mc (a Go program) reads the CA from SSL_CERT_FILE
+    script = by_kind(objects, "ConfigMap")["object-store-users"]["data"]["users.sh"]
+    assert "export SSL_CERT_FILE=$NIGHTSHIFT_S3_CA_BUNDLE\n" in script.split("mc() {")[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_minio_serves_https_with_its_certificate(rendered: dict[str, list[Object]], overlay: str) -> None:
+    pod = by_kind(rendered[overlay], "StatefulSet")["minio"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    certs_dir = container["args"][container["args"].index("--certs-dir") + 1]
+    assert mounted_secret_key(pod, container, f"{certs_dir}/public.crt") == ("minio-tls", "tls.crt")
+    assert mounted_secret_key(pod, container, f"{certs_dir}/private.key") == ("minio-tls", "tls.key")
+    assert mounted_secret_key(pod, container, f"{certs_dir}/CAs/nightshift-ca.crt") == (CA_SECRET, "ca.crt")
+    assert container["livenessProbe"]["httpGet"]["scheme"] == container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -407,6 +538,7 @@ def test_network_policies(rendered: dict[str, list[Object]], overlay: str) -> No
     assert reachable("minio", s3_port) == {n for n, r in roles.items() if r in ("flow", "service", "object-store-admin")}
     for service in GRPC_SERVICES:
         assert reachable(service, grpc_port) == {n for n, r in roles.items() if r == "flow"}
+        assert reachable(service, int(settings["NIGHTSHIFT_GRPC_HEALTH_PORT"])) == set()  # the kubelet's, from its node
     assert reachable("prefect-server", 4200) == {n for n, r in roles.items() if r in ("flow", "prefect-worker")}
     assert reachable("postgres", 5432) == {"prefect-server"}
 

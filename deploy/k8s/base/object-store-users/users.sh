@@ -3,6 +3,8 @@
 # to its prefixes (<user>.json, else science.json with TASK = the user). Idempotent: re-running after a
 # credential or policy change updates them. Bash only (the mc image has no sed or grep).
 set -euo pipefail
+# MinIO serves HTTPS with the namespace CA: mc, a Go program, trusts the roots in the file SSL_CERT_FILE names.
+export SSL_CERT_FILE=$NIGHTSHIFT_S3_CA_BUNDLE
 mc() { command mc --config-dir /tmp/mc "$@"; }
 mc alias set store "$NIGHTSHIFT_S3_ENDPOINT" "$NIGHTSHIFT_S3_ACCESS_KEY" "$NIGHTSHIFT_S3_SECRET_KEY" >/dev/null
 mc mb --ignore-existing "store/$NIGHTSHIFT_S3_BUCKET"
