@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+
 import numpy as np
 import pytest
 
 from nightshift.core.codec import decode_array
+from nightshift.core.errors import ObjectNotFound
 from nightshift.core.store import ObjectStore
 from nightshift.ingest.shards import ShardWriter
 from nightshift.v1 import tile_pb2
@@ -19,11 +23,11 @@ def arrays(count: int, *, seed: int = 0) -> list[np.ndarray]:
 
 
 def write_all(store: ObjectStore, pixels: list[np.ndarray], target_bytes: int) -> tuple[ShardWriter, list[tile_pb2.ImageTile]]:
-    writer = ShardWriter(store, target_bytes=target_bytes)
     done: list[tile_pb2.ImageTile] = []
-    for number, array in enumerate(pixels):
-        done.extend(writer.add(tile_pb2.ImageTile(tile_id=f"t{number}"), array))
-    done.extend(writer.flush())
+    with ShardWriter(store, target_bytes=target_bytes) as writer:
+        for number, array in enumerate(pixels):
+            done.extend(writer.add(tile_pb2.ImageTile(tile_id=f"t{number}"), array))
+        done.extend(writer.flush())
     return writer, done
 
 
@@ -57,12 +61,33 @@ def test_other_content_gets_other_shards(store: ObjectStore) -> None:
 
 
 def test_a_tile_larger_than_the_target_is_a_shard_of_its_own(store: ObjectStore) -> None:
-    writer = ShardWriter(store, target_bytes=100)
     big = np.arange(64, dtype=np.int16).reshape(1, 8, 8)
-    (tile,) = writer.add(tile_pb2.ImageTile(tile_id="big"), big)
-    assert writer.flush() == []
-    assert tile.pixels.dtype == tile_pb2.DATA_TYPE_INT16
+    with ShardWriter(store, target_bytes=100) as writer:
+        (tile,) = [*writer.add(tile_pb2.ImageTile(tile_id="big"), big), *writer.flush()]
+    assert len(writer.shard_keys) == 1 and tile.pixels.dtype == tile_pb2.DATA_TYPE_INT16
     np.testing.assert_array_equal(decode_array(tile.pixels, store=store), big)
+
+
+def test_many_shards_in_flight_come_back_in_order_and_bounded(store: ObjectStore) -> None:
+    pixels = arrays(40, seed=3)
+    with ShardWriter(store, target_bytes=pixels[0].nbytes, uploads=3) as writer:
+        returned = []
+        for number, array in enumerate(pixels):
+            returned.extend(writer.add(tile_pb2.ImageTile(tile_id=f"t{number}"), array))
+            assert len(writer._in_flight) <= 2 * 3  # memory bound: never more shards held than that
+        returned.extend(writer.flush())
+    assert [t.tile_id for t in returned] == [f"t{n}" for n in range(40)] and len(writer.shard_keys) == 40
+    for tile, expected in zip(returned, pixels):
+        np.testing.assert_array_equal(decode_array(tile.pixels, store=store), expected)
+
+
+def test_a_failed_shard_write_is_the_callers_error_and_nothing_more_is_written(store: ObjectStore) -> None:
+    elsewhere = ObjectStore(dataclasses.replace(store.config, bucket=f"missing-{uuid.uuid4().hex[:8]}"), retries=0)
+    with pytest.raises(ObjectNotFound), ShardWriter(elsewhere, target_bytes=1) as writer:
+        for number, array in enumerate(arrays(6)):
+            writer.add(tile_pb2.ImageTile(tile_id=f"t{number}"), array)
+        writer.flush()
+    assert writer._pool._shutdown  # the upload threads are gone when the error reaches the caller
 
 
 def test_target_must_be_positive(store: ObjectStore) -> None:

@@ -80,6 +80,7 @@ class LocalS3Server:
             endpoint=f"127.0.0.1:{self.port}", access_key=self.access_key,
             secret_key=self.secret_key, bucket=self.bucket,
             secure=self.tls_ca is not None, ca_bundle=str(self.tls_ca) if self.tls_ca else None,
+            unsigned_payload=True,  # on loopback: nothing between client and server to sign bodies against
         )
 
     def store(self, **kwargs: float) -> ObjectStore:

@@ -28,9 +28,10 @@ from reproject import reproject_interp
 from nightshift.core.errors import InvalidInput
 from nightshift.core.tiles import window_origin_count, window_origins
 from nightshift.ingest.config import FlatTiling, IngestLimits
+from nightshift.ingest.sky import pixel_scale_arcsec, wcs_cards
 
 __all__ = ["BandImage", "Window", "FlatTile", "read_fits_image", "declared_image_px", "align_bands",
-           "window_count", "plan_windows", "cut_windows", "resample_area"]
+           "window_count", "plan_windows", "WindowWcs", "cut_windows", "resample_area"]
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 # WCS values equal to this (degrees, pixels) are one grid: headers print values to 16 digits
@@ -76,11 +77,12 @@ class Window:
 
 @dataclasses.dataclass(frozen=True)
 class FlatTile:
-    """A cut window: pixels of shape (bands, n, n) float32 and the WCS of exactly those pixels."""
+    """A cut window: pixels of shape (bands, n, n) float32, the WCS of exactly those pixels as FITS cards, its pixel side."""
 
     window: Window
     pixels: np.ndarray
-    wcs: WCS
+    wcs_cards: list[str]
+    pixel_scale_arcsec: float
 
 
 def _float_pixels(hdu: fits.PrimaryHDU | fits.ImageHDU) -> np.ndarray:
@@ -298,23 +300,61 @@ def resample_area(pixels: np.ndarray, output_px: int) -> np.ndarray:
         return np.where(covered > 1e-9, total / covered, np.nan).astype(np.float32)
 
 
-def cut_windows(cube: np.ndarray, wcs: WCS, windows: Sequence[Window], *, output_px: int = 0) -> Iterator[FlatTile]:
-    """Cut ``cube`` (bands, height, width) into the windows, in order.
+class WindowWcs:
+    """The WCS of any window of one image, and of its resampling, as FITS cards.
 
-    Each tile's WCS is ``wcs`` sliced to the window and, when ``output_px`` differs from the
-    window size, downsampled by the same (fractional) factor, so every pixel of the tile maps to
-    the sky as the pixels it was made from.
+    A window only moves the reference pixel; resampling by a factor f also maps it to
+    ``(CRPIX - 0.5) / f + 0.5`` and scales ``CDELT`` by f (what ``WCS.slice`` does, without its deep
+    copy of the whole WCS per window, most of the FITS tiling's time after the pixels). A WCS with
+    distortions (SIP, lookup tables) or a CD matrix is sliced by astropy as before.
     """
-    for window in windows:
-        rows = slice(window.y0, window.y0 + window.size_px)
-        cols = slice(window.x0, window.x0 + window.size_px)
-        pixels = cube[:, rows, cols]
-        tile_wcs = wcs.slice((rows, cols))
-        if output_px and output_px != window.size_px:
-            factor = window.size_px / output_px
+
+    _MOVED = ("CRPIX1", "CRPIX2", "CDELT1", "CDELT2")
+
+    def __init__(self, wcs: WCS) -> None:
+        self.wcs = wcs
+        header = wcs.to_header(relax=True)
+        self.linear = not wcs.has_distortion and all(key in header for key in self._MOVED)
+        self.pixel_scale_arcsec = pixel_scale_arcsec(wcs)
+        self._images = [card.image for card in header.cards]
+        self._moved = {key: (header.index(key), header[key], header.comments[key]) for key in self._MOVED if key in header}
+
+    def cards(self, window: Window, output_px: int = 0) -> tuple[list[str], float]:
+        """(cards, pixel side in arcsec) of ``window`` resized to ``output_px`` (0: not resized)."""
+        factor = window.size_px / output_px if output_px and output_px != window.size_px else 1.0
+        if not self.linear:
+            return self._sliced(window, factor)
+        values = {"CRPIX1": (self._moved["CRPIX1"][1] - window.x0 - 0.5) / factor + 0.5,
+                  "CRPIX2": (self._moved["CRPIX2"][1] - window.y0 - 0.5) / factor + 0.5}
+        if factor != 1.0:
+            values.update(CDELT1=self._moved["CDELT1"][1] * factor, CDELT2=self._moved["CDELT2"][1] * factor)
+        images = list(self._images)
+        for key, value in values.items():
+            index, _, comment = self._moved[key]
+            images[index] = fits.Card(key, value, comment).image
+        return images, self.pixel_scale_arcsec * factor
+
+    def _sliced(self, window: Window, factor: float) -> tuple[list[str], float]:
+        tile_wcs = self.wcs.slice((slice(window.y0, window.y0 + window.size_px), slice(window.x0, window.x0 + window.size_px)))
+        if factor != 1.0:
             with warnings.catch_warnings():
                 # a fractional step leaves NAXIS unset, as it should be: the tile's shape is in its pixel array
                 warnings.filterwarnings("ignore", message="NAXIS. attribute is not updated", category=AstropyUserWarning)
                 tile_wcs = tile_wcs.slice((slice(0, window.size_px, factor), slice(0, window.size_px, factor)))
+        return wcs_cards(tile_wcs), pixel_scale_arcsec(tile_wcs)
+
+
+def cut_windows(cube: np.ndarray, wcs: WCS, windows: Sequence[Window], *, output_px: int = 0) -> Iterator[FlatTile]:
+    """Cut ``cube`` (bands, height, width) into the windows, in order.
+
+    Each tile's WCS is ``wcs`` moved to the window and, when ``output_px`` differs from the
+    window size, downsampled by the same (fractional) factor, so every pixel of the tile maps to
+    the sky as the pixels it was made from.
+    """
+    window_wcs = WindowWcs(wcs)
+    for window in windows:
+        pixels = cube[:, window.y0:window.y0 + window.size_px, window.x0:window.x0 + window.size_px]
+        cards, scale = window_wcs.cards(window, output_px)
+        if output_px and output_px != window.size_px:
             pixels = resample_area(pixels, output_px)
-        yield FlatTile(window=window, pixels=np.ascontiguousarray(pixels), wcs=tile_wcs)
+        yield FlatTile(window=window, pixels=np.ascontiguousarray(pixels), wcs_cards=cards, pixel_scale_arcsec=scale)

@@ -39,7 +39,7 @@ from nightshift.ingest.config import BASE_CELL_NSIDE, FitsIngest, HealpixIngest,
 from nightshift.ingest.fits_tiling import align_bands, cut_windows, declared_image_px, plan_windows, read_fits_image, window_count
 from nightshift.ingest.healpix_patches import HealpixMaps, patch_grid, patch_wcs, read_healpix_fields, resolve_frame, sample_patches
 from nightshift.ingest.shards import DEFAULT_SHARD_BYTES, ShardWriter
-from nightshift.ingest.sky import centers_of, pixel_scale_arcsec, wcs_cards
+from nightshift.ingest.sky import centers_of, wcs_cards
 from nightshift.ingest.tile_index import index_key, write_index
 from nightshift.v1 import ingest_service_pb2, tile_pb2
 
@@ -131,13 +131,13 @@ def _store_tiles(
     shard_bytes: int,
 ) -> ingest_service_pb2.IngestSummary:
     """Write the tiles' pixels into shards, then their index; report progress at every shard."""
-    writer = ShardWriter(store, target_bytes=shard_bytes)
     stored: list[tile_pb2.ImageTile] = []
-    for tile, pixels in tiles:
-        if completed := writer.add(tile, pixels):
-            stored.extend(completed)
-            _progress(progress, len(stored), planned, f"{len(stored)} tiles in {len(writer.shard_keys)} shards")
-    stored.extend(writer.flush())
+    with ShardWriter(store, target_bytes=shard_bytes) as writer:
+        for tile, pixels in tiles:
+            if completed := writer.add(tile, pixels):
+                stored.extend(completed)
+                _progress(progress, len(stored), planned, f"{len(stored)} tiles in {len(writer.shard_keys)} shards")
+        stored.extend(writer.flush())  # the index is written only once every shard has landed
     key = index_key(store, run_id=run_id, survey=survey, field=field, input_id=input_id)
     index_bytes = write_index(store, key, stored)
     _progress(progress, len(stored), planned, f"{len(stored)} tiles in {len(writer.shard_keys)} shards, index written")
@@ -218,8 +218,8 @@ def ingest_fits(
             window = flat.window
             tile = tile_pb2.ImageTile(
                 tile_id=stable_tile_id(input_id, window.size_px, window.x0, window.y0),
-                survey=request.survey, field=request.field, bands=bands, wcs_cards=wcs_cards(flat.wcs),
-                pixel_scale_arcsec=pixel_scale_arcsec(flat.wcs), center=center, provenance=provenance,
+                survey=request.survey, field=request.field, bands=bands, wcs_cards=flat.wcs_cards,
+                pixel_scale_arcsec=flat.pixel_scale_arcsec, center=center, provenance=provenance,
                 missing_pixels=tile_pb2.MISSING_PIXELS_NAN,
                 labels={"window_px": str(window.size_px), "x_px": str(window.x0), "y_px": str(window.y0)},
             )
