@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nightshift.core.errors import InvalidInput
 from nightshift.core.s3server import CephRgwServer, LocalS3Server, start_local_s3
 from nightshift.core.store import ObjectStore
 
@@ -101,3 +102,19 @@ def overflowing_checkpoint(source: Path, target: Path) -> Path:
     else:
         raise ValueError(f"{source}: expected a .safetensors or .keras checkpoint")
     return target
+
+
+def assert_smoke_check_refuses(registry: object, weights: Path, card_path: Path, broken: Path) -> None:
+    """The shipped checkpoint becomes version 1 and ``LATEST``; ``broken`` is registered as 2 but refused ``LATEST``.
+
+    ``registry`` is a service's :class:`~nightshift.core.registry.ModelRegistry` (with its smoke check); both
+    :meth:`register` and :meth:`promote` must refuse to move ``LATEST`` to the broken version.
+    """
+    assert registry.ensure_bundled(weights, card_path).version == "1"  # type: ignore[attr-defined]
+    assert registry.get().version == "1"  # type: ignore[attr-defined]  # the shipped model passes its smoke check
+    card = json.loads(card_path.read_text())
+    with pytest.raises(InvalidInput, match="version 2: its smoke inference gave [0-9]+ NaN or infinite values"):
+        registry.register({broken.name: broken}, name=card["name"], metrics={}, config=card["config"],  # type: ignore[attr-defined]
+                          data_seed=0)
+    with pytest.raises(InvalidInput, match="version 2: its smoke inference gave"):
+        registry.promote("2")  # type: ignore[attr-defined]
