@@ -7,6 +7,8 @@
     work/ingest/<input_key>.pb                        the tiles of an ingested input (TileIndex)
     work/infer/<task>/<model>/<version>/<input_key>/<batch>.pb
                                                       one Infer call's results (InferResponse)
+    work/batches/<task>/<model>/<version>/<input_key>/<item>.pb
+                                                      one task's call batches (TileIndex: a batch manifest)
     runs/<night>/<run_id>/                            a completed run: catalogues/ and manifest.json
     runs/<night>/LATEST.json                          the night's last completed run
     reports/<night>/<attempt>.html                    one report per attempt of the night
@@ -62,6 +64,11 @@ class NightLayout:
         """Key of the results of one Infer call: by task, model version, input and the batch's tile ids."""
         batch = content_digest(sorted(tile_ids))
         return self.store.key("work", "infer", task, model_name, model_version, input_key, f"{batch}.pb")
+
+    def batch_manifest(self, task: str, model_name: str, model_version: str, input_key: str, tile_ids: Iterable[str]) -> str:
+        """Key of one work item's tiles (the call batches one task sends): by task, model version, input and tile ids."""
+        item = content_digest(sorted(tile_ids))
+        return self.store.key("work", "batches", task, model_name, model_version, input_key, f"{item}.pb")
 
     def run_prefix(self, run_id: str) -> str:
         return self.store.key("runs", self.night, run_id) + "/"
