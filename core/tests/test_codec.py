@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nightshift.core.codec import array_nbytes, decode_array, dtype_from_proto, dtype_to_proto, encode_array
+from nightshift.core.codec import array_nbytes, decode_array, decode_arrays, dtype_from_proto, dtype_to_proto, encode_array, shard_runs
 from nightshift.core.errors import InvalidInput, ObjectNotFound
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.v1 import tile_pb2
@@ -233,3 +233,83 @@ def test_decoding_views_the_message_bytes_without_copying_them() -> None:
     assert isinstance(owner, bytes) and len(owner) == decoded.nbytes  # the bytes decoding was given, not a copy of them
     with pytest.raises(ValueError, match="read-only"):
         decoded[0, 0] = 1.0
+
+
+# -- batches read by shard run ------------------------------------------------------------------
+
+
+class CountingStore(ObjectStore):
+    """The real store, recording each read's reference: how many GETs a batch costs."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        super().__init__(store.config)
+        self.reads: list[tile_pb2.ObjectRef] = []
+
+    def get_bytes(self, ref: tile_pb2.ObjectRef | str) -> bytes:
+        self.reads.append(ref)
+        return super().get_bytes(ref)
+
+
+def put_shard(store: ObjectStore, name: str, arrays: list[np.ndarray]) -> list[tile_pb2.NDArray]:
+    """Write ``arrays`` side by side as one shard object; return each one's message by reference into it."""
+    blobs = [a.astype("<f4").tobytes() for a in arrays]
+    key = store.put_bytes(store.key("shards", name), b"".join(blobs)).key
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+    return [tile_pb2.NDArray(dtype=tile_pb2.DATA_TYPE_FLOAT32, shape=a.shape, object_ref=tile_pb2.ObjectRef(
+                bucket=store.bucket, key=key, offset=int(o), size_bytes=len(b), sha256=sha256_hex(b)))
+            for a, b, o in zip(arrays, blobs, offsets)]
+
+
+def ref(key: str, offset: int, size: int = 10) -> tile_pb2.ObjectRef:
+    return tile_pb2.ObjectRef(key=key, offset=offset, size_bytes=size)
+
+
+def test_shard_runs_group_adjacent_ranges_of_one_object_in_offset_order() -> None:
+    refs = [ref("a", 20), ref("b", 0), ref("a", 0), ref("a", 10), ref("a", 40), ref("b", 10), ref("b", 30), ref("c", 0, 0)]
+    assert shard_runs(refs) == [[2, 3, 0], [1, 5], [4], [6], [7]]  # a gap (a@30, b@20) starts a new run
+    assert shard_runs([ref("a", 0, 20), ref("a", 10, 20), ref("a", 5, 5)]) == [[0, 2, 1]]  # overlaps join the run
+    assert shard_runs([ref("a", 0), ref("a", 10), ref("a", 20)], max_run_bytes=20) == [[0, 1], [2]]
+    assert shard_runs([ref("a", 0, 50)], max_run_bytes=20) == [[0]]
+    assert shard_runs([]) == []
+
+
+def test_a_batch_over_several_shards_with_gaps_decodes_each_array_with_one_read_per_run(store: ObjectStore) -> None:
+    rng = np.random.default_rng(3)
+    first = [rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(5)]
+    second = [rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(3)]
+    in_first, in_second = put_shard(store, "first", first), put_shard(store, "second", second)
+    inline = encode_array(np.arange(6, dtype=np.float32))
+    # first shard: 3, 0, 1 (a run of 0-1 and... 3 after the gap at 2), 4 joins 3; second shard: 2 then 0 (gap at 1)
+    batch = [in_first[3], in_second[2], in_first[0], inline, in_first[1], in_second[0], in_first[4]]
+    expected = [first[3], second[2], first[0], np.arange(6, dtype=np.float32), first[1], second[0], first[4]]
+    counting = CountingStore(store)
+    decoded = decode_arrays(batch, store=counting)
+    for got, want in zip(decoded, expected):
+        assert_bitwise_equal(got, want)
+    size = first[0].nbytes
+    assert sorted((r.key.rsplit("/", 1)[-1], r.offset, r.size_bytes) for r in counting.reads) == [
+        ("first", 0, 2 * size), ("first", 3 * size, 2 * size), ("second", 0, size), ("second", 2 * size, size)]
+
+
+def test_a_corrupt_array_in_a_run_is_refused_alone_by_its_name(store: ObjectStore) -> None:
+    arrays = [np.full((1, 4, 4), float(i), np.float32) for i in range(4)]
+    messages = put_shard(store, "corrupt", arrays)
+    shard_key = messages[0].object_ref.key
+    shard = bytearray(store.get_bytes(shard_key))
+    shard[messages[2].object_ref.offset + 5] ^= 0xFF  # same size, other content, inside array 2 only
+    store.put_bytes(shard_key, bytes(shard))
+    names = [f"tile {i}" for i in range(4)]
+    with pytest.raises(InvalidInput, match=r"^tile 2: object .* at offset 128: sha256 does not match the reference$"):
+        decode_arrays(messages, store=store, whats=names)
+    kept = [0, 1, 3]  # the rest of the run, read again without it, is intact
+    for i, array in zip(kept, decode_arrays([messages[i] for i in kept], store=store, whats=[names[i] for i in kept])):
+        assert_bitwise_equal(array, arrays[i])
+
+
+def test_a_run_reaching_past_the_shard_end_names_the_array_that_does(store: ObjectStore) -> None:
+    messages = put_shard(store, "short", [np.zeros((1, 2, 2), np.float32), np.ones((1, 2, 2), np.float32)])
+    beyond = tile_pb2.NDArray()
+    beyond.CopyFrom(messages[1])
+    beyond.object_ref.offset += 16  # right after the shard's last byte: adjacent, so in the same run
+    with pytest.raises(InvalidInput, match=r"^tile beyond: .*(byte range outside|expected 16 bytes, read 0)"):
+        decode_arrays([messages[0], messages[1], beyond], store=store, whats=["tile 0", "tile 1", "tile beyond"])

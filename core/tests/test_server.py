@@ -21,7 +21,7 @@ from sleepy_service import SleepyModel
 
 from nightshift.core.client import TaskClient
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, TASK_SERVICE_NAME, BackgroundServer, ServerOptions
-from nightshift.core.store import ObjectStore
+from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.tiles import make_tile
 from nightshift.v1 import task_service_pb2, tile_pb2
 
@@ -178,6 +178,38 @@ def test_malformed_tiles_are_invalid_argument_and_the_server_keeps_serving(clien
     assert "Traceback" not in error.details()
     assert client.health() == SERVING
     assert client.infer([tile()]).results[0].measurements[0].value == 64.0
+
+
+def shard_tiles(store: ObjectStore, name: str, values: list[float], size: int = 8) -> list[tile_pb2.ImageTile]:
+    """Tiles whose pixels lie side by side in one shard object, as the ingest writes them."""
+    blobs = [np.full((1, size, size), v, "<f4").tobytes() for v in values]
+    key = store.put_bytes(store.key("shards", name), b"".join(blobs)).key
+    tiles = []
+    for index, (value, blob) in enumerate(zip(values, blobs)):
+        ref = tile_pb2.ObjectRef(bucket=store.bucket, key=key, offset=index * len(blob), size_bytes=len(blob), sha256=sha256_hex(blob))
+        tiles.append(tile_pb2.ImageTile(tile_id=f"{name}-{index}", survey="test", field=name, bands=[tile_pb2.Band(name="image")],
+                                        pixels=tile_pb2.NDArray(dtype=tile_pb2.DATA_TYPE_FLOAT32, shape=(1, size, size), object_ref=ref)))
+    return tiles
+
+
+def test_a_batch_over_several_shards_with_gaps_gets_each_tiles_own_pixels(client: TaskClient, store: ObjectStore) -> None:
+    first, second = shard_tiles(store, "first", [1.0, 2.0, 3.0, 4.0]), shard_tiles(store, "second", [10.0, 20.0, 30.0])
+    batch = [second[2], first[0], first[3], tile(5.0), first[1], second[0]]  # gaps at first[2] and second[1]
+    response = client.infer(batch)
+    assert [r.tile_id for r in response.results] == [t.tile_id for t in batch]
+    assert [r.measurements[0].value for r in response.results] == [64.0 * v for v in (30.0, 1.0, 4.0, 5.0, 2.0, 10.0)]
+
+
+def test_a_corrupt_tile_in_a_shard_run_is_invalid_argument_naming_it_alone(client: TaskClient, store: ObjectStore) -> None:
+    tiles = shard_tiles(store, "run", [1.0, 2.0, 3.0, 4.0])
+    victim = tiles[2].pixels.object_ref
+    shard = bytearray(store.get_bytes(victim.key))
+    shard[victim.offset + 7] ^= 0xFF
+    store.put_bytes(victim.key, bytes(shard))
+    error = assert_code(lambda: client.infer(tiles), grpc.StatusCode.INVALID_ARGUMENT, "sha256 does not match")
+    assert "'run-2'" in error.details() and not any(f"'run-{i}'" in error.details() for i in (0, 1, 3))
+    kept = [tiles[i] for i in (0, 1, 3)]  # the same run without it is read and computed
+    assert [r.measurements[0].value for r in client.infer(kept).results] == [64.0, 128.0, 256.0]
 
 
 def test_reference_to_a_missing_object_is_not_found(client: TaskClient, store: ObjectStore) -> None:

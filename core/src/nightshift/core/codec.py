@@ -10,12 +10,13 @@ bytes, and raises :class:`~nightshift.core.errors.InvalidInput` with a message n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from nightshift.core.errors import InvalidInput
-from nightshift.core.store import ObjectStore
+from nightshift.core.errors import InvalidInput, NightshiftError, ObjectNotFound
+from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.v1 import tile_pb2
 
 __all__ = [
@@ -25,10 +26,13 @@ __all__ = [
     "dtype_from_proto",
     "encode_array",
     "decode_array",
+    "decode_arrays",
+    "shard_runs",
     "array_nbytes",
 ]
 
 DEFAULT_INLINE_LIMIT_BYTES = 256 * 1024
+MAX_RUN_BYTES = 64 * 1024 * 1024  # largest single read of a shard run: bounds one read's memory
 _MAX_ELEMENTS = 2**40  # a shape beyond this is a malformed message, not a real array
 
 DTYPES: dict[int, np.dtype] = {
@@ -123,37 +127,162 @@ def decode_array(message: tile_pb2.NDArray, *, store: ObjectStore | None = None,
     ObjectNotFound
         The referenced object does not exist.
     """
+    return decode_arrays([message], store=store, whats=[what])[0]
+
+
+def decode_arrays(
+    messages: Sequence[tile_pb2.NDArray],
+    *,
+    store: ObjectStore | None = None,
+    whats: Sequence[str] | None = None,
+    map_runs: Callable[[Callable[[list[int]], list[memoryview]], list[list[int]]], Iterable[list[memoryview]]] = map,
+) -> list[np.ndarray]:
+    """Decode a batch of ``NDArray`` messages as :func:`decode_array` does, reading references by shard run.
+
+    Every message is validated before any byte is read. References to adjacent byte ranges of one
+    object (the tiles of one shard, in any order in the batch) are read with one ranged GET per run
+    (:func:`shard_runs`), and each array's own range is still checked against its own SHA-256, so a
+    corrupt array fails alone, named by its ``what``. A run whose read fails is read again array by
+    array, so the error names the array it belongs to.
+
+    Parameters
+    ----------
+    messages : sequence of NDArray
+        The encoded arrays.
+    store : ObjectStore, optional
+        Needed when any array is carried by reference.
+    whats : sequence of str, optional
+        Each array's name in error messages (default ``"array <i>"``).
+    map_runs : callable
+        ``map``-like function the runs are read with, e.g. an executor's ``map`` to read runs side by side.
+
+    Raises
+    ------
+    InvalidInput, ObjectNotFound
+        As :func:`decode_array`, for the first array (in batch order of its run) that fails.
+    """
+    names = list(whats) if whats is not None else [f"array {i}" for i in range(len(messages))]
+    arrays: list[np.ndarray | None] = [None] * len(messages)
+    layouts = [_layout(message, what) for message, what in zip(messages, names)]
+    referenced: list[int] = []  # positions in the batch of the arrays carried by reference
+    for position, (message, what, (nbytes, dtype, shape)) in enumerate(zip(messages, names, layouts)):
+        storage = message.WhichOneof("storage")
+        if storage == "inline_data" or (storage is None and nbytes == 0):
+            data = message.inline_data
+            if len(data) != nbytes:
+                raise InvalidInput(
+                    f"{what}: {len(data)} bytes inline, expected {nbytes} for dtype {dtype} and shape {shape}"
+                )
+            arrays[position] = _array_of(data, dtype, shape, what)
+        elif storage == "object_ref":
+            _check_reference(message.object_ref, nbytes, dtype, shape, what)
+            if store is None:
+                raise InvalidInput(f"{what}: carried by reference but this receiver has no object store configured")
+            referenced.append(position)
+        else:
+            raise InvalidInput(f"{what}: no data (neither inline bytes nor an object reference)")
+    if not referenced:
+        return arrays  # type: ignore[return-value]
+    assert store is not None
+    refs = [messages[p].object_ref for p in referenced]
+    runs = shard_runs(refs)
+
+    def read(run: list[int]) -> list[memoryview]:
+        return _read_run(store, [refs[i] for i in run], [names[referenced[i]] for i in run])
+
+    for run, pieces in zip(runs, map_runs(read, runs)):
+        for index, data in zip(run, pieces):
+            position = referenced[index]
+            _, dtype, shape = layouts[position]
+            arrays[position] = _array_of(data, dtype, shape, names[position])
+    return arrays  # type: ignore[return-value]
+
+
+def shard_runs(refs: Sequence[tile_pb2.ObjectRef], *, max_run_bytes: int = MAX_RUN_BYTES) -> list[list[int]]:
+    """Indices of ``refs`` grouped into runs that one ranged GET reads: adjacent (or overlapping) byte
+    ranges of one object, in offset order, at most ``max_run_bytes`` a run (a single larger range is a
+    run of its own). A reference of size 0 (the whole object) is a run of its own.
+
+    >>> ref = lambda key, offset: tile_pb2.ObjectRef(key=key, offset=offset, size_bytes=10)
+    >>> shard_runs([ref("a", 10), ref("b", 0), ref("a", 0), ref("a", 30), ref("b", 10)])
+    [[2, 0], [1, 4], [3]]
+    """
+    by_object: dict[tuple[str, str], list[int]] = {}
+    runs: list[list[int]] = []
+    for index, ref in enumerate(refs):
+        if ref.size_bytes == 0:
+            runs.append([index])
+        else:
+            by_object.setdefault((ref.bucket, ref.key), []).append(index)
+    for indices in by_object.values():
+        indices.sort(key=lambda i: refs[i].offset)
+        run, run_start, run_end = [indices[0]], refs[indices[0]].offset, refs[indices[0]].offset + refs[indices[0]].size_bytes
+        for index in indices[1:]:
+            ref = refs[index]
+            end = max(run_end, ref.offset + ref.size_bytes)
+            if ref.offset <= run_end and end - run_start <= max_run_bytes:
+                run.append(index)
+                run_end = end
+            else:
+                runs.append(run)
+                run, run_start, run_end = [index], ref.offset, ref.offset + ref.size_bytes
+        runs.append(run)
+    return sorted(runs, key=lambda r: min(r))
+
+
+def _layout(message: tile_pb2.NDArray, what: str) -> tuple[int, np.dtype, tuple[int, ...]]:
+    """Byte size, dtype and shape of ``message``, validated before any data is read."""
     try:
         nbytes = array_nbytes(message)
     except InvalidInput as exc:
         raise InvalidInput(f"{what}: {exc}") from None
-    dtype = DTYPES[message.dtype]
-    shape = tuple(int(n) for n in message.shape)
-    storage = message.WhichOneof("storage")
-    if storage == "inline_data" or (storage is None and nbytes == 0):
-        data = message.inline_data
-        if len(data) != nbytes:
-            raise InvalidInput(
-                f"{what}: {len(data)} bytes inline, expected {nbytes} for dtype {dtype} and shape {shape}"
-            )
-    elif storage == "object_ref":
-        ref = message.object_ref
-        if not ref.key:
-            raise InvalidInput(f"{what}: object reference has no key")
-        if ref.size_bytes != nbytes:
-            raise InvalidInput(
-                f"{what}: reference names {ref.size_bytes} bytes, expected {nbytes} for dtype {dtype} and shape {shape}"
-            )
-        if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
-            raise InvalidInput(f"{what}: reference sha256 must be 64 lower-case hex digits, got {ref.sha256!r}")
-        if store is None:
-            raise InvalidInput(f"{what}: carried by reference but this receiver has no object store configured")
-        data = store.get_bytes(ref)
-        if len(data) != nbytes:
-            raise InvalidInput(f"{what}: the referenced object holds {len(data)} bytes, expected {nbytes}")
-    else:
-        raise InvalidInput(f"{what}: no data (neither inline bytes nor an object reference)")
-    if dtype.kind == "b" and data and np.frombuffer(data, dtype=np.uint8).max() > 1:
+    return nbytes, DTYPES[message.dtype], tuple(int(n) for n in message.shape)
+
+
+def _check_reference(ref: tile_pb2.ObjectRef, nbytes: int, dtype: np.dtype, shape: tuple[int, ...], what: str) -> None:
+    if not ref.key:
+        raise InvalidInput(f"{what}: object reference has no key")
+    if ref.size_bytes != nbytes:
+        raise InvalidInput(
+            f"{what}: reference names {ref.size_bytes} bytes, expected {nbytes} for dtype {dtype} and shape {shape}"
+        )
+    if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
+        raise InvalidInput(f"{what}: reference sha256 must be 64 lower-case hex digits, got {ref.sha256!r}")
+
+
+def _read_one(store: ObjectStore, ref: tile_pb2.ObjectRef, what: str) -> memoryview:
+    try:
+        data = store.get_bytes(ref)  # checks size and SHA-256
+    except NightshiftError as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+    if len(data) != ref.size_bytes:
+        raise InvalidInput(f"{what}: the referenced object holds {len(data)} bytes, expected {ref.size_bytes}")
+    return memoryview(data)
+
+
+def _read_run(store: ObjectStore, refs: list[tile_pb2.ObjectRef], whats: list[str]) -> list[memoryview]:
+    """Each reference's bytes (views of one read of the run), each checked against its own size and SHA-256."""
+    if len(refs) == 1:
+        return [_read_one(store, refs[0], whats[0])]
+    start = refs[0].offset
+    end = max(ref.offset + ref.size_bytes for ref in refs)
+    try:
+        whole = memoryview(store.get_bytes(tile_pb2.ObjectRef(bucket=refs[0].bucket, key=refs[0].key, offset=start,
+                                                               size_bytes=end - start)))
+    except (InvalidInput, ObjectNotFound):  # a range past the object's end, a missing object: read alone, so the error names its array
+        return [_read_one(store, ref, what) for ref, what in zip(refs, whats)]
+    pieces = []
+    for ref, what in zip(refs, whats):
+        piece = whole[ref.offset - start : ref.offset - start + ref.size_bytes]
+        if sha256_hex(piece) != ref.sha256:
+            raise InvalidInput(f"{what}: object {store.bucket}/{ref.key} at offset {ref.offset}: "
+                               "sha256 does not match the reference")
+        pieces.append(piece)
+    return pieces
+
+
+def _array_of(data: bytes | memoryview, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if dtype.kind == "b" and len(data) and np.frombuffer(data, dtype=np.uint8).max() > 1:
         raise InvalidInput(f"{what}: bool array holds bytes other than 0 and 1")
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
     if not dtype.isnative:

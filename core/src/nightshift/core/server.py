@@ -65,7 +65,7 @@ from nightshift.core.metrics import ServiceMetrics
 from nightshift.core.model import CallScope, TaskModel
 from nightshift.core.logs import configure_logging
 from nightshift.core.store import ObjectStore, StoreConfig
-from nightshift.core.tiles import Tile, decode_tile
+from nightshift.core.tiles import Tile, decode_tiles
 from nightshift.v1 import results_pb2, task_service_pb2, task_service_pb2_grpc, tile_pb2
 
 __all__ = [
@@ -649,7 +649,7 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self.ready = False
         self._slots = asyncio.Semaphore(options.compute_slots)
         self._compute = concurrent.futures.ThreadPoolExecutor(options.compute_slots, thread_name_prefix=f"{model.task}-compute")
-        # Tiles by reference are object-store reads: fetched side by side, not one round trip after another.
+        # Tiles by reference are object-store reads, one per shard run: fetched side by side, not one after another.
         self._fetch = concurrent.futures.ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix=f"{model.task}-fetch")
         self._training = False  # one training per service at a time, until its worker thread has ended
         self._inflight_limit = options.inflight_byte_limit()
@@ -672,7 +672,7 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
 
     def _decode(self, tiles: Sequence[tile_pb2.ImageTile]) -> list[Tile]:
         started = time.perf_counter()
-        decoded = list(self._fetch.map(lambda t: decode_tile(t, store=self.store), tiles))
+        decoded = decode_tiles(tiles, store=self.store, map_runs=self._fetch.map)
         self.metrics.decode_seconds.observe(time.perf_counter() - started)
         return decoded
 
