@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from nightshift.core.bench import benchmark_service, report
+from nightshift.core.bench import _packed_in_shards, benchmark_service, report
 from nightshift.core.store import ObjectStore
-from nightshift.core.tiles import make_tile
+from nightshift.core.tiles import decode_tiles, make_tile
 from nightshift.core.tilestats import TileStatisticsModel
 
 
@@ -27,3 +27,16 @@ def test_benchmark_reports_both_paths_on_the_same_tiles(store: ObjectStore, tmp_
     report(figures, tmp_path / "bench.json")
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(figures))
+
+
+def test_the_service_path_reads_the_tiles_packed_in_shards_as_the_ingest_writes_them(store: ObjectStore) -> None:
+    rng = np.random.default_rng(1)
+    tiles = [make_tile(rng.normal(size=(2, 256, 256)).astype(np.float32), bands=["a", "b"], survey="s", field=f"f{i}")
+             for i in range(10)]  # 512 KiB each, inline: eight to a 4 MiB shard
+    packed = _packed_in_shards(decode_tiles(tiles), store, "packing")
+    refs = [t.pixels.object_ref for t in packed]
+    assert [r.key for r in refs] == [refs[0].key] * 8 + [refs[8].key] * 2 and refs[0].key != refs[8].key
+    assert [r.offset for r in refs] == [i * 2 * 256 * 256 * 4 for i in (*range(8), 0, 1)]
+    for original, decoded in zip(tiles, decode_tiles(packed, store=store)):
+        assert decoded.tile_id == original.tile_id
+        assert decoded.pixels.tobytes() == original.pixels.inline_data

@@ -2,7 +2,8 @@
 
 The bare path calls :meth:`TaskModel.infer` on tiles already decoded in memory. The service path
 sends the same batches through ``Infer`` over gRPC on 127.0.0.1 with the pixels passed by
-object-store reference, so it pays for the wire, the store reads, decoding and validation. Both
+object-store reference into shards of 4 MiB, as the ingest writes them (so a batch is read one GET
+per shard run), so it pays for the wire, the store reads, decoding and validation. Both
 use the same loaded model object, so the ratio isolates what the service adds.
 """
 
@@ -22,15 +23,43 @@ import numpy as np
 from nightshift.core.client import TaskClient
 from nightshift.core.model import TaskModel
 from nightshift.core.server import BackgroundServer, ServerOptions
-from nightshift.core.store import ObjectStore
-from nightshift.core.tiles import decode_tile
+from nightshift.core.store import ObjectStore, sha256_hex
+from nightshift.core.tiles import Tile, decode_tiles
 from nightshift.v1 import tile_pb2
 
 __all__ = ["benchmark_service", "report"]
 
+_SHARD_BYTES = 4 * 1024 * 1024  # the ingest service's default shard size
+
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _packed_in_shards(tiles: Sequence[Tile], store: ObjectStore, task: str) -> list[tile_pb2.ImageTile]:
+    """The tiles' messages with their pixels by reference into shards of about 4 MiB, in tile order, as the ingest packs them."""
+    packed: list[tile_pb2.ImageTile] = []
+    pending: list[tuple[Tile, bytes]] = []
+
+    def flush() -> None:
+        key = store.put_bytes(store.key("bench", "shards", f"{task}-{len(packed):06d}"), b"".join(b for _, b in pending)).key
+        offset = 0
+        for tile, blob in pending:
+            message = tile_pb2.ImageTile()
+            message.CopyFrom(tile.message)
+            message.pixels.object_ref.CopyFrom(tile_pb2.ObjectRef(bucket=store.bucket, key=key, offset=offset,
+                                                                  size_bytes=len(blob), sha256=sha256_hex(blob)))
+            packed.append(message)
+            offset += len(blob)
+        pending.clear()
+
+    for tile in tiles:
+        pending.append((tile, np.ascontiguousarray(tile.pixels, dtype=tile.pixels.dtype.newbyteorder("<")).tobytes()))
+        if sum(len(b) for _, b in pending) >= _SHARD_BYTES:
+            flush()
+    if pending:
+        flush()
+    return packed
 
 
 def _time_batches(run: Callable[[Sequence[Any]], object], batches: list[Sequence[Any]]) -> list[float]:
@@ -58,7 +87,7 @@ def benchmark_service(
     model : TaskModel
         The service's model adapter (loaded by the server it is served from).
     tiles : sequence of ImageTile
-        Tiles with pixels by object-store reference (``make_tile(..., store=store, inline_limit_bytes=0)``).
+        The tiles, pixels inline or by reference; the service path sends them packed into shards in ``store``.
     store : ObjectStore
         The store holding the tiles' pixels.
     batch_size : int
@@ -76,9 +105,9 @@ def benchmark_service(
     """
     options = ServerOptions(port=0, max_message_bytes=256 * 1024 * 1024)
     with BackgroundServer(model, store=store, options=options) as server, TaskClient(server.target, timeout_s=600) as client:
-        decoded = [decode_tile(t, spec=model.spec, store=store) for t in tiles]
+        decoded = decode_tiles(tiles, spec=model.spec, store=store)
         serving = model.serving_model()
-        bare_batches, service_batches = _batches(decoded, batch_size), _batches(list(tiles), batch_size)
+        bare_batches, service_batches = _batches(decoded, batch_size), _batches(_packed_in_shards(decoded, store, model.task), batch_size)
         client.infer(service_batches[0])  # one untimed call: connection set-up
         bare_passes, service_passes = [], []
         for _ in range(rounds):  # interleaved, so drifts in machine load hit both paths alike
