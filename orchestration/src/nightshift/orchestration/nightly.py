@@ -4,9 +4,12 @@ Stages, each a Prefect task (see :mod:`nightshift.orchestration.layout` for the 
 
 1. discover the night's inputs in ``raw/<night>/``; quarantine files that cannot form an input;
 2. ingest each input (one task per input) and, at the same time, ask each service what it accepts;
-3. send each service the tiles it accepts: one task per few hundred tiles, several Infer calls each,
-   at most ``max_concurrent_calls`` calls in flight per service, every call with a deadline, each
-   call's results recorded once (a re-run or a resumed night makes no call already made);
+3. plan each input's work (one task per input: the tiles each service accepts, cut into work items
+   of a few hundred tiles stored as batch manifests), then send each service its work: one task per
+   work item, given the manifest's key (never tiles: task runs grow with work items, not tiles),
+   several Infer calls each, at most ``max_concurrent_calls`` calls in flight per replica of a service,
+   every call with a deadline, each call's results recorded once (a re-run or a resumed night makes no
+   call already made);
 4. one catalogue per task (FITS, ECSV, CSV, DS9 regions in Galactic and ICRS) under the run's immutable path, detections cross-matched
    with the task's reference catalogues (``reference/<task>/``), then the manifest, then the
    night's ``LATEST.json``: only a night where every task completed gets a run;
@@ -42,7 +45,8 @@ from nightshift.orchestration.catalogues import (ReferenceCatalogue, catalogue_c
                                                  write_task_catalogue)
 from nightshift.orchestration.config import NightConfig, ServiceEndpoint
 from nightshift.orchestration.discovery import NightInput, Rejection, discover, find_quarantined, quarantine
-from nightshift.orchestration.fanout import InferOutcome, ServicePlan, call_batches, describe, infer_batches, recorded_results
+from nightshift.orchestration.fanout import (InferOutcome, ServicePlan, WorkItem, call_batches, describe, infer_batches,
+                                             plan_work, recorded_results, work_batches)
 from nightshift.orchestration.ingest import IngestClient, ingest_request, ingest_run_id
 from nightshift.orchestration.layout import NightLayout, content_digest
 from nightshift.orchestration.progress import report_progress
@@ -59,10 +63,12 @@ class NightIncomplete(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class IngestedInput:
-    """An input and its tiles (``tiles`` is empty and ``rejection`` set when it was quarantined)."""
+    """An input, the key of its tile index (a ``TileIndex``) and its tile count (``index_key`` is "" and
+    ``rejection`` set when it was quarantined)."""
 
     night_input: NightInput
-    tiles: tuple[tile_pb2.ImageTile, ...]
+    index_key: str
+    tile_count: int
     rejection: Rejection | None = None
 
 
@@ -113,12 +119,12 @@ def ingest_input(night: str, night_input: NightInput, config: NightConfig) -> In
     record = layout.ingest_record(night_input.input_key)
     if (earlier := find_quarantined(store, night, night_input.input_key)) is not None:
         report_progress("ingest", 1, 0)
-        return IngestedInput(night_input, (), earlier)
+        return IngestedInput(night_input, "", 0, earlier)
     try:
         tiles = ingest_service_pb2.TileIndex.FromString(store.get_bytes(record)).tiles
         logger.info("%s: %d tiles already ingested", night_input.name, len(tiles))
         report_progress("ingest", 1, 0)
-        return IngestedInput(night_input, tuple(tiles))
+        return IngestedInput(night_input, record, len(tiles))
     except ObjectNotFound:
         pass
     request = ingest_request(night, night_input, store.bucket)
@@ -132,14 +138,14 @@ def ingest_input(night: str, night_input: NightInput, config: NightConfig) -> In
             quarantine(store, night, night_input.input_key, rejection)
             logger.warning("quarantined %s: %s", night_input.name, rejection.reason)
             report_progress("ingest", 1, 0)
-            return IngestedInput(night_input, (), rejection)
+            return IngestedInput(night_input, "", 0, rejection)
         tiles = client.list_tiles(ingest_run_id(night, night_input))
     if len(tiles) != summary.tile_count:
         raise RuntimeError(f"{night_input.name}: ingest reported {summary.tile_count} tiles, ListTiles gave {len(tiles)}")
     store.put_bytes(record, ingest_service_pb2.TileIndex(tiles=tiles).SerializeToString(deterministic=True))
     logger.info("%s: ingested %d tiles (%d bytes written)", night_input.name, len(tiles), summary.bytes_written)
     report_progress("ingest", 1, 0)
-    return IngestedInput(night_input, tuple(tiles))
+    return IngestedInput(night_input, record, len(tiles))
 
 
 @task(**TRANSIENT_RETRY_OPTIONS)
@@ -152,10 +158,19 @@ def describe_service(endpoint: ServiceEndpoint) -> ServicePlan:
 
 
 @task(**TRANSIENT_RETRY_OPTIONS)
-def infer_work(night: str, plan: ServicePlan, input_key: str, batches: list[list[tile_pb2.ImageTile]]) -> InferOutcome:
-    """Send ``batches`` (one Infer call each, a few hundred tiles in all) to ``plan``'s service; record each call."""
+def plan_input(night: str, ingested: IngestedInput, plans: list[ServicePlan], tiles_per_task: int) -> dict[str, list[WorkItem]]:
+    """Each service's work items on one input ({endpoint name: items}, none where it accepts no tile): see :func:`plan_work`."""
     store = ObjectStore.from_env()
-    outcome = infer_batches(store, NightLayout(store, night), plan, input_key, batches)
+    layout = NightLayout(store, night)
+    tiles = _index_tiles(store, ingested.index_key)
+    return {plan.endpoint.name: plan_work(store, layout, plan, ingested.night_input.input_key, tiles, tiles_per_task) for plan in plans}
+
+
+@task(**TRANSIENT_RETRY_OPTIONS)
+def infer_work(night: str, plan: ServicePlan, input_key: str, item_key: str) -> InferOutcome:
+    """Send the work item at ``item_key`` (a few Infer calls, a few hundred tiles) to ``plan``'s service; record each call."""
+    store = ObjectStore.from_env()
+    outcome = infer_batches(store, NightLayout(store, night), plan, input_key, work_batches(store, plan, item_key))
     report_progress(f"infer {plan.endpoint.name}", outcome.tiles_inferred + outcome.tiles_recorded_before, 0)
     return outcome
 
@@ -174,12 +189,11 @@ def find_references(night: str, task_names: list[str]) -> dict[str, dict[str, st
 
 @task(**TRANSIENT_RETRY_OPTIONS)
 def write_catalogue(
-    night: str, run_id: str, task_name: str, work: list[tuple[ServicePlan, str, list[list[tile_pb2.ImageTile]]]],
-    references: dict[str, str],
+    night: str, run_id: str, task_name: str, work: list[tuple[ServicePlan, str, str]], references: dict[str, str],
 ) -> TaskCatalogue:
     """Merge ``task_name``'s recorded results into one catalogue, cross-match it, and store it under the run.
 
-    ``work`` lists (service plan, input key, call batches) of everything the task did tonight;
+    ``work`` lists (service plan, input key, key of the input's tile index) of everything the task did tonight;
     ``references`` the keys and SHA-256 of its reference catalogues (as :func:`find_references`
     found them: one changed since is an error, the run id depends on them). A run is immutable: a
     file already stored must have the same bytes, or this fails.
@@ -187,7 +201,8 @@ def write_catalogue(
     store = ObjectStore.from_env()
     layout = NightLayout(store, night)
     responses, tiles = [], {}
-    for plan, input_key, batches in work:
+    for plan, input_key, index_key in work:
+        batches = call_batches(plan, _index_tiles(store, index_key))
         responses += recorded_results(store, layout, plan, input_key, batches)
         tiles.update((t.tile_id, t) for batch in batches for t in batch)
     plan = work[0][0]
@@ -211,12 +226,22 @@ def write_catalogue(
 
 
 @task(**TRANSIENT_RETRY_OPTIONS)
-def publish_run(night: str, run_id: str, manifest: dict[str, Any]) -> str:
-    """Write the run's manifest (once: a run is immutable), then point the night's ``LATEST.json`` at it."""
+def publish_run(night: str, run_id: str, manifest: dict[str, Any], inputs: list[IngestedInput]) -> str:
+    """Write the run's manifest (once: a run is immutable), then point the night's ``LATEST.json`` at it.
+
+    ``manifest`` is completed with ``inputs``: each one's files and tile ids (read from its tile index here,
+    so the flow never holds a night's tile list).
+    """
     store = ObjectStore.from_env()
     layout = NightLayout(store, night)
     key = layout.manifest(run_id)
     if not store.exists(key):  # the manifest is the run's completion mark: written last, never rewritten
+        manifest = {**manifest, "inputs": [
+            {"name": i.night_input.name, "input_key": i.night_input.input_key,
+             "files": [dataclasses.asdict(f) for f in i.night_input.files],
+             "tile_ids": sorted(t.tile_id for t in _index_tiles(store, i.index_key))}
+            for i in inputs
+        ]}
         store.put_bytes(key, json.dumps(manifest, indent=1, sort_keys=True).encode(), content_type="application/json")
     latest = {"night": night, "run_id": run_id, "manifest": key}
     store.put_bytes(layout.latest, json.dumps(latest, sort_keys=True).encode(), content_type="application/json")
@@ -243,6 +268,11 @@ def write_report(summary: NightSummary, sky: dict[str, tuple[tuple[float, ...], 
 _REFERENCE_SUFFIXES = (".ecsv", ".fits")
 _OVERLAY_EXAMPLES = 3
 _SKY_MAP_NSIDE = 64  # the report's sky map: plenty for a page, quick to draw
+
+
+def _index_tiles(store: ObjectStore, index_key: str) -> list[tile_pb2.ImageTile]:
+    """The tiles of the tile index at ``index_key``."""
+    return list(ingest_service_pb2.TileIndex.FromString(store.get_bytes(index_key)).tiles)
 
 
 def _read_references(store: ObjectStore, references: dict[str, str]) -> list[ReferenceCatalogue]:
@@ -326,19 +356,10 @@ def _outcome(future: PrefectFuture[Any]) -> tuple[Any, str]:
     return None, state.message or state.name
 
 
-def _task_batches(batches: list[list[tile_pb2.ImageTile]], tiles_per_task: int) -> list[list[list[tile_pb2.ImageTile]]]:
-    """Group call batches into tasks of about ``tiles_per_task`` tiles (at least one call each)."""
-    groups: list[list[list[tile_pb2.ImageTile]]] = [[]]
-    for batch in batches:
-        if groups[-1] and sum(map(len, groups[-1])) + len(batch) > tiles_per_task:
-            groups.append([])
-        groups[-1].append(batch)
-    return [g for g in groups if g]
-
-
-def _manifest(night: str, run_id: str, inputs: Sequence[IngestedInput], quarantined: Sequence[Rejection],
-              tasks: dict[str, list[ServicePlan]], catalogues: dict[str, TaskCatalogue], config: NightConfig,
-              references: dict[str, dict[str, str]], timings: dict[str, float]) -> dict[str, Any]:
+def _manifest(night: str, run_id: str, quarantined: Sequence[Rejection], tasks: dict[str, list[ServicePlan]],
+              catalogues: dict[str, TaskCatalogue], config: NightConfig, references: dict[str, dict[str, str]],
+              timings: dict[str, float]) -> dict[str, Any]:
+    """The run's manifest but its ``inputs`` (:func:`publish_run` adds them from the tile indexes)."""
     return {
         "night": night,
         "run_id": run_id,
@@ -346,11 +367,6 @@ def _manifest(night: str, run_id: str, inputs: Sequence[IngestedInput], quaranti
         "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": {"tiles_per_task": config.tiles_per_task,
                        "services": {e.name: e.model_dump(exclude={"target"}) for e in config.services}},
-        "inputs": [
-            {"name": i.night_input.name, "input_key": i.night_input.input_key,
-             "files": [dataclasses.asdict(f) for f in i.night_input.files], "tile_ids": sorted(t.tile_id for t in i.tiles)}
-            for i in inputs
-        ],
         "quarantined": [{"name": r.name, "reason": r.reason, "files": [dataclasses.asdict(f) for f in r.files]} for r in quarantined],
         "tasks": {
             name: {"models": sorted({f"{p.model_name}:{p.model_version}" for p in plans}),
@@ -411,19 +427,30 @@ def nightly(config: NightConfig, night: str = "") -> NightSummary:
             failures[name] = f"Describe failed: {error}"
         else:
             plans.append(plan)
-    work: dict[str, list[tuple[ServicePlan, str, list[list[tile_pb2.ImageTile]]]]] = defaultdict(list)
+    planning = [plan_input.submit(night, i, plans, config.tiles_per_task) for i in ingested] if plans else []
+    wait(planning)
+    planned: list[tuple[IngestedInput, dict[str, list[WorkItem]]]] = []
+    for ingested_input, future in zip(ingested, planning):
+        items, error = _outcome(future)
+        if error:
+            failures[f"plan {ingested_input.night_input.name}"] = error
+        else:
+            planned.append((ingested_input, items))
+    work: dict[str, list[tuple[ServicePlan, str, str]]] = defaultdict(list)
+    task_tiles: dict[str, int] = defaultdict(int)
     submitted: dict[str, list[PrefectFuture[InferOutcome]]] = defaultdict(list)
     for plan in plans:
-        per_input = [(i.night_input.input_key, call_batches(plan, i.tiles)) for i in ingested]
-        per_input = [(key, batches) for key, batches in per_input if batches]
+        per_input = [(i, items[plan.endpoint.name]) for i, items in planned if items[plan.endpoint.name]]
         if not per_input:
             skipped[plan.endpoint.name] = f"no tile of the night fits it (it accepts {plan.describe_input()})"
             continue
-        report_progress(f"infer {plan.endpoint.name}", 0, sum(len(b) for _, batches in per_input for b in batches))
-        for input_key, batches in per_input:
-            work[plan.task].append((plan, input_key, batches))
-            submitted[plan.task] += [infer_work.submit(night, plan, input_key, group)
-                                     for group in _task_batches(batches, config.tiles_per_task)]
+        tiles = sum(item.tiles for _, items in per_input for item in items)
+        report_progress(f"infer {plan.endpoint.name}", 0, tiles)
+        task_tiles[plan.task] += tiles
+        for ingested_input, items in per_input:
+            input_key = ingested_input.night_input.input_key
+            work[plan.task].append((plan, input_key, ingested_input.index_key))
+            submitted[plan.task] += [infer_work.submit(night, plan, input_key, item.key) for item in items]
     tasks: dict[str, list[ServicePlan]] = defaultdict(list)
     for plan, _, _ in (w for items in work.values() for w in items):
         if plan not in tasks[plan.task]:
@@ -454,21 +481,21 @@ def nightly(config: NightConfig, night: str = "") -> NightSummary:
         complete = not failures
     if complete:
         stage = time.perf_counter()
-        publish_run(night, run_id, _manifest(night, run_id, ingested, quarantined, tasks, catalogues, config, references, timings))
+        publish_run(night, run_id, _manifest(night, run_id, quarantined, tasks, catalogues, config, references, timings), ingested)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
 
     summary = NightSummary(
         night=night, attempt=attempt, complete=complete, run_id=run_id if complete else "",
         run_prefix=layout.run_prefix(run_id) if complete else "", report_key=layout.report(attempt),
-        inputs=tuple((i.night_input.name, len(i.tiles)) for i in ingested),
+        inputs=tuple((i.night_input.name, i.tile_count) for i in ingested),
         quarantined=tuple((r.name, r.reason) for r in quarantined),
         skipped_services=tuple(sorted(skipped.items())),
         tasks=tuple(
             TaskSummary(
                 task=name, endpoints=tuple(p.endpoint.name for p in tasks[name]),
                 model=", ".join(sorted({f"{p.model_name}:{p.model_version}" for p in tasks[name]})),
-                tiles=sum(len(b) for _, _, batches in work[name] for b in batches),
+                tiles=task_tiles[name],
                 rows=catalogues[name].rows if name in catalogues else 0,
                 known=catalogues[name].known if name in catalogues else 0, calls=calls.get(name, 0),
                 catalogue_keys=tuple(sorted(catalogues[name].files)) if name in catalogues else (),
