@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
+from uuid import UUID
 
 import pytest
 
@@ -89,3 +91,40 @@ def test_night_resumes_after_a_service_is_killed(local_night: LocalNight, night_
     assert resumed["tilestats-glimpse"] == done["tilestats-glimpse"]  # no batch inferred twice
     assert resumed["tilestats-planck"] > 0
     assert json.loads(store.get_bytes(layout.latest))["run_id"] == summary.run_id
+
+
+def _task_runs(flow_run_id: UUID) -> list[str]:
+    """Names of every task run of the flow run, from Prefect's API."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    names: list[str] = []
+    with get_client(sync_client=True) as client:
+        while page := client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                            offset=len(names), limit=200):
+            names += [run.name for run in page]
+    return names
+
+
+def test_task_runs_grow_with_work_items_not_with_tiles_or_calls(local_night: LocalNight,
+                                                                  night_config: Callable[[], NightConfig]) -> None:
+    store = local_night.store
+    counted = {}
+    for night, seed, batch_tiles in (("2026-01-03", 3, 1), ("2026-01-04", 4, 4)):
+        simulate_night(store, night, seed=seed)
+        base = night_config()
+        config = base.model_copy(update={"tiles_per_task": 1000, "services": tuple(
+            s.model_copy(update={"batch_tiles": batch_tiles}) for s in base.services)})
+        state = nightly(config=config, night=night, return_state=True)
+        summary = state.result()
+        runs = _task_runs(state.state_details.flow_run_id)
+        kinds = Counter(name.rsplit("-", 1)[0] for name in runs)
+        inputs, services = len(summary.inputs), len(config.services)
+        # one work item per (service, input it accepts): each glimpse field to one service, the planck sky to the other
+        assert kinds == {"discover_inputs": 1, "quarantine_rejections": 1, "ingest_input": inputs, "describe_service": services,
+                         "plan_input": inputs, "infer_work": inputs, "find_references": 1, "write_catalogue": 1,
+                         "publish_run": 1, "write_report": 1}, kinds
+        counted[batch_tiles] = (len(runs), summary.tasks[0].calls, summary.tasks[0].tiles)
+    (runs_1, calls_1, tiles_1), (runs_4, calls_4, tiles_4) = counted[1], counted[4]
+    assert calls_1 == tiles_1 == tiles_4 > calls_4 > 0  # one tile per call, then four: the calls differ ...
+    assert runs_1 == runs_4  # ... the task runs do not

@@ -106,9 +106,11 @@ class ServiceEndpoint(BaseModel, frozen=True):
     name : str
         How logs and the report name this endpoint (several may serve one task, e.g. per band set).
     target : str
-        ``host:port`` of the gRPC server.
+        ``host:port`` of the gRPC server, ``dns:///name:port`` (every address of the name: a headless Service's
+        pods) or ``ipv4:host:port,host:port``; calls go round-robin over the replicas.
     max_concurrent_calls : int
-        Infer calls in flight to this service at once (its GPU queue stays short and deadlines hold).
+        Infer calls in flight to each replica of this service at once (its GPU queue stays short and deadlines
+        hold); the night multiplies it by the addresses ``target`` resolves to.
     batch_tiles : int
         Tiles per Infer call; 0 takes the service's preferred batch size from Describe.
     timeout_s : float
