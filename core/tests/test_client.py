@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from nightshift.core.client import TaskClient, channel_options
+from nightshift.core.client import TaskClient, batch_request_bytes, channel_options
 from nightshift.core.s3server import free_port
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES
+from nightshift.core.tiles import make_tile
+from nightshift.v1 import task_service_pb2
 
 
 def test_channel_options_set_limits_and_retry_only_idempotent_calls() -> None:
@@ -47,3 +50,14 @@ def test_calls_go_round_robin_over_replicas_and_skip_a_stopped_one(store) -> Non
     finally:
         for server in servers[1:]:
             server.stop()
+
+
+@pytest.mark.parametrize("model_version", ["", "v-7"])
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_batch_request_bytes_parse_as_the_request_message_of_the_same_tiles(count: int, model_version: str) -> None:
+    tiles = [make_tile(np.full((2, 300, 300), i, np.float32), bands=["g", "r"], survey="s", field=f"f{i}",
+                       wcs_cards=["CTYPE1  = 'GLON-TAN'".ljust(80)], labels={"split": "test"}) for i in range(count)]
+    expected = task_service_pb2.InferRequest(tiles=tiles, model_version=model_version)
+    wire = batch_request_bytes(tiles, model_version)
+    assert task_service_pb2.InferRequest.FromString(wire) == expected
+    assert task_service_pb2.InferStreamRequest.FromString(wire) == task_service_pb2.InferStreamRequest(tiles=tiles, model_version=model_version)

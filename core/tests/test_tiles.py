@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,12 @@ def test_spec_to_proto() -> None:
 def test_window_origins_step_regularly_with_the_last_window_flush(length: int, size: int, overlap: float, expected: list[int]) -> None:
     assert window_origins(length, size, overlap) == expected
     assert window_origin_count(length, size, overlap) == len(expected)
+
+
+def test_make_tile_derives_its_id_from_the_pixel_bytes_and_encodes_into_its_own_pixels() -> None:
+    pixels = np.arange(2 * 3 * 4, dtype=">f4").reshape(2, 3, 4)[:, :, ::-1]  # big-endian, not contiguous
+    tile = make_tile(pixels, bands=["g", "r"], survey="s", field="f")
+    little = np.ascontiguousarray(pixels).astype("<f4")
+    assert tile.tile_id == stable_tile_id("s", "f", hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest())
+    assert tile.pixels.inline_data == little.tobytes() and list(tile.pixels.shape) == [2, 3, 4]
+    np.testing.assert_array_equal(decode_tile(tile).pixels, pixels)

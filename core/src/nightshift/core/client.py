@@ -17,7 +17,7 @@ from nightshift.core.auth import AUTH_TOKEN_ENV, bearer_metadata
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, LIVENESS, TASK_SERVICE_NAME
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
-__all__ = ["TaskClient", "channel_options", "open_channel", "TLS_CA_ENV"]
+__all__ = ["TaskClient", "batch_request_bytes", "channel_options", "open_channel", "TLS_CA_ENV"]
 
 TLS_CA_ENV = "NIGHTSHIFT_GRPC_TLS_CA"
 
@@ -104,6 +104,35 @@ def open_channel(
     return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_TILES_TAG = b"\x0a"  # field 1 (tiles), length-delimited: the same in InferRequest and InferStreamRequest
+_MODEL_VERSION_TAG = b"\x12"  # field 2 (model_version), length-delimited
+
+
+def batch_request_bytes(tiles: Sequence[tile_pb2.ImageTile], model_version: str = "") -> bytes:
+    """The serialized ``InferRequest`` (or ``InferStreamRequest``: the same fields) of ``tiles``.
+
+    Built from each tile's own serialization: putting the tiles into a request message first deep-copies
+    every tile, pixels included (measured: 34 ms for one 7.7 MB tile against 3 ms to serialize it).
+    """
+    parts = []
+    for tile in tiles:
+        encoded = tile.SerializeToString()
+        parts += [_TILES_TAG, _varint(len(encoded)), encoded]
+    if model_version:
+        version = model_version.encode()
+        parts += [_MODEL_VERSION_TAG, _varint(len(version)), version]
+    return b"".join(parts)
+
+
 class TaskClient:
     """Call a science service at ``target``; every call has a deadline.
 
@@ -132,6 +161,11 @@ class TaskClient:
         self._channel = open_channel(target, max_message_bytes=max_message_bytes, root_certificates=root_certificates,
                                      token=token)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        # Infer and InferStream send requests serialized by batch_request_bytes: no request message is built
+        self._infer = self._channel.unary_unary(f"/{TASK_SERVICE_NAME}/Infer", request_serializer=None,
+                                                response_deserializer=task_service_pb2.InferResponse.FromString)
+        self._infer_stream = self._channel.stream_stream(f"/{TASK_SERVICE_NAME}/InferStream", request_serializer=None,
+                                                         response_deserializer=task_service_pb2.InferStreamResponse.FromString)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def describe(self, *, timeout_s: float | None = None) -> task_service_pb2.DescribeResponse:
@@ -140,15 +174,14 @@ class TaskClient:
     def infer(
         self, tiles: Sequence[tile_pb2.ImageTile], *, model_version: str = "", timeout_s: float | None = None
     ) -> task_service_pb2.InferResponse:
-        request = task_service_pb2.InferRequest(tiles=tiles, model_version=model_version)
-        return self._stub.Infer(request, timeout=timeout_s or self.timeout_s)
+        return self._infer(batch_request_bytes(tiles, model_version), timeout=timeout_s or self.timeout_s)
 
     def infer_stream(
         self, batches: Iterable[Sequence[tile_pb2.ImageTile]], *, model_version: str = "", timeout_s: float | None = None
     ) -> Iterator[task_service_pb2.InferStreamResponse]:
         """Stream batches of tiles; yields one response per batch, in order."""
-        requests = (task_service_pb2.InferStreamRequest(tiles=b, model_version=model_version) for b in batches)
-        return self._stub.InferStream(requests, timeout=timeout_s or self.timeout_s)
+        requests = (batch_request_bytes(b, model_version) for b in batches)
+        return self._infer_stream(requests, timeout=timeout_s or self.timeout_s)
 
     def train(self, request: task_service_pb2.TrainRequest, *, timeout_s: float | None = None) -> Iterator[task_service_pb2.TrainResponse]:
         return self._stub.Train(request, timeout=timeout_s or self.timeout_s)

@@ -80,8 +80,9 @@ def encode_array(
     *,
     store: ObjectStore | None = None,
     inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES,
+    into: tile_pb2.NDArray | None = None,
 ) -> tile_pb2.NDArray:
-    """Encode ``array`` as an ``NDArray``.
+    """Encode ``array`` as an ``NDArray`` (``into``: the message to fill, e.g. a tile's own ``pixels``).
 
     Parameters
     ----------
@@ -91,11 +92,16 @@ def encode_array(
         Where arrays larger than ``inline_limit_bytes`` go. Without a store every array is inline.
     inline_limit_bytes : int
         Largest byte size carried inline when a store is given.
+    into : NDArray, optional
+        Filled in place and returned: a submessage given to a constructor (``ImageTile(pixels=...)``) is
+        copied, pixels and all.
     """
     arr = np.asarray(array)
     code = dtype_to_proto(arr.dtype)
     data = np.ascontiguousarray(arr, dtype=DTYPES[code]).tobytes()
-    message = tile_pb2.NDArray(dtype=code, shape=arr.shape)
+    message = tile_pb2.NDArray() if into is None else into
+    message.dtype = code
+    message.shape[:] = arr.shape
     if store is None or len(data) <= inline_limit_bytes:
         message.inline_data = data
     else:

@@ -165,14 +165,14 @@ def make_tile(
     if len(band_messages) != array.shape[0]:
         raise InvalidInput(f"{len(band_messages)} bands named for a pixel array of {array.shape[0]} bands")
     if tile_id is None:
-        tile_id = stable_tile_id(survey, field, hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
+        tile_id = stable_tile_id(survey, field, hashlib.sha256(np.ascontiguousarray(array)).hexdigest())
     missing = tile_pb2.MISSING_PIXELS_NAN if array.dtype.kind == "f" else tile_pb2.MISSING_PIXELS_NONE
     tile = tile_pb2.ImageTile(
         tile_id=tile_id, survey=survey, field=field, bands=band_messages,
-        pixels=encode_array(array, store=store, inline_limit_bytes=inline_limit_bytes),
         wcs_cards=list(wcs_cards), pixel_scale_arcsec=pixel_scale_arcsec, missing_pixels=missing,
         labels=labels or {},
     )
+    encode_array(array, store=store, inline_limit_bytes=inline_limit_bytes, into=tile.pixels)  # no copy of a built NDArray
     for name, value in (("center", center), ("healpix", healpix), ("provenance", provenance)):
         if value is not None:
             getattr(tile, name).CopyFrom(value)
