@@ -122,6 +122,22 @@ def test_summary_is_mean_and_spread_over_folds() -> None:
     assert set(block["per_class"]) == {"bright", "faint", "rays"}
 
 
+def test_fold_intervals_resample_folds_and_pair_only_the_same_folds() -> None:
+    from nightshift.ghosts.crossval import fold_intervals
+
+    report = _fake_report()
+    per_fold = [f["figures"]["ap50"] for f in report["folds"]]
+    worse = json.loads(json.dumps(report))
+    for fold in worse["folds"]:
+        fold["figures"] = {k: v / 2 if k.startswith("ap50") else v for k, v in fold["figures"].items()}
+    model, baseline = fold_intervals(report, worse)
+    assert model["ap50_ci95_low"] == pytest.approx(min(per_fold)) and model["ap50_ci95_high"] == pytest.approx(max(per_fold))
+    assert baseline["ap50_ci95_high"] == pytest.approx(max(per_fold) / 2)
+    assert model["ap50_over_baseline_ci95_low"] == pytest.approx(min(per_fold) / 2)
+    worse["folds"][0]["scored"] = ["another"]
+    assert "ap50_over_baseline_ci95_low" not in fold_intervals(report, worse)[0]
+
+
 def test_evaluate_ends_with_the_real_and_simulated_blocks(tmp_path: Path, capsys) -> None:
     report = tmp_path / "crossval_real.json"
     report.write_text(json.dumps(_fake_report()))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from nightshift.ghosts.artefacts import Artefact
-from nightshift.ghosts.evaluate import annotator_agreement, ccd_scores, coco_scores, headline, image_confusion, score_all
+from nightshift.ghosts.evaluate import (_coco, _match_records, annotator_agreement, ap_intervals, ccd_scores, coco_scores, headline,
+                                       image_confusion, pooled_ap, score_all)
 from nightshift.ghosts.focalplane import ccd_boxes
 
 
@@ -85,3 +86,39 @@ def test_annotator_agreement(tmp_path: Path) -> None:
     assert same["ap50"] == pytest.approx(1.0) and same["mask_iou"] == pytest.approx(1.0) and same["pairs"] == 2
     differ = annotator_agreement([_via(tmp_path / "a.json", [circle]), _via(tmp_path / "c.json", [moved])], ["a.jpg"])
     assert differ["ap50"] == 0.0 and differ["mask_iou"] == 0.0
+
+
+def _mixed_images() -> tuple[list[list[Artefact]], list[list[Artefact]]]:
+    """Three images: a hit, a false positive ranked above a hit, a miss and a partial overlap."""
+    truths = [[Artefact("bright", disk(100, 100, 20)), Artefact("faint", disk(250, 250, 60))],
+              [Artefact("bright", disk(100, 100, 20)), Artefact("rays", disk(300, 300, 30))],
+              [Artefact("rays", disk(200, 200, 40))]]
+    predicted = [[Artefact("bright", disk(100, 100, 20), 0.9), Artefact("faint", disk(260, 250, 60), 0.4)],
+                 [Artefact("bright", disk(200, 60, 20), 0.95), Artefact("rays", disk(300, 300, 30), 0.6)],
+                 [Artefact("rays", disk(215, 200, 40), 0.7), Artefact("bright", disk(50, 350, 10), 0.3)]]
+    return truths, predicted
+
+
+def test_pooled_match_records_give_pycocotools_aps() -> None:
+    truths, predicted = _mixed_images()
+    scores = coco_scores(truths, predicted)
+    ground, detected = _coco(truths, predicted, merge_classes=True)
+    ap50, ap = pooled_ap(_match_records(ground, detected, 1))
+    assert ap50 == pytest.approx(scores["ap50"]) and ap == pytest.approx(scores["ap"])
+    assert 0.0 < scores["ap"] < scores["ap50"] < 1.0
+    ground, detected = _coco(truths, predicted, merge_classes=False)
+    for index, name in enumerate(("bright", "faint", "rays"), start=1):
+        assert pooled_ap(_match_records(ground, detected, index))[0] == pytest.approx(scores[f"ap50_{name}"])
+    records = _match_records(ground, detected, 1)
+    assert pooled_ap(records[:1] * 2)[0] == pytest.approx(1.0)  # image 1 twice: its one bright ghost found first both times
+
+
+def test_intervals_over_images_bracket_the_figure_and_pair_model_and_baseline() -> None:
+    truths, predicted = _mixed_images()
+    truths, predicted = truths * 4, predicted * 4
+    perfect = [[Artefact(a.label, a.mask, 0.9) for a in truth] for truth in truths]
+    model, baseline = ap_intervals(truths, perfect, predicted)
+    assert model["ap50_ci95_low"] == model["ap50_ci95_high"] == pytest.approx(1.0)
+    ap50 = coco_scores(truths, predicted)["ap50"]
+    assert baseline["ap50_ci95_low"] < ap50 < baseline["ap50_ci95_high"]
+    assert model["ap50_over_baseline_ci95_low"] > 0.0  # the same images resampled for both: a gap without overlap

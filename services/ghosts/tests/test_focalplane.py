@@ -41,3 +41,22 @@ def test_layout_matches_the_real_images() -> None:
     live = (labels > 0) & (labels != DEAD_CCD) & (labels != 2)
     assert np.median(median[labels == 0]) == pytest.approx(GAP_LEVEL, abs=1)
     assert np.mean(median[live] > GAP_LEVEL + 5) > 0.97  # CCD pixels are above the gap level
+
+
+@pytest.mark.skipif(not REAL_IMAGES.is_dir(), reason="the real DES images (/work/shared/data/ghosts) are not on this machine")
+def test_each_folds_training_images_alone_give_the_simulated_layout() -> None:
+    """The focal plane was measured on all 30 real images, the cross-validation's scored ones included: measured on a
+    fold's 24 training images alone, the live pixels and CCD 2's off rate are what the simulator uses anyway."""
+    from nightshift.ghosts.crossval import real_folds
+    from nightshift.ghosts.focalplane import INTERMITTENT_CCD
+
+    images = {p.name: np.asarray(Image.open(p))[..., 0].astype(float) for p in sorted(REAL_IMAGES.glob("*.jpg"))}
+    labels = ccd_map()
+    judged = labels != INTERMITTENT_CCD  # on in some exposures, off in others
+    simulated_live = (labels > 0) & (labels != DEAD_CCD)
+    for scored in real_folds(sorted(images), 5):
+        training = [image for name, image in images.items() if name not in scored]
+        live = np.median(training, axis=0) > GAP_LEVEL + 5
+        assert np.mean(live[judged] == simulated_live[judged]) > 0.98
+        ccd2_off = np.mean([np.median(image[labels == INTERMITTENT_CCD]) < GAP_LEVEL + 5 for image in training])
+        assert 0.35 < ccd2_off < 0.7  # the simulator switches it off in half the exposures

@@ -35,7 +35,7 @@ from nightshift.ghosts.realdata import DEFAULT_REAL_DIR, RealImage, load_real_im
 from nightshift.ghosts.simulate import simulate_dataset
 
 __all__ = [
-    "coco_scores", "image_confusion", "ccd_scores", "score_all", "score_simulated", "score_simulated_with_baseline",
+    "coco_scores", "pooled_ap", "ap_intervals", "image_confusion", "ccd_scores", "score_all", "score_simulated", "score_simulated_with_baseline",
     "score_real", "score_real_heldout", "annotator_agreement", "headline", "plot_pr_curves", "plot_overlays",
 ]
 
@@ -81,6 +81,91 @@ def _evaluate(ground: COCO, detected: COCO | None, category_ids: list[int]) -> t
     curve = np.where(precision < 0, np.nan, precision)
     curve = np.nanmean(curve, axis=1) if curve.shape[1] else np.zeros(101)
     return max(float(evaluation.stats[1]), 0.0), max(float(evaluation.stats[0]), 0.0), np.nan_to_num(curve)
+
+
+_MAX_DETECTIONS = 100
+_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def _match_records(ground: COCO, detected: COCO | None, category_id: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per image (in image order): pycocotools' matches of one category at every IoU threshold, all areas, 100 detections.
+
+    Each record is (scores (D,), matched (T, D) bool, ignored (T, D) bool, truths counted): what ``COCOeval.accumulate``
+    pools, kept per image so that a resample of images can be scored without matching again.
+    """
+    image_ids = sorted(ground.getImgIds())
+    empty = (np.zeros(0), np.zeros((10, 0), bool), np.zeros((10, 0), bool), 0)
+    if detected is None:
+        return [(*empty[:3], len(ground.getAnnIds(imgIds=[i], catIds=[category_id]))) for i in image_ids]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(ground, detected, iouType="segm")
+        evaluation.params.catIds = [category_id]
+        evaluation.evaluate()
+    records = []
+    for image in evaluation.evalImgs[:len(image_ids)]:  # the first area range ("all"), this category
+        if image is None:
+            records.append(empty)
+            continue
+        scores = np.asarray(image["dtScores"][:_MAX_DETECTIONS], float)
+        matched = np.asarray(image["dtMatches"][:, :_MAX_DETECTIONS]) > 0
+        ignored = np.asarray(image["dtIgnore"][:, :_MAX_DETECTIONS], bool)
+        records.append((scores, matched, ignored, int(np.count_nonzero(np.asarray(image["gtIgnore"]) == 0))))
+    return records
+
+
+def pooled_ap(records: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> tuple[float, float]:
+    """(AP@0.5, AP@[.5:.95]) of pooled per-image match records, as ``COCOeval.accumulate`` and ``summarize`` compute them
+    (101-point interpolation); NaN without truth."""
+    truths = sum(r[3] for r in records)
+    if truths == 0:
+        return float("nan"), float("nan")
+    scores = np.concatenate([r[0] for r in records])
+    order = np.argsort(-scores, kind="mergesort")
+    matched = np.concatenate([r[1] for r in records], axis=1)[:, order]
+    ignored = np.concatenate([r[2] for r in records], axis=1)[:, order]
+    true_positives = np.cumsum(matched & ~ignored, axis=1, dtype=float)
+    false_positives = np.cumsum(~matched & ~ignored, axis=1, dtype=float)
+    precision_at = np.zeros((len(matched), len(_RECALL_POINTS)))
+    for t, (tp, fp) in enumerate(zip(true_positives, false_positives)):
+        if not len(tp):
+            continue
+        precision = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[::-1])[::-1]  # the envelope from the right
+        found = np.searchsorted(tp / truths, _RECALL_POINTS, side="left")
+        inside = found < len(tp)
+        precision_at[t, inside] = precision[found[inside]]
+    per_threshold = precision_at.mean(axis=1)
+    return float(per_threshold[0]), float(per_threshold.mean())
+
+
+def ap_intervals(truths: Sequence[Sequence[Artefact]], predictions: Sequence[Sequence[Artefact]],
+                 baseline_predictions: Sequence[Sequence[Artefact]]) -> tuple[dict[str, float], dict[str, float]]:
+    """95% bootstrap intervals over images (resampled together for model and baseline) of the COCO mask APs.
+
+    Returns (model, baseline) dicts of ``<figure>_ci95_low`` / ``_high`` for ``ap50`` and ``ap`` (all types together)
+    and ``ap50_<class>``; the model's also ``ap50_over_baseline_ci95_*``, its AP@0.5 minus the baseline's on the same
+    resampled images.
+    """
+    from nightshift.core.stats import bootstrap_interval
+
+    def records(predicted, merge_classes):
+        ground, detected = _coco(truths, predicted, merge_classes=merge_classes)
+        if merge_classes:
+            return {"": _match_records(ground, detected, 1)}
+        return {f"_{name}": _match_records(ground, detected, index) for index, name in enumerate(CLASSES, start=1)}
+
+    images = np.arange(len(truths))
+    detectors = [{**records(p, True), **records(p, False)} for p in (predictions, baseline_predictions)]
+    intervals: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for figures, per_kind in zip(intervals, detectors):
+        for suffix, per_image in per_kind.items():
+            names = ((f"ap50{suffix}", 0), ("ap", 1)) if not suffix else ((f"ap50{suffix}", 0),)
+            for name, which in names:
+                low, high = bootstrap_interval(lambda i, r=per_image, w=which: pooled_ap([r[k] for k in i])[w], images)
+                figures.update({f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+    model, baseline = detectors[0][""], detectors[1][""]
+    low, high = bootstrap_interval(lambda i: pooled_ap([model[k] for k in i])[0] - pooled_ap([baseline[k] for k in i])[0], images)
+    intervals[0].update(ap50_over_baseline_ci95_low=low, ap50_over_baseline_ci95_high=high)
+    return intervals
 
 
 def coco_scores(truths: Sequence[Sequence[Artefact]], predictions: Sequence[Sequence[Artefact]]) -> dict:
@@ -178,12 +263,18 @@ def _score_images(
 
 def score_simulated_with_baseline(
     detector: GhostDetector, config: GhostsConfig, *, seed: int, count: int, device=None,
-    baseline: ResidualBaseline | None = ResidualBaseline(),
+    baseline: ResidualBaseline | None = ResidualBaseline(), intervals: bool = False,
 ) -> tuple[dict, dict | None]:
-    """(model scores, baseline scores) on ``count`` held-out simulated exposures."""
+    """(model scores, baseline scores) on ``count`` held-out simulated exposures; with ``intervals`` (and a baseline)
+    each also holds the 95% bootstrap intervals over exposures of :func:`ap_intervals`."""
     exposures = simulate_dataset(count, seed, first_index=data_ranges(config)["test"][0])
-    model_scores, baseline_scores, _, _ = _score_images(
-        detector, config, [e.image for e in exposures], [e.artefacts for e in exposures], device=device, baseline=baseline)
+    truths = [e.artefacts for e in exposures]
+    model_scores, baseline_scores, predictions, baseline_predictions = _score_images(
+        detector, config, [e.image for e in exposures], truths, device=device, baseline=baseline)
+    if intervals and baseline_scores is not None and baseline_predictions is not None:
+        model_intervals, baseline_intervals = ap_intervals(truths, predictions, baseline_predictions)
+        model_scores.update(model_intervals)
+        baseline_scores.update(baseline_intervals)
     return model_scores, baseline_scores
 
 
