@@ -34,4 +34,20 @@ def test_window_larger_than_field_is_rejected() -> None:
 
 
 def test_data_seeds_are_disjoint() -> None:
-    assert len(set(data_seeds(7).values())) == 3
+    from nightshift.bubbles.night import NIGHT_SEED_OFFSET
+
+    seeds = data_seeds(7)
+    assert len(set(seeds.values())) == 4 and NIGHT_SEED_OFFSET + 7 not in seeds.values()
+
+
+def test_the_hard_test_sky_changes_only_the_sky() -> None:
+    from nightshift.bubbles.config import hard_test_config
+
+    default = preset("default")
+    hard = hard_test_config(default)
+    assert hard.shell_contrast_range[0] < default.shell_contrast_range[0] and hard.bubbles_per_field > default.bubbles_per_field
+    assert hard.bubble_separation == 0.0
+    sky = ("bubbles_per_field", "shell_contrast_range", "clear_dust_range", "bubble_separation")
+    assert {k: v for k, v in hard.to_dict().items() if k not in sky} == {k: v for k, v in default.to_dict().items() if k not in sky}
+    with pytest.raises(ValueError, match="shell_contrast_range"):
+        BubblesConfig(shell_contrast_range=(1.0, 0.5))

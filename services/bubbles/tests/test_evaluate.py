@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nightshift.bubbles.evaluate import Counts, count_hits, coverage_matrix, f_beta, headline, plot_sweep, score_sweep
+from nightshift.bubbles.evaluate import Counts, count_hits, coverage_matrix, f_beta, headline, plot_sweep, score_sweep, truth_hits
 
 
 def test_coverage_is_the_covered_fraction_of_the_truth_box() -> None:
@@ -39,3 +39,10 @@ def test_sweep_keeps_detections_at_or_above_each_threshold(tmp_path) -> None:
     assert [sweep[t].precision for t in (0.5, 0.7)] == [0.5, 1.0]
     assert sweep[0.99].detection_rate == 0.0
     assert plot_sweep({"a": sweep}, tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_truth_hits_flag_each_truth_covered_by_a_third() -> None:
+    truths = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
+    detections = np.array([[0, 0, 10, 4], [20, 20, 30, 23]])  # 40% of the first, 30% of the second
+    assert truth_hits(detections, truths).tolist() == [True, False, False]
+    assert truth_hits(np.zeros((0, 4)), truths).tolist() == [False, False, False]

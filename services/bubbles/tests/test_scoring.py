@@ -4,7 +4,11 @@ import pytest
 
 from nightshift.bubbles.infer import FieldDetection
 from nightshift.bubbles.realdata import CatalogueBubble
-from nightshift.bubbles.scoring import RealCounts, choose_threshold, leave_one_field_out, match_catalogue, real_counts
+import numpy as np
+
+from nightshift.bubbles.evaluate import Counts
+from nightshift.bubbles.scoring import (RealCounts, choose_threshold, field_counts, field_intervals, leave_one_field_out, match_catalogue,
+                                       real_counts, real_intervals, recall_bins)
 
 
 def _bubble(x: float, y: float, radius: float, clear: bool = False) -> CatalogueBubble:
@@ -52,3 +56,43 @@ def test_each_field_is_scored_at_a_threshold_chosen_on_the_others() -> None:
     assert leave_one_field_out([good_low, good_high, good_high]) == [0.9, 0.9, 0.9]
     # fields 0 and 1 each see one clean and one noisy field (0.9); field 2 sees two clean ones (0.5)
     assert leave_one_field_out([good_low, good_low, good_high]) == [0.9, 0.9, 0.5]
+
+
+def test_field_intervals_resample_fields_and_pair_the_detectors() -> None:
+    good = [Counts(4, 4, 5, 6, 5, 5), Counts(2, 3, 3, 4, 3, 4), Counts(3, 3, 4, 4, 4, 4), Counts(1, 2, 2, 3, 2, 3)]
+    poor = [Counts(1, 4, 2, 6, 2, 6), Counts(1, 3, 1, 4, 1, 5), Counts(2, 3, 2, 4, 2, 4), Counts(0, 2, 0, 3, 0, 2)]
+    model, baseline = field_intervals(good, poor)
+    total = sum(good, Counts())
+    assert model["detection_rate_ci95_low"] < total.detection_rate < model["detection_rate_ci95_high"] <= 1.0
+    assert model["precision_ci95_low"] >= min(c.precision for c in good)
+    assert baseline["f2_ci95_high"] < model["f2_ci95_high"]
+    assert model["f2_over_baseline_ci95_low"] > 0.0  # the model leads on every field
+
+
+def test_field_counts_keep_each_fields_detections_at_the_threshold() -> None:
+    truths = np.array([[0.0, 0.0, 10.0, 10.0]])
+    rows = [(np.array([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]), np.array([0.9, 0.6]), truths, [True]),
+            (np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.55]), truths, [False])]
+    assert field_counts(rows, 0.7) == [Counts(1, 1, 1, 1, 1, 1), Counts(0, 0, 0, 1, 0, 0)]
+    assert field_counts(rows, 0.5) == [Counts(1, 1, 1, 1, 1, 2), Counts(0, 0, 1, 1, 1, 1)]
+
+
+def test_recall_bins_count_hits_by_a_truth_attribute() -> None:
+    from types import SimpleNamespace
+
+    bubbles = [SimpleNamespace(contrast=0.2, clear=True), SimpleNamespace(contrast=0.25, clear=False),
+               SimpleNamespace(contrast=1.5, clear=True)]
+    truths = np.array([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 40.0, 50.0, 50.0]])
+    rows = [(np.array([[20.0, 20.0, 30.0, 30.0], [40.0, 40.0, 50.0, 50.0]]), np.array([0.9, 0.9]), truths, [True, False, True])]
+    bins = recall_bins([SimpleNamespace(bubbles=bubbles)], rows, 0.5, "contrast", (0.15, 0.3, 1.0, 1.5))
+    assert [(b["bubbles"], b["hit"], b["clear"], b["clear_hit"]) for b in bins] == [(2, 1, 1, 0), (0, 0, 0, 0), (1, 1, 1, 1)]
+    assert bins[0]["detection_rate"] == 0.0 and bins[0]["detection_rate_all"] == 0.5
+    assert bins[1]["detection_rate"] is None  # no bubble in the bin: no rate, not the empty-set convention's 1
+    assert bins[2]["detection_rate"] == 1.0  # the last bin includes its upper edge
+
+
+def test_real_intervals_are_over_bubbles_and_detections() -> None:
+    intervals = real_intervals(RealCounts(clear_hit=1, clear_total=7, all_hit=2, all_total=34, detections=16))
+    assert intervals["recall_clear_ci95_low"] == 0.0 and 1 / 7 < intervals["recall_clear_ci95_high"] < 0.6
+    assert 0.0 <= intervals["recall_all_ci95_low"] < 2 / 34 < intervals["recall_all_ci95_high"] < 0.2
+    assert intervals["precision_ci95_low"] < 2 / 16 < intervals["precision_ci95_high"]

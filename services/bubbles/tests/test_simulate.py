@@ -54,6 +54,18 @@ def test_truth_sky_positions_follow_the_field_wcs(fields) -> None:
     assert field.header["CTYPE1"] == "GLON-CAR" and field.pixels.dtype == np.float32
 
 
+def test_the_hard_sky_has_more_and_fainter_shells() -> None:
+    from nightshift.bubbles.config import hard_test_config
+
+    default = [b for i in range(4) for b in simulate_field(CONFIG, 11, i).bubbles]
+    hard_config = hard_test_config(CONFIG)
+    hard_fields = [simulate_field(hard_config, 11, i) for i in range(4)]
+    hard = [b for f in hard_fields for b in f.bubbles]
+    assert all(0.5 <= b.contrast <= 1.5 for b in default)
+    assert all(0.15 <= b.contrast <= 1.5 for b in hard) and min(b.contrast for b in hard) < 0.5
+    assert len(hard) > len(default)
+
+
 def test_fields_are_deterministic_for_a_seed(fields) -> None:
     again = simulate_field(CONFIG, 11, 0)
     assert np.array_equal(again.pixels, fields[0].pixels) and again.bubbles == fields[0].bubbles

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["BANDS", "IMAGE_SIZE", "FEATURE_MAPS", "MIN_SIZES", "MAX_SIZE", "ASPECT_RATIOS", "BAND_FWHM_ARCSEC", "BAND_WAVELENGTH_UM",
-           "BACKBONES", "BubblesConfig", "PRESETS", "preset", "data_seeds"]
+           "BACKBONES", "BubblesConfig", "PRESETS", "preset", "data_seeds",
+           "HARD_TEST", "hard_test_config"]
 
 BANDS = ("irac4", "mips24")
 """Band names in channel order: Spitzer IRAC 8 um (GLIMPSE), MIPS 24 um (MIPSGAL)."""
@@ -62,6 +63,12 @@ class BubblesConfig:
         Mean of the Poisson number of bubbles per simulated field.
     clear_fraction : float
         Probability that a bubble is "clear" (24 um warm dust inside the 8 um shell).
+    shell_contrast_range : tuple of float
+        Range of a bubble's 8 um shell peak, in units of the field's 8 um diffuse level (uniform).
+    clear_dust_range : tuple of float
+        Range of a clear bubble's 24 um filling peak, in units of the field's 24 um diffuse level (uniform).
+    bubble_separation : float
+        Centres are drawn at least this many times the sum of two radii apart where possible (0: overlaps allowed).
     window_px : tuple of int
         Sliding-window sides over a field, in field pixels (each resized to 300).
     window_overlap : float
@@ -77,6 +84,8 @@ class BubblesConfig:
         Hard-negative priors per image in the loss at least (paper: 20).
     train_fields, val_fields, test_fields : int
         Simulated fields for training, validation (early stopping) and the held-out test.
+    hard_test_fields : int
+        Fields of the harder held-out test (:func:`hard_test_config`), never used for a choice.
     negatives_per_field : int
         Bubble-free crops sampled per training field (the negative pool).
     crops_per_bubble : int
@@ -115,6 +124,9 @@ class BubblesConfig:
     pixel_scale_arcsec: float = 1.2
     bubbles_per_field: float = 5.0
     clear_fraction: float = 0.6
+    shell_contrast_range: tuple[float, float] = (0.5, 1.5)
+    clear_dust_range: tuple[float, float] = (1.0, 3.0)
+    bubble_separation: float = 0.8
     window_px: tuple[int, ...] = (150, 300, 600)
     window_overlap: float = 0.5
     window_nms_iou: float = 0.45
@@ -124,6 +136,7 @@ class BubblesConfig:
     train_fields: int = 30
     val_fields: int = 3
     test_fields: int = 8
+    hard_test_fields: int = 16
     negatives_per_field: int = 12
     crops_per_bubble: int = 4
     bubble_batch: int = 8
@@ -152,7 +165,11 @@ class BubblesConfig:
         for field in ("window_nms_iou", "field_nms_iou", "score_threshold", "bubble_like_score"):
             if not 0.0 <= getattr(self, field) <= 1.0:
                 raise ValueError(f"{field}={getattr(self, field)}: expected a value in [0, 1]")
-        for field in ("train_fields", "val_fields", "test_fields", "bubble_batch", "epochs", "patience"):
+        for field in ("shell_contrast_range", "clear_dust_range"):
+            low, high = getattr(self, field)
+            if not 0.0 < low <= high:
+                raise ValueError(f"{field}={list(getattr(self, field))}: expected 0 < low <= high")
+        for field in ("train_fields", "val_fields", "test_fields", "hard_test_fields", "bubble_batch", "epochs", "patience"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field}={getattr(self, field)}: expected at least 1")
         if self.field_px < 64 or self.pixel_scale_arcsec <= 0 or self.learning_rate <= 0:
@@ -227,5 +244,16 @@ def preset(name: str) -> BubblesConfig:
 
 
 def data_seeds(seed: int) -> dict[str, int]:
-    """Disjoint simulation seeds of a run: ``train`` = seed, ``val`` = 1000000 + seed, ``test`` = 2000000 + seed."""
-    return {"train": seed, "val": 1_000_000 + seed, "test": 2_000_000 + seed}
+    """Disjoint simulation seeds of a run: ``train`` = seed, ``val`` = 1000000 + seed, ``test`` = 2000000 + seed,
+    ``hard_test`` = 4000000 + seed (3000000 + seed is the demo night's)."""
+    return {"train": seed, "val": 1_000_000 + seed, "test": 2_000_000 + seed, "hard_test": 4_000_000 + seed}
+
+
+HARD_TEST = {"bubbles_per_field": 10.0, "shell_contrast_range": (0.15, 1.5), "clear_dust_range": (0.5, 3.0), "bubble_separation": 0.0}
+"""The harder held-out sky's changes to a config: twice the bubbles, overlapping, shells down to 0.15 of the diffuse 8 um
+level (the training sky's start at 0.5) and fainter 24 um filling; the simulated test where the default sky saturates."""
+
+
+def hard_test_config(config: BubblesConfig) -> BubblesConfig:
+    """``config`` with the harder held-out sky of :data:`HARD_TEST` (the model and its thresholds unchanged)."""
+    return dataclasses.replace(config, **HARD_TEST)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HIT_COVERAGE", "SWEEP_THRESHOLDS", "Counts", "coverage_matrix", "count_covered", "count_hits", "f_beta", "headline",
+__all__ = ["HIT_COVERAGE", "SWEEP_THRESHOLDS", "Counts", "coverage_matrix", "count_covered", "count_hits", "truth_hits", "f_beta", "headline",
            "score_sweep", "plot_sweep", "write_json"]
 
 HIT_COVERAGE = 1.0 / 3.0
@@ -105,6 +105,12 @@ def count_covered(coverage: np.ndarray, clear: Sequence[bool]) -> Counts:
         all_hit=int(truth_hit.sum()), all_total=len(clear),
         true_detections=int(covered.any(axis=1).sum()), detections=len(covered),
     )
+
+
+def truth_hits(detection_boxes: np.ndarray, truth_boxes: np.ndarray) -> np.ndarray:
+    """(m,) bool: which truth boxes (m, 4) some detection box (n, 4) hits."""
+    covered = coverage_matrix(detection_boxes, truth_boxes) >= HIT_COVERAGE
+    return covered.any(axis=0).reshape(-1)
 
 
 def headline(counts: Counts) -> dict[str, float]:

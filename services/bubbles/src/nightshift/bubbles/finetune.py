@@ -48,7 +48,7 @@ class FinetuneSettings:
 def as_training_field(field: RealField, bubbles: Sequence[CatalogueBubble]) -> Field:
     """A composite as a training field: every catalogue bubble a positive (``clear`` marks a training target)."""
     scale = abs(field.header["CDELT2"]) * 3600.0
-    truths = tuple(BubbleTruth(b.x_px, b.y_px, b.radius_px, b.radius_px * scale, b.glon, b.glat, True, 1.0, 0.0, 0.0, 1.0)
+    truths = tuple(BubbleTruth(b.x_px, b.y_px, b.radius_px, b.radius_px * scale, b.glon, b.glat, True, 1.0, 0.0, 0.0, 1.0, float("nan"))
                    for b in bubbles)
     return Field(field.name, field.pixels, field.header, truths)
 

@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 
 from nightshift.bubbles.baseline import FILL_WEIGHTS, RingTemplateDetector
-from nightshift.bubbles.config import BubblesConfig, data_seeds
-from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, f_beta, headline, score_sweep
+from nightshift.bubbles.config import BubblesConfig, data_seeds, hard_test_config
+from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS, Counts, count_hits, f_beta, headline, score_sweep, truth_hits
 from nightshift.bubbles.infer import FieldDetection, WindowDetector
 from nightshift.bubbles.model import BubbleSSD
 from nightshift.bubbles.realdata import (CATALOGUE_FILE, DEFAULT_REAL_DIR, CatalogueBubble, RealField, catalogue_in_field,
                                          load_composites)
 from nightshift.bubbles.simulate import Field
 
-__all__ = ["FieldRows", "simulated_rows", "best_f2", "tune_baseline", "score_simulated", "CENTRE_TOLERANCE", "RADIUS_RATIO", "PRECISION_FLOOR",
-           "HIT_RULE", "RealCounts", "match_catalogue", "real_counts", "choose_threshold", "leave_one_field_out", "real_check", "score_real"]
+__all__ = ["FieldRows", "simulated_rows", "field_counts", "field_intervals", "CONTRAST_BINS", "RADIUS_BINS_ARCSEC", "recall_bins", "best_f2", "tune_baseline", "score_simulated", "CENTRE_TOLERANCE", "RADIUS_RATIO", "PRECISION_FLOOR",
+           "HIT_RULE", "RealCounts", "real_intervals", "match_catalogue", "real_counts", "choose_threshold", "leave_one_field_out", "real_check", "score_real"]
 
 FieldRows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]
 """One field's detection boxes (n, 4), scores (n,), truth boxes (m, 4) and clear flags (m,)."""
@@ -52,14 +52,76 @@ def _field_rows(fields: Sequence[Field], detector: WindowDetector, config: Bubbl
                   np.array([b.box() for b in f.bubbles]), [b.clear for b in f.bubbles]) for f in fields]
 
 
-def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int,
-                   baseline: RingTemplateDetector) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
-    """Held-out fields of run ``seed`` and, per field, the model's and the baseline's detections from score 0.5 with the truth."""
+def simulated_rows(model: BubbleSSD, config: BubblesConfig, *, seed: int, count: int, baseline: RingTemplateDetector,
+                   hard: bool = False) -> tuple[list[Field], list[FieldRows], list[FieldRows]]:
+    """Held-out fields of run ``seed`` and, per field, the model's and the baseline's detections from score 0.5 with the truth.
+
+    ``hard``: the harder sky's test fields (:func:`~nightshift.bubbles.config.hard_test_config`, seed ``hard_test``) instead
+    of the default sky's; the detectors run with ``config`` either way.
+    """
     from nightshift.bubbles.infer import SSDWindowDetector
     from nightshift.bubbles.simulate import simulate_fields
 
-    fields = simulate_fields(config, data_seeds(seed)["test"], count)
+    sky = hard_test_config(config) if hard else config
+    fields = simulate_fields(sky, data_seeds(seed)["hard_test" if hard else "test"], count)
     return fields, _field_rows(fields, SSDWindowDetector(model), config), _field_rows(fields, baseline, config)
+
+
+def field_counts(rows: Sequence[FieldRows], threshold: float) -> list[Counts]:
+    """Each field's counts of the detections scoring at least ``threshold``."""
+    return [count_hits(boxes[scores >= threshold], truths, clear) for boxes, scores, truths, clear in rows]
+
+
+_INTERVAL_FIGURES = ("detection_rate", "detection_rate_all", "precision", "f2")
+
+
+def _summed(per_field: np.ndarray, fields: np.ndarray) -> Counts:
+    return Counts(*(int(v) for v in per_field[np.asarray(fields, int)].sum(axis=0)))
+
+
+def field_intervals(model: Sequence[Counts], baseline: Sequence[Counts]) -> tuple[dict[str, float], dict[str, float]]:
+    """95% bootstrap intervals over fields (the unit: bubbles in one field share its sky) of the model's and the baseline's
+    figures (``<figure>_ci95_low`` / ``_high``), and of the model's F2 minus the baseline's on the same resampled fields
+    (``f2_over_baseline_ci95_*``, in the model's)."""
+    from nightshift.core.stats import bootstrap_interval
+
+    arrays = [np.array([dataclasses.astuple(c) for c in counts]).reshape(-1, len(dataclasses.fields(Counts))) for counts in (model, baseline)]
+    fields = np.arange(len(model))
+    intervals: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for figures, per_field in zip(intervals, arrays):
+        for name in _INTERVAL_FIGURES:
+            low, high = bootstrap_interval(lambda f, a=per_field, n=name: getattr(_summed(a, f), n), fields)
+            figures.update({f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+    low, high = bootstrap_interval(lambda f: _summed(arrays[0], f).f2 - _summed(arrays[1], f).f2, fields)
+    intervals[0].update(f2_over_baseline_ci95_low=low, f2_over_baseline_ci95_high=high)
+    return intervals
+
+
+CONTRAST_BINS = (0.15, 0.3, 0.5, 1.0, 1.5)
+"""Edges of the 8 um shell contrast bins (shell peak over the diffuse 8 um level) of the harder sky's recall."""
+RADIUS_BINS_ARCSEC = (14.0, 30.0, 60.0, 120.0, 240.0)
+"""Edges of the radius bins, in arcsec (the simulator's radii: 14..240")."""
+
+
+def recall_bins(fields: Sequence[Field], rows: Sequence[FieldRows], threshold: float, attribute: str,
+                edges: Sequence[float]) -> list[dict[str, float | None]]:
+    """Bubbles and clear bubbles hit at ``threshold`` in bins of a truth ``attribute`` (``contrast``, ``radius_arcsec``).
+
+    Each bin ``[low, high)`` (the last one closed) gives ``bubbles``, ``hit``, ``clear``, ``clear_hit`` and the rates
+    ``detection_rate`` (clear) and ``detection_rate_all`` (None for a bin without such bubbles).
+    """
+    hits = np.concatenate([truth_hits(boxes[scores >= threshold], truths) for boxes, scores, truths, _ in rows] or [np.zeros(0, bool)])
+    values = np.array([getattr(b, attribute) for f in fields for b in f.bubbles], float)
+    clear = np.array([b.clear for f in fields for b in f.bubbles], bool)
+    bins = []
+    for index, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = (values >= low) & ((values <= high) if index == len(edges) - 2 else (values < high))
+        counts = Counts(int(hits[inside & clear].sum()), int((inside & clear).sum()), int(hits[inside].sum()), int(inside.sum()))
+        bins.append({"low": float(low), "high": float(high), "bubbles": counts.all_total, "hit": counts.all_hit,
+                     "clear": counts.clear_total, "clear_hit": counts.clear_hit,
+                     "detection_rate": counts.detection_rate if counts.clear_total else None,
+                     "detection_rate_all": counts.detection_rate_all if counts.all_total else None})
+    return bins
 
 
 def best_f2(sweep: dict[float, Counts]) -> tuple[float, Counts]:
@@ -136,6 +198,21 @@ class RealCounts:
                 "matched": self.all_hit, "detections": self.detections}
 
 
+def real_intervals(counts: RealCounts) -> dict[str, float]:
+    """95% bootstrap intervals of the real sky's recalls (over catalogue bubbles) and precision (over detections).
+
+    The units are bubbles and detections, not fields: three composites give only ten distinct resamples of fields.
+    """
+    from nightshift.core.stats import bootstrap_interval
+
+    intervals = {}
+    for name, hit, total in (("recall_clear", counts.clear_hit, counts.clear_total), ("recall_all", counts.all_hit, counts.all_total),
+                             ("precision", counts.all_hit, counts.detections)):
+        low, high = bootstrap_interval(np.mean, np.r_[np.ones(hit), np.zeros(total - hit)])
+        intervals.update({f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+    return intervals
+
+
 def match_catalogue(found: Sequence[FieldDetection], bubbles: Sequence[CatalogueBubble]) -> np.ndarray:
     """For each detection (any order), the index of the catalogue bubble it matches, or -1."""
     matched = np.full(len(found), -1)
@@ -200,7 +277,7 @@ def real_check(model: BubbleSSD, config: BubblesConfig, real_dir: Path, *, overl
         thresholds = leave_one_field_out(sweeps)
         total = sum((s[t] for s, t in zip(sweeps, thresholds)), RealCounts())
         entry: dict[str, Any] = {
-            **total.figures(),
+            **total.figures(), **real_intervals(total),
             "fields": {f.name: {**s[t].figures(), "threshold": t, "scale_arcsec": round(abs(f.header["CDELT2"]) * 3600.0, 3)}
                        for f, s, t in zip(fields, sweeps, thresholds)},
             "sweep": {f"{t:.2f}": sum((s[t] for s in sweeps), RealCounts()).figures() for t in SWEEP_THRESHOLDS},

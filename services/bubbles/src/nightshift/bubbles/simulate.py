@@ -121,6 +121,8 @@ class BubbleTruth:
         Shell thickness (MWP definition), in field pixels.
     coverage : float
         Fraction of the circumference the 8 um shell covers (1 for a full ring).
+    contrast : float
+        Peak of the 8 um shell in units of the field's diffuse 8 um level (NaN where unknown).
     """
 
     x_px: float
@@ -134,6 +136,7 @@ class BubbleTruth:
     angle_deg: float
     thickness_px: float
     coverage: float
+    contrast: float
 
     def box(self, scale: float = BOX_SCALE) -> tuple[float, float, float, float]:
         """The truth box ``[x_min, y_min, x_max, y_max]`` in field pixels: centre +- ``scale`` x radius."""
@@ -248,11 +251,12 @@ def _filament(rng: np.random.Generator, size: int, peak: float) -> np.ndarray:
     return peak * np.sqrt(2 * np.pi) * sigma * ndimage.gaussian_filter(image, sigma)
 
 
-def _place(rng: np.random.Generator, size: int, radius_px: float, taken: list[tuple[float, float, float]]) -> tuple[float, float]:
-    """A centre with the whole shell inside the field, apart from earlier bubbles where possible."""
+def _place(rng: np.random.Generator, size: int, radius_px: float, taken: list[tuple[float, float, float]],
+           separation: float) -> tuple[float, float]:
+    """A centre with the whole shell inside the field, ``separation`` x the radii apart from earlier bubbles where possible."""
     for _ in range(50):
         x, y = rng.uniform(radius_px, size - 1 - radius_px, 2)
-        if all(np.hypot(x - tx, y - ty) > 0.8 * (radius_px + tr) for tx, ty, tr in taken):
+        if all(np.hypot(x - tx, y - ty) > separation * (radius_px + tr) for tx, ty, tr in taken):
             break
     return float(x), float(y)
 
@@ -300,15 +304,16 @@ def simulate_field(config: BubblesConfig, seed: int, index: int) -> Field:
         angle = float(rng.uniform(0, np.pi))
         coverage = 1.0 if rng.uniform() < 0.5 else float(rng.uniform(0.6, 0.9))
         clear = bool(rng.uniform() < config.clear_fraction)
-        x, y = _place(rng, size, radius, taken)
+        x, y = _place(rng, size, radius, taken, config.bubble_separation)
         taken.append((x, y, radius))
         width = max(3.0 / scale, thickness / 2.0) * _FWHM_TO_SIGMA
-        _stamp(band8, x, y, radius + 4 * width, _shell(rng, radius, axis_ratio, angle, width, rng.uniform(0.5, 1.5) * level8, coverage))
-        dust = rng.uniform(1.0, 3.0) if clear else rng.uniform(0.0, 0.15)
+        contrast = float(rng.uniform(*config.shell_contrast_range))
+        _stamp(band8, x, y, radius + 4 * width, _shell(rng, radius, axis_ratio, angle, width, contrast * level8, coverage))
+        dust = rng.uniform(*config.clear_dust_range) if clear else rng.uniform(0.0, 0.15)
         _stamp(band24, x, y, 2.5 * radius, _gaussian(dust * level24, 0.45 * radius))
         lon, lat = wcs.pixel_to_world_values(x, y)
         bubbles.append(BubbleTruth(x, y, radius, radius_arcsec, float(lon), float(lat), clear, axis_ratio,
-                                   float(np.degrees(angle)), thickness, coverage))
+                                   float(np.degrees(angle)), thickness, coverage, contrast))
 
     for _ in range(rng.poisson(2.0)):  # compact HII regions: bright and compact in both bands
         x, y = rng.uniform(0, size, 2)

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from nightshift.bubbles.config import BubblesConfig, data_seeds
+from nightshift.bubbles.baseline import RingTemplateDetector
+from nightshift.bubbles.config import HARD_TEST, BubblesConfig, data_seeds
 from nightshift.bubbles.config import preset as config_preset
-from nightshift.bubbles.evaluate import headline, plot_sweep, score_sweep
+from nightshift.bubbles.evaluate import Counts, headline, plot_sweep, score_sweep
 from nightshift.bubbles.model import PACKAGE_WEIGHTS, BubbleSSD, load_weights, save_weights, shipped_weights, smoke_check, write_card
 from nightshift.bubbles.realdata import CATALOGUE_FILE, load_composite
-from nightshift.bubbles.scoring import FieldRows, real_check, simulated_rows, tune_baseline
+from nightshift.bubbles.scoring import (CONTRAST_BINS, RADIUS_BINS_ARCSEC, FieldRows, field_counts, field_intervals, real_check, recall_bins,
+                                       simulated_rows, tune_baseline)
 from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
 from nightshift.core.catalog import Column
@@ -125,16 +127,46 @@ def evaluate_model(*, weights: Path | None, seed: int, count: int | None, output
     if real_dir is not None and (real_dir / CATALOGUE_FILE).exists():
         figures["real"] = real_check(model, config, real_dir, overlays=output, baseline=baseline)
     figures["simulated"] = {
-        "test_seed": data_seeds(seed)["test"], "fields": count, **headline(model_sweep[config.score_threshold]),
-        "baseline": {**headline(baseline_sweep[baseline.score_threshold]), "threshold": baseline.score_threshold,
-                     "fill_weight": baseline.fill_weight, "tuning": tuning},
-        "sweep": {f"{t:.2f}": headline(c) for t, c in model_sweep.items()},
-        "baseline_sweep": {f"{t:.2f}": headline(c) for t, c in baseline_sweep.items()},
+        "role": _SIMULATED_ROLE, "test_seed": data_seeds(seed)["test"],
+        **_simulated_figures(config, baseline, model_rows, baseline_rows),
         "plots": [str(plot_sweep({"SSD": model_sweep, "ring baseline": baseline_sweep}, output / "sweep.png")),
                   str(_plot_field_overlay(fields[0], model_rows[0], config.score_threshold, output / "overlay_simulated.png"))],
     }
+    figures["simulated"]["baseline"]["tuning"] = tuning
+    hard_fields, hard_model_rows, hard_baseline_rows = simulated_rows(model, config, seed=seed, count=config.hard_test_fields,
+                                                                      baseline=baseline, hard=True)
+    figures["simulated_hard"] = {
+        "role": _HARD_ROLE, "test_seed": data_seeds(seed)["hard_test"], "sky": {k: list(v) if isinstance(v, tuple) else v for k, v in HARD_TEST.items()},
+        **_simulated_figures(config, baseline, hard_model_rows, hard_baseline_rows),
+    }
+    for name, rows, threshold in (("model", hard_model_rows, config.score_threshold),
+                                  ("baseline", hard_baseline_rows, baseline.score_threshold)):
+        target = figures["simulated_hard"] if name == "model" else figures["simulated_hard"]["baseline"]
+        target["by_contrast"] = recall_bins(hard_fields, rows, threshold, "contrast", CONTRAST_BINS)
+        target["by_radius_arcsec"] = recall_bins(hard_fields, rows, threshold, "radius_arcsec", RADIUS_BINS_ARCSEC)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     return figures
+
+
+_SIMULATED_ROLE = ("validation: the default sky's test fields; the model's threshold and epoch were chosen on the validation seed, "
+                   "but these fields decided which model to ship, so they are not an untouched test")
+_HARD_ROLE = ("test: the harder sky (more, overlapping, fainter bubbles), defined before it was first scored and never used "
+              "for a choice; the model and both thresholds as shipped")
+
+
+def _simulated_figures(config: BubblesConfig, baseline: RingTemplateDetector, model_rows: Sequence[FieldRows],
+                       baseline_rows: Sequence[FieldRows]) -> dict[str, Any]:
+    """Headline figures of model and baseline at their validation-chosen thresholds on some fields, with intervals over fields and sweeps."""
+    model_fields = field_counts(model_rows, config.score_threshold)
+    baseline_fields = field_counts(baseline_rows, baseline.score_threshold)
+    model_intervals, baseline_intervals = field_intervals(model_fields, baseline_fields)
+    return {
+        "fields": len(model_rows), **headline(sum(model_fields, Counts())), **model_intervals,
+        "baseline": {**headline(sum(baseline_fields, Counts())), **baseline_intervals, "threshold": baseline.score_threshold,
+                     "fill_weight": baseline.fill_weight},
+        "sweep": {f"{t:.2f}": headline(c) for t, c in score_sweep(model_rows).items()},
+        "baseline_sweep": {f"{t:.2f}": headline(c) for t, c in score_sweep(baseline_rows).items()},
+    }
 
 
 _FIELD_UNITS = ("MJy/sr",)
