@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nightshift.core.codec import array_nbytes, decode_array, decode_arrays, dtype_from_proto, dtype_to_proto, encode_array, shard_runs
-from nightshift.core.errors import InvalidInput, ObjectNotFound
+from nightshift.core.errors import FailedPrecondition, InvalidInput, ObjectNotFound
+from nightshift.core.shm import SharedMemoryRegion
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.v1 import tile_pb2
 
@@ -313,3 +314,16 @@ def test_a_run_reaching_past_the_shard_end_names_the_array_that_does(store: Obje
     beyond.object_ref.offset += 16  # right after the shard's last byte: adjacent, so in the same run
     with pytest.raises(InvalidInput, match=r"^tile beyond: .*(byte range outside|expected 16 bytes, read 0)"):
         decode_arrays([messages[0], messages[1], beyond], store=store, whats=["tile 0", "tile 1", "tile beyond"])
+
+
+def test_arrays_in_shared_memory_decode_read_only_and_need_a_receiver_that_reads_the_directory(tmp_path) -> None:
+    arrays = [np.arange(6, dtype=">i4").reshape(2, 3), np.linspace(0, 1, 5, dtype=np.float32)]
+    with SharedMemoryRegion(tmp_path) as region:
+        messages = [encode_array(a, shared_memory=region) for a in arrays]
+        assert all(m.WhichOneof("storage") == "shared_memory" for m in messages)
+        decoded = decode_arrays(messages, shared_memory_dir=tmp_path)
+        with pytest.raises(FailedPrecondition, match="carried in shared memory but this receiver reads none"):
+            decode_arrays(messages)
+    for got, want in zip(decoded, arrays):
+        np.testing.assert_array_equal(got, want)
+        assert not got.flags.writeable

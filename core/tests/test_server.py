@@ -21,6 +21,7 @@ from sleepy_service import SleepyModel
 
 from nightshift.core.client import TaskClient
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, TASK_SERVICE_NAME, BackgroundServer, ServerOptions
+from nightshift.core.shm import DEFAULT_SHARED_MEMORY_DIR, shared_memory_domain
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.core.tiles import make_tile
 from nightshift.v1 import task_service_pb2, tile_pb2
@@ -89,6 +90,15 @@ def test_describe(client: TaskClient) -> None:
     assert list(described.input.bands) == ["image"]
     assert described.input.dtype == tile_pb2.DATA_TYPE_FLOAT32
     assert described.output_kind == task_service_pb2.OUTPUT_KIND_MEASUREMENTS
+    assert described.shared_memory_domain == shared_memory_domain(DEFAULT_SHARED_MEMORY_DIR)
+
+
+def test_a_service_reading_no_shared_memory_advertises_none(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIGHTSHIFT_SHM_DIR", "off")
+    options = ServerOptions.from_env(port=0)
+    assert options.shared_memory_dir is None
+    with BackgroundServer(SleepyModel(), store=store, options=options) as running, TaskClient(running.target) as client:
+        assert client.describe().shared_memory_domain == ""
 
 
 def test_infer_inline_and_by_reference_in_order(client: TaskClient, store: ObjectStore) -> None:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nightshift.core.auth import AUTH_TOKEN_ENV, bearer_metadata
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, LIVENESS, TASK_SERVICE_NAME
+from nightshift.core.shm import DEFAULT_SHARED_MEMORY_DIR, with_pixels_inline
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
 __all__ = ["TaskClient", "batch_request_bytes", "channel_options", "open_channel", "TLS_CA_ENV"]
@@ -152,12 +153,16 @@ class TaskClient:
         names, if set; else plaintext).
     token : str or None
         Bearer token sent with every call (default: ``NIGHTSHIFT_AUTH_TOKEN``, if set; else none).
+    shared_memory_dir : Path
+        Where this caller's shared-memory regions are (:mod:`nightshift.core.shm`), for the inline fallback.
     """
 
     def __init__(self, target: str, *, timeout_s: float = 60.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 root_certificates: bytes | None = None, token: str | None = None) -> None:
+                 root_certificates: bytes | None = None, token: str | None = None,
+                 shared_memory_dir: Path = DEFAULT_SHARED_MEMORY_DIR) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        self.shared_memory_dir = shared_memory_dir
         self._channel = open_channel(target, max_message_bytes=max_message_bytes, root_certificates=root_certificates,
                                      token=token)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
@@ -174,7 +179,16 @@ class TaskClient:
     def infer(
         self, tiles: Sequence[tile_pb2.ImageTile], *, model_version: str = "", timeout_s: float | None = None
     ) -> task_service_pb2.InferResponse:
-        return self._infer(batch_request_bytes(tiles, model_version), timeout=timeout_s or self.timeout_s)
+        """One batch through ``Infer``. Tiles with pixels in shared memory that the service cannot see (another host,
+        FAILED_PRECONDITION) are sent once more with those pixels inline, read from ``shared_memory_dir``."""
+        try:
+            return self._infer(batch_request_bytes(tiles, model_version), timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as error:
+            in_shared_memory = any(t.pixels.WhichOneof("storage") == "shared_memory" for t in tiles)
+            if not in_shared_memory or error.code() != grpc.StatusCode.FAILED_PRECONDITION or "shared" not in (error.details() or ""):
+                raise
+        inline = with_pixels_inline(tiles, self.shared_memory_dir)
+        return self._infer(batch_request_bytes(inline, model_version), timeout=timeout_s or self.timeout_s)
 
     def infer_stream(
         self, batches: Iterable[Sequence[tile_pb2.ImageTile]], *, model_version: str = "", timeout_s: float | None = None

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from nightshift.core.errors import InvalidInput, NightshiftError, ObjectNotFound
+from nightshift.core.shm import SharedMemoryRegion, read_shared
 from nightshift.core.store import ObjectStore, sha256_hex
 from nightshift.v1 import tile_pb2
 
@@ -81,6 +83,7 @@ def encode_array(
     store: ObjectStore | None = None,
     inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES,
     into: tile_pb2.NDArray | None = None,
+    shared_memory: SharedMemoryRegion | None = None,
 ) -> tile_pb2.NDArray:
     """Encode ``array`` as an ``NDArray`` (``into``: the message to fill, e.g. a tile's own ``pixels``).
 
@@ -95,13 +98,18 @@ def encode_array(
     into : NDArray, optional
         Filled in place and returned: a submessage given to a constructor (``ImageTile(pixels=...)``) is
         copied, pixels and all.
+    shared_memory : SharedMemoryRegion, optional
+        Carry the bytes in this region instead (whatever their size), for a co-located receiver.
     """
     arr = np.asarray(array)
     code = dtype_to_proto(arr.dtype)
-    data = np.ascontiguousarray(arr, dtype=DTYPES[code]).tobytes()
     message = tile_pb2.NDArray() if into is None else into
     message.dtype = code
     message.shape[:] = arr.shape
+    if shared_memory is not None:
+        message.shared_memory.CopyFrom(shared_memory.put(arr))
+        return message
+    data = np.ascontiguousarray(arr, dtype=DTYPES[code]).tobytes()
     if store is None or len(data) <= inline_limit_bytes:
         message.inline_data = data
     else:
@@ -142,6 +150,7 @@ def decode_arrays(
     store: ObjectStore | None = None,
     whats: Sequence[str] | None = None,
     map_runs: Callable[[Callable[[list[int]], list[memoryview]], list[list[int]]], Iterable[list[memoryview]]] = map,
+    shared_memory_dir: Path | None = None,
 ) -> list[np.ndarray]:
     """Decode a batch of ``NDArray`` messages as :func:`decode_array` does, reading references by shard run.
 
@@ -161,11 +170,15 @@ def decode_arrays(
         Each array's name in error messages (default ``"array <i>"``).
     map_runs : callable
         ``map``-like function the runs are read with, e.g. an executor's ``map`` to read runs side by side.
+    shared_memory_dir : Path, optional
+        Where this receiver reads arrays carried in shared memory (:mod:`nightshift.core.shm`); None reads none.
 
     Raises
     ------
     InvalidInput, ObjectNotFound
         As :func:`decode_array`, for the first array (in batch order of its run) that fails.
+    FailedPrecondition
+        An array in shared memory this receiver cannot see (or reads no shared memory).
     """
     names = list(whats) if whats is not None else [f"array {i}" for i in range(len(messages))]
     arrays: list[np.ndarray | None] = [None] * len(messages)
@@ -180,6 +193,12 @@ def decode_arrays(
                     f"{what}: {len(data)} bytes inline, expected {nbytes} for dtype {dtype} and shape {shape}"
                 )
             arrays[position] = _array_of(data, dtype, shape, what)
+        elif storage == "shared_memory":
+            shared = message.shared_memory
+            if shared.size_bytes != nbytes:
+                raise InvalidInput(f"{what}: shared-memory reference names {shared.size_bytes} bytes, expected {nbytes} "
+                                   f"for dtype {dtype} and shape {shape}")
+            arrays[position] = _array_of(read_shared(shared, shared_memory_dir, what=what), dtype, shape, what)
         elif storage == "object_ref":
             _check_reference(message.object_ref, nbytes, dtype, shape, what)
             if store is None:

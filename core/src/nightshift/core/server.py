@@ -65,6 +65,7 @@ from nightshift.core.metrics import ServiceMetrics
 from nightshift.core.model import CallScope, TaskModel
 from nightshift.core.logs import configure_logging
 from nightshift.core.store import ObjectStore, StoreConfig
+from nightshift.core.shm import DEFAULT_SHARED_MEMORY_DIR, shared_memory_domain
 from nightshift.core.tiles import Tile, decode_tiles
 from nightshift.v1 import results_pb2, task_service_pb2, task_service_pb2_grpc, tile_pb2
 
@@ -147,6 +148,9 @@ class ServerOptions:
         The deployment's token-signing secret: every call of the service's own methods then needs a
         bearer token with its method's role (:mod:`nightshift.core.auth`). None: no authentication,
         which :meth:`check_authentication` accepts only as ``auth_mode`` says.
+    shared_memory_dir : Path or None
+        Where the service reads pixels callers on its host put in shared memory (:mod:`nightshift.core.shm`;
+        ``NIGHTSHIFT_SHM_DIR``, "off" for none); advertised in Describe. None: such tiles are FAILED_PRECONDITION.
     auth_mode : str
         ``NIGHTSHIFT_AUTH``: "" (default: without a secret, serve on loopback only, with a warning; refuse
         any other address), "on" (refuse to start without a secret) or "off" (anonymous callers accepted
@@ -171,6 +175,7 @@ class ServerOptions:
     memory_limit_bytes: int = 0
     auth_secret: bytes | None = dataclasses.field(default=None, repr=False)
     auth_mode: str = ""
+    shared_memory_dir: Path | None = DEFAULT_SHARED_MEMORY_DIR
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -225,7 +230,7 @@ class ServerOptions:
     def from_env(cls, **overrides: Any) -> ServerOptions:
         """Options from ``NIGHTSHIFT_GRPC_{HOST,PORT,MAX_MESSAGE_BYTES,GRACE_S,COMPUTE_SLOTS,PORT_FILE,TLS_CERT,TLS_KEY,HEALTH_PORT,DRAIN_NOTICE_S}``,
         ``NIGHTSHIFT_GRPC_{MAX_CONCURRENT_CALLS,MAX_INFLIGHT_BYTES}``, ``NIGHTSHIFT_MEMORY_LIMIT_BYTES``,
-        ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``, ``NIGHTSHIFT_MAX_BATCH_TILES`` and
+        ``NIGHTSHIFT_METRICS_PORT``, ``NIGHTSHIFT_BATCH_MAX_DELAY_MS``, ``NIGHTSHIFT_MAX_BATCH_TILES``, ``NIGHTSHIFT_SHM_DIR`` and
         ``NIGHTSHIFT_AUTH_SECRET`` (or ``NIGHTSHIFT_AUTH_SECRET_FILE``) and ``NIGHTSHIFT_AUTH``; keyword overrides win."""
         env = os.environ
         values: dict[str, Any] = {"auth_secret": secret_from_env(env), "auth_mode": auth_mode(env)}
@@ -246,6 +251,7 @@ class ServerOptions:
             ("max_concurrent_calls", "NIGHTSHIFT_GRPC_MAX_CONCURRENT_CALLS", int),
             ("max_inflight_bytes", "NIGHTSHIFT_GRPC_MAX_INFLIGHT_BYTES", int),
             ("memory_limit_bytes", "NIGHTSHIFT_MEMORY_LIMIT_BYTES", int),
+            ("shared_memory_dir", "NIGHTSHIFT_SHM_DIR", lambda v: None if v == "off" else Path(v)),
         ):
             if env.get(var):
                 values[field] = cast(env[var])
@@ -653,6 +659,8 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self._fetch = concurrent.futures.ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix=f"{model.task}-fetch")
         self._training = False  # one training per service at a time, until its worker thread has ended
         self._inflight_limit = options.inflight_byte_limit()
+        self._shared_memory_dir = options.shared_memory_dir
+        self._shared_memory_domain = shared_memory_domain(options.shared_memory_dir) if options.shared_memory_dir else ""
         self._inflight_bytes = 0
         self.spec = model.spec if options.max_batch_tiles <= 0 else dataclasses.replace(
             model.spec, max_batch_tiles=min(model.spec.max_batch_tiles, options.max_batch_tiles),
@@ -672,7 +680,7 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
 
     def _decode(self, tiles: Sequence[tile_pb2.ImageTile]) -> list[Tile]:
         started = time.perf_counter()
-        decoded = decode_tiles(tiles, store=self.store, map_runs=self._fetch.map)
+        decoded = decode_tiles(tiles, store=self.store, map_runs=self._fetch.map, shared_memory_dir=self._shared_memory_dir)
         self.metrics.decode_seconds.observe(time.perf_counter() - started)
         return decoded
 
@@ -766,7 +774,7 @@ class _TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return task_service_pb2.DescribeResponse(
             task=self.model.task, summary=self.model.summary, models=models,
             serving_model=self.model.serving_model(), input=self.spec.to_proto(),
-            output_kind=self.model.output_kind,
+            output_kind=self.model.output_kind, shared_memory_domain=self._shared_memory_domain,
         )
 
     async def Infer(self, request: task_service_pb2.InferRequest, context: grpc.aio.ServicerContext) -> task_service_pb2.InferResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from nightshift.core.codec import DEFAULT_INLINE_LIMIT_BYTES, decode_arrays, dtype_from_proto, dtype_to_proto, encode_array
 from nightshift.core.errors import InvalidInput
+from nightshift.core.shm import SharedMemoryRegion
 from nightshift.core.store import ObjectStore
 from nightshift.v1 import task_service_pb2, tile_pb2
 
@@ -152,11 +154,12 @@ def make_tile(
     labels: dict[str, str] | None = None,
     store: ObjectStore | None = None,
     inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES,
+    shared_memory: SharedMemoryRegion | None = None,
 ) -> tile_pb2.ImageTile:
     """Build an ``ImageTile`` from a (bands, height, width) array.
 
     Pixels go inline up to ``inline_limit_bytes`` and by object-store reference above it when a
-    ``store`` is given. Without ``tile_id`` the id is derived from the survey, field and pixel bytes.
+    ``store`` is given; into the ``shared_memory`` region, when given, for a co-located service. Without ``tile_id`` the id is derived from the survey, field and pixel bytes.
     """
     array = np.asarray(pixels)
     if array.ndim != 3:
@@ -172,7 +175,7 @@ def make_tile(
         wcs_cards=list(wcs_cards), pixel_scale_arcsec=pixel_scale_arcsec, missing_pixels=missing,
         labels=labels or {},
     )
-    encode_array(array, store=store, inline_limit_bytes=inline_limit_bytes, into=tile.pixels)  # no copy of a built NDArray
+    encode_array(array, store=store, inline_limit_bytes=inline_limit_bytes, into=tile.pixels, shared_memory=shared_memory)  # no copy of a built NDArray
     for name, value in (("center", center), ("healpix", healpix), ("provenance", provenance)):
         if value is not None:
             getattr(tile, name).CopyFrom(value)
@@ -198,10 +201,12 @@ def decode_tiles(
     spec: TileSpec | None = None,
     store: ObjectStore | None = None,
     map_runs: Callable[..., Iterable[Any]] = map,
+    shared_memory_dir: Path | None = None,
 ) -> list[Tile]:
     """:func:`decode_tile` for a batch: every tile validated first, then the pixels of tiles packed side by side
     in one shard read with one ranged GET per run (:func:`~nightshift.core.codec.decode_arrays`; ``map_runs``
-    reads the runs, e.g. an executor's ``map``), each tile's SHA-256 checked on its own.
+    reads the runs, e.g. an executor's ``map``), each tile's SHA-256 checked on its own; pixels in shared memory
+    read from ``shared_memory_dir`` (None: refused, FAILED_PRECONDITION).
 
     Raises
     ------
@@ -215,7 +220,8 @@ def decode_tiles(
         if spec is not None:
             spec.check(message)
         names.append(f"tile {message.tile_id!r} pixels")
-    pixels = decode_arrays([m.pixels for m in messages], store=store, whats=names, map_runs=map_runs)
+    pixels = decode_arrays([m.pixels for m in messages], store=store, whats=names, map_runs=map_runs,
+                           shared_memory_dir=shared_memory_dir)
     for message, array, name in zip(messages, pixels, names):
         if array.ndim != 3 or array.shape[0] != len(message.bands):
             raise InvalidInput(f"{name}: shape {array.shape} does not match (bands={len(message.bands)}, height, width)")

@@ -27,7 +27,7 @@ from nightshift.v1 import results_pb2 as nightshift_dot_v1_dot_results__pb2
 from nightshift.v1 import tile_pb2 as nightshift_dot_v1_dot_tile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n nightshift/v1/task_service.proto\x12\rnightshift.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnightshift/v1/results.proto\x1a\x18nightshift/v1/tile.proto\"\x99\x01\n\tInputSpec\x12\r\n\x05\x62\x61nds\x18\x01 \x03(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12&\n\x05\x64type\x18\x04 \x01(\x0e\x32\x17.nightshift.v1.DataType\x12\x17\n\x0fmax_batch_tiles\x18\x05 \x01(\r\x12\x1d\n\x15preferred_batch_tiles\x18\x06 \x01(\r\"\xe5\x01\n\x0cModelVersion\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12+\n\x07\x63reated\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.nightshift.v1.ModelVersion.MetricsEntry\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x11\n\x0f\x44\x65scribeRequest\"\xe7\x01\n\x10\x44\x65scribeResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12+\n\x06models\x18\x03 \x03(\x0b\x32\x1b.nightshift.v1.ModelVersion\x12.\n\rserving_model\x18\x04 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\'\n\x05input\x18\x05 \x01(\x0b\x32\x18.nightshift.v1.InputSpec\x12.\n\x0boutput_kind\x18\x06 \x01(\x0e\x32\x19.nightshift.v1.OutputKind\"N\n\x0cInferRequest\x12\'\n\x05tiles\x18\x01 \x03(\x0b\x32\x18.nightshift.v1.ImageTile\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"c\n\rInferResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.nightshift.v1.TileResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\"T\n\x12InferStreamRequest\x12\'\n\x05tiles\x18\x01 \x03(\x0b\x32\x18.nightshift.v1.ImageTile\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"i\n\x13InferStreamResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.nightshift.v1.TileResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\"\xae\x01\n\x0cTrainRequest\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12=\n\toverrides\x18\x04 \x03(\x0b\x32*.nightshift.v1.TrainRequest.OverridesEntry\x1a\x30\n\x0eOverridesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\rTrainProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x14\n\x0ctotal_epochs\x18\x02 \x01(\r\x12:\n\x07metrics\x18\x03 \x03(\x0b\x32).nightshift.v1.TrainProgress.MetricsEntry\x12\x0f\n\x07message\x18\x04 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\rTrainResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.nightshift.v1.TrainProgressH\x00\x12\x31\n\nregistered\x18\x02 \x01(\x0b\x32\x1b.nightshift.v1.ModelVersionH\x00\x42\x07\n\x05\x65vent\"G\n\x0f\x45valuateRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\xc2\x02\n\x10\x45valuateResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12=\n\x07metrics\x18\x03 \x03(\x0b\x32,.nightshift.v1.EvaluateResponse.MetricsEntry\x12N\n\x10\x62\x61seline_metrics\x18\x04 \x03(\x0b\x32\x34.nightshift.v1.EvaluateResponse.BaselineMetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42\x61selineMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9c\x01\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16OUTPUT_KIND_DETECTIONS\x10\x01\x12\x1c\n\x18OUTPUT_KIND_SEGMENTATION\x10\x02\x12\x19\n\x15OUTPUT_KIND_INSTANCES\x10\x03\x12\x1c\n\x18OUTPUT_KIND_MEASUREMENTS\x10\x04\x32\x8b\x03\n\x0bTaskService\x12K\n\x08\x44\x65scribe\x12\x1e.nightshift.v1.DescribeRequest\x1a\x1f.nightshift.v1.DescribeResponse\x12\x42\n\x05Infer\x12\x1b.nightshift.v1.InferRequest\x1a\x1c.nightshift.v1.InferResponse\x12X\n\x0bInferStream\x12!.nightshift.v1.InferStreamRequest\x1a\".nightshift.v1.InferStreamResponse(\x01\x30\x01\x12\x44\n\x05Train\x12\x1b.nightshift.v1.TrainRequest\x1a\x1c.nightshift.v1.TrainResponse0\x01\x12K\n\x08\x45valuate\x12\x1e.nightshift.v1.EvaluateRequest\x1a\x1f.nightshift.v1.EvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n nightshift/v1/task_service.proto\x12\rnightshift.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnightshift/v1/results.proto\x1a\x18nightshift/v1/tile.proto\"\x99\x01\n\tInputSpec\x12\r\n\x05\x62\x61nds\x18\x01 \x03(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12&\n\x05\x64type\x18\x04 \x01(\x0e\x32\x17.nightshift.v1.DataType\x12\x17\n\x0fmax_batch_tiles\x18\x05 \x01(\r\x12\x1d\n\x15preferred_batch_tiles\x18\x06 \x01(\r\"\xe5\x01\n\x0cModelVersion\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12+\n\x07\x63reated\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.nightshift.v1.ModelVersion.MetricsEntry\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x11\n\x0f\x44\x65scribeRequest\"\x85\x02\n\x10\x44\x65scribeResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12+\n\x06models\x18\x03 \x03(\x0b\x32\x1b.nightshift.v1.ModelVersion\x12.\n\rserving_model\x18\x04 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\'\n\x05input\x18\x05 \x01(\x0b\x32\x18.nightshift.v1.InputSpec\x12.\n\x0boutput_kind\x18\x06 \x01(\x0e\x32\x19.nightshift.v1.OutputKind\x12\x1c\n\x14shared_memory_domain\x18\x07 \x01(\t\"N\n\x0cInferRequest\x12\'\n\x05tiles\x18\x01 \x03(\x0b\x32\x18.nightshift.v1.ImageTile\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"c\n\rInferResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.nightshift.v1.TileResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\"T\n\x12InferStreamRequest\x12\'\n\x05tiles\x18\x01 \x03(\x0b\x32\x18.nightshift.v1.ImageTile\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"i\n\x13InferStreamResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.nightshift.v1.TileResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\"\xae\x01\n\x0cTrainRequest\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12=\n\toverrides\x18\x04 \x03(\x0b\x32*.nightshift.v1.TrainRequest.OverridesEntry\x1a\x30\n\x0eOverridesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\rTrainProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x14\n\x0ctotal_epochs\x18\x02 \x01(\r\x12:\n\x07metrics\x18\x03 \x03(\x0b\x32).nightshift.v1.TrainProgress.MetricsEntry\x12\x0f\n\x07message\x18\x04 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\rTrainResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.nightshift.v1.TrainProgressH\x00\x12\x31\n\nregistered\x18\x02 \x01(\x0b\x32\x1b.nightshift.v1.ModelVersionH\x00\x42\x07\n\x05\x65vent\"G\n\x0f\x45valuateRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\xc2\x02\n\x10\x45valuateResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.nightshift.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12=\n\x07metrics\x18\x03 \x03(\x0b\x32,.nightshift.v1.EvaluateResponse.MetricsEntry\x12N\n\x10\x62\x61seline_metrics\x18\x04 \x03(\x0b\x32\x34.nightshift.v1.EvaluateResponse.BaselineMetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42\x61selineMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9c\x01\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16OUTPUT_KIND_DETECTIONS\x10\x01\x12\x1c\n\x18OUTPUT_KIND_SEGMENTATION\x10\x02\x12\x19\n\x15OUTPUT_KIND_INSTANCES\x10\x03\x12\x1c\n\x18OUTPUT_KIND_MEASUREMENTS\x10\x04\x32\x8b\x03\n\x0bTaskService\x12K\n\x08\x44\x65scribe\x12\x1e.nightshift.v1.DescribeRequest\x1a\x1f.nightshift.v1.DescribeResponse\x12\x42\n\x05Infer\x12\x1b.nightshift.v1.InferRequest\x1a\x1c.nightshift.v1.InferResponse\x12X\n\x0bInferStream\x12!.nightshift.v1.InferStreamRequest\x1a\".nightshift.v1.InferStreamResponse(\x01\x30\x01\x12\x44\n\x05Train\x12\x1b.nightshift.v1.TrainRequest\x1a\x1c.nightshift.v1.TrainResponse0\x01\x12K\n\x08\x45valuate\x12\x1e.nightshift.v1.EvaluateRequest\x1a\x1f.nightshift.v1.EvaluateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,8 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATERESPONSE_BASELINEMETRICSENTRY']._loaded_options = None
   _globals['_EVALUATERESPONSE_BASELINEMETRICSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUTKIND']._serialized_start=2037
-  _globals['_OUTPUTKIND']._serialized_end=2193
+  _globals['_OUTPUTKIND']._serialized_start=2067
+  _globals['_OUTPUTKIND']._serialized_end=2223
   _globals['_INPUTSPEC']._serialized_start=140
   _globals['_INPUTSPEC']._serialized_end=293
   _globals['_MODELVERSION']._serialized_start=296
@@ -55,33 +55,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEREQUEST']._serialized_start=527
   _globals['_DESCRIBEREQUEST']._serialized_end=544
   _globals['_DESCRIBERESPONSE']._serialized_start=547
-  _globals['_DESCRIBERESPONSE']._serialized_end=778
-  _globals['_INFERREQUEST']._serialized_start=780
-  _globals['_INFERREQUEST']._serialized_end=858
-  _globals['_INFERRESPONSE']._serialized_start=860
-  _globals['_INFERRESPONSE']._serialized_end=959
-  _globals['_INFERSTREAMREQUEST']._serialized_start=961
-  _globals['_INFERSTREAMREQUEST']._serialized_end=1045
-  _globals['_INFERSTREAMRESPONSE']._serialized_start=1047
-  _globals['_INFERSTREAMRESPONSE']._serialized_end=1152
-  _globals['_TRAINREQUEST']._serialized_start=1155
-  _globals['_TRAINREQUEST']._serialized_end=1329
-  _globals['_TRAINREQUEST_OVERRIDESENTRY']._serialized_start=1281
-  _globals['_TRAINREQUEST_OVERRIDESENTRY']._serialized_end=1329
-  _globals['_TRAINPROGRESS']._serialized_start=1332
-  _globals['_TRAINPROGRESS']._serialized_end=1509
+  _globals['_DESCRIBERESPONSE']._serialized_end=808
+  _globals['_INFERREQUEST']._serialized_start=810
+  _globals['_INFERREQUEST']._serialized_end=888
+  _globals['_INFERRESPONSE']._serialized_start=890
+  _globals['_INFERRESPONSE']._serialized_end=989
+  _globals['_INFERSTREAMREQUEST']._serialized_start=991
+  _globals['_INFERSTREAMREQUEST']._serialized_end=1075
+  _globals['_INFERSTREAMRESPONSE']._serialized_start=1077
+  _globals['_INFERSTREAMRESPONSE']._serialized_end=1182
+  _globals['_TRAINREQUEST']._serialized_start=1185
+  _globals['_TRAINREQUEST']._serialized_end=1359
+  _globals['_TRAINREQUEST_OVERRIDESENTRY']._serialized_start=1311
+  _globals['_TRAINREQUEST_OVERRIDESENTRY']._serialized_end=1359
+  _globals['_TRAINPROGRESS']._serialized_start=1362
+  _globals['_TRAINPROGRESS']._serialized_end=1539
   _globals['_TRAINPROGRESS_METRICSENTRY']._serialized_start=479
   _globals['_TRAINPROGRESS_METRICSENTRY']._serialized_end=525
-  _globals['_TRAINRESPONSE']._serialized_start=1511
-  _globals['_TRAINRESPONSE']._serialized_end=1636
-  _globals['_EVALUATEREQUEST']._serialized_start=1638
-  _globals['_EVALUATEREQUEST']._serialized_end=1709
-  _globals['_EVALUATERESPONSE']._serialized_start=1712
-  _globals['_EVALUATERESPONSE']._serialized_end=2034
+  _globals['_TRAINRESPONSE']._serialized_start=1541
+  _globals['_TRAINRESPONSE']._serialized_end=1666
+  _globals['_EVALUATEREQUEST']._serialized_start=1668
+  _globals['_EVALUATEREQUEST']._serialized_end=1739
+  _globals['_EVALUATERESPONSE']._serialized_start=1742
+  _globals['_EVALUATERESPONSE']._serialized_end=2064
   _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=479
   _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=525
-  _globals['_EVALUATERESPONSE_BASELINEMETRICSENTRY']._serialized_start=1980
-  _globals['_EVALUATERESPONSE_BASELINEMETRICSENTRY']._serialized_end=2034
-  _globals['_TASKSERVICE']._serialized_start=2196
-  _globals['_TASKSERVICE']._serialized_end=2591
+  _globals['_EVALUATERESPONSE_BASELINEMETRICSENTRY']._serialized_start=2010
+  _globals['_EVALUATERESPONSE_BASELINEMETRICSENTRY']._serialized_end=2064
+  _globals['_TASKSERVICE']._serialized_start=2226
+  _globals['_TASKSERVICE']._serialized_end=2621
 # @@protoc_insertion_point(module_scope)

@@ -187,12 +187,18 @@ class DescribeResponse(_message.Message):
     SERVING_MODEL_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     OUTPUT_KIND_FIELD_NUMBER: _builtins.int
+    SHARED_MEMORY_DOMAIN_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     """Task name, e.g. "bubbles"."""
     summary: _builtins.str
     """One-line description of the task."""
     output_kind: Global___OutputKind.ValueType
     """Kind of results returned."""
+    shared_memory_domain: _builtins.str
+    """Identity of the shared-memory directory the service reads SharedMemoryRef pixels from (its host,
+    the directory's device and inode); empty when it reads none. A caller whose own identity is the
+    same may send pixels in shared memory; any other sends them inline or by ObjectRef.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]:
         """Model versions available in the registry."""
@@ -214,10 +220,11 @@ class DescribeResponse(_message.Message):
         serving_model: _results_pb2.ModelRef | None = ...,
         input: Global___InputSpec | None = ...,
         output_kind: Global___OutputKind.ValueType = ...,
+        shared_memory_domain: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "serving_model", b"serving_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "models", b"models", "output_kind", b"output_kind", "serving_model", b"serving_model", "summary", b"summary", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "models", b"models", "output_kind", b"output_kind", "serving_model", b"serving_model", "shared_memory_domain", b"shared_memory_domain", "summary", b"summary", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

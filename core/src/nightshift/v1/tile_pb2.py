@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nightshift/v1/tile.proto\x12\rnightshift.v1\"\\\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\x92\x01\n\x07NDArray\x12&\n\x05\x64type\x18\x01 \x01(\x0e\x32\x17.nightshift.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x15\n\x0binline_data\x18\x03 \x01(\x0cH\x00\x12.\n\nobject_ref\x18\x04 \x01(\x0b\x32\x18.nightshift.v1.ObjectRefH\x00\x42\t\n\x07storage\"h\n\x04\x42\x61nd\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rwavelength_um\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12-\n\nprovenance\x18\x04 \x01(\x0b\x32\x19.nightshift.v1.Provenance\"W\n\x0bSkyPosition\x12\x0f\n\x07lon_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lat_deg\x18\x02 \x01(\x01\x12&\n\x05\x66rame\x18\x03 \x01(\x0e\x32\x17.nightshift.v1.SkyFrame\"c\n\x0bHealpixCell\x12\r\n\x05nside\x18\x01 \x01(\r\x12\x30\n\x08ordering\x18\x02 \x01(\x0e\x32\x1e.nightshift.v1.HealpixOrdering\x12\x13\n\x0bpixel_index\x18\x03 \x01(\x04\"h\n\nProvenance\x12\x12\n\nsource_uri\x18\x01 \x01(\t\x12\x15\n\rsource_sha256\x18\x02 \x01(\t\x12\x15\n\ringest_run_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\"\xd9\x03\n\tImageTile\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x0e\n\x06survey\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\"\n\x05\x62\x61nds\x18\x04 \x03(\x0b\x32\x13.nightshift.v1.Band\x12&\n\x06pixels\x18\x05 \x01(\x0b\x32\x16.nightshift.v1.NDArray\x12\x11\n\twcs_cards\x18\x06 \x03(\t\x12+\n\x07healpix\x18\x07 \x01(\x0b\x32\x1a.nightshift.v1.HealpixCell\x12\x1a\n\x12pixel_scale_arcsec\x18\x08 \x01(\x01\x12*\n\x06\x63\x65nter\x18\t \x01(\x0b\x32\x1a.nightshift.v1.SkyPosition\x12-\n\nprovenance\x18\n \x01(\x0b\x32\x19.nightshift.v1.Provenance\x12\x34\n\x0emissing_pixels\x18\x0b \x01(\x0e\x32\x1c.nightshift.v1.MissingPixels\x12\x34\n\x06labels\x18\x0c \x03(\x0b\x32$.nightshift.v1.ImageTile.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xd1\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x02\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x04\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x07\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x08*Q\n\x08SkyFrame\x12\x19\n\x15SKY_FRAME_UNSPECIFIED\x10\x00\x12\x12\n\x0eSKY_FRAME_ICRS\x10\x01\x12\x16\n\x12SKY_FRAME_GALACTIC\x10\x02*k\n\x0fHealpixOrdering\x12 \n\x1cHEALPIX_ORDERING_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALPIX_ORDERING_RING\x10\x01\x12\x1b\n\x17HEALPIX_ORDERING_NESTED\x10\x02*`\n\rMissingPixels\x12\x1e\n\x1aMISSING_PIXELS_UNSPECIFIED\x10\x00\x12\x16\n\x12MISSING_PIXELS_NAN\x10\x01\x12\x17\n\x13MISSING_PIXELS_NONE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nightshift/v1/tile.proto\x12\rnightshift.v1\"\\\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"S\n\x0fSharedMemoryRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xcb\x01\n\x07NDArray\x12&\n\x05\x64type\x18\x01 \x01(\x0e\x32\x17.nightshift.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x15\n\x0binline_data\x18\x03 \x01(\x0cH\x00\x12.\n\nobject_ref\x18\x04 \x01(\x0b\x32\x18.nightshift.v1.ObjectRefH\x00\x12\x37\n\rshared_memory\x18\x05 \x01(\x0b\x32\x1e.nightshift.v1.SharedMemoryRefH\x00\x42\t\n\x07storage\"h\n\x04\x42\x61nd\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rwavelength_um\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12-\n\nprovenance\x18\x04 \x01(\x0b\x32\x19.nightshift.v1.Provenance\"W\n\x0bSkyPosition\x12\x0f\n\x07lon_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lat_deg\x18\x02 \x01(\x01\x12&\n\x05\x66rame\x18\x03 \x01(\x0e\x32\x17.nightshift.v1.SkyFrame\"c\n\x0bHealpixCell\x12\r\n\x05nside\x18\x01 \x01(\r\x12\x30\n\x08ordering\x18\x02 \x01(\x0e\x32\x1e.nightshift.v1.HealpixOrdering\x12\x13\n\x0bpixel_index\x18\x03 \x01(\x04\"h\n\nProvenance\x12\x12\n\nsource_uri\x18\x01 \x01(\t\x12\x15\n\rsource_sha256\x18\x02 \x01(\t\x12\x15\n\ringest_run_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\"\xd9\x03\n\tImageTile\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x0e\n\x06survey\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\"\n\x05\x62\x61nds\x18\x04 \x03(\x0b\x32\x13.nightshift.v1.Band\x12&\n\x06pixels\x18\x05 \x01(\x0b\x32\x16.nightshift.v1.NDArray\x12\x11\n\twcs_cards\x18\x06 \x03(\t\x12+\n\x07healpix\x18\x07 \x01(\x0b\x32\x1a.nightshift.v1.HealpixCell\x12\x1a\n\x12pixel_scale_arcsec\x18\x08 \x01(\x01\x12*\n\x06\x63\x65nter\x18\t \x01(\x0b\x32\x1a.nightshift.v1.SkyPosition\x12-\n\nprovenance\x18\n \x01(\x0b\x32\x19.nightshift.v1.Provenance\x12\x34\n\x0emissing_pixels\x18\x0b \x01(\x0e\x32\x1c.nightshift.v1.MissingPixels\x12\x34\n\x06labels\x18\x0c \x03(\x0b\x32$.nightshift.v1.ImageTile.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xd1\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x02\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x04\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x07\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x08*Q\n\x08SkyFrame\x12\x19\n\x15SKY_FRAME_UNSPECIFIED\x10\x00\x12\x12\n\x0eSKY_FRAME_ICRS\x10\x01\x12\x16\n\x12SKY_FRAME_GALACTIC\x10\x02*k\n\x0fHealpixOrdering\x12 \n\x1cHEALPIX_ORDERING_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALPIX_ORDERING_RING\x10\x01\x12\x1b\n\x17HEALPIX_ORDERING_NESTED\x10\x02*`\n\rMissingPixels\x12\x1e\n\x1aMISSING_PIXELS_UNSPECIFIED\x10\x00\x12\x16\n\x12MISSING_PIXELS_NAN\x10\x01\x12\x17\n\x13MISSING_PIXELS_NONE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGETILE_LABELSENTRY']._loaded_options = None
   _globals['_IMAGETILE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=1165
-  _globals['_DATATYPE']._serialized_end=1374
-  _globals['_SKYFRAME']._serialized_start=1376
-  _globals['_SKYFRAME']._serialized_end=1457
-  _globals['_HEALPIXORDERING']._serialized_start=1459
-  _globals['_HEALPIXORDERING']._serialized_end=1566
-  _globals['_MISSINGPIXELS']._serialized_start=1568
-  _globals['_MISSINGPIXELS']._serialized_end=1664
+  _globals['_DATATYPE']._serialized_start=1307
+  _globals['_DATATYPE']._serialized_end=1516
+  _globals['_SKYFRAME']._serialized_start=1518
+  _globals['_SKYFRAME']._serialized_end=1599
+  _globals['_HEALPIXORDERING']._serialized_start=1601
+  _globals['_HEALPIXORDERING']._serialized_end=1708
+  _globals['_MISSINGPIXELS']._serialized_start=1710
+  _globals['_MISSINGPIXELS']._serialized_end=1806
   _globals['_OBJECTREF']._serialized_start=43
   _globals['_OBJECTREF']._serialized_end=135
-  _globals['_NDARRAY']._serialized_start=138
-  _globals['_NDARRAY']._serialized_end=284
-  _globals['_BAND']._serialized_start=286
-  _globals['_BAND']._serialized_end=390
-  _globals['_SKYPOSITION']._serialized_start=392
-  _globals['_SKYPOSITION']._serialized_end=479
-  _globals['_HEALPIXCELL']._serialized_start=481
-  _globals['_HEALPIXCELL']._serialized_end=580
-  _globals['_PROVENANCE']._serialized_start=582
-  _globals['_PROVENANCE']._serialized_end=686
-  _globals['_IMAGETILE']._serialized_start=689
-  _globals['_IMAGETILE']._serialized_end=1162
-  _globals['_IMAGETILE_LABELSENTRY']._serialized_start=1117
-  _globals['_IMAGETILE_LABELSENTRY']._serialized_end=1162
+  _globals['_SHAREDMEMORYREF']._serialized_start=137
+  _globals['_SHAREDMEMORYREF']._serialized_end=220
+  _globals['_NDARRAY']._serialized_start=223
+  _globals['_NDARRAY']._serialized_end=426
+  _globals['_BAND']._serialized_start=428
+  _globals['_BAND']._serialized_end=532
+  _globals['_SKYPOSITION']._serialized_start=534
+  _globals['_SKYPOSITION']._serialized_end=621
+  _globals['_HEALPIXCELL']._serialized_start=623
+  _globals['_HEALPIXCELL']._serialized_end=722
+  _globals['_PROVENANCE']._serialized_start=724
+  _globals['_PROVENANCE']._serialized_end=828
+  _globals['_IMAGETILE']._serialized_start=831
+  _globals['_IMAGETILE']._serialized_end=1304
+  _globals['_IMAGETILE_LABELSENTRY']._serialized_start=1259
+  _globals['_IMAGETILE_LABELSENTRY']._serialized_end=1304
 # @@protoc_insertion_point(module_scope)

@@ -178,8 +178,47 @@ class ObjectRef(_message.Message):
 Global___ObjectRef: _TypeAlias = ObjectRef  # noqa: Y015
 
 @_typing.final
+class SharedMemoryRef(_message.Message):
+    """A byte range of a shared-memory region on the receiver's own host, for co-located callers: a file
+    the caller created in the shared-memory directory both see (/dev/shm; in Kubernetes, an in-memory
+    emptyDir mounted there in the caller's and the service's containers of one pod). The caller creates
+    and removes it; the receiver reads it during the call only. Send it only to a service whose
+    DescribeResponse.shared_memory_domain is the caller's own.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """File name of the region in the shared-memory directory: one path segment, no "/"."""
+    offset: _builtins.int
+    """First byte of the range within the region."""
+    size_bytes: _builtins.int
+    """Number of bytes, starting at offset (also the array's byte size)."""
+    sha256: _builtins.str
+    """Lower-case hex SHA-256 of the bytes; checked on every read."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "offset", b"offset", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharedMemoryRef: _TypeAlias = SharedMemoryRef  # noqa: Y015
+
+@_typing.final
 class NDArray(_message.Message):
-    """An n-dimensional array: C order, little-endian, carried inline or by reference."""
+    """An n-dimensional array: C order, little-endian, carried inline, by reference or in shared memory."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -187,6 +226,7 @@ class NDArray(_message.Message):
     SHAPE_FIELD_NUMBER: _builtins.int
     INLINE_DATA_FIELD_NUMBER: _builtins.int
     OBJECT_REF_FIELD_NUMBER: _builtins.int
+    SHARED_MEMORY_FIELD_NUMBER: _builtins.int
     dtype: Global___DataType.ValueType
     """Element type."""
     inline_data: _builtins.bytes
@@ -199,6 +239,10 @@ class NDArray(_message.Message):
     def object_ref(self) -> Global___ObjectRef:
         """A reference to the bytes in object storage (large arrays)."""
 
+    @_builtins.property
+    def shared_memory(self) -> Global___SharedMemoryRef:
+        """A byte range of a shared-memory region on the receiver's host (co-located callers)."""
+
     def __init__(
         self,
         *,
@@ -206,12 +250,13 @@ class NDArray(_message.Message):
         shape: _abc.Iterable[_builtins.int] | None = ...,
         inline_data: _builtins.bytes = ...,
         object_ref: Global___ObjectRef | None = ...,
+        shared_memory: Global___SharedMemoryRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inline_data", b"inline_data", "object_ref", b"object_ref", "storage", b"storage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inline_data", b"inline_data", "object_ref", b"object_ref", "shared_memory", b"shared_memory", "storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "inline_data", b"inline_data", "object_ref", b"object_ref", "shape", b"shape", "storage", b"storage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "inline_data", b"inline_data", "object_ref", b"object_ref", "shape", b"shape", "shared_memory", b"shared_memory", "storage", b"storage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_storage: _TypeAlias = _typing.Literal["inline_data", "object_ref"]  # noqa: Y015
+    _WhichOneofReturnType_storage: _TypeAlias = _typing.Literal["inline_data", "object_ref", "shared_memory"]  # noqa: Y015
     _WhichOneofArgType_storage: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_storage) -> _WhichOneofReturnType_storage | None: ...
 
