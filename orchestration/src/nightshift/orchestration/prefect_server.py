@@ -8,6 +8,12 @@ starts ``prefect worker start`` processes and deploys the flows there (the ``nig
 its cron schedule, as ``nightshift deploy`` does: :meth:`PrefectTier.deploy`). :meth:`PrefectTier.run_night` runs a night through
 the server and workers: the flow run happens in a worker's subprocess, not in this process. Every
 process ends with this one, also when it is killed (``end_with_parent``).
+
+Each process runs on a :class:`~nightshift.orchestration.hosts.Host`: this machine by default, or the
+network namespaces of a :class:`~nightshift.orchestration.hosts.HostNetwork` (PostgreSQL and the server
+on one host, each worker on its own), as the multi-host tests place them. Each worker polls the pool's
+default queue (the cron runs) and a queue of its own, so :meth:`PrefectTier.run_night` knows which
+worker holds its flow run and runs the night again elsewhere when that worker's host is lost.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from glob import glob
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +38,7 @@ from uuid import UUID
 
 from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.s3server import free_port
+from nightshift.orchestration.hosts import LOCALHOST, Host
 from nightshift.orchestration.launcher import console_script
 
 if TYPE_CHECKING:
@@ -42,6 +49,7 @@ __all__ = ["PostgresServer", "PrefectTier", "postgres_bin_dir"]
 
 _LOG_TAIL_CHARS = 2000
 _NIGHTLY = "nightshift-nightly/nightly"
+_DEFAULT_QUEUE = "default"
 
 
 def postgres_bin_dir() -> Path | None:
@@ -109,11 +117,13 @@ class PostgresServer(_Started):
         to reach it (a directory under a root-only one is not).
     database : str
         The database created for the caller.
+    host : Host
+        Where it runs (default: this machine); it listens on that host's 127.0.0.1, for a server beside it.
     """
 
     superuser = "nightshift"
 
-    def __init__(self, data_dir: str | Path | None = None, *, database: str = "prefect") -> None:
+    def __init__(self, data_dir: str | Path | None = None, *, database: str = "prefect", host: Host = LOCALHOST) -> None:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise FileNotFoundError("PostgreSQL is not installed (no initdb): scripts/setup.sh installs Debian's postgresql")
@@ -121,6 +131,7 @@ class PostgresServer(_Started):
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="nightshift-postgres-"))
         self.database = database
+        self.host = host
         self.user = _service_user()
         self.port = 0
         self._password_file = self.data_dir / "nightshift-password"
@@ -151,20 +162,17 @@ class PostgresServer(_Started):
         self.port = free_port()
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            end_with_parent([str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                             "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1"], user=self.user),
+            self.host.command(end_with_parent([str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                                               "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1"], user=self.user)),
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         process = self._process
-        ready = [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        ready = self.host.command([str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)])
         _wait(lambda: subprocess.run(ready, check=False).returncode == 0, lambda: process.poll() is None, 60.0,
               "PostgreSQL", self.log_path)
-        exists = subprocess.run([str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                                 "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-                                env=self._client_env(), capture_output=True, text=True, check=True)
-        if not exists.stdout.strip():
-            subprocess.run([str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                            self.database], env=self._client_env(), capture_output=True, text=True, check=True)
+        exists = self._client("psql", "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+        if not exists:
+            self._client("createdb", self.database)
         return self.url
 
     def _initdb(self) -> None:
@@ -176,9 +184,9 @@ class PostgresServer(_Started):
             if self.user is not None:
                 shutil.chown(pwfile.name, self.user)
             done = subprocess.run(
-                end_with_parent([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.superuser, "-E", "UTF8",
-                                 f"--pwfile={pwfile.name}", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-                                 "--no-instructions"], user=self.user),
+                self.host.command(end_with_parent([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.superuser,
+                                                   "-E", "UTF8", f"--pwfile={pwfile.name}", "--auth-local=scram-sha-256",
+                                                   "--auth-host=scram-sha-256", "--no-instructions"], user=self.user)),
                 capture_output=True, text=True, check=False,
             )
         if done.returncode != 0:
@@ -187,11 +195,15 @@ class PostgresServer(_Started):
         self._password_file.write_text(password + "\n")
         self._password_file.chmod(0o600)
 
+    def _client(self, program: str, *args: str) -> str:
+        """Run PostgreSQL's client ``program`` on the server's host as the superuser; return its output, stripped."""
+        argv = [str(self.bin_dir / program), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser, *args]
+        return subprocess.run(self.host.command(argv), env=self._client_env(), capture_output=True, text=True,
+                              check=True).stdout.strip()
+
     def query(self, sql: str) -> str:
         """``sql``'s result in the database, as ``psql -tA`` prints it."""
-        return subprocess.run([str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                               "-d", self.database, "-tAc", sql], env=self._client_env(), capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return self._client("psql", "-d", self.database, "-tAc", sql)
 
     def stop(self) -> None:
         """Stop the server (a fast shutdown: open sessions are ended); remove a temporary data directory."""
@@ -208,28 +220,45 @@ class PostgresServer(_Started):
 
 
 class PrefectTier(_Started):
-    """PostgreSQL, a Prefect server on it, a process work pool and ``workers`` workers, as processes of this machine.
+    """PostgreSQL, a Prefect server on it, a process work pool and its workers, as processes on hosts.
 
     Parameters
     ----------
     work_dir : Path
         Holds the logs (``server.log``, ``worker-<n>.log``), ``PREFECT_HOME`` of the server and the
-        workers, and the flow runs' results (``results/``, read back by :meth:`run_night`).
+        workers, and the flow runs' results (``results/``, read back by :meth:`run_night`): a
+        directory every host sees (namespaces share this machine's files).
     workers : int
-        ``prefect worker start`` processes on the pool.
+        ``prefect worker start`` processes on the pool (when ``worker_hosts`` is not given).
     pool : str
         The process work pool (created if missing).
     postgres_dir : path, optional
         PostgreSQL's data directory (default: a temporary one; see :class:`PostgresServer`).
+    server_host : Host
+        Where PostgreSQL and the server run; the server listens on the host's address (default: this machine).
+    worker_hosts : sequence of Host, optional
+        One worker on each (default: ``workers`` workers on this machine).
+    worker_heartbeat_s : float
+        How often a worker tells the server it is alive; the server counts it offline after three
+        beats missed, which is how soon :meth:`run_night` notices a lost worker.
+    worker_env : mapping, optional
+        Added to the workers' environment, which their flow runs inherit (e.g. the ``NIGHTSHIFT_S3_*``
+        of a store on another host).
     """
 
-    def __init__(self, work_dir: Path, *, workers: int = 2, pool: str = "nightshift-local", postgres_dir: Path | None = None) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+    def __init__(self, work_dir: Path, *, workers: int = 2, pool: str = "nightshift-local", postgres_dir: Path | None = None,
+                 server_host: Host = LOCALHOST, worker_hosts: Sequence[Host] | None = None,
+                 worker_heartbeat_s: float = 5.0, worker_env: Mapping[str, str] | None = None) -> None:
+        self.worker_hosts = tuple(worker_hosts) if worker_hosts is not None else (LOCALHOST,) * workers
+        if not self.worker_hosts:
+            raise ValueError(f"workers must be at least 1, got {workers if worker_hosts is None else 0}")
         self.work_dir = work_dir
-        self.workers = workers
+        self.workers = len(self.worker_hosts)
         self.pool = pool
-        self.postgres = PostgresServer(postgres_dir)
+        self.server_host = server_host
+        self.worker_heartbeat_s = worker_heartbeat_s
+        self.worker_env = dict(worker_env or {})
+        self.postgres = PostgresServer(postgres_dir, host=server_host)
         self.port = 0
         self._processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
@@ -238,7 +267,11 @@ class PrefectTier(_Started):
     def api_url(self) -> str:
         if not self.port:
             raise RuntimeError("the Prefect server is not running")
-        return f"http://127.0.0.1:{self.port}/api"
+        return f"http://{self.server_host.address}:{self.port}/api"
+
+    def worker_name(self, number: int) -> str:
+        """The name of worker ``number``, also the name of its own work queue."""
+        return f"{self.pool}-{number}"
 
     def _prefect_env(self) -> dict[str, str]:
         """What the server, the workers and their flow runs share: one home, results kept where this process reads them."""
@@ -257,11 +290,11 @@ class PrefectTier(_Started):
                                  PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
             yield
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, host: Host, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.work_dir / f"{name}.log").open("ab")
         self._logs.append(log)
-        process = subprocess.Popen(end_with_parent(argv), env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(host.command(end_with_parent(argv)), env={**os.environ, **env}, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._processes.append(process)
         return process
 
@@ -273,15 +306,18 @@ class PrefectTier(_Started):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         database_url = self.postgres.start()
         self.port = free_port()
-        server = self._spawn("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"],
+        server = self._spawn("server", self.server_host,
+                             [prefect, "server", "start", "--host", self.server_host.address, "--port", str(self.port), "--no-ui"],
                              {**self._prefect_env(), "PREFECT_API_DATABASE_CONNECTION_URL": database_url})
         _wait(self._healthy, lambda: server.poll() is None, timeout_s, "the Prefect server", self.work_dir / "server.log")
         self._ensure_pool()
         # A worker asks for due runs every second (Prefect's default is 10 s, all of it added to a night's wall time).
-        worker_env = {**self._prefect_env(), "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
-        for number in range(self.workers):
-            self._spawn(f"worker-{number}", [prefect, "worker", "start", "--pool", self.pool, "--name", f"{self.pool}-{number}"],
-                        worker_env)
+        worker_env = {**self.worker_env, **self._prefect_env(), "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1",
+                      "PREFECT_WORKER_HEARTBEAT_SECONDS": str(self.worker_heartbeat_s)}
+        for number, host in enumerate(self.worker_hosts):
+            name = self.worker_name(number)
+            self._spawn(f"worker-{number}", host, [prefect, "worker", "start", "--pool", self.pool, "--name", name,
+                                                   "--work-queue", _DEFAULT_QUEUE, "--work-queue", name], worker_env)
         _wait(lambda: len(self.online_workers()) == self.workers, lambda: all(p.poll() is None for p in self._processes),
               timeout_s, "the Prefect workers", self.work_dir / "worker-0.log")
         return self.api_url
@@ -292,12 +328,17 @@ class PrefectTier(_Started):
         return False
 
     def _ensure_pool(self) -> None:
+        """The process pool, with the default queue and one queue per worker."""
         from prefect import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists
 
-        with self.settings(), get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-            client.create_work_pool(WorkPoolCreate(name=self.pool, type="process"))
+        with self.settings(), get_client(sync_client=True) as client:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=self.pool, type="process"))
+            for number in range(self.workers):
+                with contextlib.suppress(ObjectAlreadyExists):
+                    client.create_work_queue(self.worker_name(number), work_pool_name=self.pool)
 
     def online_workers(self) -> list[str]:
         """Names of the pool's workers that the server sees online."""
@@ -315,25 +356,53 @@ class PrefectTier(_Started):
             for deployment in flow_deployments(config):
                 deployment.apply(work_pool_name=self.pool)
 
-    def run_night(self, night: str, *, timeout_s: float = 1800.0) -> tuple[NightSummary, UUID]:
-        """Run the deployed ``nightly`` for ``night`` on a worker; return the night's summary and the flow run's id.
+    def run_night(self, night: str, *, timeout_s: float = 1800.0, env: Mapping[str, str] | None = None,
+                  poll_s: float = 0.5) -> tuple[NightSummary, UUID]:
+        """Run the deployed ``nightly`` for ``night`` on an online worker; return the night's summary and the flow run's id.
+
+        The run goes to one worker's own queue. When that worker goes offline before the run ends
+        (its host lost), the run is marked CRASHED and the night runs again on another online
+        worker: the flow is idempotent (every Infer call's results are recorded by content, so the
+        new run makes only the calls not yet recorded, and a run's outputs are derived from its
+        inputs), so the night ends with the outputs it would have had. ``env`` is added to the flow
+        run's environment (e.g. ``NIGHTSHIFT_S3_PREFIX``).
 
         Raises
         ------
         NightIncomplete
-            The flow run did not complete (its report says why; the message names its state).
+            The flow run did not complete (its report says why; the message names its state), or no worker was left.
+        TimeoutError
+            No run completed within ``timeout_s``.
         """
+        from prefect import get_client
         from prefect.deployments import run_deployment
+        from prefect.states import Crashed
 
         from nightshift.orchestration.nightly import NightIncomplete
 
-        with self.settings():
-            flow_run = run_deployment(_NIGHTLY, parameters={"night": night}, timeout=timeout_s, poll_interval=0.5)
-            state = flow_run.state
-            if state is None or not state.is_completed():
-                raise NightIncomplete(f"flow run {flow_run.name} of night {night}: {state.type.value if state else 'no state'}"
-                                      f" ({state.message if state else ''}); worker logs in {self.work_dir}")
-            return state.result(), flow_run.id
+        deadline = time.monotonic() + timeout_s
+        lost: list[str] = []
+        with self.settings(), get_client(sync_client=True) as client:
+            while True:
+                workers = [w for w in self.online_workers() if w not in lost]
+                if not workers:
+                    raise NightIncomplete(f"night {night}: no worker of pool {self.pool} online (lost: {', '.join(lost)})")
+                worker = workers[0]
+                flow_run = run_deployment(_NIGHTLY, parameters={"night": night}, timeout=0, work_queue_name=worker,
+                                          job_variables={"env": dict(env)} if env else None)
+                while not (state := client.read_flow_run(flow_run.id).state) or not state.is_final():
+                    if worker not in self.online_workers():
+                        client.set_flow_run_state(flow_run.id, Crashed(message=f"worker {worker} went offline"), force=True)
+                        lost.append(worker)
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"night {night}: flow run {flow_run.name} not done after {timeout_s} s")
+                    time.sleep(poll_s)
+                else:
+                    if not state.is_completed():
+                        raise NightIncomplete(f"flow run {flow_run.name} of night {night}: {state.type.value} ({state.message});"
+                                              f" worker logs in {self.work_dir}")
+                    return state.result(), flow_run.id
 
     def stop(self) -> None:
         """Stop the workers (they end their flow runs' processes), then the server, then PostgreSQL."""
