@@ -596,6 +596,27 @@ def test_work_pool_template_adds_gpu_variables(rendered: dict[str, list[Object]]
         assert container["image"] == worker["image"]
 
 
+# The cluster autoscaler gives up on a node that is not ready after --max-node-provision-time (15 min by
+# default); a flow run's pod Pending that long must not be given up on by Prefect first.
+GPU_NODE_PROVISION_S = 15 * 60
+
+
+def test_a_flow_run_pod_may_wait_pending_while_a_gpu_node_scales_up() -> None:
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    template = json.loads(WORK_POOL_TEMPLATE.read_text())
+    defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    # What the pinned prefect-kubernetes makes of the template for a GPU flow run.
+    filled = fill_prefect_template(template["job_configuration"], {**defaults, "name": "nightly", **GPU_FLOW_VARIABLES})
+    configuration = KubernetesWorkerJobConfiguration.model_validate(filled)
+    assert configuration.pod_watch_timeout_seconds > GPU_NODE_PROVISION_S
+    assert configuration.job_watch_timeout_seconds is None  # no deadline on a running night either
+    # prefect-kubernetes 0.8 no longer watches pods in the worker: its observer marks a run Crashed only when its
+    # Job fails. So nothing may fail the Job of a Pending pod: no deadline on the Job or its pod.
+    job = flow_run_job(**GPU_FLOW_VARIABLES)
+    assert "activeDeadlineSeconds" not in job["spec"] and "activeDeadlineSeconds" not in job["spec"]["template"]["spec"]
+
+
 def test_an_overlay_without_the_operators_credentials_is_refused_naming_the_missing_file(
     example_k8s: Path, kustomize: Callable[[Path], subprocess.CompletedProcess[str]]
 ) -> None:
