@@ -7,12 +7,17 @@ Sections (``--sections``):
 - ``services``: each science service's own ``nightshift-<task> bench`` (a subprocess each: the
   TensorFlow and PyTorch services never share a process), service ``Infer`` vs the bare model;
 - ``ingest``: ``nightshift-ingest bench`` at nside 512, 1024 and 2048 (patches/s vs ``gnomview``);
-- ``transport``: ``Infer`` of a pass-through model with tiles inline and by object-store reference,
-  64x64x7 to 800x800x3 float32, MB/s against a raw loopback socket copy of the same bytes;
+- ``transport``: ``Infer`` of a pass-through model with tiles inline, by object-store reference and in
+  shared memory, 64x64x7 to 800x800x3 float32, MB/s against a raw loopback socket copy of the same bytes;
 - ``batching``: many small concurrent requests with and without server-side batching;
 - ``store``: shard put/get through S3 against local disk write/read of the same bytes;
 - ``night``: the nightly flow on 1x, 4x and 16x the cheap simulated night (ingest + tile statistics),
-  then 1x through the persistent Prefect server on PostgreSQL with process workers (``PrefectTier``).
+  then 1x through the persistent Prefect server on PostgreSQL with process workers (``PrefectTier``);
+- ``scale``: a Rubin-sized night of 102,400 small tiles (16 fields cut into 8x8 px windows): the flow's
+  task runs (bounded: one per work item, not per tile), Prefect's overhead and the embedded Prefect
+  server's memory through the night;
+- ``replicas``: the share of Infer calls per replica of one target with 2 and 4 replicas, and the night's
+  wall time with 1 and 2 replicas of an I/O-bound service (a call waits, as on a remote store).
 
 The servers of the system benchmarks run as processes of their own (``python -m
 nightshift.orchestration.benchmarks serve MODEL``), as in production, so client and server do not
@@ -51,7 +56,7 @@ from nightshift.v1 import results_pb2, task_service_pb2, tile_pb2
 
 __all__ = ["README_BEGIN", "README_END", "SECTIONS", "add_arguments", "main", "update_readme"]
 
-SECTIONS = ("services", "ingest", "transport", "batching", "store", "night")
+SECTIONS = ("services", "ingest", "transport", "batching", "store", "night", "scale", "replicas")
 README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _MB = 1e6
 _MESSAGE_LIMIT = 256 * 1024 * 1024
@@ -71,12 +76,16 @@ class Scale:
     shard_count: int
     night_scales: tuple[int, ...]
     ingest_nsides: tuple[int, ...]
+    scale_fields: int = 16
+    scale_field_px: int = 640
+    replica_calls: int = 400
 
 
 FULL = Scale(tile_shapes=((7, 64, 64), (3, 256, 256), (3, 400, 400), (3, 800, 800)), transport_bytes=96_000_000, rounds=3,
              batching_requests=384, clients=(1, 4, 16), shard_count=16, night_scales=(1, 4, 16), ingest_nsides=(512, 1024, 2048))
 QUICK = Scale(tile_shapes=((7, 64, 64), (3, 256, 256)), transport_bytes=4_000_000, rounds=1,
-              batching_requests=32, clients=(1, 4), shard_count=2, night_scales=(1,), ingest_nsides=(64,))
+              batching_requests=32, clients=(1, 4), shard_count=2, night_scales=(1,), ingest_nsides=(64,),
+              scale_fields=2, scale_field_px=64, replica_calls=40)
 
 
 # -- the models the system benchmarks serve ------------------------------------------------------
@@ -133,6 +142,31 @@ class DenseLayerModel(TaskModel):
             for t, f in zip(tiles, features)]
 
 
+class IoBoundModel(TaskModel):
+    """Waits ``delay_ms`` per call, as a service waiting on a remote store or another service does, then reports
+    each tile's pixel count: its calls cost wall time, not CPU, so replicas can share them on a small machine."""
+
+    task = "iobound"
+    summary = "Waits a fixed time per call, then reports each tile's pixel count (benchmarks replicas)"
+    output_kind = task_service_pb2.OUTPUT_KIND_MEASUREMENTS
+
+    def __init__(self, bands: tuple[str, ...], delay_ms: float) -> None:
+        self.spec = TileSpec(bands=bands, max_batch_tiles=64)
+        self._ref = results_pb2.ModelRef(name="iobound", version="1")
+        self._delay_s = delay_ms / 1e3
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def serving_model(self) -> results_pb2.ModelRef:
+        return self._ref
+
+    def infer(self, tiles: Sequence[Tile], model: results_pb2.ModelRef) -> list[results_pb2.TileResult]:
+        time.sleep(self._delay_s)
+        return [results_pb2.TileResult(tile_id=t.tile_id, measurements=[results_pb2.Measurement(
+            tile_id=t.tile_id, model=model, quantity="pixels", value=float(t.pixels.size))]) for t in tiles]
+
+
 def _band_names(count: int) -> tuple[str, ...]:
     return tuple(f"band{i}" for i in range(count))
 
@@ -165,10 +199,11 @@ def _served(model: str, work_dir: Path, env: dict[str, str], *args: str) -> Iter
         log.close()
 
 
-def _serve(model: str, bands: int) -> None:
+def _serve(model: str, bands: int, band_names: Sequence[str] = (), delay_ms: float = 0.0) -> None:
     from nightshift.core.server import serve_from_environment
 
-    models: dict[str, Callable[[], TaskModel]] = {"passthrough": lambda: PassThroughModel(bands), "dense": DenseLayerModel}
+    models: dict[str, Callable[[], TaskModel]] = {"passthrough": lambda: PassThroughModel(bands), "dense": DenseLayerModel,
+                                                  "iobound": lambda: IoBoundModel(tuple(band_names), delay_ms)}
     serve_from_environment(lambda store: models[model](), service=model)
 
 
@@ -199,15 +234,17 @@ def _loopback_copy_s(payload: bytes, repeats: int) -> float:
     return elapsed
 
 
-def _tile_batches(shape: tuple[int, int, int], total_bytes: int, store: Any) -> list[list[tile_pb2.ImageTile]]:
-    """Calls of about 8 MB each (at least one tile) adding up to about ``total_bytes`` of distinct float32 tiles."""
+def _tile_batches(shape: tuple[int, int, int], total_bytes: int, store: Any, shared_memory: Any = None) -> list[list[tile_pb2.ImageTile]]:
+    """Calls of about 8 MB each (at least one tile) adding up to about ``total_bytes`` of distinct float32 tiles
+    (pixels by reference into ``store``, in the ``shared_memory`` region, or else inline)."""
     tile_bytes = int(np.prod(shape)) * 4
     per_call = max(1, 8_000_000 // tile_bytes)
     count = max(per_call, round(total_bytes / tile_bytes / per_call) * per_call)
     rng = np.random.default_rng(sum(shape))
     bands = _band_names(shape[0])
     tiles = [make_tile(rng.standard_normal(shape, dtype=np.float32), bands=bands, survey="bench", field=f"t{i}",
-                       store=store, inline_limit_bytes=0 if store is not None else _MESSAGE_LIMIT) for i in range(count)]
+                       store=store, inline_limit_bytes=0 if store is not None else _MESSAGE_LIMIT, shared_memory=shared_memory)
+             for i in range(count)]
     return [tiles[i : i + per_call] for i in range(0, count, per_call)]
 
 
@@ -223,8 +260,10 @@ def _best_pass_s(call: Callable[[list[tile_pb2.ImageTile]], object], batches: li
 
 
 def bench_transport(scale: Scale, work_dir: Path, store: Any) -> dict[str, Any]:
-    """Infer MB/s inline and by reference per tile size, and the raw loopback copy of the same bytes."""
+    """Infer MB/s inline, by reference and in shared memory (where this host has it) per tile size, and the raw
+    loopback copy of the same bytes."""
     from nightshift.core.client import TaskClient
+    from nightshift.core.shm import SharedMemoryRegion, shared_memory_domain
 
     rows = []
     for shape in scale.tile_shapes:
@@ -237,7 +276,12 @@ def bench_transport(scale: Scale, work_dir: Path, store: Any) -> dict[str, Any]:
                 TaskClient(target, timeout_s=600, max_message_bytes=_MESSAGE_LIMIT) as client:
             inline_s = _best_pass_s(client.infer, inline, scale.rounds)
             referenced_s = _best_pass_s(client.infer, referenced, scale.rounds)
-        rows.append({
+            shared: dict[str, float] = {}
+            if shared_memory_domain() and client.describe().shared_memory_domain == shared_memory_domain():
+                with SharedMemoryRegion() as region:
+                    shared_s = _best_pass_s(client.infer, _tile_batches(shape, scale.transport_bytes, None, region), scale.rounds)
+                shared = {"shared_memory_mb_per_s": total / _MB / shared_s, "shared_memory_cost_x": shared_s / raw_s}
+        rows.append({**shared,
             "shape": list(shape), "tile_mb": tile_bytes / _MB, "tiles_per_call": len(inline[0]), "total_mb": total / _MB,
             "raw_copy_mb_per_s": total / _MB / raw_s, "inline_mb_per_s": total / _MB / inline_s,
             "reference_mb_per_s": total / _MB / referenced_s,
@@ -411,9 +455,8 @@ def _task_run_intervals(flow_run_id: Any) -> list[tuple[float, float]]:
                 return intervals
 
 
-def _timed_night(store: Any, night: str, copies: int, seed: int, run: Callable[[str], tuple[Any, Any]]) -> dict[str, Any]:
-    """Deliver ``copies`` of the simulated night into ``night`` and time ``run(night)`` (the summary and the flow run's id)."""
-    _deliver(store, night, copies, seed=seed)
+def _timed_night(store: Any, night: str, run: Callable[[str], tuple[Any, Any]]) -> dict[str, Any]:
+    """Time ``run(night)`` (it returns the summary and the flow run's id) on what was delivered into ``night``."""
     before = set(store.list_keys(""))
     wall_started, epoch_started = time.perf_counter(), time.time()
     summary, flow_run_id = run(night)
@@ -426,7 +469,7 @@ def _timed_night(store: Any, night: str, copies: int, seed: int, run: Callable[[
     for key in written:
         groups[key.split("/")[0]] = groups.get(key.split("/")[0], 0) + 1
     return {
-        "copies": copies, "inputs": len(summary.inputs), "tiles": tiles, "wall_s": wall,
+        "inputs": len(summary.inputs), "tiles": tiles, "wall_s": wall,
         "s_per_tile": wall / tiles if tiles else float("nan"), "stages_s": dict(summary.timings_s),
         "task_runs": len(intervals), "task_busy_s": busy, "prefect_overhead_fraction": max(0.0, wall - busy) / wall,
         "objects_written": len(written), "objects_per_tile": len(written) / tiles if tiles else float("nan"),
@@ -434,11 +477,32 @@ def _timed_night(store: Any, night: str, copies: int, seed: int, run: Callable[[
     }
 
 
+def _delivered_and_timed(store: Any, night: str, copies: int, seed: int, run: Callable[[str], tuple[Any, Any]]) -> dict[str, Any]:
+    """Deliver ``copies`` of the simulated night into ``night``, then :func:`_timed_night`."""
+    _deliver(store, night, copies, seed=seed)
+    return {"copies": copies, **_timed_night(store, night, run)}
+
+
+def _prefect_quiet() -> None:
+    for name, value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "WARNING")):
+        os.environ.setdefault(name, value)
+
+
+def _embedded_runner(config: Any) -> Callable[[str], tuple[Any, Any]]:
+    """Runs the nightly flow on a night in this process (Prefect's embedded server): (summary, flow run id)."""
+    from nightshift.orchestration.nightly import nightly  # imports Prefect
+
+    def run(night: str) -> tuple[Any, Any]:
+        state = nightly(config=config, night=night, return_state=True)
+        return state.result(), state.state_details.flow_run_id
+
+    return run
+
+
 def bench_night(scale: Scale, work_dir: Path) -> dict[str, Any]:
     """The nightly flow on 1x, 4x and 16x the cheap simulated night, after one untimed warm-up night; then the first
     scale again through a persistent Prefect server on PostgreSQL and two process workers (after a warm-up night there)."""
-    for name, value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "WARNING")):
-        os.environ.setdefault(name, value)
+    _prefect_quiet()
     from nightshift.orchestration.config import NightConfig, ServiceEndpoint
     from nightshift.orchestration.launcher import (
         LocalNight,
@@ -457,24 +521,188 @@ def bench_night(scale: Scale, work_dir: Path) -> dict[str, Any]:
             raise RuntimeError(f"services did not start: {failed}")
         config = NightConfig(surveys=SIMULATED_SURVEYS, ingest_target=local.services["ingest"].target,
                              services=tuple(ServiceEndpoint(name=n, target=s.target) for n, s in local.services.items() if n != "ingest"))
-        from nightshift.orchestration.nightly import nightly  # imports Prefect
         from nightshift.orchestration.prefect_server import PrefectTier
 
-        def embedded(night: str) -> tuple[Any, Any]:
-            state = nightly(config=config, night=night, return_state=True)
-            return state.result(), state.state_details.flow_run_id
-
+        embedded = _embedded_runner(config)
         labels = (("warm-up", 1), *((f"{k}x", k) for k in scale.night_scales))
         for index, (label, copies) in enumerate(labels):
-            runs[label] = _timed_night(store, f"2030-01-{index + 1:02d}", copies, 100 * index, embedded)
+            runs[label] = _delivered_and_timed(store, f"2030-01-{index + 1:02d}", copies, 100 * index, embedded)
         server: dict[str, Any] = {"workers": _SERVER_WORKERS, "runs": {}}
         with PrefectTier(work_dir / "prefect", workers=_SERVER_WORKERS) as tier:
             tier.deploy(config)
             with tier.settings():  # the task runs are read from the tier's server
                 for index, (label, copies) in enumerate((labels[0], labels[1]), start=len(labels)):
-                    server["runs"][label] = _timed_night(store, f"2030-01-{index + 1:02d}", copies, 100 * index, tier.run_night)
+                    server["runs"][label] = _delivered_and_timed(store, f"2030-01-{index + 1:02d}", copies, 100 * index,
+                                                                 tier.run_night)
     return {"workload": "simulate_night (2 GLIMPSE-like fields of 256x256 px in 2 bands, a 2-band nside 32 HEALPix sky) "
                         "x copies; ingest + tile statistics services", "runs": runs, "server": server}
+
+
+# -- a Rubin-sized night, and replicas -----------------------------------------------------------
+
+TASK_RUN_BOUND = 2000
+"""The most task runs a flow run of a Rubin-sized night should hold (issue 22: Prefect's self-hosted server
+is known to hang on thousands of task submissions in one flow)."""
+_SCALE_BANDS = ("g", "r")
+_SCALE_WINDOW_PX = 8
+_SCALE_BATCH_TILES = 256
+
+
+def _scale_survey() -> Any:
+    from nightshift.orchestration.config import BandConfig, FitsTiling, SurveyConfig
+
+    return SurveyConfig(name="widefield", bands=tuple(BandConfig(name=b, unit="nJy") for b in _SCALE_BANDS),
+                        tiling=FitsTiling(window_px=(_SCALE_WINDOW_PX,), overlap_fraction=0.0))
+
+
+def _deliver_fields(store: Any, night: str, fields: int, field_px: int, seed: int) -> None:
+    """``fields`` wide-field images of ``field_px`` px square per band (noise on a flat sky, a TAN WCS) into ``night``."""
+    import io
+
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from nightshift.orchestration.layout import NightLayout
+
+    rng = np.random.default_rng(seed)
+    prefix = NightLayout(store, night).raw_prefix
+    for index in range(fields):
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        wcs.wcs.crval = [150.0 + 0.1 * index, 2.0]
+        wcs.wcs.crpix = [(field_px + 1) / 2, (field_px + 1) / 2]
+        wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+        for band in _SCALE_BANDS:
+            buffer = io.BytesIO()
+            pixels = rng.normal(100.0, 5.0, (field_px, field_px)).astype(np.float32)
+            fits.PrimaryHDU(pixels, header=wcs.to_header()).writeto(buffer)
+            store.put_bytes(f"{prefix}widefield/f{index:03d}/{band}.fits", buffer.getvalue())
+
+
+def _rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _embedded_server_pids() -> list[int]:
+    """This process's children that run Prefect's embedded server (uvicorn)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == os.getpid() and b"uvicorn" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+class _MemorySampler:
+    """Samples the resident memory of the processes ``pids()`` names, in MB, every half second while in use."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.samples: list[float] = []
+        self._pids = pids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(sum(_rss_mb(pid) for pid in self._pids()))
+            if self._stop.wait(0.5):
+                return
+
+    def __enter__(self) -> _MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(sum(_rss_mb(pid) for pid in self._pids()))
+
+
+def bench_scale(scale: Scale, work_dir: Path) -> dict[str, Any]:
+    """A night of ``scale_fields`` fields cut into 8x8 px tiles (102,400 tiles at full scale) through ingest and tile
+    statistics on the embedded Prefect server, after a one-field warm-up night: task runs, Prefect's overhead,
+    and the embedded server's resident memory before, at its peak during, and after the night."""
+    _prefect_quiet()
+    from nightshift.orchestration.config import NightConfig, ServiceEndpoint
+    from nightshift.orchestration.launcher import LocalNight, ingest_command, tilestats_command
+
+    survey = _scale_survey()
+    with LocalNight(work_dir / "scale") as local:
+        store = local.start_s3()
+        os.environ.update(store.config.to_env())
+        failed = local.start_services([ingest_command(), tilestats_command("tilestats-widefield", survey.band_names)], timeout_s=180)
+        if failed:
+            raise RuntimeError(f"services did not start: {failed}")
+        config = NightConfig(surveys=(survey,), ingest_target=local.services["ingest"].target,
+                             services=(ServiceEndpoint(name="tilestats-widefield", target=local.services["tilestats-widefield"].target,
+                                                       batch_tiles=_SCALE_BATCH_TILES, timeout_s=600),))
+        embedded = _embedded_runner(config)
+        _deliver_fields(store, "2031-01-01", 1, scale.scale_field_px, seed=0)
+        warm_up = _timed_night(store, "2031-01-01", embedded)  # the process's first flow run starts the embedded server
+        _deliver_fields(store, "2031-01-02", scale.scale_fields, scale.scale_field_px, seed=1)
+        with _MemorySampler(_embedded_server_pids) as memory:
+            night = _timed_night(store, "2031-01-02", embedded)
+    return {"workload": f"{scale.scale_fields} fields of {scale.scale_field_px} px in 2 bands, {_SCALE_WINDOW_PX} px tiles; "
+                        f"ingest + tile statistics, {_SCALE_BATCH_TILES} tiles per call",
+            "fields": scale.scale_fields, "task_run_bound": TASK_RUN_BOUND, "warm_up": warm_up, "night": night,
+            "server_rss_mb": {"before": memory.samples[0], "peak": max(memory.samples), "after": memory.samples[-1],
+                              "samples": len(memory.samples)}}
+
+
+def _balance(store: Any, replicas: Sequence[Any], calls: int) -> dict[str, Any]:
+    """Share of ``calls`` one-tile Infer calls, sent as the night sends them, that each of ``replicas`` answered."""
+    from nightshift.orchestration.config import ServiceEndpoint
+    from nightshift.orchestration.fanout import call_batches, describe, infer_batches
+    from nightshift.orchestration.layout import NightLayout
+
+    plan = describe(ServiceEndpoint(name=f"replicas-{len(replicas)}", target="ipv4:" + ",".join(r.target for r in replicas),
+                                    batch_tiles=1, timeout_s=60))
+    rng = np.random.default_rng(len(replicas))
+    tiles = [make_tile(rng.normal(size=(len(plan.bands), 8, 8)).astype(np.float32), bands=plan.bands, survey="bench",
+                       field=f"balance{len(replicas)}-{i}") for i in range(calls)]
+    before = [r.request_count("Infer") for r in replicas]
+    outcome = infer_batches(store, NightLayout(store, "2032-01-01"), plan, f"balance-{len(replicas)}", call_batches(plan, tiles))
+    served = [r.request_count("Infer") - b for r, b in zip(replicas, before)]
+    even = outcome.calls / len(replicas)
+    return {"replicas": len(replicas), "seen_replicas": plan.replicas, "in_flight": plan.max_in_flight, "calls": outcome.calls,
+            "shares": [n / outcome.calls for n in served], "max_deviation_from_even": max(abs(n - even) for n in served) / even}
+
+
+def bench_replicas(scale: Scale, work_dir: Path, delay_ms: float = 200.0) -> dict[str, Any]:
+    """Balance of one target over 2 and 4 tile-statistics replicas; the simulated night (4x) with 1 and 2 replicas
+    of an I/O-bound service (``delay_ms`` per call, 1 call in flight per replica), after an untimed warm-up night."""
+    _prefect_quiet()
+    from nightshift.orchestration.config import NightConfig, ServiceEndpoint
+    from nightshift.orchestration.launcher import LocalNight, ServiceCommand, ingest_command, tilestats_command
+    from nightshift.orchestration.simulate import SIMULATED_SURVEYS
+
+    bands = SIMULATED_SURVEYS[0].band_names
+    iobound = [ServiceCommand(f"iobound-{i}", (sys.executable, "-m", "nightshift.orchestration.benchmarks", "serve", "iobound",
+                                               "--band-names", *bands, "--delay-ms", str(delay_ms))) for i in range(2)]
+    with LocalNight(work_dir / "replicas") as local:
+        store = local.start_s3()
+        os.environ.update(store.config.to_env())
+        failed = local.start_services([ingest_command(), *(tilestats_command(f"tilestats-{i}", bands) for i in range(4)), *iobound],
+                                      timeout_s=180)
+        if failed:
+            raise RuntimeError(f"services did not start: {failed}")
+        stats = [local.services[f"tilestats-{i}"] for i in range(4)]
+        balance = {str(n): _balance(store, stats[:n], scale.replica_calls) for n in (2, 4)}
+        nights: dict[str, Any] = {}
+        for index, replicas in enumerate((1, 1, 2)):  # the first: warm-up (the embedded server's start)
+            target = "ipv4:" + ",".join(local.services[f"iobound-{i}"].target for i in range(replicas))
+            config = NightConfig(surveys=SIMULATED_SURVEYS, ingest_target=local.services["ingest"].target, services=(
+                ServiceEndpoint(name="iobound", target=target, max_concurrent_calls=1, batch_tiles=2, timeout_s=60),))
+            run = _delivered_and_timed(store, f"2032-02-{index + 1:02d}", 4, 500 + index, _embedded_runner(config))
+            nights["warm-up" if index == 0 else str(replicas)] = {**run, "replicas": replicas}
+    return {"balance": balance, "iobound_delay_ms": delay_ms, "iobound_nights": nights}
 
 
 # -- services ------------------------------------------------------------------------------------
@@ -625,11 +853,13 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     for f in sections.get("transport", {}).get("tiles", []):
         shape = "x".join(str(n) for n in (f["shape"][1], f["shape"][2], f["shape"][0]))
         large = f["tile_mb"] >= 1.0
-        for path in ("inline", "reference"):
+        for path, goal in (("inline", 4.0), ("reference", 2.0), ("shared_memory", 1.5)):  # issue 23's goals for 8 MB calls
+            if f"{path}_cost_x" not in f:
+                continue  # no shared memory on the host that measured
             cost = f[f"{path}_cost_x"]
-            rows.append(("transport", f"Infer {shape} float32 ({_fmt(f['tile_mb'])} MB), {f['tiles_per_call']}/call, {path}",
+            rows.append(("transport", f"Infer {shape} float32 ({_fmt(f['tile_mb'])} MB), {f['tiles_per_call']}/call, {path.replace('_', ' ')}",
                          f"{_fmt(f[f'{path}_mb_per_s'])} MB/s", f"raw loopback socket copy {_fmt(f['raw_copy_mb_per_s'])} MB/s",
-                         _verdict(cost <= 2.0, f"cost {cost:.1f}x (<= 2x)") if large else f"cost {cost:.1f}x"))
+                         _verdict(cost <= goal, f"cost {cost:.1f}x (<= {goal:g}x)") if large else f"cost {cost:.1f}x"))
     batching = sections.get("batching", {})
     for clients, f in batching.get("clients", {}).items():
         rows.append(("batching", f"{clients} concurrent clients, 1-tile requests, max delay {_fmt(batching['max_delay_ms'])} ms",
@@ -673,6 +903,39 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      f"embedded server {_fmt(embedded['wall_s'])} s wall, overhead {embedded['prefect_overhead_fraction']:.0%}",
                      _verdict(f["prefect_overhead_fraction"] < 0.10, f"{f['wall_s'] / embedded['wall_s']:.2f}x the wall time; "
                                                                      f"overhead {f['prefect_overhead_fraction']:.0%} (< 10%)")))
+    rows += _scale_rows(sections)
+    return rows
+
+
+def _scale_rows(sections: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    scale = sections.get("scale")
+    if scale:
+        night, memory = scale["night"], scale["server_rss_mb"]
+        rows.append(("scale", f"nightly flow, {night['tiles']:,} tiles ({scale['workload']})",
+                     f"{_fmt(night['wall_s'])} s wall, {night['task_runs']} task runs, Prefect overhead "
+                     f"{night['prefect_overhead_fraction']:.0%}",
+                     f"one-field night: {scale['warm_up']['tiles']:,} tiles, {scale['warm_up']['task_runs']} task runs",
+                     _verdict(night["task_runs"] <= scale["task_run_bound"] and night["prefect_overhead_fraction"] < 0.10,
+                              f"<= {scale['task_run_bound']:,} task runs, overhead < 10%")))
+        rows.append(("scale", f"embedded Prefect server's resident memory through the {night['tiles']:,}-tile night "
+                              f"({memory['samples']} samples)",
+                     f"peak {_fmt(memory['peak'])} MB, after {_fmt(memory['after'])} MB", f"before {_fmt(memory['before'])} MB",
+                     _verdict(memory["peak"] <= 1.25 * memory["before"], f"peak {memory['peak'] / memory['before']:.2f}x (<= 1.25x)")))
+    replicas = sections.get("replicas")
+    if replicas:
+        for n, f in replicas["balance"].items():
+            rows.append(("replicas", f"share of {f['calls']} Infer calls per replica, {n} replicas behind one target "
+                                     f"(round_robin, {f['in_flight']} in flight)",
+                         " / ".join(f"{s:.0%}" for s in f["shares"]), f"even {1 / int(n):.0%} each",
+                         _verdict(f["max_deviation_from_even"] <= 0.10, f"worst {f['max_deviation_from_even']:.0%} off even (<= 10%)")))
+        nights = replicas["iobound_nights"]
+        one, two = nights["1"], nights["2"]
+        rows.append(("replicas", f"nightly flow, {two['tiles']} tiles, I/O-bound service ({_fmt(replicas['iobound_delay_ms'])} ms per "
+                                 f"call), 2 replicas vs 1 (CPU-bound services cannot gain on 2 cores)",
+                     f"{_fmt(two['wall_s'])} s wall, infer {_fmt(two['stages_s']['infer'])} s",
+                     f"1 replica {_fmt(one['wall_s'])} s wall, infer {_fmt(one['stages_s']['infer'])} s",
+                     f"{one['wall_s'] / two['wall_s']:.2f}x wall, {one['stages_s']['infer'] / two['stages_s']['infer']:.2f}x infer"))
     return rows
 
 
@@ -756,6 +1019,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 "batching": lambda: bench_batching(scale, work_dir),
                 "store": lambda: bench_store(scale, work_dir, store),
                 "night": lambda: bench_night(scale, work_dir),
+                "scale": lambda: bench_scale(scale, work_dir),
+                "replicas": lambda: bench_replicas(scale, work_dir),
             }
             for name in SECTIONS:
                 if name in args.sections:
@@ -787,7 +1052,9 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     serve = argparse.ArgumentParser(description="serve one of the benchmark models (used by nightshift bench)")
     serve.add_argument("action", choices=["serve"])
-    serve.add_argument("model", choices=["passthrough", "dense"])
+    serve.add_argument("model", choices=["passthrough", "dense", "iobound"])
     serve.add_argument("--bands", type=int, default=7)
+    serve.add_argument("--band-names", nargs="+", default=[], help="the bands the iobound model accepts")
+    serve.add_argument("--delay-ms", type=float, default=0.0, help="the iobound model's wait per call")
     options = serve.parse_args()
-    _serve(options.model, options.bands)
+    _serve(options.model, options.bands, options.band_names, options.delay_ms)
