@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +65,8 @@ class SharedMemoryRegion:
         self.path = directory / self.name
         self._file = self.path.open("xb")  # a new file only, private to this user
         self._size = 0
+        # removed on close, when garbage-collected, or at the latest when the interpreter exits
+        self._remove = weakref.finalize(self, _remove, self._file, self.path)
 
     def put(self, array: npt.ArrayLike) -> tile_pb2.SharedMemoryRef:
         """Append ``array``'s bytes (C order, little-endian) and return their reference (the caller sets the dtype and shape)."""
@@ -75,14 +79,18 @@ class SharedMemoryRegion:
 
     def close(self) -> None:
         """Remove the region (idempotent)."""
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        self._remove()
 
     def __enter__(self) -> SharedMemoryRegion:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _remove(file: BinaryIO, path: Path) -> None:
+    file.close()
+    path.unlink(missing_ok=True)
 
 
 def read_shared(ref: tile_pb2.SharedMemoryRef, directory: Path | None, *, what: str) -> memoryview:
