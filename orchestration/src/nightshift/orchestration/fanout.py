@@ -44,14 +44,14 @@ def _call_slots(plan: ServicePlan) -> threading.BoundedSemaphore:
         return _slots.setdefault(key, threading.BoundedSemaphore(plan.max_in_flight))
 
 
-def _shared_client(plan: ServicePlan) -> TaskClient:
-    """The process's client of ``plan``'s service, shared by every task: one channel, whose connections to
-    the replicas stay open between tasks (a new channel sends its first calls to whichever replica
-    connects first, so a channel per task would skew the share of calls)."""
+def _shared_client(endpoint: ServiceEndpoint) -> TaskClient:
+    """The process's client of ``endpoint``, shared by Describe and every task: one channel, whose connections
+    to the replicas open at Describe and stay open between tasks (a new channel sends its first calls to
+    whichever replica connects first, so a channel per task would skew the share of calls)."""
     with _slots_lock:
-        key = f"{plan.endpoint.target}/{plan.endpoint.timeout_s}"
+        key = f"{endpoint.target}/{endpoint.timeout_s}"
         if key not in _clients:
-            _clients[key] = TaskClient(plan.endpoint.target, timeout_s=plan.endpoint.timeout_s, token=token_for("infer"))
+            _clients[key] = TaskClient(endpoint.target, timeout_s=endpoint.timeout_s, token=token_for("infer"))
         return _clients[key]
 
 
@@ -127,8 +127,7 @@ class ServicePlan:
 
 def describe(endpoint: ServiceEndpoint) -> ServicePlan:
     """Ask ``endpoint`` what it does and accepts (a deadline of ``endpoint.timeout_s``)."""
-    with TaskClient(endpoint.target, timeout_s=endpoint.timeout_s, token=token_for("infer")) as client:
-        response = client.describe()
+    response = _shared_client(endpoint).describe()
     spec = response.input
     preferred = endpoint.batch_tiles or spec.preferred_batch_tiles or spec.max_batch_tiles
     return ServicePlan(
@@ -242,7 +241,7 @@ def infer_batches(
         store.put_bytes(key, response.SerializeToString(deterministic=True), content_type="application/x-protobuf")
         return True
 
-    client = _shared_client(plan)
+    client = _shared_client(plan.endpoint)
     with ThreadPoolExecutor(max_workers=max(1, min(len(batches), plan.max_in_flight))) as pool:
         called = list(pool.map(lambda batch: run(client, batch), batches))
     calls = sum(called)
