@@ -59,3 +59,26 @@ def test_update_readme_replaces_only_the_table_between_the_markers(tmp_path: Pat
     readme.write_text(f"# Title\n\nbefore\n{README_BEGIN}\nold table\n{README_END}\nafter\n")
     update_readme(readme, "| new | table |\n")
     assert readme.read_text() == f"# Title\n\nbefore\n{README_BEGIN}\n| new | table |\n{README_END}\nafter\n"
+
+
+def test_quick_scale_and_replicas_sections_bound_the_task_runs_and_count_every_replica(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "nightshift.orchestration.cli", "bench", "--quick", "--sections", "scale", "replicas", "--output-dir", str(out)],
+        check=False, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sections = json.loads((out / "latest.json").read_text())["sections"]
+    night = sections["scale"]["night"]  # 2 fields of 64 px in 8 px tiles: 64 tiles each, one work item each
+    assert night["tiles"] == 128 and night["inputs"] == 2
+    # discover, quarantine, 2 ingests, 1 describe, 2 plans, 2 work items, references, catalogue, publish, report
+    assert night["task_runs"] == 13 <= sections["scale"]["task_run_bound"]
+    memory = sections["scale"]["server_rss_mb"]
+    assert 0 < memory["before"] <= memory["peak"] and memory["samples"] >= 2
+    for replicas, balance in sections["replicas"]["balance"].items():
+        assert balance["seen_replicas"] == int(replicas) and balance["calls"] == 40
+        assert len(balance["shares"]) == int(replicas) and all(s > 0 for s in balance["shares"]) and math.isclose(sum(balance["shares"]), 1)
+    nights = sections["replicas"]["iobound_nights"]
+    assert nights["1"]["tiles"] == nights["2"]["tiles"] > 0 and nights["2"]["replicas"] == 2
+    rows = [line for line in (out / "latest.md").read_text().splitlines() if line.startswith(("| scale", "| replicas"))]
+    assert len(rows) == 5 and all(row.count(" | ") == 4 for row in rows)

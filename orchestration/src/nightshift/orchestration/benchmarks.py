@@ -79,13 +79,14 @@ class Scale:
     scale_fields: int = 16
     scale_field_px: int = 640
     replica_calls: int = 400
+    replica_night_copies: int = 4
 
 
 FULL = Scale(tile_shapes=((7, 64, 64), (3, 256, 256), (3, 400, 400), (3, 800, 800)), transport_bytes=96_000_000, rounds=3,
              batching_requests=384, clients=(1, 4, 16), shard_count=16, night_scales=(1, 4, 16), ingest_nsides=(512, 1024, 2048))
 QUICK = Scale(tile_shapes=((7, 64, 64), (3, 256, 256)), transport_bytes=4_000_000, rounds=1,
               batching_requests=32, clients=(1, 4), shard_count=2, night_scales=(1,), ingest_nsides=(64,),
-              scale_fields=2, scale_field_px=64, replica_calls=40)
+              scale_fields=2, scale_field_px=64, replica_calls=40, replica_night_copies=1)
 
 
 # -- the models the system benchmarks serve ------------------------------------------------------
@@ -484,7 +485,9 @@ def _delivered_and_timed(store: Any, night: str, copies: int, seed: int, run: Ca
 
 
 def _prefect_quiet() -> None:
-    for name, value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "WARNING")):
+    """Prefect quiet, and patient with its embedded server's start on a loaded machine (as ``nightshift night``)."""
+    for name, value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "WARNING"),
+                        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")):
         os.environ.setdefault(name, value)
 
 
@@ -676,7 +679,7 @@ def _balance(store: Any, replicas: Sequence[Any], calls: int) -> dict[str, Any]:
 
 
 def bench_replicas(scale: Scale, work_dir: Path, delay_ms: float = 200.0) -> dict[str, Any]:
-    """Balance of one target over 2 and 4 tile-statistics replicas; the simulated night (4x) with 1 and 2 replicas
+    """Balance of one target over 2 and 4 tile-statistics replicas; the simulated night (4x at full scale) with 1 and 2 replicas
     of an I/O-bound service (``delay_ms`` per call, 1 call in flight per replica), after an untimed warm-up night."""
     _prefect_quiet()
     from nightshift.orchestration.config import NightConfig, ServiceEndpoint
@@ -700,7 +703,8 @@ def bench_replicas(scale: Scale, work_dir: Path, delay_ms: float = 200.0) -> dic
             target = "ipv4:" + ",".join(local.services[f"iobound-{i}"].target for i in range(replicas))
             config = NightConfig(surveys=SIMULATED_SURVEYS, ingest_target=local.services["ingest"].target, services=(
                 ServiceEndpoint(name="iobound", target=target, max_concurrent_calls=1, batch_tiles=2, timeout_s=60),))
-            run = _delivered_and_timed(store, f"2032-02-{index + 1:02d}", 4, 500 + index, _embedded_runner(config))
+            run = _delivered_and_timed(store, f"2032-02-{index + 1:02d}", scale.replica_night_copies, 500 + index,
+                                       _embedded_runner(config))
             nights["warm-up" if index == 0 else str(replicas)] = {**run, "replicas": replicas}
     return {"balance": balance, "iobound_delay_ms": delay_ms, "iobound_nights": nights}
 
