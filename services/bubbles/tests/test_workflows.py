@@ -56,3 +56,25 @@ def test_infer_refuses_fields_it_cannot_search_in_one_line_each(tmp_path, capsys
     assert len(errors) == 3 and "1 image planes, expected 2" in errors[0]
     assert "no celestial WCS" in errors[1] and "a composite without a WCS" in errors[2]
     assert "b.fits: no BUNIT" in captured.err and "4 inputs: 1 done, 3 failed" in captured.err and "Traceback" not in captured.err
+
+
+def test_the_harder_sky_is_scored_with_intervals_and_bins() -> None:
+    """evaluate's simulated block on two small fields of the harder sky: figures inside their intervals, bins that add up."""
+    from nightshift.bubbles.baseline import RingTemplateDetector
+    from nightshift.bubbles.scoring import CONTRAST_BINS, recall_bins, simulated_rows
+    from nightshift.bubbles.workflows import _simulated_figures, load_model
+
+    model, config, _ = load_model(None)
+    config = config.with_overrides({"field_px": "384", "window_px": "[150, 300]"})
+    baseline = RingTemplateDetector(fill_weight=0.5, score_threshold=0.55)
+    fields, model_rows, baseline_rows = simulated_rows(model, config, seed=7, count=2, baseline=baseline, hard=True)
+    assert min(b.contrast for f in fields for b in f.bubbles) >= 0.15
+    figures = _simulated_figures(config, baseline, model_rows, baseline_rows)
+    assert figures["fields"] == 2 and figures["bubbles_all"] == sum(len(f.bubbles) for f in fields)
+    for detector in (figures, figures["baseline"]):
+        for name in ("detection_rate", "precision", "f2"):
+            assert detector[f"{name}_ci95_low"] <= detector[name] <= detector[f"{name}_ci95_high"]
+    assert set(figures["sweep"]) == {f"{t:.2f}" for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)}
+    bins = recall_bins(fields, model_rows, config.score_threshold, "contrast", CONTRAST_BINS)
+    assert sum(b["bubbles"] for b in bins) == figures["bubbles_all"]
+    assert sum(b["clear_hit"] for b in bins) == round(figures["detection_rate"] * figures["bubbles_clear"])
