@@ -149,13 +149,15 @@ def _make_kits(tasks: Sequence[str], work_dir: Path, seed: int) -> tuple[dict[st
     return kits, failed
 
 
-def _run_embedded(config: NightConfig, night: str, console: Console) -> NightSummary:
-    """The flow in this process, on Prefect's ephemeral server, with a progress bar per stage."""
+def _run_embedded(config: NightConfig, night: str, console: Console, prefect_api_url: str) -> NightSummary:
+    """The flow in this process, on the night's temporary Prefect server, with a progress bar per stage."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from nightshift.orchestration.nightly import nightly  # imports Prefect: after the services are up
 
     progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console)
-    with progress, listening(_ProgressBars(progress)):
+    with progress, listening(_ProgressBars(progress)), temporary_settings({PREFECT_API_URL: prefect_api_url}):
         return nightly(config=config, night=night)
 
 
@@ -180,12 +182,14 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
         os.environ.update(local.flow_environment())
         science, not_installed = science_service_commands(tasks)
         with console.status(f"starting the local S3 server and {len(science) + 1} services; the services simulate their nights"):
+            # Every process is started by this (the main) thread, so that each ends with this one if it is killed.
+            spawned = local.spawn_services([ingest_command(), *science])
             with ThreadPoolExecutor(max_workers=1) as pool:
-                starting = pool.submit(local.start_services, [ingest_command(), *science], timeout_s=startup_timeout_s)
+                starting = pool.submit(local.wait_services, spawned, timeout_s=startup_timeout_s)
                 kits, kit_failed = _make_kits([c.name for c in science], work_dir, seed)
-                # In this thread, while the services may still be starting: its processes end with this one.
                 tier = stack.enter_context(PrefectTier(work_dir / "prefect", workers=prefect_workers)) if prefect_workers else None
                 failed = starting.result()
+            prefect_api_url = "" if tier else local.start_prefect_server()
         if "ingest" in failed:
             console.print(f"[red]the ingest service did not start:[/red] {failed['ingest']}")
             return 1
@@ -210,7 +214,7 @@ def run_demo(*, work_dir: Path | None = None, night: str = DEMO_NIGHT, seed: int
 
         try:
             if tier is None:
-                summary = _run_embedded(config, night, console)
+                summary = _run_embedded(config, night, console, prefect_api_url)
             else:
                 # The flow runs in a worker's process: its progress events do not reach this one.
                 with console.status(f"night {night} through the Prefect server at {tier.api_url}, {prefect_workers} workers"):

@@ -164,6 +164,7 @@ class LocalNight:
         self.s3: LocalS3Server | None = None
         self._store: ObjectStore | None = None
         self.services: dict[str, RunningService] = {}
+        self.prefect_server: RunningService | None = None
 
     @property
     def store(self) -> ObjectStore:
@@ -249,9 +250,18 @@ class LocalNight:
     def start_services(self, commands: Sequence[ServiceCommand], *, timeout_s: float = 240.0) -> dict[str, str]:
         """Start ``commands`` at once and wait until each serves; return {name: reason} of those that failed.
 
-        Failed services are stopped; the others are in :attr:`services`.
+        Failed services are stopped; the others are in :attr:`services`. Call it from the main thread, or
+        split it as :meth:`spawn_services` there and :meth:`wait_services` anywhere: only processes started by
+        the main thread end with this one when it is killed (see :func:`nightshift.core.children.end_with_parent`).
         """
-        spawned = [self._spawn(c) for c in commands]
+        return self.wait_services(self.spawn_services(commands), timeout_s=timeout_s)
+
+    def spawn_services(self, commands: Sequence[ServiceCommand]) -> list[RunningService]:
+        """Start ``commands`` at once, without waiting for them (:meth:`wait_services` does)."""
+        return [self._spawn(c) for c in commands]
+
+    def wait_services(self, spawned: Sequence[RunningService], *, timeout_s: float = 240.0) -> dict[str, str]:
+        """Wait until each of ``spawned`` serves; return {name: reason} of those that failed (stopped)."""
         deadline = time.monotonic() + timeout_s
         failed = {}
         for service in spawned:
@@ -289,11 +299,49 @@ class LocalNight:
         self.services[service.command.name] = restarted
         return restarted
 
+    def start_prefect_server(self, *, timeout_s: float = 120.0) -> str:
+        """Start the night's temporary Prefect server (SQLite, no UI) and return its API URL once it is healthy.
+
+        It is the server Prefect itself would start on the first flow run (the same app, told it is
+        ephemeral), but started here, so that it ends with this process when that is killed: Prefect's own
+        leaves its server running.
+
+        Raises
+        ------
+        RuntimeError
+            It exited or was not healthy within ``timeout_s``.
+        """
+        prefect = console_script("prefect")
+        if prefect is None:
+            raise FileNotFoundError("the prefect command is not installed")
+        port = free_port()
+        log_path = self.work_dir / "logs" / "prefect-server.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = ServiceCommand("prefect-server", (prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"))
+        env = {**os.environ, "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(end_with_parent(command.argv), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        self.prefect_server = RunningService(command, process, port, 0, log_path)
+        api_url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return api_url
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the Prefect server did not become healthy: {self.prefect_server.log_tail()}")
+
     def stop(self) -> None:
-        """Stop every service (SIGTERM, SIGKILL after a grace period), then the S3 server."""
+        """Stop every service and the Prefect server (SIGTERM, SIGKILL after a grace period), then the S3 server."""
         for service in self.services.values():
             stop_child(service.process)
         self.services.clear()
+        if self.prefect_server is not None:
+            stop_child(self.prefect_server.process)
+            self.prefect_server = None
         if self.s3 is not None:
             self.s3.stop()
             self.s3, self._store = None, None

@@ -21,7 +21,7 @@ import numpy as np
 from nightshift.core.catalog import Column, write_catalog
 from nightshift.core.registry import smoke_input, weights_smoke
 from nightshift.inclination.config import InclinationConfig
-from nightshift.inclination.model import load_ensemble, unscale_inclination
+from nightshift.inclination.model import MAX_INCLINATION_DEG, MIN_INCLINATION_DEG, load_ensemble, unscale_inclination
 from nightshift.inclination.preprocess import stretch, test_time_copies
 
 __all__ = [
@@ -197,11 +197,17 @@ def write_measurements(rows: Sequence[Mapping[str, Any]], stem: str | Path, *, m
                          meta={**meta, "QUANTITY": "inclination"})
 
 
-def _smoke_outputs(weights: Path, config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    # every view's and member's raw inclination and reject probability, before the median would hide a NaN
+def _smoke_outputs(weights: Path, config: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    # Every view's and member's raw inclination and reject probability (before the median would hide a NaN), and
+    # the pre-activations they imply: a diverged network can saturate tanh and softmax to finite ends (90 deg,
+    # p = 0), whose pre-activations are infinite. A healthy one reaches neither: tanh is exactly 1 in float32
+    # only beyond 9, a softmax probability exactly 0 only for logits ~90 apart.
     predictor = Predictor.from_card(weights, config=config, metrics={})
     size = predictor.config.image_size
-    return predictor.predict_views(smoke_input(1, 3, size, size))
+    inclination, reject = predictor.predict_views(smoke_input(1, 3, size, size))
+    scaled = 2 * (inclination - MIN_INCLINATION_DEG) / (MAX_INCLINATION_DEG - MIN_INCLINATION_DEG) - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inclination, reject, np.arctanh(scaled), np.log(reject)
 
 
 smoke_check = weights_smoke(".keras", _smoke_outputs)
