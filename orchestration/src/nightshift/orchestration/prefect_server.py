@@ -356,16 +356,14 @@ class PrefectTier(_Started):
             for deployment in flow_deployments(config):
                 deployment.apply(work_pool_name=self.pool)
 
-    def run_night(self, night: str, *, timeout_s: float = 1800.0, env: Mapping[str, str] | None = None,
-                  poll_s: float = 0.5) -> tuple[NightSummary, UUID]:
+    def run_night(self, night: str, *, timeout_s: float = 1800.0, poll_s: float = 0.5) -> tuple[NightSummary, UUID]:
         """Run the deployed ``nightly`` for ``night`` on an online worker; return the night's summary and the flow run's id.
 
         The run goes to one worker's own queue. When that worker goes offline before the run ends
         (its host lost), the run is marked CRASHED and the night runs again on another online
         worker: the flow is idempotent (every Infer call's results are recorded by content, so the
         new run makes only the calls not yet recorded, and a run's outputs are derived from its
-        inputs), so the night ends with the outputs it would have had. ``env`` is added to the flow
-        run's environment (e.g. ``NIGHTSHIFT_S3_PREFIX``).
+        inputs), so the night ends with the outputs it would have had.
 
         Raises
         ------
@@ -388,8 +386,7 @@ class PrefectTier(_Started):
                 if not workers:
                     raise NightIncomplete(f"night {night}: no worker of pool {self.pool} online (lost: {', '.join(lost)})")
                 worker = workers[0]
-                flow_run = run_deployment(_NIGHTLY, parameters={"night": night}, timeout=0, work_queue_name=worker,
-                                          job_variables={"env": dict(env)} if env else None)
+                flow_run = run_deployment(_NIGHTLY, parameters={"night": night}, timeout=0, work_queue_name=worker)
                 while not (state := client.read_flow_run(flow_run.id).state) or not state.is_final():
                     if worker not in self.online_workers():
                         client.set_flow_run_state(flow_run.id, Crashed(message=f"worker {worker} went offline"), force=True)
