@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nightshift.clusters.config import ClustersConfig
-from nightshift.clusters.evaluate import completeness_curve, detection_scores, evaluate_skies, match_to_truth, plot_evaluation
+from nightshift.clusters.evaluate import (completeness_curve, detection_scores, evaluate_skies, match_to_truth, paired_differences,
+                                          plot_evaluation, rate_intervals)
 from nightshift.clusters.infer import Detections
 from nightshift.clusters.simulate import ClusterTruth
 
@@ -56,6 +57,40 @@ def test_completeness_and_purity_on_a_known_field() -> None:
     pooled = detection_scores([detections, more], [truth, truth], ClustersConfig(headline_snr=6.0), (7,))
     assert (pooled["detections"], pooled["clusters"]) == (7, 8)
     assert pooled["purity"] == pytest.approx(4 / 7) and pooled["completeness"] == pytest.approx(1 / 3)
+    assert pooled["completeness_snr_ge_4"] == pytest.approx(1 / 3) and pooled["clusters_snr_ge_4"] == 6
+
+
+def _field(found: np.ndarray, snr: np.ndarray, true_detection: np.ndarray) -> dict:
+    return {"_detected": found, "_snr": snr, "_true_detection": true_detection}
+
+
+def test_intervals_cover_the_rate_and_narrow_with_more_clusters() -> None:
+    config = ClustersConfig()
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (40, 1000):
+        found = rng.random(n) < 0.7
+        scores = _field(found, np.full(n, 5.0), rng.random(n) < 0.9)
+        intervals = rate_intervals(scores, config)
+        low, high = intervals["completeness_snr_4p5_6_ci95_low"], intervals["completeness_snr_4p5_6_ci95_high"]
+        assert low < found.mean() < high
+        assert intervals["purity_ci95_low"] < scores["_true_detection"].mean() < intervals["purity_ci95_high"]
+        assert math.isnan(intervals["completeness_ci95_low"])  # no cluster at S/N >= 6: no interval
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 3  # about 1 / sqrt(25)
+
+
+def test_paired_differences_on_the_same_clusters() -> None:
+    """A model finding what the baseline finds plus 10 more of 100: +0.10, an interval off zero (a paired test sees it)."""
+    snr = np.full(100, 5.0)
+    baseline = np.zeros(100, bool)
+    baseline[:50] = True
+    model = baseline.copy()
+    model[50:60] = True
+    differences = paired_differences(_field(model, snr, np.ones(3, bool)), _field(baseline, snr, np.ones(3, bool)), ClustersConfig())
+    assert differences["completeness_snr_4p5_6"] == pytest.approx(0.10)
+    assert 0.03 < differences["completeness_snr_4p5_6_ci95_low"] < 0.10 < differences["completeness_snr_4p5_6_ci95_high"] < 0.17
+    assert differences["completeness_all"] == pytest.approx(0.10)
 
 
 def test_shipped_model_and_the_mmf_on_a_held_out_sky(tmp_path) -> None:
@@ -112,4 +147,19 @@ def test_evaluate_command_ends_with_the_headline_json(tmp_path, monkeypatch, cap
     assert tuning["sky_seed"] == 0 and tuning["cells"] == [10, 26, 39, 42]  # a training sky, never the scored one
     assert figures["baseline"]["snr_threshold"] == tuning["baseline_snr_threshold"]
     assert figures["sky_seeds"] == [5] and figures["snr_definition"].startswith("injected")
+    assert tuning["role"] == "validation" and figures["roles"]["test"].startswith("skies [5]")
+    tuned = figures["model_at_target_purity"]
+    assert (tuned["threshold"], tuned["min_pixels"]) == (tuning["model_threshold"], tuning["model_min_pixels"])
+    for side in ("model", "baseline"):  # headline rates come with their bootstrap interval
+        for key in ("completeness_all", "purity"):
+            low, value, high = (figures[side][f"{key}_ci95_low"], figures[side][key], figures[side][f"{key}_ci95_high"])
+            assert None in (low, high) or low <= value <= high, (side, key)
+    difference = figures["model_minus_baseline"]["completeness_all"]
+    assert difference == pytest.approx(figures["model"]["completeness_all"] - figures["baseline"]["completeness_all"])
     assert (tmp_path / "out" / "evaluation.json").exists() and (tmp_path / "out" / "completeness.png").stat().st_size > 10_000
+    # a second run reads the MMF's maps from the cache: the same figures
+    main(["evaluate", "--seed", "5", "--cells", "test", "--output", str(tmp_path / "again"),
+          *[a for k, v in small.items() for a in ("--set", f"{k}={v}")]])
+    assert list((tmp_path / "cache").glob("mmf*.npz"))
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["baseline"] == figures["baseline"] and again["model"] == figures["model"]

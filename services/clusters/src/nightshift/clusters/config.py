@@ -86,8 +86,9 @@ class ClustersConfig:
     Sky (see :mod:`nightshift.clusters.simulate`)
         ``seed`` of the sky and of the training; the training and validation patches come from
         ``training_skies`` independent sky realisations (:attr:`training_sky_seeds`), and
-        ``evaluate`` scores the held-out cells of the skies ``evaluation_seeds``, which no training
-        patch comes from; ``nside`` of the full-sky HEALPix maps (Galactic coordinates); ``random_clusters`` injected
+        ``evaluate`` scores the held-out cells of the test skies ``evaluation_seeds`` (4 and 5), which
+        no training patch came from and no choice was made on (skies 1 and 2 chose the tile-median
+        design and are validation skies since); ``nside`` of the full-sky HEALPix maps (Galactic coordinates); ``random_clusters`` injected
         at random positions besides the PSZ2 analogues (placed independently of the real catalogues); their ``random_m500_range_msun`` (log-uniform)
         and ``random_z_range`` (uniform); ``radio_sources`` / ``ir_sources`` point sources over
         the sky; ``include_y_map`` adds the Compton-y map as a seventh input band.
@@ -125,7 +126,7 @@ class ClustersConfig:
     seed: int = 0
     # sky
     training_skies: int = 1
-    evaluation_seeds: tuple[int, ...] = (1, 2)
+    evaluation_seeds: tuple[int, ...] = (4, 5)
     nside: int = 1024
     random_clusters: int = 4000
     random_m500_range_msun: tuple[float, float] = (1.5e14, 1.5e15)

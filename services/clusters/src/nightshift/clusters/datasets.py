@@ -26,7 +26,7 @@ from nightshift.clusters.config import ClustersConfig, catalogue_dir
 from nightshift.clusters.patches import PatchSet, build_splits, measure_truth_snr
 from nightshift.clusters.simulate import ClusterTruth, SkyMaps, simulate_sky
 
-__all__ = ["SimulatedData", "simulated_sky", "simulated_data", "training_data", "sky_key"]
+__all__ = ["SimulatedData", "cache_dir", "simulated_sky", "simulated_data", "training_data", "sky_key"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def simulated_sky(config: ClustersConfig, *, snr_cells: Sequence[int] | None = N
     return dataclasses.replace(sky, truth=measure_truth_snr(sky, config, cells=snr_cells))
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where simulated skies (and what is computed from them) are cached."""
     return Path(os.environ.get("NIGHTSHIFT_CLUSTERS_CACHE", Path.home() / ".cache" / "nightshift" / "clusters"))
 
 
@@ -79,7 +80,7 @@ def simulated_data(config: ClustersConfig, splits: Sequence[str], *, cache: bool
 
     With ``cache`` the result is read from, or written to, the cache directory.
     """
-    path = _cache_dir() / f"sky-{sky_key(config, splits)}-{'-'.join(sorted(splits))}.npz"
+    path = cache_dir() / f"sky-{sky_key(config, splits)}-{'-'.join(sorted(splits))}.npz"
     if cache and path.exists():
         with np.load(path, allow_pickle=False) as arrays:
             contents = dict(arrays)

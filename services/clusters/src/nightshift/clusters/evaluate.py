@@ -49,13 +49,17 @@ from nightshift.clusters.infer import Detections, field_detections, predict_prob
 from nightshift.clusters.matched_filter import MmfMaps, map_fwhm_arcmin, mmf_field_detections, mmf_in_chunks
 from nightshift.clusters.patches import PatchSet, cell_tiling, patch_wcs
 from nightshift.clusters.simulate import ClusterTruth
+from nightshift.core.stats import bootstrap_interval
 
 __all__ = [
     "SNR_BINS",
+    "WIDE_SNR",
     "M500_BINS_MSUN",
     "match_to_truth",
     "completeness_curve",
     "detection_scores",
+    "paired_differences",
+    "rate_intervals",
     "Evaluation",
     "sky_maps",
     "tune_thresholds",
@@ -67,7 +71,10 @@ __all__ = [
 SNR_BINS = (0.0, 2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 10.0, 15.0, 1e9)
 M500_BINS_MSUN = (0.0, 2e14, 3e14, 4e14, 6e14, 8e14, 1.2e15, 1e17)
 _BASELINE_THRESHOLDS = tuple(float(q) for q in np.arange(3.0, 12.01, 0.25))
-_MODEL_THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+_MODEL_THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+_MODEL_MIN_PIXELS = (3, 6, 10, 16, 25)  # small groups are where a network's false detections sit
+WIDE_SNR = 4.0  # completeness above it is quoted too: above S/N 6 both methods find nearly every cluster
+_MMF_CACHE_VERSION = 1  # raised when matched_filter changes the maps of a sky
 _AREA_SAMPLE_NSIDE = 256  # pixel centres 14' apart sample the scored area for the chance match rate
 
 
@@ -130,23 +137,54 @@ def detection_scores(
     detected, true_detection = np.concatenate(detected), np.concatenate(true_detection)
     snr = np.concatenate([t.snr for t in scored_per_sky])
     m500 = np.concatenate([t.m500_msun for t in scored_per_sky])
-    bright = snr >= config.headline_snr
-    low, high = config.faint_snr_range
-    faint = (snr >= low) & (snr < high)
+    samples = _rate_samples(detected, true_detection, snr, config)
     return {
-        "completeness": float(detected[bright].mean()) if bright.any() else math.nan,
-        "completeness_snr_4p5_6": float(detected[faint].mean()) if faint.any() else math.nan,
-        "clusters_snr_4p5_6": int(faint.sum()),
-        "completeness_all": float(detected.mean()) if len(detected) else math.nan,
-        "purity": float(true_detection.mean()) if len(true_detection) else math.nan,
+        **{name: float(sample.mean()) if len(sample) else math.nan for name, sample in samples.items()},
+        "clusters_snr_4p5_6": len(samples["completeness_snr_4p5_6"]),
+        "clusters_snr_ge_4": len(samples["completeness_snr_ge_4"]),
         "detections": int(len(true_detection)),
         "clusters": int(len(detected)),
-        "clusters_above_headline_snr": int(bright.sum()),
+        "clusters_above_headline_snr": len(samples["completeness"]),
         "completeness_vs_snr": completeness_curve(snr, detected, SNR_BINS),
         "completeness_vs_m500": completeness_curve(m500, detected, M500_BINS_MSUN),
+        "_detected": detected,
+        "_true_detection": true_detection,
+        "_snr": snr,
         "_kept": kept_per_sky,
         "_scored": scored_per_sky,
     }
+
+
+def _cluster_samples(snr: np.ndarray, config: ClustersConfig) -> dict[str, np.ndarray]:
+    """The clusters each completeness figure is the detected share of, as masks over ``snr`` (injected S/N)."""
+    low, high = config.faint_snr_range
+    return {"completeness": snr >= config.headline_snr, "completeness_snr_4p5_6": (snr >= low) & (snr < high),
+            "completeness_snr_ge_4": snr >= WIDE_SNR, "completeness_all": np.ones(len(snr), bool)}
+
+
+def _rate_samples(detected: np.ndarray, true_detection: np.ndarray, snr: np.ndarray, config: ClustersConfig) -> dict[str, np.ndarray]:
+    """Each rate's units (clusters found or not, detections true or not), whose mean the rate is."""
+    samples = {name: detected[members] for name, members in _cluster_samples(snr, config).items()}
+    return {**samples, "purity": true_detection}
+
+
+def rate_intervals(scores: dict[str, Any], config: ClustersConfig) -> dict[str, float]:
+    """95% bootstrap intervals of :func:`detection_scores`' rates, over clusters (completeness) or detections (purity)."""
+    intervals = {}
+    for name, sample in _rate_samples(scores["_detected"], scores["_true_detection"], scores["_snr"], config).items():
+        intervals[f"{name}_ci95_low"], intervals[f"{name}_ci95_high"] = bootstrap_interval(np.mean, sample)
+    return intervals
+
+
+def paired_differences(model: dict[str, Any], baseline: dict[str, Any], config: ClustersConfig) -> dict[str, float]:
+    """Model minus baseline completeness on the same injected clusters, with paired 95% bootstrap intervals over clusters."""
+    differences: dict[str, float] = {}
+    for name, members in _cluster_samples(model["_snr"], config).items():
+        ours, theirs = model["_detected"][members], baseline["_detected"][members]
+        differences[name] = float(ours.mean() - theirs.mean()) if members.any() else math.nan
+        differences[f"{name}_ci95_low"], differences[f"{name}_ci95_high"] = (
+            bootstrap_interval(lambda a, b: np.mean(a) - np.mean(b), ours, theirs) if members.any() else [math.nan] * 2)
+    return differences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +197,8 @@ class Evaluation:
     example: dict[str, np.ndarray]
 
 
-_HEADLINE = ("completeness", "completeness_snr_4p5_6", "completeness_all", "purity", "detections", "clusters",
-             "clusters_above_headline_snr", "clusters_snr_4p5_6")
+_HEADLINE = ("completeness", "completeness_snr_4p5_6", "completeness_snr_ge_4", "completeness_all", "purity", "detections",
+             "clusters", "clusters_above_headline_snr", "clusters_snr_4p5_6", "clusters_snr_ge_4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,17 +212,32 @@ class ScoredSky:
     patches: PatchSet
 
 
-def sky_maps(model, patches: PatchSet, truth: ClusterTruth, config: ClustersConfig) -> ScoredSky:
-    """Run the U-Net and the MMF over the tiles of one sky."""
+def sky_maps(model, patches: PatchSet, truth: ClusterTruth, config: ClustersConfig, *, mmf_cache: Path | None = None) -> ScoredSky:
+    """Run the U-Net and the MMF over the tiles of one sky.
+
+    The MMF's maps depend on the sky alone, not on the model: with ``mmf_cache`` (an ``.npz``
+    path) they are read from there when present and written there otherwise.
+    """
     wcs = [patch_wcs(lon, lat, patch_px=config.patch_px, pixel_arcmin=config.pixel_scale_arcmin)
            for lon, lat in zip(patches.lon, patches.lat)]
-    return ScoredSky(wcs, predict_probabilities(model, patches.pixels),
-                   mmf_in_chunks(patches.pixels, config.bands, pixel_arcmin=config.pixel_scale_arcmin,
-                                 map_fwhm=map_fwhm_arcmin(config.nside)), truth, patches)
+    if mmf_cache is not None and mmf_cache.exists():
+        with np.load(mmf_cache, allow_pickle=False) as arrays:
+            mmf = MmfMaps(arrays["snr"], arrays["theta500_arcmin"], arrays["y5r500_arcmin2"], arrays["sigma_arcmin2"],
+                          tuple(float(size) for size in arrays["sizes_arcmin"]))
+    else:
+        mmf = mmf_in_chunks(patches.pixels, config.bands, pixel_arcmin=config.pixel_scale_arcmin, map_fwhm=map_fwhm_arcmin(config.nside))
+        if mmf_cache is not None:
+            mmf_cache.parent.mkdir(parents=True, exist_ok=True)
+            temporary = mmf_cache.with_suffix(".tmp.npz")
+            np.savez(temporary, **{field.name: np.asarray(getattr(mmf, field.name)) for field in dataclasses.fields(mmf)})
+            temporary.replace(mmf_cache)
+    return ScoredSky(wcs, predict_probabilities(model, patches.pixels), mmf, truth, patches)
 
 
-def _model_scores(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], threshold: float) -> dict[str, Any]:
-    return detection_scores([field_detections(s.probability, s.wcs, config, threshold=threshold) for s in skies],
+def _model_scores(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], threshold: float,
+                  min_pixels: int | None = None) -> dict[str, Any]:
+    rule = config if min_pixels is None else dataclasses.replace(config, min_pixels=min_pixels)
+    return detection_scores([field_detections(s.probability, s.wcs, rule, threshold=threshold) for s in skies],
                             [s.truth for s in skies], config, cells)
 
 
@@ -201,21 +254,38 @@ def _lowest_reaching(sweep: dict[float, dict[str, Any]], purity: float) -> tuple
     return max(sweep, key=lambda q: np.nan_to_num(sweep[q]["purity"])), False
 
 
+def _most_complete_reaching(sweep: dict[tuple[float, int], dict[str, Any]], purity: float) -> tuple[tuple[float, int], bool]:
+    """The rule of ``sweep`` reaching ``purity`` with the highest faint-end completeness (then overall), else the purest.
+
+    The candidate rules form a grid (probability threshold x minimum group size), so "the lowest
+    threshold" is not defined; the issue's figure of merit, completeness at S/N 4.5-6, picks among them.
+    """
+    reaching = [rule for rule, s in sweep.items() if not math.isnan(s["purity"]) and s["purity"] >= purity]
+    if reaching:
+        return max(reaching, key=lambda rule: (np.nan_to_num(sweep[rule]["completeness_snr_4p5_6"]),
+                                               np.nan_to_num(sweep[rule]["completeness_all"]), -rule[0], -rule[1])), True
+    return max(sweep, key=lambda rule: np.nan_to_num(sweep[rule]["purity"])), False
+
+
 def tune_thresholds(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...]) -> dict[str, Any]:
-    """Operating points reaching ``config.target_purity`` on (training) ``skies``: MMF S/N and U-Net probability thresholds."""
+    """Operating points reaching ``config.target_purity`` on validation ``skies``: MMF S/N threshold, U-Net detection rule."""
     baseline = {q: _baseline_scores(skies, config, cells, q) for q in _BASELINE_THRESHOLDS}
-    model = {p: _model_scores(skies, config, cells, p) for p in _MODEL_THRESHOLDS}
+    model = {(p, m): _model_scores(skies, config, cells, p, m) for p in _MODEL_THRESHOLDS for m in _MODEL_MIN_PIXELS}
     q, q_ok = _lowest_reaching(baseline, config.target_purity)
-    p, p_ok = _lowest_reaching(model, config.target_purity)
-    return {"target_purity": config.target_purity, "cells": list(cells),
+    (p, m), p_ok = _most_complete_reaching(model, config.target_purity)
+    return {"role": "validation", "target_purity": config.target_purity, "cells": list(cells),
             "baseline_snr_threshold": q, "baseline_reaches_target": q_ok, "baseline_purity": baseline[q]["purity"],
-            "model_threshold": p, "model_reaches_target": p_ok, "model_purity": model[p]["purity"],
+            "baseline_completeness_snr_4p5_6": baseline[q]["completeness_snr_4p5_6"],
+            "model_threshold": p, "model_min_pixels": m, "model_reaches_target": p_ok, "model_purity": model[p, m]["purity"],
+            "model_completeness_snr_4p5_6": model[p, m]["completeness_snr_4p5_6"],
             "baseline_purity_vs_threshold": {f"{k:.2f}": v["purity"] for k, v in baseline.items()},
-            "model_purity_vs_threshold": {f"{k:.2f}": v["purity"] for k, v in model.items()}}
+            "model_vs_rule": {f"p>{k[0]:g},px>={k[1]}": {"purity": v["purity"], "completeness_snr_4p5_6": v["completeness_snr_4p5_6"]}
+                              for k, v in model.items()}}
 
 
-def _summary(scores: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {**{k: scores[k] for k in _HEADLINE}, **extra}
+def _summary(scores: dict[str, Any], config: ClustersConfig, **extra: Any) -> dict[str, Any]:
+    """The headline figures of ``scores`` with their 95% bootstrap intervals."""
+    return {**{k: scores[k] for k in _HEADLINE}, **rate_intervals(scores, config), **extra}
 
 
 def evaluate_skies(
@@ -237,21 +307,24 @@ def evaluate_skies(
 def score_maps(maps: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], *, tuning: dict[str, Any] | None = None) -> Evaluation:
     """:func:`evaluate_skies` on skies whose maps :func:`sky_maps` made."""
     model_scores = _model_scores(maps, config, cells, config.threshold)
-    per_sky = [_summary(_model_scores([m], config, cells, config.threshold)) for m in maps]
+    per_sky = [_summary(_model_scores([m], config, cells, config.threshold), config) for m in maps]
     q = tuning["baseline_snr_threshold"] if tuning else config.baseline_snr_threshold
     baseline = _baseline_scores(maps, config, cells, q)
     metrics: dict[str, Any] = {
         **{k: model_scores[k] for k in _HEADLINE}, "headline_snr": config.headline_snr,
         "faint_snr_range": list(config.faint_snr_range), "snr_definition": "injected: true Y5R500 / MMF noise at the true theta500",
         "threshold": config.threshold, "cells": list(cells), "per_sky": per_sky,
-        "model": _summary(model_scores, threshold=config.threshold),
-        "baseline": _summary(baseline, snr_threshold=q, tuned_on_training_sky=bool(tuning)),
+        "model": _summary(model_scores, config, threshold=config.threshold, min_pixels=config.min_pixels),
+        "baseline": _summary(baseline, config, snr_threshold=q, tuned_on_training_sky=bool(tuning)),
+        "model_minus_baseline": paired_differences(model_scores, baseline, config),
     }
     if tuning:
         metrics["tuning"] = tuning
-        tuned = _model_scores(maps, config, cells, tuning["model_threshold"])
-        metrics["model_at_target_purity"] = _summary(tuned, threshold=tuning["model_threshold"])
+        tuned = _model_scores(maps, config, cells, tuning["model_threshold"], tuning["model_min_pixels"])
+        metrics["model_at_target_purity"] = _summary(tuned, config, threshold=tuning["model_threshold"],
+                                                     min_pixels=tuning["model_min_pixels"])
         metrics["model_at_target_purity_curve"] = tuned["completeness_vs_snr"]
+        metrics["model_at_target_purity_minus_baseline"] = paired_differences(tuned, baseline, config)
     metrics.update(_real_catalogue_matches(model_scores["_kept"], config, cells))
     first = maps[0]
     patches, probability, snr_maps = first.patches, first.probability, first.mmf.snr
@@ -292,7 +365,7 @@ def plot_evaluation(evaluation: Evaluation, config: ClustersConfig, path: Path) 
     import matplotlib.pyplot as plt
 
     metrics = evaluation.metrics
-    curves = [(evaluation.model_scores, f"U-Net, shipped (p > {config.threshold}), purity {metrics['model']['purity']:.2f}", "o-"),
+    curves = [(evaluation.model_scores, f"U-Net (p > {config.threshold}, >= {config.min_pixels} px), purity {metrics['model']['purity']:.2f}", "o-"),
               (evaluation.baseline_scores, f"MMF (S/N > {metrics['baseline']['snr_threshold']:.2f}), purity {metrics['baseline']['purity']:.2f}", "s--")]
     figure, axes = plt.subplots(1, 4, figsize=(20, 4.6))
     for axis, key, label, log in ((axes[0], "completeness_vs_snr", "injected S/N (true Y5R500 / MMF noise)", False),
@@ -355,22 +428,25 @@ def evaluate_command(
     operating points are tuned on the validation cells of the first training sky.
     """
     from nightshift.clusters.bundle import bundled_weights
-    from nightshift.clusters.datasets import simulated_data
+    from nightshift.clusters.datasets import cache_dir, simulated_data, sky_key
     from nightshift.clusters.model import load_model
     from nightshift.core.devices import configure_tensorflow
 
     configure_tensorflow()
     weights = weights or bundled_weights()
     card = json.loads(weights.with_suffix(".json").read_text())
-    config = ClustersConfig.from_dict(card["config"]).with_overrides(overrides)
+    # which skies test a model is the evaluation's choice, not the model's: today's protocol, whatever the card recorded
+    protocol = {"evaluation_seeds": ClustersConfig().evaluation_seeds}
+    config = ClustersConfig.from_dict({**card["config"], **protocol}).with_overrides(overrides)
     sky_seeds = (seed,) if seed is not None else tuple(config.evaluation_seeds)
     scored_cells = config.held_out_cells if cells == "held-out" else tuple(config.test_cells)
     network = load_model(str(weights))
 
     def sky(sky_seed: int, sky_cells: tuple[int, ...]) -> ScoredSky:
-        data = simulated_data(dataclasses.replace(config, seed=sky_seed, validation_cells=(), test_cells=sky_cells),
-                              ("test",), cache=True)
-        return sky_maps(network, data.splits["test"], data.truth, config)
+        sky_config = dataclasses.replace(config, seed=sky_seed, validation_cells=(), test_cells=sky_cells)
+        data = simulated_data(sky_config, ("test",), cache=True)
+        mmf_cache = cache_dir() / f"mmf{_MMF_CACHE_VERSION}-{sky_key(sky_config, ('test',))}.npz"
+        return sky_maps(network, data.splits["test"], data.truth, config, mmf_cache=mmf_cache)
 
     tuning_seed, tuning_cells = config.training_sky_seeds[0], tuple(config.validation_cells)
     tuning = {"sky_seed": tuning_seed, **tune_thresholds([sky(tuning_seed, tuning_cells)], config, tuning_cells)}
@@ -382,6 +458,8 @@ def evaluate_command(
         "training_sky_seeds": list(config.training_sky_seeds),
         "skies_used_in_training": [s for s in sky_seeds if s in config.training_sky_seeds],
         "nside": config.nside, "plot": plot.name,
+        "roles": {"validation": f"sky {tuning_seed} (a training sky), cells {list(tuning_cells)}: chose both operating points",
+                  "test": f"skies {list(sky_seeds)}, cells {list(scored_cells)}: the reported figures, never trained or tuned on"},
         "completeness_vs_snr": evaluation.model_scores["completeness_vs_snr"],
         "completeness_vs_m500": evaluation.model_scores["completeness_vs_m500"],
         "baseline_completeness_vs_snr": evaluation.baseline_scores["completeness_vs_snr"],
