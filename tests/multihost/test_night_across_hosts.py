@@ -177,6 +177,9 @@ def test_a_night_across_hosts_survives_losing_a_replica_host_and_then_the_flow_r
     assert killed.work_queue_name == lost_worker and final.work_queue_name != lost_worker
     assert online_after == sorted({"nightshift-local-0", "nightshift-local-1"} - {lost_worker})
     assert summary.complete and summary.run_id == clean_summary.run_id
+    # It resumed: the new run made only the calls the lost one had not recorded.
+    resumed_calls = sum(t.calls for t in summary.tasks)
+    assert 0 < resumed_calls < len(records), (resumed_calls, len(records))
 
     # Every tile of the manifest is in exactly one recorded result.
     expected = {(i["input_key"], tile_id) for i in manifest["inputs"] for tile_id in i["tile_ids"]}
@@ -186,5 +189,5 @@ def test_a_night_across_hosts_survives_losing_a_replica_host_and_then_the_flow_r
     # The outputs are the clean night's, byte for byte.
     assert files.keys() == reference_files.keys() and files == reference_files
     assert manifest["run_id"] == reference_manifest["run_id"] and manifest["inputs"] == reference_manifest["inputs"]
-    print(f"clean night: {clean_wall_s:.1f} s; faulted night: {wall_s:.1f} s, {len(records)} Infer records; replica host lost at {faults.replica_records},"
-          f" worker host at {faults.worker_records}")
+    print(f"clean night: {clean_wall_s:.1f} s; faulted night: {wall_s:.1f} s, {len(records)} Infer records, the replica"
+          f" host lost at {faults.replica_records}, the worker host at {faults.worker_records}, {resumed_calls} calls after")
