@@ -45,3 +45,11 @@ def test_bad_values_are_named(overrides: dict, message: str) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ValueError, match="preset 'huge'"):
         get_config("huge")
+
+
+def test_the_evaluation_protocol_replaces_the_skies_a_card_recorded() -> None:
+    """The shipped card recorded skies 1 and 2, which since chose a design: an evaluation scores today's test skies."""
+    recorded = ClustersConfig(evaluation_seeds=(1, 2), threshold=0.8)
+    scored = recorded.with_evaluation_protocol()
+    assert scored.evaluation_seeds == (4, 5) and scored.threshold == 0.8
+    assert not set(scored.evaluation_seeds) & set(get_config("default").training_sky_seeds)

@@ -211,6 +211,10 @@ class ClustersConfig:
     def held_out_cells(self) -> tuple[int, ...]:
         return tuple(self.validation_cells) + tuple(self.test_cells)
 
+    def with_evaluation_protocol(self) -> ClustersConfig:
+        """A copy scored on today's test skies: which skies test a model is the evaluation's choice, not what its card recorded."""
+        return dataclasses.replace(self, evaluation_seeds=ClustersConfig().evaluation_seeds)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -435,9 +435,7 @@ def evaluate_command(
     configure_tensorflow()
     weights = weights or bundled_weights()
     card = json.loads(weights.with_suffix(".json").read_text())
-    # which skies test a model is the evaluation's choice, not the model's: today's protocol, whatever the card recorded
-    protocol = {"evaluation_seeds": ClustersConfig().evaluation_seeds}
-    config = ClustersConfig.from_dict({**card["config"], **protocol}).with_overrides(overrides)
+    config = ClustersConfig.from_dict(card["config"]).with_evaluation_protocol().with_overrides(overrides)
     sky_seeds = (seed,) if seed is not None else tuple(config.evaluation_seeds)
     scored_cells = config.held_out_cells if cells == "held-out" else tuple(config.test_cells)
     network = load_model(str(weights))

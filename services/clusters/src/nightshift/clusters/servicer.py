@@ -149,7 +149,7 @@ class ClustersModel(TaskModel):
         if request.dataset not in _DATASETS:
             raise NotFound(f"dataset {request.dataset!r}: expected one of {sorted(_DATASETS)}")
         model = self.model_ref(request.model_version)
-        config = self.config.with_overrides(self.evaluation_overrides)
+        config = self.config.with_evaluation_protocol().with_overrides(self.evaluation_overrides)
         cells = config.held_out_cells if _DATASETS[request.dataset] == "held-out" else tuple(config.test_cells)
         skies = []
         for sky_seed in (request.seed,) if request.seed else config.evaluation_seeds:
