@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ __all__ = ["Host", "HostNetwork", "LOCALHOST", "namespaces_refused"]
 
 # /24 subnets of 10.0.0.0/8, picked by process id: two test runs on one machine get different ones.
 _SUBNET_OCTET_SPAN = 200
+_NETWORK_NUMBERS = itertools.count()
 
 
 def _ip(*args: str) -> str:
@@ -100,12 +102,15 @@ class HostNetwork:
     ----------
     tag : str
         Names the bridge, the namespaces (``<tag>-<host>``) and the veth ends: short (the kernel
-        allows 15 characters for a link name) and unique on the machine (default: from this process's id).
+        allows 15 characters for a link name) and unique on the machine (default: from this process's id and a count of its networks).
     """
 
     def __init__(self, tag: str = "") -> None:
-        self.tag = tag or f"ns{os.getpid() % 100000}"
-        octet = os.getpid() % _SUBNET_OCTET_SPAN + 1
+        # A new tag and subnet per network of this process: a removed namespace lingers while its killed processes
+        # exit, holding its veth's name and routes, so the next network must not reuse them.
+        number = next(_NETWORK_NUMBERS)
+        self.tag = tag or f"ns{os.getpid() % 100000}n{number}"
+        octet = (os.getpid() + number) % _SUBNET_OCTET_SPAN + 1
         self.subnet = ipaddress.ip_network(f"10.{octet}.0.0/24")
         self.bridge = f"{self.tag}br"
         self.gateway = str(self.subnet[1])  # this process's address on the bridge
