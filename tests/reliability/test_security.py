@@ -144,7 +144,9 @@ def test_a_plaintext_health_port_answers_as_the_tls_service_port_through_a_drain
         if process.poll() is None:
             process.kill()
             process.wait()
-    both_answering = [(before, service) for before, service, after in samples if before == after and service != "UNAVAILABLE"]
+    # a check that timed out (DEADLINE_EXCEEDED on a loaded machine) or was refused says nothing about agreement
+    both_answering = [(before, service) for before, service, after in samples
+                      if before == after and {before, service} <= {"SERVING", "NOT_SERVING"}]
     assert [s for s in samples if s[1] == "NOT_SERVING"], samples  # the drain notice was seen on both ports
     assert all(before == service for before, service in both_answering), samples
     # once the service port refuses new calls the health port still says NOT_SERVING, until the process ends
