@@ -22,8 +22,9 @@ import os
 import signal
 import subprocess
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Self
+
+from nightshift.orchestration.launcher import Started
 
 __all__ = ["Host", "HostNetwork", "LOCALHOST", "namespaces_refused"]
 
@@ -95,7 +96,7 @@ LOCALHOST = Host(name="localhost", address="127.0.0.1")
 """This machine as it is: commands run unchanged, servers on 127.0.0.1."""
 
 
-class HostNetwork:
+class HostNetwork(Started):
     """Hosts made of network namespaces on one bridge; as a context manager, removed with everything on them on exit.
 
     Parameters
@@ -160,13 +161,3 @@ class HostNetwork:
             except RuntimeError:
                 pass
             self._up = False
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()

@@ -17,6 +17,7 @@ it needs (``infer`` for Describe, Infer and ListTiles, ``ingest`` for the ingest
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import os
@@ -26,10 +27,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from nightshift.core.auth import (AUTH_MODE_ENV, AUTH_SECRET_ENV, AUTH_SECRET_FILE_ENV, AUTH_TOKEN_ENV, issue_token,
                                   role_token_env, write_secret_file)
@@ -38,11 +39,50 @@ from nightshift.core.client import TaskClient
 from nightshift.core.s3server import LocalS3Server, free_port, start_local_s3
 from nightshift.core.store import ObjectStore
 
-__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "console_script", "run_json_command",
+__all__ = ["SCIENCE_TASKS", "ServiceCommand", "RunningService", "LocalNight", "Started", "console_script", "log_tail",
+           "prefect_healthy", "run_json_command", "wait_until",
            "science_service_commands", "ingest_command", "tilestats_command"]
 
 SCIENCE_TASKS = ("bubbles", "clusters", "filaments", "ghosts", "inclination")
 _LOG_TAIL_CHARS = 1500
+
+
+def wait_until(ready: Callable[[], bool], alive: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+    """Return once ``ready()``; raise RuntimeError once ``alive()`` is not, TimeoutError after ``timeout_s``
+    (either with the tail of ``what``'s ``log``)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if not alive():
+            raise RuntimeError(f"{what} exited during start-up: {log_tail(log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout_s} s: {log_tail(log)}")
+        time.sleep(0.1)
+
+
+def log_tail(path: Path) -> str:
+    """The end of the log file ``path`` ("" if there is none)."""
+    return path.read_text(errors="replace")[-_LOG_TAIL_CHARS:].strip() if path.exists() else ""
+
+
+class Started(abc.ABC):
+    """As a context manager: started on entry (stopped again when the start fails half-way), stopped on exit."""
+
+    @abc.abstractmethod
+    def start(self) -> object: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +118,7 @@ class RunningService:
         return int(total)
 
     def log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-_LOG_TAIL_CHARS:].strip()
+        return log_tail(self.log_path)
 
 
 def console_script(name: str) -> str | None:
@@ -139,6 +178,15 @@ def ingest_command() -> ServiceCommand:
 def tilestats_command(name: str, bands: Sequence[str]) -> ServiceCommand:
     """The tile-statistics data-quality service for tiles of ``bands`` (this package's ``serve-tilestats``)."""
     return ServiceCommand(name, (sys.executable, "-m", "nightshift.orchestration.cli", "serve-tilestats", "--bands", *bands))
+
+
+def prefect_healthy(api_url: str) -> bool:
+    """Whether the Prefect API at ``api_url`` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 class LocalNight:
@@ -308,8 +356,8 @@ class LocalNight:
 
         Raises
         ------
-        RuntimeError
-            It exited or was not healthy within ``timeout_s``.
+        RuntimeError, TimeoutError
+            It exited during start-up, or was not healthy within ``timeout_s``.
         """
         prefect = console_script("prefect")
         if prefect is None:
@@ -324,15 +372,8 @@ class LocalNight:
                                        stdin=subprocess.DEVNULL)
         self.prefect_server = RunningService(command, process, port, 0, log_path)
         api_url = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return api_url
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"the Prefect server did not become healthy: {self.prefect_server.log_tail()}")
+        wait_until(lambda: prefect_healthy(api_url), lambda: process.poll() is None, timeout_s, "the Prefect server", log_path)
+        return api_url
 
     def stop(self) -> None:
         """Stop every service and the Prefect server (SIGTERM, SIGKILL after a grace period), then the S3 server."""

@@ -18,7 +18,6 @@ worker holds its flow run and runs the night again elsewhere when that worker's 
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import os
 import pwd
@@ -28,18 +27,16 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from glob import glob
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING
 from uuid import UUID
 
 from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.s3server import free_port
 from nightshift.orchestration.hosts import LOCALHOST, Host
-from nightshift.orchestration.launcher import console_script
+from nightshift.orchestration.launcher import Started, console_script, prefect_healthy, wait_until
 
 if TYPE_CHECKING:
     from nightshift.orchestration.config import NightConfig
@@ -70,42 +67,7 @@ def _service_user() -> str | None:
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL as")
 
 
-def _wait(ready: Callable[[], bool], alive: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if not alive():
-            raise RuntimeError(f"{what} exited during start-up: {_tail(log)}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout_s} s: {_tail(log)}")
-        time.sleep(0.1)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-_LOG_TAIL_CHARS:].strip() if path.exists() else ""
-
-
-class _Started(abc.ABC):
-    """As a context manager: started on entry (stopped again when the start fails half-way), stopped on exit."""
-
-    @abc.abstractmethod
-    def start(self) -> object: ...
-
-    @abc.abstractmethod
-    def stop(self) -> None: ...
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-
-class PostgresServer(_Started):
+class PostgresServer(Started):
     """A PostgreSQL server on 127.0.0.1 holding one database, password-protected (SCRAM).
 
     Parameters
@@ -168,7 +130,7 @@ class PostgresServer(_Started):
         )
         process = self._process
         ready = self.host.command([str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)])
-        _wait(lambda: subprocess.run(ready, check=False).returncode == 0, lambda: process.poll() is None, 60.0,
+        wait_until(lambda: subprocess.run(ready, check=False).returncode == 0, lambda: process.poll() is None, 60.0,
               "PostgreSQL", self.log_path)
         exists = self._client("psql", "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
         if not exists:
@@ -219,7 +181,7 @@ class PostgresServer(_Started):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-class PrefectTier(_Started):
+class PrefectTier(Started):
     """PostgreSQL, a Prefect server on it, a process work pool and its workers, as processes on hosts.
 
     Parameters
@@ -309,7 +271,7 @@ class PrefectTier(_Started):
         server = self._spawn("server", self.server_host,
                              [prefect, "server", "start", "--host", self.server_host.address, "--port", str(self.port), "--no-ui"],
                              {**self._prefect_env(), "PREFECT_API_DATABASE_CONNECTION_URL": database_url})
-        _wait(self._healthy, lambda: server.poll() is None, timeout_s, "the Prefect server", self.work_dir / "server.log")
+        wait_until(lambda: prefect_healthy(self.api_url), lambda: server.poll() is None, timeout_s, "the Prefect server", self.work_dir / "server.log")
         self._ensure_pool()
         # A worker asks for due runs every second (Prefect's default is 10 s, all of it added to a night's wall time).
         worker_env = {**self.worker_env, **self._prefect_env(), "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -318,14 +280,9 @@ class PrefectTier(_Started):
             name = self.worker_name(number)
             self._spawn(f"worker-{number}", host, [prefect, "worker", "start", "--pool", self.pool, "--name", name,
                                                    "--work-queue", _DEFAULT_QUEUE, "--work-queue", name], worker_env)
-        _wait(lambda: len(self.online_workers()) == self.workers, lambda: all(p.poll() is None for p in self._processes),
+        wait_until(lambda: len(self.online_workers()) == self.workers, lambda: all(p.poll() is None for p in self._processes),
               timeout_s, "the Prefect workers", self.work_dir / "worker-0.log")
         return self.api_url
-
-    def _healthy(self) -> bool:
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-        return False
 
     def _ensure_pool(self) -> None:
         """The process pool, with the default queue and one queue per worker."""

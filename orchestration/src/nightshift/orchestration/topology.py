@@ -28,7 +28,6 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 from nightshift.core.auth import AUTH_SECRET_FILE_ENV, issue_token, role_token_env, write_secret_file
@@ -38,7 +37,7 @@ from nightshift.core.s3server import RcloneS3Server
 from nightshift.core.store import ObjectStore, StoreConfig
 from nightshift.core.version import code_version
 from nightshift.orchestration.hosts import Host, HostNetwork
-from nightshift.orchestration.launcher import ServiceCommand, ingest_command
+from nightshift.orchestration.launcher import ServiceCommand, Started, ingest_command
 from nightshift.orchestration.prefect_server import PrefectTier
 
 __all__ = ["MultiHostNight", "ReplicatedService"]
@@ -61,7 +60,7 @@ class ReplicatedService:
         return "ipv4:" + ",".join(f"{h.address}:{GRPC_PORT}" for h in self.hosts)
 
 
-class MultiHostNight:
+class MultiHostNight(Started):
     """The hosts of a night, started in order: network, storage, ingest, services, Prefect tier.
 
     Parameters
@@ -205,13 +204,3 @@ class MultiHostNight:
         for log in self._logs:
             log.close()
         self._logs.clear()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
