@@ -53,8 +53,30 @@ def test_synth_then_infer_with_a_wcs(tmp_path, capsys) -> None:
     assert np.all(np.abs(catalogue["glat"] - 0.5) < 64 * 0.0032 + 1e-6)
     assert catalogue.meta["MODEL"] == "filaments-unet5" and catalogue.meta["INPUT"] == str(source)
     assert catalogue.meta["THRESH"] == 0.5 and catalogue.meta["FRAME"] == "galactic"
+    assert catalogue.meta["TTAVIEWS"] == json.loads((_shipped_card()).read_text())["config"].get("test_time_views", 1)
     regions = Regions.read(tmp_path / "out" / "field_filaments_icrs.reg", format="ds9")
     assert len(regions) == len(catalogue) and all(isinstance(r, PolygonSkyRegion) for r in regions)
+
+
+def _shipped_card():
+    from nightshift.filaments.model import bundled_weights
+
+    return bundled_weights().with_suffix(".json")
+
+
+def test_infer_takes_the_number_of_test_time_views(tmp_path, capsys) -> None:
+    image = np.random.default_rng(2).lognormal(np.log(1e22), 0.4, (64, 64)).astype(np.float32)
+    source = tmp_path / "small.fits"
+    fits.PrimaryHDU(image, header=fits.Header({"BUNIT": "cm-2"})).writeto(source)
+    maps = {}
+    for views in ("1", "4"):
+        assert main(["infer", str(source), "--output", str(tmp_path / views), "--test-time-views", views]) == 0
+        capsys.readouterr()
+        maps[views] = fits.getdata(tmp_path / views / "small_probability.fits")
+        assert Table.read(tmp_path / views / "small_filaments.ecsv").meta["TTAVIEWS"] == int(views)
+    assert np.abs(maps["4"] - maps["1"]).max() > 1e-3
+    with pytest.raises(SystemExit):
+        main(["infer", str(source), "--output", str(tmp_path / "3"), "--test-time-views", "3"])
 
 
 def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsys) -> None:
@@ -64,6 +86,7 @@ def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsy
     assert {"dice", "iou", "ap", "parameters"} <= set(figures["filfinder"])
     assert json.loads((tmp_path / "evaluation.json").read_text())["dice"] == figures["dice"]
     assert figures["simulated"]["dice"] == figures["dice"] and "real" not in figures
+    assert figures["test_time_views"] == json.loads(_shipped_card().read_text())["config"].get("test_time_views", 1)
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 

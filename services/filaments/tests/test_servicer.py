@@ -141,3 +141,21 @@ def test_evaluate_on_the_real_validation_columns(served) -> None:
     response = client.evaluate(task_service_pb2.EvaluateRequest(dataset="real-validation"))
     assert set(response.metrics) == {"dice", "iou", "ap"}
     assert 0 < response.metrics["ap"] <= 1 and 0 < response.baseline_metrics["ap"] <= 1
+
+
+def test_the_served_test_time_views_are_the_ones_infer_uses(skies) -> None:
+    from nightshift.core.tiles import decode_tile
+    from nightshift.filaments.infer import predict_probability
+
+    image = skies[0].column_density
+    probabilities = {}
+    for views in (1, 2):
+        model = FilamentsModel(test_time_views=views)  # no store: the shipped weights
+        model.load()
+        assert model.config.test_time_views == views
+        tile = decode_tile(_tile(image[None], None))
+        (result,) = model.infer([tile], model.serving_model())
+        probabilities[views] = decode_array(result.segmentations[0].probability)
+        np.testing.assert_allclose(probabilities[views], predict_probability(model._network, image, model.config), atol=1e-6)
+        model.unload()
+    assert np.abs(probabilities[2] - probabilities[1]).max() > 1e-3

@@ -122,12 +122,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nightshift.filaments.realdata import load_real_cutout, real_data_available
 
     network, config, card = load_checkpoint(args.weights, torch_device())
+    config = _with_views(config, args.test_time_views)
     simulated, _ = evaluate_simulated(network, config, maps=args.test_maps, measure_border=True, filfinder=True)
     results = [simulated]
     # Headline figures at the top level are the simulated ones; ``simulated``/``real`` hold each dataset's,
     # ``baseline`` (Hessian ridge) and ``filfinder`` each baseline's simulated ones with the real ones
     # under ``baseline.real`` and ``filfinder.real``.
-    figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "simulated": simulated.figures()}
+    figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "test_time_views": config.test_time_views,
+               "simulated": simulated.figures()}
     figures.update({k: simulated.figures()[k] for k in ("dice", "iou", "ap")})
     figures["baseline"] = dict(simulated.figures()["baseline"])
     figures["filfinder"] = dict(simulated.figures()["filfinder"])
@@ -153,6 +155,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_views(config, views: int | None):
+    """``config`` with ``--test-time-views`` when given (else the model's own setting)."""
+    return config if views is None else config.with_overrides({"test_time_views": views})
+
+
 def _read_map(path: Path, min_px: int) -> FitsImage:
     from nightshift.filaments.config import UNIT
 
@@ -168,13 +175,14 @@ def _infer(args: argparse.Namespace) -> int:
 
     weights = args.weights or bundled_weights()
     network, config, card = load_checkpoint(weights, torch_device())
+    config = _with_views(config, args.test_time_views)
     inputs = Inputs(args.inputs)
     maps = []
     for path, image in inputs.each(lambda path: _read_map(path, config.patch_px)):
         probability = predict_probability(network, image.data, config)
         roi, filaments = find_filaments(probability, image.data, threshold=config.threshold, min_area_px=config.min_instance_px)
         meta = {"MODEL": card["name"], "WEIGHTS": Path(weights).name, "THRESH": config.threshold,
-                "MINAREA": config.min_instance_px, "INPUT": str(path)}
+                "MINAREA": config.min_instance_px, "TTAVIEWS": config.test_time_views, "INPUT": str(path)}
         written = write_outputs(args.output / path.stem, probability, roi, filaments, image.header.tostring(), meta=meta)
         maps.append({"input": str(path), "filaments": len(filaments), "roi_fraction": float(roi.mean()),
                      "outputs": [str(p) for p in written]})
@@ -202,7 +210,7 @@ def _bench(args: argparse.Namespace) -> int:
     from nightshift.filaments.simulate import simulate_maps
     from nightshift.v1 import tile_pb2
 
-    model = FilamentsModel()
+    model = FilamentsModel(test_time_views=args.test_time_views)
     size = model.spec.height
     with start_local_s3("rclone") as server:
         store = server.store()
@@ -216,6 +224,7 @@ def _bench(args: argparse.Namespace) -> int:
         figures = benchmark_service(model, tiles, store=store, batch_size=args.batch_size or model.spec.preferred_batch_tiles,
                                     rounds=args.rounds, device=device)
     figures["tile_px"] = size
+    figures["test_time_views"] = model.config.test_time_views
     figures["torch_threads"] = torch.get_num_threads()
     figures["pixels_per_s"] = float(np.round(figures["tiles_per_s"] * size * size))
     report(figures, args.output / "bench.json")
@@ -224,11 +233,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> CommandLine:
     """The command line."""
-    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.config import TEST_TIME_VIEWS, default_real_data_dir
     from nightshift.filaments.night import DEFAULT_FIELD_PX, DEFAULT_FIELDS, score_night, simulate_night
 
     cli = CommandLine("nightshift-filaments", __doc__, distribution="nightshift-filaments")
     real_dir = default_real_data_dir()
+
+    def views(command) -> None:
+        command.add_argument("--test-time-views", type=int, choices=TEST_TIME_VIEWS,
+                             help="dihedral views averaged per inference patch (default: the model config's test_time_views)")
 
     synth = cli.command("synth", _synth, "write simulated N(H2) maps with their true filament masks (FITS)")
     cli.output(synth, None, "directory for map_NNNN_{nh2,mask}.fits and statistics.json")
@@ -256,6 +269,7 @@ def build_parser() -> CommandLine:
                                                   "(simulated test maps, real validation columns)")
     cli.weights(evaluate)
     evaluate.add_argument("--test-maps", type=int, help="held-out simulated maps (default: the model config's test_maps)")
+    views(evaluate)
     cli.real_data(evaluate, real_dir)
     cli.output(evaluate, "filaments-evaluation", "directory for evaluation.json, curves.png, real_side_by_side.png")
 
@@ -264,6 +278,7 @@ def build_parser() -> CommandLine:
     cli.output(infer, "filaments-infer", "directory for <stem>_probability.fits, _roi.fits, _filaments.{fits,ecsv,csv} "
                                          "and _filaments_{galactic,icrs}.reg")
     cli.weights(infer)
+    views(infer)
 
     cli.serve_command(_serve)
 
@@ -271,6 +286,7 @@ def build_parser() -> CommandLine:
     bench.add_argument("--tiles", type=int, default=32, help="tiles per pass (default 32)")
     bench.add_argument("--batch-size", type=int, help="tiles per call (default: the service's preferred batch)")
     bench.add_argument("--rounds", type=int, default=3, help="passes per path; the best is reported")
+    views(bench)
     cli.output(bench, "filaments-bench", "directory for bench.json")
 
     night = cli.night_commands(lambda args: simulate_night(args.output, args.seed, fields=args.fields, size_px=args.size), score_night,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BAND", "UNIT", "HIGAL_BEAM_FWHM_PX", "FilamentsConfig", "PRESETS", "preset", "default_real_data_dir"]
+__all__ = ["BAND", "UNIT", "HIGAL_BEAM_FWHM_PX", "TEST_TIME_VIEWS", "FilamentsConfig", "PRESETS", "preset", "default_real_data_dir"]
 
 BAND = "nh2"
 """Name of the one band the service reads: H2 column density."""
@@ -25,6 +25,8 @@ HIGAL_BEAM_FWHM_PX = 36.0 / 11.5
 """FWHM of the Hi-GAL N(H2) beam (500 um resolution, 36 arcsec) in its 11.5 arcsec pixels: 3.13 px."""
 
 _LOSSES = ("bce", "bce+dice")
+TEST_TIME_VIEWS = (1, 2, 4, 8)
+"""The allowed numbers of dihedral views averaged at inference (``FilamentsConfig.test_time_views``)."""
 _SCALINGS = ("log-minmax", "minmax")
 
 
@@ -76,6 +78,11 @@ class FilamentsConfig:
         Adam's step size (cosine-annealed to 0 over the epochs).
     stride_px : int
         Step between overlapping inference patches, in pixels.
+    test_time_views : {1, 2, 4, 8}
+        Dihedral views of each inference patch whose probabilities are averaged (test-time
+        augmentation; each view's output transformed back): 1 the patch alone, 2 with its left-right
+        flip, 4 the flips (identity, left-right, up-down, half turn), 8 all flips and quarter turns.
+        Inference costs about this many forward passes.
     threshold : float
         Probability at or above which a pixel is in the region of interest.
     min_instance_px : int
@@ -110,6 +117,7 @@ class FilamentsConfig:
     batch_size: int = 16
     learning_rate: float = 3e-3
     stride_px: int = 32
+    test_time_views: int = 1
     threshold: float = 0.5
     min_instance_px: int = 8
     tile_px: int = 256
@@ -145,6 +153,7 @@ class FilamentsConfig:
             ("batch_size", self.batch_size >= 1, "at least 1"),
             ("learning_rate", self.learning_rate > 0, "positive"),
             ("stride_px", 1 <= self.stride_px <= self.patch_px, f"1 to patch_px = {self.patch_px}"),
+            ("test_time_views", self.test_time_views in TEST_TIME_VIEWS, f"one of {TEST_TIME_VIEWS}"),
             ("threshold", 0 < self.threshold < 1, "in (0, 1)"),
             ("min_instance_px", self.min_instance_px >= 0, "at least 0"),
             ("tile_px", self.tile_px >= 1, "at least 1"),

@@ -21,8 +21,41 @@ from nightshift.core.command import warn_input
 from nightshift.filaments.config import FilamentsConfig
 from nightshift.filaments.preprocess import blend_weights, normalise_patches, patch_starts
 
-__all__ = ["Filament", "predict_probability", "predict_probability_one_pass", "skeleton_length_px", "contour_polygon",
+__all__ = ["DIHEDRAL_VIEWS", "dihedral_view", "dihedral_mean", "Filament", "predict_probability", "predict_probability_one_pass", "skeleton_length_px", "contour_polygon",
            "find_filaments", "SkyFilaments", "sky_filaments", "catalog_rows", "CATALOG_COLUMNS", "write_outputs"]
+
+
+DIHEDRAL_VIEWS = ((0, False), (0, True), (2, True), (2, False), (1, False), (3, False), (1, True), (3, True))
+"""The eight dihedral views as (quarter turns, left-right flip first), in the order test-time
+augmentation takes them: the first two are the patch and its left-right flip, the first four the flips
+(identity, left-right, up-down, half turn), all eight add the quarter turns and the transposes."""
+
+
+def dihedral_view(image: torch.Tensor, view: int, *, inverse: bool = False) -> torch.Tensor:
+    """View ``view`` (an index into :data:`DIHEDRAL_VIEWS`) of the last two axes of ``image``: the
+    left-right flip (when it has one), then ``k`` quarter turns counter-clockwise; ``inverse`` undoes it."""
+    turns, flip = DIHEDRAL_VIEWS[view]
+    if inverse:
+        image = torch.rot90(image, -turns, dims=(-2, -1))
+        return image.flip(-1) if flip else image
+    return torch.rot90(image.flip(-1) if flip else image, turns, dims=(-2, -1))
+
+
+def dihedral_mean(forward, inputs: torch.Tensor, views: int) -> torch.Tensor:
+    """Test-time augmentation: the mean over the first ``views`` dihedral views of ``forward`` applied
+    to each view of ``inputs`` (..., H, W) and transformed back.
+
+    ``forward`` must map an image to a per-pixel output of the same height and width (e.g. a U-Net's
+    probabilities); with a square input, or one whose sides the network takes either way round, any
+    number of views works. Averaged over all 8 views the result is equivariant: the mean for a turned
+    or flipped input is the turned or flipped mean.
+    """
+    if not 1 <= views <= len(DIHEDRAL_VIEWS):
+        raise ValueError(f"views={views}: expected 1 to {len(DIHEDRAL_VIEWS)}")
+    total = forward(inputs)
+    for view in range(1, views):
+        total = total + dihedral_view(forward(dihedral_view(inputs, view)), view, inverse=True)
+    return total / views
 
 
 @torch.no_grad()
@@ -43,7 +76,8 @@ def predict_probability(
         (H, W) or (N, H, W) N(H2) in cm^-2, NaN where missing; maps smaller than a patch are padded
         with NaN.
     config : FilamentsConfig
-        ``patch_px``, ``stride_px`` and ``scaling``.
+        ``patch_px``, ``stride_px``, ``scaling`` and ``test_time_views`` (each patch's probability is
+        the mean over that many dihedral views, :func:`dihedral_mean`).
     batch_size : int
         Patches per forward pass.
 
@@ -67,8 +101,11 @@ def predict_probability(
     patches = np.stack([padded[m, r : r + patch, c : c + patch] for m, r, c in corners])
     inputs, _ = normalise_patches(patches, config.scaling)
     device = next(network.parameters()).device
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(network(batch))
+
     probabilities = np.concatenate([
-        torch.sigmoid(network(torch.from_numpy(inputs[i : i + batch_size, None]).to(device)))[:, 0].cpu().numpy()
+        dihedral_mean(forward, torch.from_numpy(inputs[i : i + batch_size, None]).to(device), config.test_time_views)[:, 0].cpu().numpy()
         for i in range(0, len(inputs), batch_size)
     ])
     weights = blend_weights(patch)
@@ -98,7 +135,7 @@ def predict_probability_one_pass(network: torch.nn.Module, column_density: np.nd
     column_density : numpy.ndarray
         (H, W) N(H2) in cm^-2, NaN where missing.
     config : FilamentsConfig
-        ``levels`` and ``scaling``.
+        ``levels``, ``scaling`` and ``test_time_views`` (as :func:`predict_probability`).
 
     Returns
     -------
@@ -113,7 +150,8 @@ def predict_probability_one_pass(network: torch.nn.Module, column_density: np.nd
     padded = np.pad(image, ((0, -height % multiple), (0, -width % multiple)), constant_values=np.nan)
     inputs, _ = normalise_patches(padded, config.scaling)
     device = next(network.parameters()).device
-    probability = torch.sigmoid(network(torch.from_numpy(inputs[None, None]).to(device)))[0, 0].cpu().numpy()
+    probability = dihedral_mean(lambda batch: torch.sigmoid(network(batch)), torch.from_numpy(inputs[None, None]).to(device),
+                                config.test_time_views)[0, 0].cpu().numpy()
     return np.where(np.isfinite(image), probability[:height, :width], 0).astype(np.float32)
 
 

@@ -51,6 +51,9 @@ class FilamentsModel(TaskModel):
         Config fields replaced for ``Evaluate`` (e.g. fewer test maps in tests).
     real_data_dir : Path, optional
         The real cut-out for the ``real-validation`` dataset (default: ``config.default_real_data_dir()``).
+    test_time_views : int, optional
+        Dihedral views averaged per inference patch (``FilamentsConfig.test_time_views``; default: the
+        served model's config), for ``Infer`` and ``Evaluate`` alike.
     """
 
     task = "filaments"
@@ -58,7 +61,8 @@ class FilamentsModel(TaskModel):
     output_kind = task_service_pb2.OUTPUT_KIND_SEGMENTATION
 
     def __init__(self, *, store: ObjectStore | None = None, weights: Path | None = None, inline_limit_bytes: int = 64 * 1024,
-                 evaluation_overrides: dict[str, object] | None = None, real_data_dir: Path | None = None) -> None:
+                 evaluation_overrides: dict[str, object] | None = None, real_data_dir: Path | None = None,
+                 test_time_views: int | None = None) -> None:
         from nightshift.filaments.model import load_checkpoint
 
         self.store = store
@@ -67,7 +71,9 @@ class FilamentsModel(TaskModel):
         self.evaluation_overrides = dict(evaluation_overrides or {})
         self.real_data_dir = real_data_dir
         self.registry = ModelRegistry(store, self.task, smoke=smoke_check) if store is not None else None
-        _, self.config, _ = load_checkpoint(self.weights)
+        self.test_time_views = test_time_views
+        _, config, _ = load_checkpoint(self.weights)
+        self.config = self._served(config)
         self.spec = _spec(self.config)
         self._network = None
         self._ref = results_pb2.ModelRef()
@@ -78,10 +84,15 @@ class FilamentsModel(TaskModel):
         from nightshift.filaments.model import load_network
 
         served = resolve_checkpoint(self.task, self.weights, store=self.store, cache_dir=self._cache.name, smoke=smoke_check)
-        self.config = FilamentsConfig.from_dict(served.config)
+        self.config = self._served(FilamentsConfig.from_dict(served.config))
         self.spec = _spec(self.config)
         self._network = load_network(served.weights, self.config, torch_device())
         self._ref = served.ref
+
+    def _served(self, config: FilamentsConfig) -> FilamentsConfig:
+        if self.test_time_views is None:
+            return config
+        return config.with_overrides({"test_time_views": self.test_time_views})
 
     def warmup(self) -> None:
         from nightshift.filaments.infer import predict_probability
