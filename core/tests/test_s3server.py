@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def test_rclone_server_keeps_a_given_data_dir(tmp_path: Path) -> None:
 
     with RcloneS3Server(tmp_path, bucket="kept") as restarted:
         assert restarted.store().get_bytes("a/b.bin") == b"\x00\x01"
+
+
+@pytest.mark.parametrize("etag_md5", [True, False])
+def test_rclone_etag_setting_gives_md5_etags_or_none_and_objects_round_trip(etag_md5: bool) -> None:
+    data = bytes(range(256)) * 64
+    with RcloneS3Server(etag_md5=etag_md5) as server:
+        store = server.store()
+        ref = store.put_bytes("a/etag.bin", data)
+        assert store.get_bytes(ref) == data  # the reference's SHA-256 is checked on the read
+        etag = store._client.stat_object(store.bucket, store.key("a/etag.bin")).etag
+    assert etag == (hashlib.md5(data).hexdigest() if etag_md5 else "")
 
 
 def test_unknown_server_kind_is_rejected() -> None:

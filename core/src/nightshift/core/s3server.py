@@ -117,6 +117,10 @@ class RcloneS3Server(LocalS3Server):
         PEM certificate (chain) and private key: serve HTTPS.
     tls_ca : Path, optional
         PEM file clients verify the certificate with (default: ``tls_cert``).
+    etag_md5 : bool
+        Give each object an MD5 ETag (rclone's default) or none (``--etag-hash ''``). Kept on: with
+        ``--ignore-checksum`` the server's CPU per put, get and HEAD is the same both ways here
+        (``nightshift bench --sections store`` measures it), and S3 clients expect MD5 ETags.
 
     Its log goes to ``log_path`` (``<data_dir>.log``), never to a pipe: on a full disk rclone logs every failed
     write, and an unread pipe filled after about 160 of them and froze the server mid-request.
@@ -132,14 +136,23 @@ class RcloneS3Server(LocalS3Server):
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         tls_ca: Path | None = None,
+        etag_md5: bool = True,
     ) -> None:
         super().__init__(data_dir, bucket=bucket)
+        self.etag_md5 = etag_md5
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("HTTPS needs both a certificate and a key")
         self._tls_args = ["--cert", str(tls_cert), "--key", str(tls_key)] if tls_cert and tls_key else []
         self.tls_ca = (tls_ca or tls_cert) if tls_cert else None
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (its CPU time is what the store benchmark charges to the server)."""
+        if self._process is None:
+            raise RuntimeError("rclone is not running")
+        return self._process.pid
 
     @staticmethod
     def executable() -> str:
@@ -163,6 +176,7 @@ class RcloneS3Server(LocalS3Server):
                 # no MD5 re-read of each object after it is written (put 190 -> 270 MB/s here): the store's own
                 # SHA-256, checked on every read, is the end-to-end integrity check
                 "--ignore-checksum",
+                *(() if self.etag_md5 else ("--etag-hash", "")),
                 str(self.data_dir),
             ]),
             env={**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'},

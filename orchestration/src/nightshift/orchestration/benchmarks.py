@@ -383,7 +383,10 @@ def bench_store(scale: Scale, work_dir: Path, store: Any) -> dict[str, Any]:
     ranged_s = _best_s(lambda: [store.get_bytes(r) for r in ranges], scale.rounds)
     per_tile_s, by_run_s, run_tiles = _batch_reads_s(store, shards, keys, tile_bytes, scale.rounds)
     shutil.rmtree(disk)
+    etag = {("md5" if md5 else "none"): _etag_server_costs(shards, work_dir / f"etag-{md5}", md5, scale.rounds) for md5 in (True, False)}
     return {
+        "etag": etag, "etag_head_cpu_ratio": etag["none"]["server_cpu_ms_per_head"] / etag["md5"]["server_cpu_ms_per_head"],
+        "etag_put_cpu_ratio": etag["none"]["server_cpu_ms_per_mb_put"] / etag["md5"]["server_cpu_ms_per_mb_put"],
         "shard_mb": _SHARD_BYTES / _MB, "shards": len(shards),
         "put_mb_per_s": total_mb / put_s, "get_mb_per_s": total_mb / get_s,
         "disk_write_mb_per_s": total_mb / write_s, "disk_read_mb_per_s": total_mb / read_s,
@@ -392,6 +395,34 @@ def bench_store(scale: Scale, work_dir: Path, store: Any) -> dict[str, Any]:
         "batch_tiles": run_tiles, "per_tile_batch_reads_per_s": run_tiles / per_tile_s, "shard_run_reads_per_s": run_tiles / by_run_s,
         "shard_run_speedup": per_tile_s / by_run_s,
     }
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _etag_server_costs(shards: list[bytes], data_dir: Path, etag_md5: bool, rounds: int) -> dict[str, float]:
+    """Put and get rates of the shards, and the server's own CPU per MB and per HEAD, on an rclone server of its own
+    with the ETag an MD5 of each object (rclone's default, the embedded one's) or none (issue 23 item 2)."""
+    from nightshift.core.s3server import RcloneS3Server
+
+    with RcloneS3Server(data_dir, etag_md5=etag_md5) as server:
+        store = server.store()
+        keys = [store.key("bench", "etag", f"{i:04d}") for i in range(len(shards))]
+        total_mb = len(shards) * _SHARD_BYTES / _MB
+        cpu = _process_cpu_s(server.pid)
+        put_s = _best_s(lambda: [store.put_bytes(k, s) for k, s in zip(keys, shards)], rounds)
+        put_cpu, cpu = _process_cpu_s(server.pid) - cpu, _process_cpu_s(server.pid)
+        get_s = _best_s(lambda: [store.get_bytes(k) for k in keys], rounds)
+        get_cpu, cpu = _process_cpu_s(server.pid) - cpu, _process_cpu_s(server.pid)
+        heads = [store.size_of(k) for _ in range(10 * rounds) for k in keys]  # the existence checks of idempotent writes
+        head_cpu = _process_cpu_s(server.pid) - cpu
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return {"put_mb_per_s": total_mb / put_s, "get_mb_per_s": total_mb / get_s,
+            "server_cpu_ms_per_mb_put": 1e3 * put_cpu / (rounds * total_mb), "server_cpu_ms_per_mb_get": 1e3 * get_cpu / (rounds * total_mb),
+            "server_cpu_ms_per_head": 1e3 * head_cpu / len(heads)}
 
 
 def _batch_reads_s(store: Any, shards: list[bytes], keys: list[str], tile_bytes: int, rounds: int) -> tuple[float, float, int]:
@@ -879,6 +910,15 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(("store", "ranged reads of 64x64x7 float32 tiles from a shard (SHA-256 checked)",
                      f"{_fmt(store['ranged_tile_reads_per_s'])} tiles/s, {_fmt(store['ranged_tile_mb_per_s'])} MB/s",
                      f"whole-shard get {_fmt(store['get_mb_per_s'])} MB/s", f"{store['ranged_tile_mb_per_s'] / store['get_mb_per_s']:.2f}x"))
+        if "etag" in store:
+            md5, none = store["etag"]["md5"], store["etag"]["none"]
+            rows.append(("store", f"rclone server CPU per HEAD of a {_fmt(store['shard_mb'])} MB object / per MB of put / get, "
+                                  "ETag none vs MD5 (rclone's default, the embedded server's)",
+                         f"{_fmt(none['server_cpu_ms_per_head'])} / {_fmt(none['server_cpu_ms_per_mb_put'])} / "
+                         f"{_fmt(none['server_cpu_ms_per_mb_get'])} ms",
+                         f"{_fmt(md5['server_cpu_ms_per_head'])} / {_fmt(md5['server_cpu_ms_per_mb_put'])} / "
+                         f"{_fmt(md5['server_cpu_ms_per_mb_get'])} ms",
+                         f"HEAD {store['etag_head_cpu_ratio']:.2f}x, put {store['etag_put_cpu_ratio']:.2f}x the CPU"))
         if "shard_run_reads_per_s" in store:
             rows.append(("store", "batches of 32 tiles by reference decoded as Infer does: one GET per shard run",
                          f"{_fmt(store['shard_run_reads_per_s'])} tiles/s",
