@@ -173,7 +173,8 @@ def test_servicer_and_workflows_do_not_import_each_other() -> None:
 
 
 @NEEDS_REAL
-def test_crossval_on_real_images_scores_each_image_once_with_a_model_that_never_saw_it(tmp_path: Path, capsys) -> None:
+def test_crossval_on_real_images_scores_each_image_once_with_a_model_that_never_saw_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    from nightshift.ghosts import crossval
     from nightshift.ghosts.crossval import FinetuneConfig
     from nightshift.ghosts.realdata import load_real_images
     from nightshift.ghosts.workflows import crossval_real
@@ -186,10 +187,24 @@ def test_crossval_on_real_images_scores_each_image_once_with_a_model_that_never_
     chosen = [r.name for r in load_real_images(REAL_DIR)][::4][:8]
     for name in chosen:
         (real / "images" / name).symlink_to(REAL_DIR / "images" / name)
-    settings = FinetuneConfig(folds=4, epochs=1, low_lr_epochs=0, real_repeats=1, sim_per_epoch=1, sim_pool=2)
+    settings = FinetuneConfig(folds=4, epochs=1, low_lr_epochs=0, real_repeats=1, sim_per_epoch=1, sim_pool=2,
+                              augmentation=RealAugmentation(copy_paste=1.0, paste_max=3, paste_sky=True, paste_flip=0.5))
     work = tmp_path / "work"
+    drawn: list[tuple[str, frozenset]] = []  # every augmented real image and the donors it was offered
+    real_augment = crossval.augment_real
+
+    def recording(item, rng, *, donors=(), settings=RealAugmentation()):
+        drawn.append((item.name, frozenset(d.name for d in donors)))
+        return real_augment(item, rng, donors=donors, settings=settings)
+
+    monkeypatch.setattr(crossval, "augment_real", recording)
     report = crossval_real(work=work, real_dir=real, seed=3, settings=settings, output=tmp_path / "cv.json",
                            all_real=False, preset="tiny")
+    # each fold's fine-tuning augments only its training images, with donors from them alone (never a scored image)
+    trained = {frozenset(f["trained_on"]): set(f["scored"]) for f in report["folds"]}
+    assert {donors for _, donors in drawn} == set(trained)
+    for name, donors in drawn:
+        assert name in donors and not donors & trained[donors]
     scored = [n for f in report["folds"] for n in f["scored"]]
     assert sorted(scored) == sorted(chosen) and len(report["folds"]) == 4
     for fold in report["folds"]:

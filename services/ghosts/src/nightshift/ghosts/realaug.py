@@ -2,10 +2,17 @@
 
 Every real training image is drawn anew each time it is used, in this order:
 
-1. *copy-paste* (probability ``copy_paste``): one or two annotated artefacts of another real training
-   image (a donor) are pasted at their own position (all images share the DECam focal plane, so the
-   CCD gaps line up); annotations of the target they cover lose the covered pixels (dropped when
-   fewer than 30 pixels remain);
+1. *copy-paste* (probability ``copy_paste``): 1 to ``paste_max`` annotated artefacts of another real
+   training image (a donor) are pasted at their own position (all images share the DECam focal plane,
+   so the CCD gaps line up), with probability ``paste_flip`` first mirrored with the donor about the
+   image's vertical and/or horizontal axis (the focal plane is symmetric to a few pixels); annotations
+   of the target they cover lose the covered pixels (dropped when fewer than 30 pixels remain) and the
+   pasted instance is added with its whole mask (its box is the mask's). With ``paste_sky`` the pasted
+   pixels are those of the instance's mask that are live (on a CCD that is on) in both images, shifted
+   by the difference of the two images' sky levels in a ring around the mask, so the paste leaves no
+   step at its edge and no donor gap or dead CCD over live pixels of the target; with ``paste_feather``
+   > 0 the donor's pixels are blended in over that many pixels inside the mask's edge (weight rising
+   linearly with the distance from the edge; no pixel outside the mask changes);
 2. a random subset of horizontal flip, vertical flip and a rotation by 0, 90, 180 or 270 degrees;
 3. *scale jitter*: zoom by a factor in ``scale`` about the image centre (bilinear for the image,
    nearest for the masks), cropped or padded (with the 8-bit level between CCDs, 23) back to the size;
@@ -26,12 +33,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import binary_dilation, distance_transform_edt
 
 from nightshift.ghosts.artefacts import Artefact
-from nightshift.ghosts.focalplane import GAP_LEVEL
+from nightshift.ghosts.focalplane import GAP_LEVEL, ccd_map
 from nightshift.ghosts.realdata import RealImage
 
-__all__ = ["RealAugmentation", "augment_real"]
+__all__ = ["RealAugmentation", "augment_real", "live_pixels"]
 
 _MIN_PIXELS = 30
 
@@ -48,20 +56,75 @@ class RealAugmentation:
     colour_gain: float = 0.06
     jpeg: float = 0.6
     jpeg_quality: tuple[int, int] = (40, 95)
+    paste_max: int = 2
+    paste_flip: float = 0.0
+    paste_sky: bool = False
+    paste_feather: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _paste(image: np.ndarray, artefacts: list[Artefact], donor: RealImage, rng: np.random.Generator) -> tuple[np.ndarray, list[Artefact]]:
+def live_pixels(image: np.ndarray) -> np.ndarray:
+    """Boolean (H, W) map of the pixels on a CCD that is on in this 8-bit image (the CCD's mean above the gap level + 8)."""
+    grey = image[..., 0] if image.ndim == 3 else image
+    labels = ccd_map(grey.shape[0])
+    sums = np.bincount(labels.ravel(), weights=grey.ravel().astype(np.float64), minlength=256)
+    counts = np.bincount(labels.ravel(), minlength=256)
+    on = sums > (GAP_LEVEL + 8) * np.maximum(counts, 1)
+    on[0] = False
+    return on[labels]
+
+
+_RING_PX = 6
+
+
+def _ring(mask: np.ndarray, width: int = _RING_PX) -> np.ndarray:
+    return binary_dilation(mask, iterations=width) & ~mask
+
+
+def _paste(
+    image: np.ndarray, artefacts: list[Artefact], donor: RealImage, rng: np.random.Generator, settings: RealAugmentation,
+) -> tuple[np.ndarray, list[Artefact]]:
     if not donor.artefacts:
         return image, artefacts
-    count = min(len(donor.artefacts), int(rng.integers(1, 3)))
+    count = min(len(donor.artefacts), int(rng.integers(1, settings.paste_max + 1)))
     chosen = [donor.artefacts[i] for i in rng.choice(len(donor.artefacts), size=count, replace=False)]
+    source = donor.image
+    masks = [a.mask for a in chosen]
+    donor_live = live_pixels(source) if settings.paste_sky else None
+    if settings.paste_flip and rng.uniform() < settings.paste_flip:
+        axes = [axis for axis in (0, 1) if rng.uniform() < 0.5] or [int(rng.integers(0, 2))]
+        source = np.flip(source, axis=axes)
+        masks = [np.flip(m, axis=axes) for m in masks]
+        donor_live = None if donor_live is None else np.flip(donor_live, axis=axes)  # the donor's own CCDs, mirrored
     image = image.copy()
-    for pasted in chosen:
-        mask = pasted.mask
-        image[mask] = donor.image[mask]
+    if settings.paste_sky:
+        live = live_pixels(image) & donor_live
+    for pasted, mask in zip(chosen, masks):
+        mask = np.ascontiguousarray(mask)
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
+            continue
+        # work in the mask's box grown by the sky ring's width (nothing outside it changes)
+        margin = _RING_PX + 2
+        box = (slice(max(ys.min() - margin, 0), ys.max() + margin + 1), slice(max(xs.min() - margin, 0), xs.max() + margin + 1))
+        crop, src = image[box], source[box]
+        inside = mask[box]
+        if settings.paste_sky:
+            both = live[box]
+            where = inside & both
+            ring = _ring(inside) & both
+            occupied = np.logical_or.reduce([a.mask[box] for a in artefacts] + [np.zeros_like(inside)])
+            ring = ring & ~occupied if (ring & ~occupied).sum() >= 20 else ring
+            offset = float(np.median(crop[ring].astype(np.float32)) - np.median(src[ring].astype(np.float32))) if ring.any() else 0.0
+        else:
+            where, offset = inside, 0.0
+        pixels = src[where].astype(np.float32) + offset
+        if settings.paste_feather > 0:  # the distance from the mask's edge (not from the image's)
+            weight = np.clip(distance_transform_edt(np.pad(inside, 1, mode="edge"))[1:-1, 1:-1] / float(settings.paste_feather), 0.0, 1.0)[where]
+            pixels = weight[:, None] * pixels + (1.0 - weight[:, None]) * crop[where].astype(np.float32)
+        crop[where] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
         artefacts = [Artefact(a.label, a.mask & ~mask) for a in artefacts]
         artefacts = [a for a in artefacts if a.mask.sum() >= _MIN_PIXELS]
         artefacts.append(Artefact(pasted.label, mask.copy()))
@@ -121,7 +184,7 @@ def augment_real(
     image, artefacts = item.image, list(item.artefacts)
     others = [d for d in donors if d.name != item.name and d.artefacts]
     if others and rng.uniform() < settings.copy_paste:
-        image, artefacts = _paste(image, artefacts, others[int(rng.integers(len(others)))], rng)
+        image, artefacts = _paste(image, artefacts, others[int(rng.integers(len(others)))], rng, settings)
     height, width = image.shape[:2]
     masks = np.stack([a.mask for a in artefacts]) if artefacts else np.zeros((0, height, width), bool)
     image, masks = _geometry(image, masks, rng)
