@@ -46,6 +46,10 @@ def test_quick_bench_writes_json_and_the_markdown_table(tmp_path: Path) -> None:
     assert night["tiles"] > 0 and 0 <= night["prefect_overhead_fraction"] <= 1 and night["objects_written"] > 0
     through_server = results["sections"]["night"]["server"]["runs"]["1x"]  # the same night on PostgreSQL and process workers
     assert through_server["tiles"] == night["tiles"] and 0 <= through_server["prefect_overhead_fraction"] <= 1
+    cold = results["sections"]["night"]["server"]["runs"]["1x cold"]  # flow runs in new interpreters, not forked from zygotes
+    assert cold["tiles"] == night["tiles"]
+    etag = results["sections"]["store"]["etag"]
+    assert set(etag) == {"md5", "none"} and all(costs["put_mb_per_s"] > 0 for costs in etag.values())
     assert all(math.isfinite(n) for n in _numbers(results["sections"]))
     table = (out / "latest.md").read_text()
     assert "`nightshift bench --quick" in table and "| area | measurement |" in table

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON, NightConfig
+from nightshift.orchestration.flowstart import WARM_COMMAND
 from nightshift.orchestration.launcher import LocalNight
 from nightshift.orchestration.layout import NightLayout
 from nightshift.orchestration.prefect_server import PostgresServer, PrefectTier, postgres_bin_dir
@@ -48,11 +49,14 @@ def test_a_night_runs_through_the_server_on_postgres_and_a_process_worker(
         state = tier.postgres.query(f"SELECT state_type FROM flow_run WHERE id = '{flow_run_id}'")
         pids = [p.pid for p in tier._processes] + [tier.postgres._process.pid]  # type: ignore[union-attr]
         postgres_dir = tier.postgres.data_dir
+        zygote_logs = "".join(path.read_text() for path in (tmp_path / "tier").glob("zygote-*.log"))
     assert summary.complete and summary.night == night and summary.tasks
     store = local_night.store
     assert json.loads(store.get_bytes(NightLayout(store, night).latest))["run_id"] == summary.run_id
     assert state == "COMPLETED"
     assert deployment.work_pool_name == tier.pool and pool.type == "process"
+    assert deployment.job_variables["command"] == WARM_COMMAND
+    assert f"flow run {flow_run_id}: engine process" in zygote_logs  # the flow run forked from a worker's zygote
     assert deployment.schedules[0].schedule.cron == DEFAULT_NIGHTLY_CRON
     assert not [pid for pid in pids if _running(pid)], "a process of the tier outlived it"
     assert not postgres_dir.exists()

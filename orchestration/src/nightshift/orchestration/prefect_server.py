@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from uuid import UUID
 
 from nightshift.core.children import end_with_parent, stop_child
 from nightshift.core.s3server import free_port
+from nightshift.orchestration.flowstart import WARM_COMMAND, ZYGOTE_ENV
 from nightshift.orchestration.hosts import LOCALHOST, Host
 from nightshift.orchestration.launcher import Started, console_script, prefect_healthy, wait_until
 
@@ -184,10 +186,13 @@ class PostgresServer(Started):
 class PrefectTier(Started):
     """PostgreSQL, a Prefect server on it, a process work pool and its workers, as processes on hosts.
 
+    Beside each worker, on its host, a zygote that the deployments' flow runs fork from
+    (:mod:`~nightshift.orchestration.flowstart`: no new interpreter and imports per flow run).
+
     Parameters
     ----------
     work_dir : Path
-        Holds the logs (``server.log``, ``worker-<n>.log``), ``PREFECT_HOME`` of the server and the
+        Holds the logs (``server.log``, ``worker-<n>.log``, ``zygote-<n>.log``), the zygotes' sockets, ``PREFECT_HOME`` of the server and the
         workers, and the flow runs' results (``results/``, read back by :meth:`run_night`): a
         directory every host sees (namespaces share this machine's files).
     workers : int
@@ -273,13 +278,21 @@ class PrefectTier(Started):
                              {**self._prefect_env(), "PREFECT_API_DATABASE_CONNECTION_URL": database_url})
         wait_until(lambda: prefect_healthy(self.api_url), lambda: server.poll() is None, timeout_s, "the Prefect server", self.work_dir / "server.log")
         self._ensure_pool()
-        # A worker asks for due runs every second (Prefect's default is 10 s, all of it added to a night's wall time).
-        worker_env = {**self.worker_env, **self._prefect_env(), "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1",
+        # A worker asks for due runs twice a second (Prefect's default is 10 s, all of it added to a night's wall time).
+        worker_env = {**self.worker_env, **self._prefect_env(), "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "0.5",
                       "PREFECT_WORKER_HEARTBEAT_SECONDS": str(self.worker_heartbeat_s)}
-        for number, host in enumerate(self.worker_hosts):
+        zygotes = [self.work_dir / f"zygote-{number}.sock" for number in range(self.workers)]
+        for number, (host, path) in enumerate(zip(self.worker_hosts, zygotes)):
+            path.unlink(missing_ok=True)
+            self._spawn(f"zygote-{number}", host, [sys.executable, "-m", "nightshift.orchestration.flowstart", "--serve", str(path)],
+                        worker_env)
+        wait_until(lambda: all(p.exists() for p in zygotes), lambda: all(p.poll() is None for p in self._processes),
+                   timeout_s, "the flow zygotes", self.work_dir / "zygote-0.log")
+        for number, (host, path) in enumerate(zip(self.worker_hosts, zygotes)):
             name = self.worker_name(number)
             self._spawn(f"worker-{number}", host, [prefect, "worker", "start", "--pool", self.pool, "--name", name,
-                                                   "--work-queue", _DEFAULT_QUEUE, "--work-queue", name], worker_env)
+                                                   "--work-queue", _DEFAULT_QUEUE, "--work-queue", name],
+                        {**worker_env, ZYGOTE_ENV: str(path)})
         wait_until(lambda: len(self.online_workers()) == self.workers, lambda: all(p.poll() is None for p in self._processes),
               timeout_s, "the Prefect workers", self.work_dir / "worker-0.log")
         return self.api_url
@@ -304,16 +317,21 @@ class PrefectTier(Started):
         with self.settings(), get_client(sync_client=True) as client:
             return sorted(w.name for w in client.read_workers_for_work_pool(self.pool) if w.status == "ONLINE")
 
-    def deploy(self, config: NightConfig) -> None:
-        """The ``nightly`` (cron) and ``train-<service>`` deployments of ``config`` on the pool, as ``nightshift deploy`` makes them."""
+    def deploy(self, config: NightConfig, *, warm_starts: bool = True) -> None:
+        """The ``nightly`` (cron) and ``train-<service>`` deployments of ``config`` on the pool, as ``nightshift deploy`` makes them.
+
+        With ``warm_starts`` their flow runs fork from the worker's zygote (:mod:`~nightshift.orchestration.flowstart`);
+        without, each starts a new interpreter (the process worker's own ``python -m prefect.engine``).
+        """
         from nightshift.orchestration.deployments import flow_deployments
 
         # What prefect.deploy does for a process pool (no image to build), without its tables on stdout.
         with self.settings():
-            for deployment in flow_deployments(config):
+            for deployment in flow_deployments(config, job_variables={"command": WARM_COMMAND} if warm_starts else None):
                 deployment.apply(work_pool_name=self.pool)
 
-    def run_night(self, night: str, *, timeout_s: float = 1800.0, poll_s: float = 0.5) -> tuple[NightSummary, UUID]:
+    def run_night(self, night: str, *, timeout_s: float = 1800.0, poll_s: float = 0.1,
+                  worker_check_s: float = 2.0) -> tuple[NightSummary, UUID]:
         """Run the deployed ``nightly`` for ``night`` on an online worker; return the night's summary and the flow run's id.
 
         The run goes to one worker's own queue. When that worker goes offline before the run ends
@@ -344,11 +362,14 @@ class PrefectTier(Started):
                     raise NightIncomplete(f"night {night}: no worker of pool {self.pool} online (lost: {', '.join(lost)})")
                 worker = workers[0]
                 flow_run = run_deployment(_NIGHTLY, parameters={"night": night}, timeout=0, work_queue_name=worker)
+                checked = time.monotonic()
                 while not (state := client.read_flow_run(flow_run.id).state) or not state.is_final():
-                    if worker not in self.online_workers():
-                        client.set_flow_run_state(flow_run.id, Crashed(message=f"worker {worker} went offline"), force=True)
-                        lost.append(worker)
-                        break
+                    if time.monotonic() - checked > worker_check_s:  # the run's state every poll, its worker less often
+                        checked = time.monotonic()
+                        if worker not in self.online_workers():
+                            client.set_flow_run_state(flow_run.id, Crashed(message=f"worker {worker} went offline"), force=True)
+                            lost.append(worker)
+                            break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"night {night}: flow run {flow_run.name} not done after {timeout_s} s")
                     time.sleep(poll_s)
