@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,43 @@ def test_without_a_zygote_the_client_starts_the_cold_engine(tmp_path: Path) -> N
     result = _client({ZYGOTE_ENV: str(tmp_path / "missing.sock"), "PREFECT__FLOW_RUN_ID": "not-a-uuid"})
     assert result.returncode == 1
     assert "Invalid flow run id" in result.stderr + result.stdout
+
+
+def _engine_pid(log: Path, flow_run: str) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith(f"flow run {flow_run}: engine process ") and line.endswith(" forked"):
+                return int(line.split()[-2])
+        time.sleep(0.1)
+    raise AssertionError(f"the zygote forked no engine process for {flow_run}: {log.read_text()}")
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGKILL])
+def test_a_flow_run_ends_with_its_client(zygote: tuple[Path, Path], signal_number: int) -> None:
+    socket_path, log = zygote
+    with socket.create_server(("127.0.0.1", 0)) as silent_api:  # accepts connections, never answers: the engine waits
+        flow_run = str(uuid.uuid4())
+        client = subprocess.Popen([sys.executable, "-m", "nightshift.orchestration.flowstart"],
+                                  env={**os.environ, ZYGOTE_ENV: str(socket_path), "PREFECT__FLOW_RUN_ID": flow_run,
+                                       "PREFECT_API_URL": f"http://127.0.0.1:{silent_api.getsockname()[1]}/api"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        engine = _engine_pid(log, flow_run)
+        time.sleep(1)
+        assert not _gone(engine, 0), "the engine process ended before its client was signalled"
+        client.send_signal(signal_number)  # SIGTERM is forwarded; after SIGKILL the supervisor sees the connection close
+        client.wait(timeout=30)
+        assert _gone(engine, 20), f"engine process {engine} outlived its client ({signal.Signals(signal_number).name})"
