@@ -22,7 +22,7 @@ def test_help_lists_every_command(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("synth", "train", "evaluate", "infer", "serve", "bench"):
+    for command in ("synth", "train", "evaluate", "select-inference", "infer", "serve", "bench"):
         assert command in out
 
 
@@ -52,8 +52,9 @@ def test_synth_then_infer_with_a_wcs(tmp_path, capsys) -> None:
     assert len(catalogue) == result["filaments"] and str(catalogue["mean_nh2_per_cm2"].unit) == "1 / cm2"
     assert np.all(np.abs(catalogue["glat"] - 0.5) < 64 * 0.0032 + 1e-6)
     assert catalogue.meta["MODEL"] == "filaments-unet5" and catalogue.meta["INPUT"] == str(source)
-    assert catalogue.meta["THRESH"] == 0.5 and catalogue.meta["FRAME"] == "galactic"
-    assert catalogue.meta["TTAVIEWS"] == json.loads((_shipped_card()).read_text())["config"].get("test_time_views", 1)
+    shipped = json.loads(_shipped_card().read_text())["config"]
+    assert catalogue.meta["THRESH"] == shipped["threshold"] and catalogue.meta["FRAME"] == "galactic"
+    assert catalogue.meta["TTAVIEWS"] == shipped["test_time_views"]
     regions = Regions.read(tmp_path / "out" / "field_filaments_icrs.reg", format="ds9")
     assert len(regions) == len(catalogue) and all(isinstance(r, PolygonSkyRegion) for r in regions)
 
@@ -79,6 +80,15 @@ def test_infer_takes_the_number_of_test_time_views(tmp_path, capsys) -> None:
         main(["infer", str(source), "--output", str(tmp_path / "3"), "--test-time-views", "3"])
 
 
+def test_select_inference_writes_dice_by_views_and_threshold(tmp_path, capsys) -> None:
+    assert main(["select-inference", "--no-real", "--maps", "1", "--output", str(tmp_path)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(figures["simulated_selection"], key=int) == ["1", "2", "4", "8"] and "real_training_columns" not in figures
+    assert figures["best"]["test_time_views"] in (1, 2, 4, 8) and 0.3 <= figures["best"]["threshold"] <= 0.7
+    assert json.loads((tmp_path / "inference_selection.json").read_text())["best"] == figures["best"]
+    assert figures["chosen"]["test_time_views"] <= figures["best"]["test_time_views"]
+
+
 def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsys) -> None:
     assert main(["evaluate", "--no-real", "--test-maps", "2", "--output", str(tmp_path)]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -86,7 +96,7 @@ def test_evaluate_prints_one_json_line_with_the_headline_figures(tmp_path, capsy
     assert {"dice", "iou", "ap", "parameters"} <= set(figures["filfinder"])
     assert json.loads((tmp_path / "evaluation.json").read_text())["dice"] == figures["dice"]
     assert figures["simulated"]["dice"] == figures["dice"] and "real" not in figures
-    assert figures["test_time_views"] == json.loads(_shipped_card().read_text())["config"].get("test_time_views", 1)
+    assert figures["test_time_views"] == json.loads(_shipped_card().read_text())["config"]["test_time_views"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 

@@ -142,3 +142,23 @@ def test_the_shipped_model_beats_the_baseline_and_its_stitching_matches_one_pass
     assert stitching["border_px"] == config.patch_px // 4
     # Away from the map's edges, stitched windows agree with one pass over the whole map.
     assert stitching["interior"]["dice_between"] > 0.85 and stitching["interior"]["mean_abs_diff"] < 0.03
+
+
+def test_error_breakdown_sorts_boundary_missed_and_spurious_errors() -> None:
+    from nightshift.filaments.evaluate import error_breakdown
+
+    truth = np.zeros((40, 40), bool)
+    truth[5:8, 2:30] = True  # a filament found one pixel too wide
+    truth[20:23, 2:30] = True  # a filament missed entirely
+    predicted = np.zeros((40, 40), float)
+    predicted[4:8, 2:30] = 1.0
+    predicted[32:35, 10:20] = 1.0  # a spurious one
+    figures = error_breakdown(predicted, truth, np.ones(truth.shape, bool), 0.5)
+    assert figures["truth_components"] == 2 and figures["truth_components_alone"] == 1
+    assert figures["truth_alone_pixel_share"] == pytest.approx(0.5)
+    assert figures["predicted_components_alone"] == 1
+    assert figures["fp_within_1px_of_truth"] == pytest.approx(28 / (28 + 30))
+    assert figures["predicted_alone_pixel_share"] == pytest.approx(30 / (28 + 30))
+    assert figures["fn_within_1px_of_prediction"] == 0  # the missed filament lies far from any prediction
+    assert figures["recall"] == pytest.approx(0.5) and figures["precision"] == pytest.approx(84 / 142)
+    assert figures["dice_forgiving_1px_boundary_errors"] == pytest.approx(2 * 84 / (2 * 84 + 30 + 84))

@@ -44,6 +44,9 @@ def test_shipped_model_is_one_small_file_with_its_card() -> None:
     weights = bundled_weights()
     assert weights.stat().st_size <= 10 * 1024 * 1024
     card = json.loads(weights.with_suffix(".json").read_text())
-    assert set(card) == {"name", "metrics", "config", "data_seed"}
+    # what was set after training (the inference settings, a fine-tune) is said in the card
+    assert {"name", "metrics", "config", "data_seed"} <= set(card) <= {"name", "metrics", "config", "data_seed",
+                                                                       "inference_selection", "finetune"}
+    assert "inference_selection" in card or (card["config"]["test_time_views"], card["config"]["threshold"]) == (1, 0.5)
     network, config, _ = load_checkpoint()
     assert config.name == card["name"] and not network.training

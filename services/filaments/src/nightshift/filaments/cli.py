@@ -116,8 +116,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nightshift.core.devices import torch_device
     from nightshift.filaments.baseline import filfinder_score
     from nightshift.filaments.config import HIGAL_BEAM_FWHM_PX, default_real_data_dir
-    from nightshift.filaments.evaluate import evaluate_real, evaluate_simulated, plot_curves, plot_side_by_side
-    from nightshift.filaments.infer import find_filaments
+    from nightshift.filaments.evaluate import (dice, error_breakdown, evaluate_real, evaluate_simulated, plot_curves,
+                                               plot_side_by_side)
+    from nightshift.filaments.infer import find_filaments, predict_probability
     from nightshift.filaments.model import load_checkpoint
     from nightshift.filaments.realdata import load_real_cutout, real_data_available
 
@@ -129,7 +130,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # ``baseline`` (Hessian ridge) and ``filfinder`` each baseline's simulated ones with the real ones
     # under ``baseline.real`` and ``filfinder.real``.
     figures = {"model": card["name"], "weights": str(args.weights or "bundled"), "test_time_views": config.test_time_views,
-               "simulated": simulated.figures()}
+               "threshold": config.threshold, "simulated": simulated.figures()}
     figures.update({k: simulated.figures()[k] for k in ("dice", "iou", "ap")})
     figures["baseline"] = dict(simulated.figures()["baseline"])
     figures["filfinder"] = dict(simulated.figures()["filfinder"])
@@ -143,6 +144,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         figures["baseline"]["real"] = real.figures()["baseline"]
         figures["filfinder"]["real"] = real.figures()["filfinder"]
         validation = cutout.columns(config.real_validation_columns)
+        train = cutout.columns(config.real_train_columns)  # trained on: the generalisation gap, beside the validation's errors
+        figures["real"]["errors"] = error_breakdown(probability, validation.mask, validation.usable, config.threshold)
+        trained = predict_probability(network, train.column_density, config)
+        figures["real"]["errors_training_columns"] = {
+            "dice": dice((trained >= config.threshold)[train.usable], train.mask[train.usable]),
+            **error_breakdown(trained, train.mask, train.usable, config.threshold)}
         roi, _ = find_filaments(probability, validation.column_density, threshold=config.threshold, min_area_px=0)
         filfinder_mask = filfinder_score(validation.column_density, real.filfinder_parameters,
                                          beam_fwhm_px=HIGAL_BEAM_FWHM_PX) >= 0.5
@@ -152,6 +159,30 @@ def _evaluate(args: argparse.Namespace) -> int:
             filfinder_mask=filfinder_mask))
     figures["curves"] = str(plot_curves(results, args.output / "curves.png"))
     report(figures, args.output / "evaluation.json")
+    return 0
+
+
+def _select_inference(args: argparse.Namespace) -> int:
+    from nightshift.core.bench import report
+    from nightshift.core.devices import torch_device
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.model import load_checkpoint
+    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+    from nightshift.filaments.selection import VIEWS_TOLERANCE, choose, selection_scores
+
+    network, config, card = load_checkpoint(args.weights, torch_device())
+    real_dir = args.real_dir or default_real_data_dir()
+    cutout = load_real_cutout(real_dir) if not args.no_real and real_data_available(real_dir) else None
+    figures = {"model": card["name"], "weights": str(args.weights or "bundled"),
+               "shipped": {"test_time_views": config.test_time_views, "threshold": config.threshold},
+               **selection_scores(network, config, cutout, maps=args.maps)}
+    views, threshold = choose(figures)
+    figures["best"] = {"test_time_views": views, "threshold": threshold}
+    views, threshold = choose(figures, tolerance=VIEWS_TOLERANCE)
+    figures["chosen"] = {"test_time_views": views, "threshold": threshold, "views_tolerance": VIEWS_TOLERANCE}
+    figures["best_threshold_by_views"] = {str(v): choose(figures, views=v)[1] for v in sorted(map(int, figures["simulated_selection"]))}
+    args.output.mkdir(parents=True, exist_ok=True)
+    report(figures, args.output / "inference_selection.json")
     return 0
 
 
@@ -272,6 +303,14 @@ def build_parser() -> CommandLine:
     views(evaluate)
     cli.real_data(evaluate, real_dir)
     cli.output(evaluate, "filaments-evaluation", "directory for evaluation.json, curves.png, real_side_by_side.png")
+
+    select = cli.command("select-inference", _select_inference,
+                         "Dice by test-time views and threshold on data evaluate never reports (simulated selection maps, "
+                         "real training columns)")
+    cli.weights(select)
+    select.add_argument("--maps", type=int, default=16, help="simulated selection maps (default 16)")
+    cli.real_data(select, real_dir)
+    cli.output(select, "filaments-selection", "directory for inference_selection.json")
 
     infer = cli.command("infer", _infer, "find filaments in your own N(H2) FITS maps (cm^-2)")
     cli.inputs(infer, "FITS files, each one 2-D N(H2) map (its WCS is used when present)")

@@ -38,7 +38,7 @@ from nightshift.filaments.simulate import simulate_maps
 
 __all__ = ["HEADLINE", "TEST_SEED_OFFSET", "dice", "iou", "dice_interval", "dice_difference_interval", "segmentation_scores", "calibrate_threshold",
            "calibrate_filfinder", "Scored", "score_maps", "with_filfinder", "evaluate_simulated", "evaluate_real",
-           "border_effect", "stitching_effect", "plot_curves", "plot_side_by_side"]
+           "border_effect", "stitching_effect", "error_breakdown", "plot_curves", "plot_side_by_side"]
 
 HEADLINE = ("dice", "iou", "ap")
 """The headline metrics, named as the seed's successor code names them."""
@@ -308,6 +308,40 @@ def evaluate_real(network: torch.nn.Module, config: FilamentsConfig, cutout: Rea
         scored = dataclasses.replace(scored, stitching=stitching_effect(
             network, config, [validation.column_density], [validation.mask], [validation.usable], [probability]))
     return scored, probability
+
+
+def error_breakdown(probability: np.ndarray, truth: np.ndarray, valid: np.ndarray, threshold: float) -> dict[str, float]:
+    """Where a predicted mask's errors lie (a diagnosis: nothing is chosen with it).
+
+    Over the pixels with data: precision, recall, the predicted and true mask fractions; the share of
+    false positives within 1 px of the truth and of false negatives within 1 px of the prediction
+    (boundary errors), the Dice with those boundary errors forgiven; the true filaments (8-connected
+    components) missed entirely and their share of the true pixels; the predicted components touching
+    no true pixel and their share of the false positives.
+    """
+    from scipy import ndimage
+
+    valid = np.asarray(valid, bool)
+    t = np.asarray(truth, bool) & valid
+    p = (np.asarray(probability) >= threshold) & valid
+    tp, fp, fn = p & t, p & ~t, t & ~p
+    ring = np.ones((3, 3), bool)
+    near_truth, near_prediction = ndimage.binary_dilation(t, ring), ndimage.binary_dilation(p, ring)
+    figures = {"precision": float(tp.sum() / max(p.sum(), 1)), "recall": float(tp.sum() / max(t.sum(), 1)),
+               "predicted_fraction": float(p[valid].mean()), "truth_fraction": float(t[valid].mean()),
+               "fp_within_1px_of_truth": float((fp & near_truth).sum() / max(fp.sum(), 1)),
+               "fn_within_1px_of_prediction": float((fn & near_prediction).sum() / max(fn.sum(), 1))}
+    far = 2 * tp.sum() + (fp & ~near_truth).sum() + (fn & ~near_prediction).sum()
+    figures["dice_forgiving_1px_boundary_errors"] = float(2 * tp.sum() / far) if far else 1.0
+    for name, mask, other, share_of in (("truth", t, p, t), ("predicted", p, t, fp)):
+        labels, count = ndimage.label(mask, ring)
+        index = np.arange(1, count + 1)
+        touched = np.asarray(ndimage.maximum(other, labels, index)) if count else np.zeros(0)
+        sizes = np.asarray(ndimage.sum(mask, labels, index)) if count else np.zeros(0)
+        figures[f"{name}_components"] = float(count)
+        figures[f"{name}_components_alone"] = float(np.sum(touched == 0))  # missed (truth) or spurious (predicted)
+        figures[f"{name}_alone_pixel_share"] = float(sizes[touched == 0].sum() / max(share_of.sum(), 1))
+    return figures
 
 
 def border_effect(
