@@ -155,3 +155,15 @@ def test_a_service_that_cannot_see_the_region_refuses_it_and_the_client_falls_ba
             assert client.describe().shared_memory_domain != shared_memory_domain(shared_dir)
             response = client.infer(tiles)
     assert [r.measurements[0].value for r in response.results] == [4096.0, 8192.0, 12288.0]
+
+
+@pytest.mark.parametrize("co_located", [True, False])
+def test_infer_stream_sends_shared_memory_tiles_to_a_service_that_sees_them_and_inline_to_one_that_does_not(
+    co_located: bool, service: str, elsewhere: str, shared_dir: Path
+) -> None:
+    target = service if co_located else elsewhere
+    with SharedMemoryRegion(shared_dir) as region:
+        batches = [_tiles(region, 2), _tiles(region, 1)]
+        with TaskClient(target, timeout_s=20, shared_memory_dir=shared_dir) as client:
+            responses = list(client.infer_stream(batches))
+    assert [[r.measurements[0].value for r in response.results] for response in responses] == [[4096.0, 8192.0], [4096.0]]

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nightshift.core.auth import AUTH_TOKEN_ENV, bearer_metadata
 from nightshift.core.server import DEFAULT_MAX_MESSAGE_BYTES, LIVENESS, TASK_SERVICE_NAME
-from nightshift.core.shm import DEFAULT_SHARED_MEMORY_DIR, with_pixels_inline
+from nightshift.core.shm import DEFAULT_SHARED_MEMORY_DIR, shared_memory_domain, with_pixels_inline
 from nightshift.v1 import task_service_pb2, task_service_pb2_grpc, tile_pb2
 
 __all__ = ["TaskClient", "batch_request_bytes", "channel_options", "open_channel", "TLS_CA_ENV"]
@@ -193,9 +193,21 @@ class TaskClient:
     def infer_stream(
         self, batches: Iterable[Sequence[tile_pb2.ImageTile]], *, model_version: str = "", timeout_s: float | None = None
     ) -> Iterator[task_service_pb2.InferStreamResponse]:
-        """Stream batches of tiles; yields one response per batch, in order."""
-        requests = (batch_request_bytes(b, model_version) for b in batches)
-        return self._infer_stream(requests, timeout=timeout_s or self.timeout_s)
+        """Stream batches of tiles; yields one response per batch, in order. When the service cannot see this caller's
+        shared memory (its ``Describe`` names another domain), tiles with pixels there go inline: a stream cannot
+        send one batch again as :meth:`infer` does."""
+        shared = None
+
+        def request(batch: Sequence[tile_pb2.ImageTile]) -> bytes:
+            nonlocal shared
+            if any(t.pixels.WhichOneof("storage") == "shared_memory" for t in batch):
+                if shared is None:
+                    shared = self.describe(timeout_s=timeout_s).shared_memory_domain == shared_memory_domain(self.shared_memory_dir)
+                if not shared:
+                    batch = with_pixels_inline(batch, self.shared_memory_dir)
+            return batch_request_bytes(batch, model_version)
+
+        return self._infer_stream((request(b) for b in batches), timeout=timeout_s or self.timeout_s)
 
     def train(self, request: task_service_pb2.TrainRequest, *, timeout_s: float | None = None) -> Iterator[task_service_pb2.TrainResponse]:
         return self._stub.Train(request, timeout=timeout_s or self.timeout_s)
