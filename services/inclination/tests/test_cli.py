@@ -44,7 +44,11 @@ def test_evaluate_prints_one_json_line_with_the_baseline(tmp_path, capsys) -> No
     assert main(["evaluate", "--galaxies", "30", "--output", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
-    assert {"rms_deg", "mae_deg", "reject_auc"} <= set(figures) and {"rms_deg", "mae_deg", "reject_auc"} <= set(figures["baseline"])
+    assert {"rms_deg", "mae_deg", "reject_auc", "coverage_1sigma", "coverage_2sigma", "members"} <= set(figures)
+    assert {"rms_deg", "mae_deg", "reject_auc"} <= set(figures["baseline"])
+    from nightshift.inclination.servicer import BUNDLED_CARD
+
+    assert figures["members"] == figures["ensemble_size"] == json.loads(BUNDLED_CARD.read_text())["config"]["ensemble_size"]
     assert json.loads((tmp_path / "evaluation.json").read_text())["galaxies"] == 30
     assert (tmp_path / "residuals.png").exists()
 
@@ -71,3 +75,22 @@ def test_infer_refuses_bad_cutouts_in_one_line_each_and_measures_the_rest(tmp_pa
     assert "not a readable FITS image" in errors[2] and "Traceback" not in captured.err
     assert "good.fits: no celestial WCS" in captured.err and "good.fits: no BUNIT" in captured.err
     assert len(Table.read(tmp_path / "out" / "inclination.ecsv")) == 1
+
+
+def test_bench_times_the_ensemble_against_its_first_member_alone() -> None:
+    """The ensemble's members run in one batched pass; ``_member_cost`` times it against member 0 alone."""
+    import numpy as np
+
+    from nightshift.inclination.cli import _member_cost
+    from nightshift.inclination.config import build_config
+    from nightshift.inclination.infer import Predictor
+    from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor
+
+    config = build_config(preset="tiny", ensemble_size=3, augmented_copies=2)
+    ensemble = build_ensemble([build_regressor(config=config, member=k) for k in range(3)],
+                              [build_classifier(config=config, member=k) for k in range(3)], image_size=config.image_size)
+    images = np.random.default_rng(0).uniform(0, 1, (8, 3, config.image_size, config.image_size)).astype(np.float32)
+    cost = _member_cost(Predictor(ensemble, config=config), images, batch_size=4, rounds=1)
+    assert cost["members"] == 3
+    assert cost["ensemble_ms_per_galaxy"] > 0 and cost["one_member_ms_per_galaxy"] > 0
+    assert cost["member_cost_ratio"] == pytest.approx(cost["ensemble_ms_per_galaxy"] / cost["one_member_ms_per_galaxy"])

@@ -73,3 +73,102 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_runs_weights(tiny_run, 
         {k: v for k, v in whole.metrics.items() if k != "training_time_s"}
     for a, b in zip(load_ensemble(whole.weights).get_weights(), load_ensemble(resumed.weights).get_weights(), strict=True):
         assert (a == b).all()
+
+
+@pytest.fixture(scope="module")
+def extended_run(tiny_run, tmp_path_factory):
+    """The one-member tiny run grown to two members with ``extend_from``."""
+    config, out, base, _ = tiny_run
+    grown = config.with_overrides(ensemble_size=2)
+    extended_out = tmp_path_factory.mktemp("tiny-extended")
+    reports = []
+    result = train(grown, seed=3, output_dir=extended_out, extend_from=base.weights, progress=reports.append, show_progress=False)
+    return grown, extended_out, result, reports
+
+
+def test_extending_trains_only_the_new_member_and_keeps_the_old_one_bit_for_bit(tiny_run, extended_run) -> None:
+    import numpy as np
+
+    from nightshift.inclination.model import load_ensemble
+    from nightshift.inclination.train import ensemble_members
+
+    config, _, base, _ = tiny_run
+    grown, extended_out, result, reports = extended_run
+    assert {r.network for r in reports} == {"regressor_1", "classifier_1"}  # member 0 was not retrained
+    assert [r.epoch for r in reports] == list(range(1, config.epochs + config.classifier_epochs + 1))
+    assert sorted(p.name for p in (extended_out / "checkpoints").glob("*.keras")) == ["classifier_1.keras", "regressor_1.keras"]
+    old_regressors, old_classifiers = ensemble_members(load_ensemble(base.weights))
+    new_regressors, new_classifiers = ensemble_members(load_ensemble(result.weights))
+    assert len(old_regressors) == 1 and len(new_regressors) == 2
+    for old, new in ((old_regressors[0], new_regressors[0]), (old_classifiers[0], new_classifiers[0])):
+        for a, b in zip(old.get_weights(), new.get_weights(), strict=True):
+            assert (a == b).all()  # kept as they were
+    for first, second in ((new_regressors[0], new_regressors[1]), (new_classifiers[0], new_classifiers[1])):
+        kernels = [(a, b) for a, b in zip(first.get_weights(), second.get_weights(), strict=True) if a.ndim > 1]
+        assert kernels and all(not np.allclose(a, b) for a, b in kernels)  # a new member, not a copy of the old one
+    # the old member's outputs inside the new ensemble are the old ensemble's
+    images = np.random.default_rng(0).uniform(0, 1, (4, config.image_size, config.image_size, 3)).astype(np.float32)
+    old_out, new_out = load_ensemble(base.weights).predict(images, verbose=0), load_ensemble(result.weights).predict(images, verbose=0)
+    assert new_out["inclination_scaled"].shape == (4, 2) and new_out["class_probabilities"].shape == (4, 4)
+    # (to float32 round-off: the joined graph may order the kernels' sums differently; the weights are equal above)
+    np.testing.assert_allclose(new_out["inclination_scaled"][:, :1], old_out["inclination_scaled"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(new_out["class_probabilities"][:, :2], old_out["class_probabilities"], rtol=0, atol=1e-6)
+    assert not np.allclose(new_out["inclination_scaled"][:, 1], new_out["inclination_scaled"][:, 0])
+
+
+def test_the_extended_card_records_members_and_the_gain_per_member(tiny_run, extended_run) -> None:
+    _, _, base, _ = tiny_run
+    grown, _, result, _ = extended_run
+    card = json.loads(result.card.read_text())
+    assert card["config"] == grown.to_dict() and card["config"]["ensemble_size"] == 2
+    assert [m["member"] for m in card["members"]] == [0, 1] and all(m["training_time_s"] > 0 for m in card["members"])
+    assert card["members"][0] == json.loads(base.card.read_text())["members"][0]  # carried over from the base card
+    by_members = card["validation_by_members"]
+    assert [row["members"] for row in by_members] == [1, 2]
+    # one member again gives the base run's validation figures exactly; two give the written model's (scale refitted)
+    assert {k: v for k, v in by_members[0].items() if k != "members"} == \
+        {k: v for k, v in base.metrics.items() if k != "training_time_s"}
+    assert {k: v for k, v in by_members[1].items() if k != "members"} == \
+        {k: v for k, v in result.metrics.items() if k != "training_time_s"}
+    assert card["extended_from"] == {"members": 1, "metrics": json.loads(base.card.read_text())["metrics"]}
+    import zipfile
+
+    with zipfile.ZipFile(result.weights) as archive:  # the shipped file holds weights only, not the twins' Adam moments
+        assert not [n for n in archive.namelist() if "optimizer" in n]
+        import h5py
+
+        with archive.open("model.weights.h5") as handle, h5py.File(handle) as weights:
+            names = []
+            weights.visit(names.append)
+    assert names and not [n for n in names if "optimizer" in n]
+    assert result.metrics["uncertainty_scale"] != base.metrics["uncertainty_scale"]
+
+
+def test_an_extended_member_is_the_member_a_run_of_all_members_trains(tmp_path) -> None:
+    """Member k's seeds are (seed, k) whatever the ensemble's size: growing 1 -> 2 members gives,
+    bit for bit on CPU, the ensemble that training both members at once gives (a smaller run than tiny)."""
+    from nightshift.inclination.model import load_ensemble
+
+    small = build_config(preset="tiny", train_galaxies=96, validation_galaxies=16, epochs=2, classifier_epochs=1)
+    grown = small.with_overrides(ensemble_size=2)
+    one = train(small, seed=5, output_dir=tmp_path / "one", show_progress=False)
+    extended = train(grown, seed=5, output_dir=tmp_path / "extended", extend_from=one.weights, show_progress=False)
+    whole = train(grown, seed=5, output_dir=tmp_path / "whole", show_progress=False)
+    for a, b in zip(load_ensemble(whole.weights).get_weights(), load_ensemble(extended.weights).get_weights(), strict=True):
+        assert (a == b).all()
+    assert {k: v for k, v in whole.metrics.items() if k != "training_time_s"} == \
+        {k: v for k, v in extended.metrics.items() if k != "training_time_s"}
+
+
+@pytest.mark.parametrize(("overrides", "seed", "message"), [
+    ({"ensemble_size": 1}, 3, "expected more than its 1 members"),
+    ({"ensemble_size": 2, "epochs": 7}, 3, r"config fields \['epochs'\] differ"),
+    ({"ensemble_size": 2}, 4, "trained with seed 3, not 4"),
+])
+def test_extending_refuses_what_would_not_be_the_same_ensemble(tiny_run, tmp_path, overrides, seed, message) -> None:
+    config, _, base, _ = tiny_run
+    reports = []
+    with pytest.raises(ValueError, match=message):
+        train(config.with_overrides(**overrides), seed=seed, output_dir=tmp_path, extend_from=base.weights, progress=reports.append,
+              show_progress=False)
+    assert reports == [] and not (tmp_path / "checkpoints").exists()  # refused before simulating or training

@@ -2,6 +2,7 @@
 
     nightshift-inclination synth --galaxies 200 --output sims/         simulated tiles + truth (+ FITS with --fits)
     nightshift-inclination train --preset default --seed 0 --ship    train; --ship replaces the bundled model
+    nightshift-inclination train --extend-from M.keras --set ensemble_size=2   add members to a trained ensemble
     nightshift-inclination evaluate                                  score the bundled model on held-out galaxies
     nightshift-inclination fit-baseline                              fit the baseline's isophote and q0 on training galaxies
     nightshift-inclination infer galaxy1.fits galaxy2.fits           measure FITS cut-outs, write a catalogue
@@ -82,7 +83,8 @@ def _train(args: argparse.Namespace) -> int:
         from nightshift.inclination.infer import smoke_check
 
         registry = ModelRegistry(ObjectStore.from_env(), "inclination", smoke=smoke_check)
-    result = train(config, seed=args.seed, output_dir=args.output, registry=registry)
+    result = train(config, seed=args.seed, output_dir=args.output, registry=registry, extend_from=args.extend_from,
+                   extend_card=args.extend_card)
     if args.ship:
         shutil.copyfile(result.weights, BUNDLED_WEIGHTS)
         shutil.copyfile(result.card, BUNDLED_CARD)
@@ -102,7 +104,7 @@ def _predictor(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace) -> int:
     from nightshift.inclination.evaluate import evaluate_estimates, write_report
-    from nightshift.inclination.train import simulate_split
+    from nightshift.inclination.train import ensemble_members, simulate_split
 
     started = time.perf_counter()
     predictor, model_name = _predictor(args)
@@ -113,6 +115,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                 reject_probability=estimates.reject_probability)
     context = {"model": model_name, "dataset": "simulated-test", "seed": args.seed, "galaxies": len(galaxies),
                "image_size": config.image_size, "augmented_copies": config.augmented_copies, "ensemble_size": config.ensemble_size,
+               "members": len(ensemble_members(predictor.ensemble)[0]),
                "seed_published": {"rms_deg": 3.09, "mae_deg": 2.12, "best_single_rms_deg": 3.34},
                "wall_s": round(time.perf_counter() - started, 1)}
     figures = write_report(result, args.output, context=context,
@@ -215,8 +218,35 @@ def _bench(args: argparse.Namespace) -> int:
         tiles = [make_tile(image, bands=bands, survey="simulated", field=f"bench-{k:05d}", store=store, inline_limit_bytes=0)
                  for k, image in enumerate(galaxies.images)]
         figures = bench.benchmark_service(model, tiles, store=store, batch_size=args.batch_size, device=device)
+        figures.update(_member_cost(model.predictor, galaxies.images, batch_size=args.batch_size))
     bench.report(figures, args.output / "bench.json")
     return 0
+
+
+def _member_cost(predictor, images: np.ndarray, *, batch_size: int, rounds: int = 3) -> dict[str, object]:
+    """Seconds per galaxy of the whole ensemble (its members in one batched pass) against its first member alone,
+    bare (tiles in memory), on the same batches, best of ``rounds`` interleaved passes."""
+    from nightshift.inclination.infer import Predictor
+    from nightshift.inclination.model import build_ensemble
+    from nightshift.inclination.train import ensemble_members
+
+    regressors, classifiers = ensemble_members(predictor.ensemble)
+    config = predictor.config
+    single = Predictor(build_ensemble(regressors[:1], classifiers[:1], image_size=config.image_size),
+                       config=config.with_overrides(ensemble_size=1), uncertainty_scale=predictor.uncertainty_scale)
+    batches = [images[k : k + batch_size] for k in range(0, len(images), batch_size)]
+    timings: dict[str, list[float]] = {"ensemble": [], "one": []}
+    for which in (predictor, single):
+        which.measure(batches[0])  # untimed: graph tracing
+    for _ in range(rounds):
+        for name, which in (("ensemble", predictor), ("one", single)):
+            started = time.perf_counter()
+            for batch in batches:
+                which.measure(batch)
+            timings[name].append(time.perf_counter() - started)
+    ensemble_s, one_s = min(timings["ensemble"]) / len(images), min(timings["one"]) / len(images)
+    return {"members": len(regressors), "ensemble_ms_per_galaxy": 1e3 * ensemble_s, "one_member_ms_per_galaxy": 1e3 * one_s,
+            "member_cost_ratio": ensemble_s / one_s}
 
 
 def _parser() -> CommandLine:
@@ -240,6 +270,11 @@ def _parser() -> CommandLine:
     cli.output(train, "inclination-model", "directory for the model, its card and checkpoints (resumes)")
     train.add_argument("--register", action="store_true", help="register in the object store of NIGHTSHIFT_S3_*")
     train.add_argument("--ship", action="store_true", help="replace the model bundled in the package")
+    train.add_argument("--extend-from", type=Path, metavar="ENSEMBLE.keras",
+                       help="keep this ensemble's members as they are and train only the new ones up to --set ensemble_size=N "
+                            "(same preset, overrides and --seed as its card; e.g. the bundled "
+                            "src/nightshift/inclination/weights/inclinet.keras)")
+    train.add_argument("--extend-card", type=Path, metavar="CARD.json", help="its card (default: beside it, .json)")
 
     evaluate = cli.command("evaluate", _evaluate, "score a model on held-out simulated galaxies")
     infer = cli.command("infer", _infer, "measure FITS cut-outs and write a catalogue")

@@ -25,7 +25,7 @@ from nightshift.inclination.config import InclinationConfig
 
 __all__ = [
     "vgg_backbone", "regression_head", "classification_head", "twin_network",
-    "build_regressor", "build_classifier", "build_ensemble", "load_ensemble", "scale_inclination",
+    "build_regressor", "build_classifier", "build_ensemble", "inference_ensemble", "load_ensemble", "scale_inclination",
     "unscale_inclination",
 ]
 
@@ -119,6 +119,23 @@ def build_ensemble(regressors: Sequence[keras.Model], classifiers: Sequence[kera
         "class_probabilities": joined([c(images) for c in classifiers], "class_probabilities"),
     }
     return keras.Model(images, outputs, name="inclinet_ensemble")
+
+
+def inference_ensemble(regressors: Sequence[keras.Model], classifiers: Sequence[keras.Model], *, config: InclinationConfig) -> keras.Model:
+    """:func:`build_ensemble` of fresh, uncompiled copies of the twins (same names and weights): the file to ship.
+
+    A trained twin carries its optimiser (Adam's two moments per weight), which ``save`` would write
+    too, tripling the file; the copies hold the weights only. Twins are named ``regressor_k`` /
+    ``classifier_k``; the copies keep ``k``.
+    """
+    def copy(network: keras.Model, builder) -> keras.Model:
+        member = int(network.name.rsplit("_", 1)[1])
+        fresh = builder(config=config, member=member)
+        fresh.set_weights(network.get_weights())
+        return fresh
+
+    return build_ensemble([copy(r, build_regressor) for r in regressors], [copy(c, build_classifier) for c in classifiers],
+                          image_size=config.image_size)
 
 
 def load_ensemble(path: str | Path) -> keras.Model:

@@ -8,6 +8,15 @@ which a ``.keras`` file leaves out, in ``state.json``) so an interrupted run res
 stopped, bit for bit; a run is deterministic for a seed on CPU (each epoch reseeds every generator).
 At the end the twins are joined into one ensemble file, the uncertainty scale is fitted on the
 validation set, and the model is written with its card and registered when a registry is given.
+
+A shipped ensemble grows without retraining its members: ``train(..., extend_from=ensemble.keras)``
+takes members ``0..m-1`` (their ``regressor_k`` / ``classifier_k`` sub-models, untouched) from the
+saved ensemble and its card, trains only members ``m..N-1`` (``N = config.ensemble_size``; member
+indices continue, so every new member has its own initialisation, dropout and augmentation streams,
+seeded by ``(seed, member)``), refits the uncertainty scale on the validation set and writes the
+joined ensemble. A new member is the same, bit for bit on CPU, as member ``k`` of a run that trained
+all N at once. The card records each member's training time and the validation figures of the
+first 1, 2, .., N members (the gain per member).
 """
 
 from __future__ import annotations
@@ -30,11 +39,12 @@ from nightshift.core.registry import ModelRegistry, RegisteredModel
 from nightshift.inclination.config import InclinationConfig
 from nightshift.inclination.evaluate import calibration, mae, rms, roc_auc
 from nightshift.inclination.infer import Predictor
-from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor, scale_inclination
+from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor, inference_ensemble, scale_inclination
 from nightshift.inclination.preprocess import augment, stretch, view
 from nightshift.inclination.simulate import SimulatedGalaxies, simulate_galaxies
 
-__all__ = ["MODEL_NAME", "WEIGHTS_FILE", "CARD_FILE", "EpochReport", "TrainResult", "simulate_split", "initial_network", "train"]
+__all__ = ["MODEL_NAME", "WEIGHTS_FILE", "CARD_FILE", "EpochReport", "TrainResult", "simulate_split", "initial_network",
+           "ensemble_members", "train"]
 
 MODEL_NAME = "inclinet-vgg"
 WEIGHTS_FILE = "inclinet.keras"
@@ -69,7 +79,10 @@ def simulate_split(config: InclinationConfig, *, seed: int, split: str, galaxies
 
 
 def _fingerprint(config: InclinationConfig, seed: int) -> str:
-    return hashlib.sha256(json.dumps([config.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:16]
+    # without ensemble_size: member k's training does not depend on how many members there are, so a run
+    # grown to more members (same output directory) resumes the members it already has
+    values = {k: v for k, v in config.to_dict().items() if k != "ensemble_size"}
+    return hashlib.sha256(json.dumps([values, seed], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _seed_for(*parts: int) -> int:
@@ -98,7 +111,7 @@ class _Trainer:
     """Trains the networks of one run, epoch by epoch, with checkpoints in ``checkpoint_dir``."""
 
     def __init__(self, config: InclinationConfig, *, seed: int, checkpoint_dir: Path, progress: Callable[[EpochReport], None] | None,
-                 show_progress: bool) -> None:
+                 show_progress: bool, first_member: int = 0) -> None:
         self.config, self.seed = config, seed
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
@@ -107,7 +120,7 @@ class _Trainer:
         fingerprint = _fingerprint(config, seed)
         state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.state = state if state.get("fingerprint") == fingerprint else {"fingerprint": fingerprint, "epochs_done": {}}
-        self.total_epochs = config.ensemble_size * (config.epochs + config.classifier_epochs)
+        self.total_epochs = (config.ensemble_size - first_member) * (config.epochs + config.classifier_epochs)
         self.epochs_before = 0
 
     def _compile(self, network: keras.Model, kind: str, steps: int) -> None:
@@ -171,6 +184,48 @@ class _Trainer:
         return network
 
 
+def ensemble_members(ensemble: keras.Model) -> tuple[list[keras.Model], list[keras.Model]]:
+    """The trained twins of a joined ensemble: (regressors, classifiers), member 0 first.
+
+    Raises
+    ------
+    ValueError
+        The model has no ``regressor_0`` / ``classifier_0``, or unequal or non-consecutive members.
+    """
+    names = {layer.name for layer in ensemble.layers}
+    count = 0
+    while f"regressor_{count}" in names and f"classifier_{count}" in names:
+        count += 1
+    expected = {f"{kind}_{k}" for kind in _NETWORKS for k in range(count)}
+    extra = sorted(n for n in names - expected if n.startswith(_NETWORKS))
+    if count == 0 or extra:
+        raise ValueError(f"ensemble {ensemble.name!r} has twins {sorted(n for n in names if n.startswith(_NETWORKS))}: "
+                         "expected regressor_k and classifier_k for k = 0, 1, ..")
+    return ([ensemble.get_layer(f"regressor_{k}") for k in range(count)],
+            [ensemble.get_layer(f"classifier_{k}") for k in range(count)])
+
+
+def _base_ensemble(config: InclinationConfig, seed: int, weights: Path, card: Path | None) -> tuple[list, list, dict[str, Any]]:
+    """The members of the ensemble to extend and its card, checked against the run's config and seed."""
+    from nightshift.inclination.model import load_ensemble
+
+    card = card if card is not None else weights.with_suffix(".json")
+    info = json.loads(Path(card).read_text())
+    regressors, classifiers = ensemble_members(load_ensemble(weights))
+    base_config = InclinationConfig.from_dict(info["config"])
+    if base_config.ensemble_size != len(regressors):
+        raise ValueError(f"{weights}: {len(regressors)} members, but its card {card} says ensemble_size {base_config.ensemble_size}")
+    differ = sorted(k for k, v in config.to_dict().items() if k != "ensemble_size" and base_config.to_dict()[k] != v)
+    if differ:
+        raise ValueError(f"extending {weights}: config fields {differ} differ from its card's "
+                         f"({', '.join(f'{k}={base_config.to_dict()[k]!r}' for k in differ)}); new members need the same config")
+    if info.get("data_seed") != seed:
+        raise ValueError(f"extending {weights}: its members were trained with seed {info.get('data_seed')}, not {seed}")
+    if config.ensemble_size <= len(regressors):
+        raise ValueError(f"extending {weights}: ensemble_size {config.ensemble_size}, expected more than its {len(regressors)} members")
+    return regressors, classifiers, info
+
+
 def train(
     config: InclinationConfig,
     *,
@@ -179,6 +234,8 @@ def train(
     registry: ModelRegistry | None = None,
     progress: Callable[[EpochReport], None] | None = None,
     show_progress: bool = True,
+    extend_from: str | Path | None = None,
+    extend_card: str | Path | None = None,
 ) -> TrainResult:
     """Simulate, train every network, join the ensemble, calibrate, write and register it.
 
@@ -197,11 +254,23 @@ def train(
         Called with an :class:`EpochReport` after every epoch.
     show_progress : bool
         Show progress bars and per-epoch lines on the terminal.
+    extend_from : path, optional
+        A saved ensemble (trained with the same config but fewer members, and ``seed``) whose members
+        are kept as they are: only members ``m..config.ensemble_size - 1`` are trained.
+    extend_card : path, optional
+        Its card (default: beside it, ``.json``).
     """
     started = time.perf_counter()
     device = configure_tensorflow()
     if device == "cpu":  # bit-for-bit reruns on CPU; some GPU kernels have no deterministic version
         tf.config.experimental.enable_op_determinism()
+    regressors, classifiers, members = [], [], []
+    extended: dict[str, Any] | None = None
+    if extend_from is not None:
+        regressors, classifiers, base = _base_ensemble(config, seed, Path(extend_from), Path(extend_card) if extend_card else None)
+        members = base.get("members") or [{"member": 0, "training_time_s": base["metrics"]["training_time_s"], "device": base.get("device"),
+                                           "note": "the whole run's wall time (simulation and validation included)"}]
+        extended = {"members": len(regressors), "metrics": base["metrics"]}
     output_dir = Path(output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -221,18 +290,28 @@ def train(
         probabilities = network.predict(validation_view, verbose=0, batch_size=256)[:, 1]
         return {"validation_reject_auc": roc_auc(probabilities, ~validation.accepted)}
 
-    trainer = _Trainer(config, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, show_progress=show_progress)
-    regressors, classifiers = [], []
-    for member in range(config.ensemble_size):
+    trainer = _Trainer(config, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, show_progress=show_progress,
+                       first_member=len(regressors))
+    for member in range(len(regressors), config.ensemble_size):
+        member_started = time.perf_counter()
         regressors.append(trainer.fit("regressor", member, train_images, regression_targets, regression_validation))
         classifiers.append(trainer.fit("classifier", member, train_images, reject_targets, classifier_validation))
-    ensemble = build_ensemble(regressors, classifiers, image_size=config.image_size)
+        members.append({"member": member, "training_time_s": time.perf_counter() - member_started, "device": device})
+    by_members = []
+    for count in range(1, config.ensemble_size):  # the gain per member, on the validation set
+        subset = build_ensemble(regressors[:count], classifiers[:count], image_size=config.image_size)
+        by_members.append({"members": count, **_validation_metrics(Predictor(subset, config=config), validation)})
+    ensemble = inference_ensemble(regressors, classifiers, config=config)  # weights only, no optimiser state
     metrics = _validation_metrics(Predictor(ensemble, config=config), validation)
+    by_members.append({"members": config.ensemble_size, **metrics})
     metrics["training_time_s"] = time.perf_counter() - started
     weights = output_dir / WEIGHTS_FILE
     ensemble.save(weights)
     card = output_dir / CARD_FILE
-    info: dict[str, Any] = {"name": MODEL_NAME, "metrics": metrics, "config": config.to_dict(), "data_seed": seed, "device": device}
+    info: dict[str, Any] = {"name": MODEL_NAME, "metrics": metrics, "config": config.to_dict(), "data_seed": seed, "device": device,
+                            "members": members, "validation_by_members": by_members}
+    if extended is not None:
+        info["extended_from"] = extended
     card.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     registered = None
     if registry is not None:
