@@ -186,6 +186,20 @@ def _select_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.finetune import finetune
+    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+
+    real_dir = args.real_dir or default_real_data_dir()
+    if not real_data_available(real_dir):
+        raise NotFound(f"finetune needs the real Hi-GAL cut-out: none in {real_dir} (use --real-dir)")
+    result = finetune(args.weights, load_real_cutout(real_dir), args.output, epochs=args.epochs, learning_rate=args.learning_rate,
+                      progress=lambda h: print(json.dumps(h, sort_keys=True), file=sys.stderr))
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def _with_views(config, views: int | None):
     """``config`` with ``--test-time-views`` when given (else the model's own setting)."""
     return config if views is None else config.with_overrides({"test_time_views": views})
@@ -311,6 +325,14 @@ def build_parser() -> CommandLine:
     select.add_argument("--maps", type=int, default=16, help="simulated selection maps (default 16)")
     cli.real_data(select, real_dir)
     cli.output(select, "filaments-selection", "directory for inference_selection.json")
+
+    tune = cli.command("finetune", _finetune, "a short fine-tune on the real training columns, the epoch chosen on a held-out "
+                                               "block of them and the simulated selection maps (epoch 0: the starting weights)")
+    cli.weights(tune)
+    tune.add_argument("--epochs", type=int, default=4, help="epochs (default 4)")
+    tune.add_argument("--learning-rate", type=float, default=3e-4, help="Adam's step, cosine-annealed (default 3e-4)")
+    tune.add_argument("--real-dir", type=Path, default=None, metavar="DIR", help=f"the real data (default: {real_dir})")
+    cli.output(tune, "filaments-finetune", "directory for epoch_<k>.safetensors with their cards and finetune.json")
 
     infer = cli.command("infer", _infer, "find filaments in your own N(H2) FITS maps (cm^-2)")
     cli.inputs(infer, "FITS files, each one 2-D N(H2) map (its WCS is used when present)")
