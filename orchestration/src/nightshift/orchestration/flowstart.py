@@ -48,12 +48,16 @@ def _send_message(sock: socket.socket, message: dict[str, object], fds: list[int
 def _receive_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict[str, object] | None, list[int]]:
     """One message (None at end of stream) and the file descriptors that came with its first bytes."""
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, max_fds)
-    while data and (len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]):
+
+    def complete() -> bool:
+        return len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]
+
+    while data and not complete():
         chunk = sock.recv(1 << 16)
         if not chunk:
             break
         data += chunk
-    if len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]:
+    if not complete():
         return None, fds
     return json.loads(data[_HEADER.size : _HEADER.size + _HEADER.unpack_from(data)[0]]), fds
 

@@ -101,11 +101,8 @@ def predict_probability(
     patches = np.stack([padded[m, r : r + patch, c : c + patch] for m, r, c in corners])
     inputs, _ = normalise_patches(patches, config.scaling)
     device = next(network.parameters()).device
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(network(batch))
-
     probabilities = np.concatenate([
-        dihedral_mean(forward, torch.from_numpy(inputs[i : i + batch_size, None]).to(device), config.test_time_views)[:, 0].cpu().numpy()
+        dihedral_mean(lambda batch: torch.sigmoid(network(batch)), torch.from_numpy(inputs[i : i + batch_size, None]).to(device), config.test_time_views)[:, 0].cpu().numpy()
         for i in range(0, len(inputs), batch_size)
     ])
     weights = blend_weights(patch)
