@@ -45,16 +45,23 @@ def _synth(args: argparse.Namespace) -> None:
     import numpy as np
 
     from nightshift.clusters.datasets import simulated_sky
+    from nightshift.clusters.healpix_files import write_planck_maps
     from nightshift.clusters.patches import build_splits
     from nightshift.clusters.simulate import ClusterTruth
     from nightshift.core.catalog import Column, write_catalog
 
     config = _config(args)
+    if args.map_nside is not None and (not args.planck_files or args.map_nside < 1 or args.map_nside & (args.map_nside - 1)):
+        raise InvalidInput(f"--map-nside {args.map_nside}: expected a power of 2, with --planck-files")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     sky = simulated_sky(config)
-    hp.write_map(str(output / "sky_maps.fits"), list(sky.maps), coord="G", column_names=list(config.band_names),
-                 column_units=[b.unit for b in config.bands], dtype=np.float32, overwrite=True)
+    if args.planck_files:
+        maps = write_planck_maps(sky.maps, config.bands, output, nside=args.map_nside)
+    else:
+        hp.write_map(str(output / "sky_maps.fits"), list(sky.maps), coord="G", column_names=list(config.band_names),
+                     column_units=[b.unit for b in config.bands], dtype=np.float32, overwrite=True)
+        maps = [output / "sky_maps.fits"]
     truth: ClusterTruth = sky.truth
     columns = [Column("glon", "deg"), Column("glat", "deg"), Column("m500_msun", "solMass"), Column("z"),
                Column("theta500_arcmin", "arcmin"), Column("y5r500_arcmin2", "arcmin2"), Column("snr"),
@@ -70,7 +77,8 @@ def _synth(args: argparse.Namespace) -> None:
         arrays.update(patches.to_arrays(f"{name}_"))
     np.savez_compressed(output / "patches.npz", **arrays)
     (output / "config.json").write_text(config.to_json() + "\n")
-    print(json.dumps({"output": str(output), "clusters": len(truth), **{f"{k}_patches": len(v) for k, v in splits.items()}}))
+    print(json.dumps({"output": str(output), "maps": [str(p) for p in maps], "clusters": len(truth),
+                      **{f"{k}_patches": len(v) for k, v in splits.items()}}))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -118,9 +126,8 @@ def _cells(text: str | None) -> list[int] | None:
 def _infer(args: argparse.Namespace) -> None:
     from nightshift.clusters.infer import infer_healpix_file
 
-    summary = infer_healpix_file(args.maps, weights=args.weights,
-                                    cells=_cells(args.cells),
-                                    output=Path(args.output), nest=args.nest)
+    summary = infer_healpix_file(args.maps, weights=args.weights, cells=_cells(args.cells),
+                                 output=Path(args.output), nest=args.nest)
     print(json.dumps(summary, sort_keys=True), flush=True)
 
 
@@ -160,6 +167,11 @@ def build_parser() -> CommandLine:
 
     synth = cli.command("synth", _synth, "simulate a sky: HEALPix maps, truth catalogue and patch splits")
     _add_config_options(cli, synth, "tiny")
+    synth.add_argument("--planck-files", action="store_true",
+                       help="write the maps as one Planck-layout file per band (HFI_SkyMap_<GHz>_<nside>_SIM_full.fits, "
+                            "NESTED, I_STOKES + II_COV) instead of sky_maps.fits")
+    synth.add_argument("--map-nside", type=int, default=None,
+                       help="nside of the --planck-files maps (default: the preset's; others are healpy.ud_grade'd, one band at a time)")
     cli.output(synth, "clusters-synth", "output directory")
 
     train = cli.command("train", _train, "train a model on the simulated sky")
@@ -178,7 +190,10 @@ def build_parser() -> CommandLine:
     cli.output(evaluate, "clusters-eval", "directory of the plot, JSON and catalogues")
 
     infer = cli.command("infer", _infer, "detect clusters in HEALPix maps (FITS) and write a catalogue")
-    infer.add_argument("maps", type=Path, help="HEALPix FITS file with one column per band, in the model's band order")
+    infer.add_argument("maps", type=Path, nargs="+",
+                       help="one HEALPix FITS file with one column per band, or one Planck-layout file per band "
+                            "(I_STOKES column, K_CMB to 353 GHz, MJy/sr at 545/857), both in the model's band order "
+                            "(100 143 217 353 545 857 GHz)")
     cli.weights(infer, "a .keras model file with its JSON card beside it (default: the shipped model)")
     infer.add_argument("--cells", default=None, help="comma-separated nside-2 NESTED cells (default: whole sky)")
     infer.add_argument("--nest", action="store_true", help="the file is NESTED even if its header says otherwise")

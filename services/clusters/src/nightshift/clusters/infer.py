@@ -270,47 +270,73 @@ def read_healpix_maps(path: Path, *, bands: int, band_names: Sequence[str]) -> t
 
 
 def infer_healpix_file(
-    maps_path: Path, *, weights: Path | None, cells: Sequence[int] | None, output: Path, nest: bool = False, chunk: int = 256,
+    maps_paths: Path | Sequence[Path], *, weights: Path | None, cells: Sequence[int] | None, output: Path, nest: bool = False,
+    chunk: int = 256,
 ) -> dict[str, object]:
-    """The ``infer`` command: detect clusters in a Galactic HEALPix FITS file and write the catalogue.
+    """The ``infer`` command: detect clusters in Galactic HEALPix FITS maps and write the catalogue.
 
-    The file holds one column per band in the model's band order and units (Planck HFI maps:
-    K_CMB up to 353 GHz, MJy/sr at 545 and 857 GHz). The requested nside-2 NESTED cells (default
-    the whole sky) are tiled as the test cells are, detections merged and cross-matched with
-    the real catalogues when they are available. The summary's ``known_chance_rate`` is the
-    fraction of the searched cells within the match radius of a catalogue cluster, and
-    ``known_expected_by_chance`` that rate times the detections.
+    ``maps_paths`` is one file with one column per band in the model's band order and units
+    (Planck HFI maps: K_CMB up to 353 GHz, MJy/sr at 545 and 857 GHz), or one file per band in
+    that order, in the Planck layout (:func:`~nightshift.clusters.healpix_files.read_band_files`:
+    only their intensity columns are read, one file at a time, into one float32 array). The
+    requested nside-2 NESTED cells (default the whole sky) are tiled as the test cells are, in
+    chunks of ``chunk`` patches, detections merged and cross-matched with the real catalogues
+    when they are available. The summary's ``known_chance_rate`` is the fraction of the searched
+    cells within the match radius of a catalogue cluster, and ``known_expected_by_chance`` that
+    rate times the detections; ``seconds`` times each stage and ``peak_rss_mb`` is the process's
+    peak resident memory so far.
     """
     import json
+    import resource
+    import time
 
     import healpy as hp
 
     from nightshift.clusters.catalogues import chance_match_fraction, read_references
+    from nightshift.clusters.bundle import bundled_weights
     from nightshift.clusters.config import catalogue_dir
+    from nightshift.clusters.healpix_files import read_band_files
     from nightshift.clusters.model import load_model
     from nightshift.clusters.patches import cell_tiling, patch_wcs, sample_patches
-    from nightshift.clusters.bundle import bundled_weights
     from nightshift.core.devices import configure_tensorflow
 
+    started = time.perf_counter()
+    seconds = dict.fromkeys(("read", "patches", "model", "detect", "catalogue"), 0.0)
     configure_tensorflow()
     weights = weights or bundled_weights()
     config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"])
-    maps, cards = read_healpix_maps(maps_path, bands=len(config.bands), band_names=config.band_names)
-    maps[hp.mask_bad(maps)] = np.nan
-    nested = nest or str(cards.get("ORDERING", "RING")).strip().upper().startswith("NEST")
+    paths = [Path(maps_paths)] if isinstance(maps_paths, (str, Path)) else [Path(p) for p in maps_paths]
+    clock = time.perf_counter()
+    if len(paths) == 1:
+        maps, cards = read_healpix_maps(paths[0], bands=len(config.bands), band_names=config.band_names)
+        maps[hp.mask_bad(maps)] = np.nan
+        nested = str(cards.get("ORDERING", "RING")).strip().upper().startswith("NEST")
+    else:
+        maps, nested = read_band_files(paths, config.bands)
+    nested = nested or nest
+    seconds["read"] = time.perf_counter() - clock
     cells = list(range(48)) if cells is None else list(cells)
     lon, lat = cell_tiling(cells, config.test_tiling_nside)
     network = load_model(str(weights))
     found = []
     for start in range(0, len(lon), chunk):
         part = slice(start, start + chunk)
+        clock = time.perf_counter()
         pixels = sample_patches(maps, lon[part], lat[part], patch_px=config.patch_px,
                                 pixel_arcmin=config.pixel_scale_arcmin, nest=nested)
+        seconds["patches"] += time.perf_counter() - clock
+        clock = time.perf_counter()
         probability = predict_probabilities(network, pixels)
+        seconds["model"] += time.perf_counter() - clock
+        clock = time.perf_counter()
         part_wcs = [patch_wcs(a, b, patch_px=config.patch_px, pixel_arcmin=config.pixel_scale_arcmin)
                     for a, b in zip(lon[part], lat[part])]
         detections = tile_detections(probability, part_wcs, config)
         found.append(dataclasses.replace(detections, tile=detections.tile + start))
+        seconds["detect"] += time.perf_counter() - clock
+    nside = hp.npix2nside(maps.shape[-1])
+    del maps
+    clock = time.perf_counter()
     merged = merge_detections(
         Detections(**{f.name: np.concatenate([getattr(d, f.name) for d in found]) for f in dataclasses.fields(Detections)})
         if found else Detections.empty(), radius_arcmin=config.merge_radius_arcmin)
@@ -318,11 +344,16 @@ def infer_healpix_file(
     directory = catalogue_dir()
     references = read_references(directory) if directory is not None else []
     tile_ids = [f"{a:.4f}{b:+.4f}" for a, b in zip(lon, lat)]
-    paths = write_detection_catalogue(merged, references, config, output / "clusters", tile_ids=tile_ids,
-                                      meta={"INPUT": str(maps_path), "WEIGHTS": weights.name})
+    catalogue = write_detection_catalogue(merged, references, config, output / "clusters", tile_ids=tile_ids,
+                                          meta={"INPUT": ",".join(p.name for p in paths), "WEIGHTS": weights.name})
     known = crossmatch(merged.glon, merged.glat, references, radius_arcmin=config.match_radius_arcmin).known
     # chance matches: on real maps some "known" labels are coincidences, on simulated maps all of them
     rate = chance_match_fraction(*cell_tiling(cells, 256), references, radius_arcmin=config.match_radius_arcmin)
+    seconds["catalogue"] = time.perf_counter() - clock
+    seconds["total"] = time.perf_counter() - started
     return {"detections": len(merged), "known": int(known.sum()), "new": int((~known).sum()),
             "known_chance_rate": rate, "known_expected_by_chance": rate * len(merged),
-            "tiles": len(lon), "catalogue": [str(p) for p in paths]}
+            "tiles": len(lon), "catalogue": [str(p) for p in catalogue],
+            "input": "one file per band" if len(paths) > 1 else "one multi-column file",
+            "nside": nside, "nested": nested, "seconds": {k: round(v, 2) for k, v in seconds.items()},
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
