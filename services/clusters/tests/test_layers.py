@@ -29,3 +29,22 @@ def test_no_module_but_the_cli_imports_the_servicer() -> None:
         assert "nightshift.clusters.bundle" in _imports(PACKAGE / name), name
     assert "nightshift.clusters.bundle" not in {m for m in _imports(PACKAGE / "bundle.py")}
     assert bundle.bundled_weights().suffix == ".keras"
+
+
+def test_the_package_imports_form_no_cycle() -> None:
+    """Deferred (in-function) imports count too: infer and the matched filter share detections.py, a lower module."""
+    graph = {p.stem: {m.rsplit(".", 1)[-1] for m in _imports(p) if m.startswith("nightshift.clusters.")} - {p.stem}
+             for p in PACKAGE.glob("*.py")}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, " -> ".join((*path, name))
+        if name in done:
+            return
+        for child in sorted(graph.get(name, ())):
+            visit(child, (*path, name))
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
+    assert "detections" in graph["matched_filter"] and "infer" not in graph["matched_filter"]

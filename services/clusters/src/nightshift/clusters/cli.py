@@ -139,11 +139,27 @@ def _serve(port: int | None) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    from nightshift.clusters.bundle import bundled_weights
+    from nightshift.core import bench
+
+    figures: dict = {}
+    if not args.full_sky_only:
+        figures = _bench_service(args)
+    if args.full_sky_nside:
+        from nightshift.clusters.fullsky import full_sky_bench
+
+        config = ClustersConfig.from_dict(json.loads(bundled_weights().with_suffix(".json").read_text())["config"])
+        figures["full_sky_files"] = full_sky_bench(config, nside=args.full_sky_nside, cells=_cells(args.full_sky_cells),
+                                                   output=Path(args.output), gnomview_patches=args.gnomview_patches)
+    figures["weights"] = bundled_weights().name
+    bench.report(figures, Path(args.output) / "bench.json")
+
+
+def _bench_service(args: argparse.Namespace) -> dict:
     import dataclasses
 
     from nightshift.clusters.datasets import simulated_data
     from nightshift.clusters.patches import image_tiles
-    from nightshift.clusters.bundle import bundled_weights
     from nightshift.clusters.servicer import ClustersModel
     from nightshift.core import bench
     from nightshift.core.s3server import start_local_s3
@@ -156,9 +172,7 @@ def _bench(args: argparse.Namespace) -> None:
         count = min(args.tiles, len(patches))
         subset = dataclasses.replace(patches, **{f.name: getattr(patches, f.name)[:count] for f in dataclasses.fields(patches)})
         tiles = image_tiles(subset, config, field="bench", store=store, inline_limit_bytes=0)
-        figures = bench.benchmark_service(model, tiles, store=store, batch_size=args.batch_size)
-    figures["weights"] = bundled_weights().name
-    bench.report(figures, Path(args.output) / "bench.json")
+        return bench.benchmark_service(model, tiles, store=store, batch_size=args.batch_size)
 
 
 def build_parser() -> CommandLine:
@@ -204,6 +218,12 @@ def build_parser() -> CommandLine:
     bench = cli.command("bench", _bench, "service vs bare-model throughput on a local S3 server")
     bench.add_argument("--tiles", type=int, default=256, help="tiles to send")
     bench.add_argument("--batch-size", type=int, default=32, help="tiles per Infer call")
+    bench.add_argument("--full-sky-nside", type=int, default=0,
+                       help="also infer the whole simulated sky from six Planck-layout files at this nside (e.g. 2048; "
+                            "written once and cached): wall time, peak RSS, gnomview baseline (default 0: not run)")
+    bench.add_argument("--full-sky-cells", default=None, help="only these nside-2 NESTED cells of it (full-sky time extrapolated)")
+    bench.add_argument("--full-sky-only", action="store_true", help="skip the gRPC service benchmark")
+    bench.add_argument("--gnomview-patches", type=int, default=10, help="patches the per-patch gnomview loop cuts (all bands)")
     cli.output(bench, "clusters-bench", "directory for bench.json")
 
     from nightshift.clusters.night import DEFAULT_RADIUS_DEG, score_night, simulate_night

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from nightshift.clusters.config import BandInfo
+from nightshift.clusters.detections import Detections, merge_detections, sky_positions
 from nightshift.clusters.simulate import T_CMB_K, gnfw_projected_profile, k_cmb_to_mjy_sr, tsz_spectrum
 
 __all__ = [
@@ -333,8 +334,6 @@ def mmf_field_detections(maps: MmfMaps, wcs_list, config, *, threshold: float):
     ``config.edge_margin_px`` of their tile's edge or within ``config.galactic_mask_deg`` of the
     Galactic plane are dropped and duplicates within ``config.merge_radius_arcmin`` merged.
     """
-    from nightshift.clusters.infer import Detections, merge_detections, sky_positions
-
     peaks = mmf_peaks(maps.snr, maps.theta500_arcmin, threshold=threshold)
     if not peaks:
         return Detections.empty()
