@@ -376,3 +376,35 @@ def test_batching_delay_from_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert ServerOptions.from_env().batch_max_delay_ms == 0  # off unless asked for
     monkeypatch.setenv("NIGHTSHIFT_BATCH_MAX_DELAY_MS", "2.5")
     assert ServerOptions.from_env().batch_max_delay_ms == 2.5
+
+
+_PAGE_FAULTS_OF_LARGE_REQUESTS = """
+import resource, sys
+from nightshift.core.server import reuse_freed_memory
+
+def page_faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        blocks = [bytearray(8_000_000) for _ in range(3)]  # a request, its parsed copy, the decoded pixels
+        del blocks
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+if sys.argv[1] == "reuse" and not reuse_freed_memory():
+    sys.exit(3)
+page_faults()  # the first round may fault: the heap grows once
+print(page_faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_a_serving_process_receives_large_requests_into_reused_memory() -> None:
+    def page_faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_OF_LARGE_REQUESTS, mode], capture_output=True, text=True, check=False)
+        if done.returncode == 3:
+            pytest.skip("this C library has no glibc mallopt")
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    # 30 blocks of 8 MB are about 59,000 pages: the default malloc faults most of them in again, every time
+    assert page_faults("default") > 10_000
+    assert page_faults("reuse") < 1_000

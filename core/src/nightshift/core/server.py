@@ -38,6 +38,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
@@ -1095,10 +1096,29 @@ async def serve(servable: Servable | TaskModel, *, store: ObjectStore | None = N
     await server.stop()
 
 
+# glibc's malloc hands freed blocks above its mmap threshold (128 KiB at start) back to the kernel, so each
+# multi-megabyte request arrives in fresh pages: page faults were half the cost of an 8 MB inline Infer.
+_MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest
+_TRIM_THRESHOLD_BYTES = 256 << 20  # freed memory kept at most, per arena
+
+
+def reuse_freed_memory() -> bool:
+    """Make this process's malloc keep freed blocks of up to 32 MiB for reuse (at most 256 MiB idle per arena)
+    instead of returning them to the kernel; False where the C library has no glibc ``mallopt``."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, _MMAP_THRESHOLD_BYTES)) and bool(mallopt(m_trim_threshold, _TRIM_THRESHOLD_BYTES))
+
+
 def run(servable: Servable | TaskModel, *, store: ObjectStore | None = None, options: ServerOptions | None = None) -> None:
-    """Blocking :func:`serve`; exits with status 2 when the options may not serve without authentication."""
+    """Blocking :func:`serve` in a process of its own (:func:`reuse_freed_memory`); exits with status 2 when the
+    options may not serve without authentication."""
     options = options or ServerOptions()
     _check_authentication_or_exit(options)
+    reuse_freed_memory()
     asyncio.run(serve(servable, store=store, options=options))
 
 

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from nightshift.orchestration.config import DEFAULT_NIGHTLY_CRON
     from nightshift.orchestration.demo import DEMO_NIGHT
     from nightshift.orchestration.launcher import SCIENCE_TASKS
+    from nightshift.core.server import reuse_freed_memory
     from nightshift.orchestration import benchmarks, results
 
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     results.add_arguments(table)
     table.set_defaults(run=results.main)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["night"])
+    reuse_freed_memory()  # this process calls the services with megabyte requests, as they receive them
     return int(args.run(args))
 
 
