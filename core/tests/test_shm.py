@@ -49,3 +49,22 @@ def test_with_pixels_inline_copies_only_the_tiles_in_shared_memory(tmp_path: Pat
         converted = with_pixels_inline([shared, inline], tmp_path)
     assert converted[1] is inline and converted[0].tile_id == shared.tile_id
     assert converted[0].pixels.inline_data == pixels.tobytes() and shared.pixels.WhichOneof("storage") == "shared_memory"
+
+
+def test_arrays_in_shared_memory_are_read_side_by_side_in_groups_of_a_megabyte(tmp_path: Path) -> None:
+    from nightshift.core.codec import SHARED_MEMORY_GROUP_BYTES, decode_arrays, encode_array
+
+    sizes = [SHARED_MEMORY_GROUP_BYTES // 2, SHARED_MEMORY_GROUP_BYTES // 2, 16, SHARED_MEMORY_GROUP_BYTES * 2, 8]
+    arrays = [np.arange(n // 4, dtype=np.float32) for n in sizes]
+    groups: list[list[int]] = []
+
+    def recording_map(read, runs):  # type: ignore[no-untyped-def]
+        groups.extend(runs)
+        return map(read, runs)
+
+    with SharedMemoryRegion(tmp_path) as region:
+        messages = [encode_array(a, shared_memory=region) for a in arrays]
+        messages.insert(2, encode_array(np.ones(2, np.float32)))  # inline, not in any group
+        decoded = decode_arrays(messages, map_runs=recording_map, shared_memory_dir=tmp_path)
+    assert groups == [[0, 1], [3, 4], [5]]
+    assert all(np.array_equal(d, a) for d, a in zip(decoded[:2] + decoded[3:], arrays)) and decoded[2].tolist() == [1, 1]

@@ -35,6 +35,7 @@ __all__ = [
 
 DEFAULT_INLINE_LIMIT_BYTES = 256 * 1024
 MAX_RUN_BYTES = 64 * 1024 * 1024  # largest single read of a shard run: bounds one read's memory
+SHARED_MEMORY_GROUP_BYTES = 1024 * 1024  # shared-memory arrays read and checked by one worker: more than a hand-off costs
 _MAX_ELEMENTS = 2**40  # a shape beyond this is a malformed message, not a real array
 
 DTYPES: dict[int, np.dtype] = {
@@ -169,7 +170,8 @@ def decode_arrays(
     whats : sequence of str, optional
         Each array's name in error messages (default ``"array <i>"``).
     map_runs : callable
-        ``map``-like function the runs are read with, e.g. an executor's ``map`` to read runs side by side.
+        ``map``-like function the runs are read with, e.g. an executor's ``map`` to read runs side by side;
+        arrays in shared memory are read and checked with it too, in groups of about 1 MiB.
     shared_memory_dir : Path, optional
         Where this receiver reads arrays carried in shared memory (:mod:`nightshift.core.shm`); None reads none.
 
@@ -184,6 +186,7 @@ def decode_arrays(
     arrays: list[np.ndarray | None] = [None] * len(messages)
     layouts = [_layout(message, what) for message, what in zip(messages, names)]
     referenced: list[int] = []  # positions in the batch of the arrays carried by reference
+    in_shared_memory: list[int] = []  # ... and of those in shared memory
     for position, (message, what, (nbytes, dtype, shape)) in enumerate(zip(messages, names, layouts)):
         storage = message.WhichOneof("storage")
         if storage == "inline_data" or (storage is None and nbytes == 0):
@@ -198,7 +201,7 @@ def decode_arrays(
             if shared.size_bytes != nbytes:
                 raise InvalidInput(f"{what}: shared-memory reference names {shared.size_bytes} bytes, expected {nbytes} "
                                    f"for dtype {dtype} and shape {shape}")
-            arrays[position] = _array_of(read_shared(shared, shared_memory_dir, what=what), dtype, shape, what)
+            in_shared_memory.append(position)
         elif storage == "object_ref":
             _check_reference(message.object_ref, nbytes, dtype, shape, what)
             if store is None:
@@ -206,6 +209,16 @@ def decode_arrays(
             referenced.append(position)
         else:
             raise InvalidInput(f"{what}: no data (neither inline bytes nor an object reference)")
+    groups = _groups_of(in_shared_memory, [layouts[p][0] for p in in_shared_memory], SHARED_MEMORY_GROUP_BYTES)
+
+    def read_regions(group: list[int]) -> list[memoryview]:
+        return [read_shared(messages[p].shared_memory, shared_memory_dir, what=names[p]) for p in group]
+
+    # side by side: reading a region and checking its SHA-256 release the GIL
+    for group, pieces in zip(groups, map_runs(read_regions, groups)):
+        for position, data in zip(group, pieces):
+            _, dtype, shape = layouts[position]
+            arrays[position] = _array_of(data, dtype, shape, names[position])
     if not referenced:
         return arrays  # type: ignore[return-value]
     assert store is not None
@@ -221,6 +234,19 @@ def decode_arrays(
             _, dtype, shape = layouts[position]
             arrays[position] = _array_of(data, dtype, shape, names[position])
     return arrays  # type: ignore[return-value]
+
+
+def _groups_of(items: list[int], sizes: list[int], group_bytes: int) -> list[list[int]]:
+    """``items`` in order, cut into consecutive groups of at least ``group_bytes`` (the last one may be smaller)."""
+    groups: list[list[int]] = []
+    total = group_bytes
+    for item, size in zip(items, sizes):
+        if total >= group_bytes:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += size
+    return groups
 
 
 def shard_runs(refs: Sequence[tile_pb2.ObjectRef], *, max_run_bytes: int = MAX_RUN_BYTES) -> list[list[int]]:
