@@ -91,7 +91,7 @@ def _serve(port: int | None) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from nightshift.bubbles.workflows import benchmark
+    from nightshift.bubbles.bench import benchmark
     from nightshift.core.bench import report
 
     report(benchmark(tiles=args.tiles, batch_size=args.batch_size, seed=args.seed), args.output / "bench.json")

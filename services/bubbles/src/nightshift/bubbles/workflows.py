@@ -26,10 +26,10 @@ from nightshift.bubbles.simulate import Field
 from nightshift.bubbles.train import EpochReport, train_model
 from nightshift.core.catalog import Column
 from nightshift.core.command import Inputs
-from nightshift.core.devices import device_label, torch_device
+from nightshift.core.devices import torch_device
 
 __all__ = ["load_model", "train_and_package", "register_if_configured", "evaluate_model", "infer_files", "TRUTH_COLUMNS",
-           "write_truth", "write_simulated", "benchmark"]
+           "write_truth", "write_simulated"]
 
 def load_model(weights: Path | None = None) -> tuple[BubbleSSD, BubblesConfig, dict[str, Any]]:
     """(model, config, card) of a weights file with its JSON card beside (default: the shipped model)."""
@@ -265,22 +265,3 @@ def write_simulated(output: Path, *, preset: str, count: int, seed: int) -> dict
             hdu.writeto(output / f"{field.name}_{band}.fits", overwrite=True)
     truth = write_truth(fields, output / "truth", seed=seed)
     return {"fields": count, "bubbles": len(truth), "directory": str(output), "truth": str(output / "truth.ecsv")}
-
-
-def benchmark(*, tiles: int, batch_size: int, seed: int) -> dict[str, Any]:
-    """Service Infer over gRPC with tiles by reference vs the bare model, on windows of held-out simulated fields."""
-    from nightshift.bubbles.servicer import BubblesModel
-    from nightshift.bubbles.simulate import field_tiles, simulate_field
-    from nightshift.core.bench import benchmark_service
-    from nightshift.core.s3server import start_local_s3
-
-    config = config_preset("default")
-    device = device_label()
-    with start_local_s3("rclone") as s3:
-        store = s3.store()
-        messages: list = []
-        index = 0
-        while len(messages) < tiles:
-            messages += field_tiles(simulate_field(config, data_seeds(seed)["test"], index), config, store=store)
-            index += 1
-        return benchmark_service(BubblesModel(store=store), messages[:tiles], store=store, batch_size=batch_size, device=device)
