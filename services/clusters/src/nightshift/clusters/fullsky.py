@@ -3,8 +3,8 @@
 The files are the shipped model's simulated sky (its configuration, the evaluation's first test sky, 4,
 never trained on) written by :func:`~nightshift.clusters.healpix_files.write_planck_maps` at the
 requested nside (``healpy.ud_grade`` per band from the model's nside), cached and reused. ``infer``
-runs on them in a child process, so its peak RSS is the inference's alone (not the simulator's);
-then the per-patch ``healpy.gnomview`` loop (each band separately, as a user would cut patches) is
+runs on them in a child process, the files first evicted from the page cache (so they are read from
+disk), and its peak RSS is the inference's alone (not the simulator's); then the per-patch ``healpy.gnomview`` loop (each band separately, as a user would cut patches) is
 timed on a sample of the same patches and extrapolated to all of them, against the vectorised
 sampling ``infer`` uses.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def full_sky_bench(
     config = config.with_evaluation_protocol()
     config = dataclasses.replace(config, seed=config.evaluation_seeds[0])  # a test sky: never trained on
     paths, write_s = planck_files(config, nside)
+    for path in paths:  # read from disk, as a user's files would be, not from the page cache
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     command = [sys.executable, "-m", "nightshift.clusters.cli", "infer", *map(str, paths), "--output", str(output / "catalogue")]
     if cells is not None:
         command += ["--cells", ",".join(map(str, cells))]
