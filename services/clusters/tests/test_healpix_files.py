@@ -124,3 +124,17 @@ def test_six_planck_files_give_the_catalogue_of_the_multi_column_file(tmp_path, 
     assert main(["infer", *map(str, paths[:5]), str(single), "--output", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"nightshift-clusters: error: {single}: ") and err.count("\n") == 1
+
+
+def test_synth_writes_six_planck_files_at_the_asked_nside(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("NIGHTSHIFT_CLUSTERS_CATALOGUES", str(tmp_path / "none"))  # no PSZ2 analogues: seconds, not 20 s
+    base = ["synth", "--preset", "tiny", "--set", "nside=64", "--set", "random_clusters=20", "--set", "train_patches=8",
+            "--set", "validation_patches=4", "--planck-files"]
+    assert main([*base, "--map-nside", "100", "--output", str(tmp_path / "bad")]) == 2
+    assert "--map-nside 100: expected a power of 2" in capsys.readouterr().err
+    main([*base, "--map-nside", "128", "--output", str(tmp_path)])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [p.rsplit("/", 1)[-1] for p in summary["maps"]] == [f"HFI_SkyMap_{f}_128_SIM_full.fits" for f in (100, 143, 217, 353, 545, 857)]
+    assert not (tmp_path / "sky_maps.fits").exists()
+    maps, nested = read_band_files(summary["maps"], HFI_BANDS)
+    assert nested and maps.shape == (6, hp.nside2npix(128)) and np.isfinite(maps).all()

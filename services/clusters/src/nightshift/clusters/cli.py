@@ -53,6 +53,9 @@ def _synth(args: argparse.Namespace) -> None:
     config = _config(args)
     if args.map_nside is not None and (not args.planck_files or args.map_nside < 1 or args.map_nside & (args.map_nside - 1)):
         raise InvalidInput(f"--map-nside {args.map_nside}: expected a power of 2, with --planck-files")
+    if args.planck_files and any(b.frequency_ghz <= 0 for b in config.bands):
+        raise InvalidInput("--planck-files: the bands include y_map, which has no Planck frequency-map layout "
+                           "(--set include_y_map=false)")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     sky = simulated_sky(config)
@@ -142,6 +145,9 @@ def _bench(args: argparse.Namespace) -> None:
     from nightshift.clusters.bundle import bundled_weights
     from nightshift.core import bench
 
+    nside = args.full_sky_nside
+    if nside < 0 or nside & (nside - 1):
+        raise InvalidInput(f"--full-sky-nside {nside}: expected a power of 2 (or 0: not run)")
     figures: dict = {}
     if not args.full_sky_only:
         figures = _bench_service(args)
@@ -149,7 +155,7 @@ def _bench(args: argparse.Namespace) -> None:
         from nightshift.clusters.fullsky import full_sky_bench
 
         config = ClustersConfig.from_dict(json.loads(bundled_weights().with_suffix(".json").read_text())["config"])
-        figures["full_sky_files"] = full_sky_bench(config, nside=args.full_sky_nside, cells=_cells(args.full_sky_cells),
+        figures["full_sky_files"] = full_sky_bench(config, nside=nside, cells=_cells(args.full_sky_cells),
                                                    output=Path(args.output), gnomview_patches=args.gnomview_patches)
     figures["weights"] = bundled_weights().name
     bench.report(figures, Path(args.output) / "bench.json")
@@ -215,7 +221,7 @@ def build_parser() -> CommandLine:
 
     cli.serve_command(_serve)
 
-    bench = cli.command("bench", _bench, "service vs bare-model throughput on a local S3 server")
+    bench = cli.command("bench", _bench, "service vs bare-model throughput on a local S3 server; the whole sky from six files")
     bench.add_argument("--tiles", type=int, default=256, help="tiles to send")
     bench.add_argument("--batch-size", type=int, default=32, help="tiles per Infer call")
     bench.add_argument("--full-sky-nside", type=int, default=0,
