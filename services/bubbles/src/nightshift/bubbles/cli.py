@@ -60,6 +60,14 @@ def _register_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_real(args: argparse.Namespace) -> int:
+    from nightshift.bubbles.calibrate import calibration_report
+    from nightshift.core.bench import report
+
+    report(calibration_report(args.real_dir, args.output, count=args.count, seed=args.seed), args.output / "calibration.json")
+    return 0
+
+
 def _finetune_real(args: argparse.Namespace) -> int:
     from nightshift.bubbles.finetune import FinetuneSettings, leave_one_field_out_finetune
     from nightshift.bubbles.workflows import load_model
@@ -140,6 +148,13 @@ def build_parser() -> CommandLine:
                                                             "writes one FITS header per field (default: the package's)")
     register.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real composites and MWP DR1 CSV")
     cli.output(register, str(REGISTRATION_DIR), "folder for <composite stem>.hdr")
+
+    calibrate = cli.command("calibrate-real", _calibrate_real, "the simulated sky rendered as composites against the real composites' "
+                                                              "statistics, before and after the calibration; writes calibration.json/png")
+    calibrate.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real composites")
+    calibrate.add_argument("--count", type=int, default=6, help="simulated fields per real composite")
+    cli.seed(calibrate, 7)
+    cli.output(calibrate, "bubbles-calibration", "directory for calibration.json and calibration.png")
 
     tune_real = cli.command("finetune-real", _finetune_real, "leave-one-field-out fine-tuning on the real composites (one model "
                                                              "per composite, scored on it); prints one JSON line, ships nothing")

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["BANDS", "IMAGE_SIZE", "FEATURE_MAPS", "MIN_SIZES", "MAX_SIZE", "ASPECT_RATIOS", "BAND_FWHM_ARCSEC", "BAND_WAVELENGTH_UM",
            "BACKBONES", "BubblesConfig", "PRESETS", "preset", "data_seeds",
-           "HARD_TEST", "hard_test_config"]
+           "HARD_TEST", "hard_test_config", "COMPOSITE_SKY", "composite_sky_config"]
 
 BANDS = ("irac4", "mips24")
 """Band names in channel order: Spitzer IRAC 8 um (GLIMPSE), MIPS 24 um (MIPSGAL)."""
@@ -69,6 +69,14 @@ class BubblesConfig:
         Range of a clear bubble's 24 um filling peak, in units of the field's 24 um diffuse level (uniform).
     bubble_separation : float
         Centres are drawn at least this many times the sum of two radii apart where possible (0: overlaps allowed).
+    diffuse_slope : float
+        The diffuse ISM's Gaussian random fields have P(k) ~ k^-diffuse_slope.
+    star_density : tuple of float
+        Point sources per arcmin^2 at 8 um and 24 um.
+    star_peak_range_8um : tuple of float
+        Range (log-uniform) of an 8 um point source's peak, in units of the field's 8 um diffuse level.
+    resolution_8um_arcsec : float
+        FWHM the finished 8 um image is smoothed to (Gaussian, in quadrature over the 1.98" beam); 0: not smoothed.
     window_px : tuple of int
         Sliding-window sides over a field, in field pixels (each resized to 300).
     window_overlap : float
@@ -127,6 +135,10 @@ class BubblesConfig:
     shell_contrast_range: tuple[float, float] = (0.5, 1.5)
     clear_dust_range: tuple[float, float] = (1.0, 3.0)
     bubble_separation: float = 0.8
+    diffuse_slope: float = 3.0
+    star_density: tuple[float, float] = (8.0, 0.5)
+    star_peak_range_8um: tuple[float, float] = (0.1, 20.0)
+    resolution_8um_arcsec: float = 0.0
     window_px: tuple[int, ...] = (150, 300, 600)
     window_overlap: float = 0.5
     window_nms_iou: float = 0.45
@@ -165,7 +177,7 @@ class BubblesConfig:
         for field in ("window_nms_iou", "field_nms_iou", "score_threshold", "bubble_like_score"):
             if not 0.0 <= getattr(self, field) <= 1.0:
                 raise ValueError(f"{field}={getattr(self, field)}: expected a value in [0, 1]")
-        for field in ("shell_contrast_range", "clear_dust_range"):
+        for field in ("shell_contrast_range", "clear_dust_range", "star_peak_range_8um"):
             low, high = getattr(self, field)
             if not 0.0 < low <= high:
                 raise ValueError(f"{field}={list(getattr(self, field))}: expected 0 < low <= high")
@@ -252,6 +264,23 @@ def data_seeds(seed: int) -> dict[str, int]:
 HARD_TEST = {"bubbles_per_field": 10.0, "shell_contrast_range": (0.15, 1.5), "clear_dust_range": (0.5, 3.0), "bubble_separation": 0.0}
 """The harder held-out sky's changes to a config: twice the bubbles, overlapping, shells down to 0.15 of the diffuse 8 um
 level (the training sky's start at 0.5) and fainter 24 um filling; the simulated test where the default sky saturates."""
+
+
+COMPOSITE_SKY = {"diffuse_slope": 2.7, "star_density": (5.0, 0.5), "star_peak_range_8um": (0.1, 8.0),
+                 "resolution_8um_arcsec": 3.3}
+"""The sky of the simulated fields rendered as the real composites for real-sky training (``finetune-real``), calibrated
+on them (:mod:`nightshift.bubbles.calibrate`, ``docs/calibration.json``): the composites' diffuse power spectra fall as
+k^-2.7..-2.9 in both bands, the default sky's (k^-3, smoothed to the beam at 24 um) as k^-3.0 (8 um) and k^-3.2 (24 um);
+k^-2.7 is also the dust emission's slope on larger maps (Miville-Deschenes et al. 2010, A&A 518, L104). The default sky has
+1.5 times the composites' 8 um sources, brighter ones, and sharper ones than the composites' 3.5 pixels FWHM at 0.95"/px
+(the mosaics' 8 um resolution is about 3.3", not the 1.98" beam); hence 5 stars per arcmin^2 at 8 um with peaks of 0.1..8
+times the diffuse level, and the 8 um image smoothed to 3.3". The default sky, its test fields and the shipped model are
+unchanged."""
+
+
+def composite_sky_config(config: BubblesConfig) -> BubblesConfig:
+    """``config`` with the calibrated sky of :data:`COMPOSITE_SKY` (for the composite-rendered training fields)."""
+    return dataclasses.replace(config, **COMPOSITE_SKY)
 
 
 def hard_test_config(config: BubblesConfig) -> BubblesConfig:

@@ -2,8 +2,9 @@
 
 Each model starts from the shipped weights and trains on the other composites (every MWP DR1 bubble in
 them a positive, as the paper's catalogue boxes; negatives are crops touching no catalogue bubble)
-together with simulated training fields rendered as the composites are
-(:func:`nightshift.bubbles.simulate.render_as_composite`: coarser pixels, display stretch, 8 bits, JPEG),
+together with simulated training fields of the sky calibrated on the composites (:data:`~nightshift.bubbles.config.COMPOSITE_SKY`)
+rendered as the composites are (:func:`nightshift.bubbles.simulate.render_as_composite` with the calibrated look: coarser
+pixels, display stretch, 8 bits, JPEG; :mod:`nightshift.bubbles.calibrate`),
 with the paper's crops and augmentation (:mod:`nightshift.bubbles.train`). It is scored on the held-out composite with
 :func:`nightshift.bubbles.scoring.real_counts`, with windows sized in arcsec
 (:func:`nightshift.bubbles.infer.angular_windows`: the composites' pixels are 1-7", the training's 1.2"),
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nightshift.bubbles.config import BubblesConfig, data_seeds
+from nightshift.bubbles.config import BubblesConfig, composite_sky_config, data_seeds
 from nightshift.bubbles.evaluate import SWEEP_THRESHOLDS
 from nightshift.bubbles.infer import SSDWindowDetector, angular_windows, detect_field
 from nightshift.bubbles.model import BubbleSSD
@@ -58,7 +59,7 @@ def finetune(model: BubbleSSD, config: BubblesConfig, real_fields: Sequence[Fiel
     """Train ``model`` further on ``real_fields`` and simulated training fields of ``seed``; returns it in eval mode."""
     device = torch_device()
     model.to(device)
-    simulated = simulate_fields(config, data_seeds(seed)["train"], settings.simulated_fields)
+    simulated = simulate_fields(composite_sky_config(config), data_seeds(seed)["train"], settings.simulated_fields)
     fields = [*real_fields, *simulated]
     pool_rng = np.random.default_rng([seed, 321])
     negatives = [(i, w) for i, f in enumerate(fields) for w in sample_negatives(f, pool_rng, config.negatives_per_field)]

@@ -42,7 +42,8 @@ from nightshift.bubbles.infer import BOX_SCALE
 from nightshift.bubbles.windows import car_header, plan_windows, resize_crop, window_header
 
 __all__ = ["ShellStatistics", "MWP_SHELLS", "QUANTILE_LEVELS", "fit_shell_statistics", "BubbleTruth", "Field",
-           "simulate_field", "simulate_fields", "band_hdus", "field_tiles", "COMPOSITE_COARSENING", "render_as_composite"]
+           "simulate_field", "simulate_fields", "band_hdus", "field_tiles", "CompositeLook", "UNCALIBRATED_LOOK", "CALIBRATED_LOOK",
+           "COMPOSITE_LOOK", "composite_jpeg", "decode_composite", "render_as_composite"]
 
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """Levels of the embedded shell quantiles (the MWP DR1 deciles with the 5% and 95% ends)."""
@@ -284,15 +285,16 @@ def simulate_field(config: BubblesConfig, seed: int, index: int) -> Field:
 
     level8 = rng.uniform(40.0, 150.0) * np.exp(-abs(glat))
     level24 = rng.uniform(25.0, 90.0) * np.exp(-abs(glat))
-    g8, g_other = _random_field(rng, size), _random_field(rng, size)
+    g8, g_other = _random_field(rng, size, config.diffuse_slope), _random_field(rng, size, config.diffuse_slope)
     s8 = rng.uniform(0.3, 0.6)
     band8 = level8 * np.exp(s8 * g8 - s8**2 / 2)
     g24 = ndimage.gaussian_filter(0.8 * g8 + 0.6 * g_other, fwhm24 * _FWHM_TO_SIGMA)
     g24 /= g24.std()
     band24 = level24 * np.exp(0.5 * g24 - 0.125)
 
-    band8 += _point_sources(rng, size, rng.poisson(8.0 * area_arcmin2), (0.1 * level8, 20 * level8), fwhm8)
-    band24 += _point_sources(rng, size, rng.poisson(0.5 * area_arcmin2), (0.1 * level24, 5 * level24), fwhm24)
+    peaks8 = tuple(p * level8 for p in config.star_peak_range_8um)
+    band8 += _point_sources(rng, size, rng.poisson(config.star_density[0] * area_arcmin2), peaks8, fwhm8)
+    band24 += _point_sources(rng, size, rng.poisson(config.star_density[1] * area_arcmin2), (0.1 * level24, 5 * level24), fwhm24)
 
     bubbles: list[BubbleTruth] = []
     taken: list[tuple[float, float, float]] = []
@@ -338,6 +340,9 @@ def simulate_field(config: BubblesConfig, seed: int, index: int) -> Field:
 
     band8 += rng.normal(0.0, 0.01 * level8 + 0.3, band8.shape)
     band24 += rng.normal(0.0, 0.01 * level24 + 0.5, band24.shape)
+    if config.resolution_8um_arcsec > BAND_FWHM_ARCSEC[0]:  # the mosaics' resolution, coarser than the beam
+        extra_fwhm_px = np.sqrt(config.resolution_8um_arcsec**2 - BAND_FWHM_ARCSEC[0] ** 2) / scale
+        band8 = ndimage.gaussian_filter(band8, extra_fwhm_px * _FWHM_TO_SIGMA)
     pixels = np.stack([band8, band24]).astype(np.float32)
     return Field(f"sim{seed}-{index:03d}", pixels, header, tuple(bubbles))
 
@@ -394,37 +399,96 @@ def field_tiles(field: Field, config: BubblesConfig, *, store=None) -> list:
     return tiles
 
 
-COMPOSITE_COARSENING = (1.0, 6.0)
-"""Range of the factor by which :func:`render_as_composite` coarsens a crop's pixels (real composites: 0.95-6.7"/px vs 1.2)."""
+@dataclasses.dataclass(frozen=True)
+class CompositeLook:
+    """How :func:`render_as_composite` turns MJy/sr into a GLIMPSE/MIPSGAL colour composite; ranges are drawn per crop.
 
-
-def render_as_composite(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A simulated (2, n, n) crop in MJy/sr rendered as the real GLIMPSE/MIPSGAL composites are.
-
-    The composites are 8-bit JPEG colour images (24 um red, 8 um green) of coarser pixels than the
-    simulation: the crop is block-averaged by a random factor in ``COMPOSITE_COARSENING`` (and brought
-    back to its size), each band clipped at random low/high percentiles and asinh-stretched with a random
-    softening, quantised to 8 bits and JPEG-compressed (quality 60-95) as one RGB image; the
-    result is the (8 um, 24 um) display values read back, as the real-data loader reads a composite.
+    Parameters
+    ----------
+    coarsening : tuple of float
+        Range of the factor by which a crop's pixels are coarsened (real composites: 0.95-6.7"/px vs 1.2).
+    low_percentile, high_percentile : tuple of (float, float)
+        Per band (8 um, 24 um): ranges of the percentiles mapped to display 0 and 1 (above 1: saturated at 255).
+    softening : tuple of (float, float)
+        Per band: range (log-uniform) of the asinh softening ``a`` in ``asinh(a x) / asinh(a)`` (0.01: linear).
+    gamma : tuple of (float, float)
+        Per band: range of the power the stretched value is raised to (1: none; above 1 darkens the faint sky).
+    jpeg_quality : tuple of int
+        Range (inclusive) of the JPEG quality.
+    full_chroma : float
+        Probability of JPEG chroma at full resolution (4:4:4); else 4:2:0 (Pillow's default; the 24 um red is chroma).
     """
+
+    coarsening: tuple[float, float] = (1.0, 6.0)
+    low_percentile: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 10.0), (0.5, 10.0))
+    high_percentile: tuple[tuple[float, float], tuple[float, float]] = ((99.0, 99.95), (99.0, 99.95))
+    softening: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 30.0), (1.0, 30.0))
+    gamma: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 1.0), (1.0, 1.0))
+    jpeg_quality: tuple[int, int] = (60, 95)
+    full_chroma: float = 0.0
+
+
+UNCALIBRATED_LOOK = CompositeLook()
+"""The rendering before it was calibrated against the real composites (issue 17): guessed ranges."""
+CALIBRATED_LOOK = CompositeLook(
+    low_percentile=((1.0, 5.0), (1.0, 5.0)), high_percentile=((99.5, 99.9), (99.5, 99.8)),
+    softening=((0.01, 0.01), (0.01, 0.01)), gamma=((1.2, 1.8), (1.3, 2.2)),
+    jpeg_quality=(85, 95), full_chroma=2.0 / 3.0,
+)
+"""The rendering fitted to the three real composites (:mod:`nightshift.bubbles.calibrate`): per field the clip and
+stretch whose display percentiles (25..99%) are nearest the composite's, ranges spanning the three fields; a power of
+1.2..1.8 (8 um) and 1.3..2.2 (24 um) after a linear clip (the composites' faint sky is darker than any asinh stretch makes
+it); JPEG quality 85..95 and chroma from the files (quality 85, 94, 94; chroma 4:2:0, 4:4:4, 4:4:4)."""
+COMPOSITE_LOOK = CALIBRATED_LOOK
+"""The rendering :func:`render_as_composite` uses by default (only ``finetune-real`` renders composites)."""
+
+
+def composite_jpeg(values: np.ndarray, rng: np.random.Generator, look: CompositeLook = COMPOSITE_LOOK) -> bytes:
+    """(2, h, w) MJy/sr (8 um, 24 um) at the composite's pixels as the JPEG the real composites are (24 um red,
+    8 um green, half the green in blue): per band a percentile clip, an asinh stretch and a power, 8 bits, JPEG."""
     import io
 
     from PIL import Image
 
-    side = crop.shape[-1]
-    factor = rng.uniform(*COMPOSITE_COARSENING)
-    values = np.nan_to_num(crop.astype(np.float32))
-    if factor > 1.1:
-        values = resize_crop(resize_crop(values, max(8, int(round(side / factor)))), side)
+    values = np.nan_to_num(values.astype(np.float32))
     channels = []
-    for band in values:
-        low, high = np.percentile(band, [rng.uniform(0.5, 10.0), rng.uniform(99.0, 99.95)])
+    for band, low_range, high_range, soft_range, gamma_range in zip(values, look.low_percentile, look.high_percentile, look.softening,
+                                                                    look.gamma):
+        low, high = np.percentile(band, [rng.uniform(*low_range), rng.uniform(*high_range)])
         scaled = np.clip((band - low) / max(high - low, 1e-6), 0.0, 1.0)
-        softening = float(np.exp(rng.uniform(0.0, np.log(30.0))))
-        channels.append(np.arcsinh(scaled * softening) / np.arcsinh(softening))
+        softening = float(np.exp(rng.uniform(*np.log(soft_range))))
+        gamma = rng.uniform(*gamma_range) if gamma_range[1] > 1.0 else 1.0
+        channels.append((np.arcsinh(scaled * softening) / np.arcsinh(softening)) ** gamma)
     green, red = channels
     rgb = np.round(np.stack([red, green, 0.5 * green], axis=-1) * 255.0).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=int(rng.integers(60, 96)))
-    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    quality = int(rng.integers(look.jpeg_quality[0], look.jpeg_quality[1] + 1))
+    subsampling = 0 if look.full_chroma > 0 and rng.uniform() < look.full_chroma else 2
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
+    return buffer.getvalue()
+
+
+def decode_composite(jpeg: bytes) -> np.ndarray:
+    """The (8 um, 24 um) display values (2, h, w) float32 of a composite JPEG: green and red, rows as stored."""
+    import io
+
+    from PIL import Image
+
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
     return np.stack([decoded[..., 1], decoded[..., 0]]).astype(np.float32)
+
+
+def render_as_composite(crop: np.ndarray, rng: np.random.Generator, look: CompositeLook = COMPOSITE_LOOK) -> np.ndarray:
+    """A simulated (2, n, n) crop in MJy/sr rendered as the real GLIMPSE/MIPSGAL composites are.
+
+    The composites are 8-bit JPEG colour images (24 um red, 8 um green) of coarser pixels than the
+    simulation: the crop is block-averaged by a random factor in ``look.coarsening``, made a composite
+    (:func:`composite_jpeg`) at those pixels and brought back to its size; the result is the (8 um,
+    24 um) display values read back, as the real-data loader reads a composite.
+    """
+    side = crop.shape[-1]
+    factor = rng.uniform(*look.coarsening)
+    values = np.nan_to_num(crop.astype(np.float32))
+    coarse = max(8, int(round(side / factor))) if factor > 1.1 else side
+    display = decode_composite(composite_jpeg(resize_crop(values, coarse), rng, look))
+    return resize_crop(display, side)
