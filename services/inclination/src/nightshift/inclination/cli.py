@@ -204,7 +204,8 @@ def _bench(args: argparse.Namespace) -> int:
     from nightshift.core.s3server import start_local_s3
     from nightshift.core.tiles import make_tile
     from nightshift.core.devices import configure_tensorflow
-    from nightshift.inclination.servicer import InclinationModel
+    from nightshift.inclination.infer import Predictor
+    from nightshift.inclination.servicer import BUNDLED_CARD, BUNDLED_WEIGHTS, InclinationModel
     from nightshift.inclination.train import simulate_split
     from nightshift.v1 import tile_pb2
 
@@ -218,7 +219,8 @@ def _bench(args: argparse.Namespace) -> int:
         tiles = [make_tile(image, bands=bands, survey="simulated", field=f"bench-{k:05d}", store=store, inline_limit_bytes=0)
                  for k, image in enumerate(galaxies.images)]
         figures = bench.benchmark_service(model, tiles, store=store, batch_size=args.batch_size, device=device)
-        figures.update(_member_cost(model.predictor, galaxies.images, batch_size=args.batch_size))
+        # the served model is unloaded when the benchmark's server stops: the shipped ensemble, loaded again
+        figures.update(_member_cost(Predictor.from_files(BUNDLED_WEIGHTS, BUNDLED_CARD), galaxies.images, batch_size=args.batch_size))
     bench.report(figures, args.output / "bench.json")
     return 0
 
