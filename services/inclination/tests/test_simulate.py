@@ -7,7 +7,8 @@ import pytest
 
 from nightshift.inclination.baseline import moments_axis_ratio
 from nightshift.inclination.simulate import (
-    REJECT_REASONS, GalaxyParameters, Star, draw_parameters, hubble_axis_ratio, render_galaxy, replace, simulate_galaxies,
+    REJECT_REASONS, GalaxyParameters, SimulationOverrides, Star, draw_parameters, hubble_axis_ratio, render_galaxy, replace,
+    simulate_galaxies,
 )
 
 
@@ -105,3 +106,54 @@ def test_bad_labels_are_refused() -> None:
         draw_parameters(rng, size=64, label="spiral")
     with pytest.raises(ValueError, match="rejects need one of"):
         draw_parameters(rng, size=64, label="reject")
+
+
+def _moment_width(image: np.ndarray) -> float:
+    """RMS radius of an image about its centroid, less the pixel's own (1/12 per axis)."""
+    y, x = np.indices(image.shape, dtype=np.float64)
+    weight = image / image.sum()
+    xc, yc = (weight * x).sum(), (weight * y).sum()
+    return float(np.sqrt((weight * ((x - xc) ** 2 + (y - yc) ** 2)).sum() - 2 / 12))
+
+
+def test_default_overrides_reproduce_the_default_simulation_bit_for_bit() -> None:
+    plain = simulate_galaxies(12, size=32, seed=7, split="test")
+    explicit = simulate_galaxies(12, size=32, seed=7, split="test", overrides=SimulationOverrides(psf_scale=1.0, sky_noise_scale=1.0))
+    assert plain.parameters == explicit.parameters
+    assert plain.images.tobytes() == explicit.images.tobytes()  # NaN-safe exact comparison
+
+
+def test_a_1_5x_psf_adds_1_5x_the_width_to_a_compact_galaxy() -> None:
+    """Convolution adds second moments, so the PSF's share of the width is sqrt(w^2 - w_unconvolved^2)."""
+    compact = replace(pure_disk(60.0, 0.15, scale_length_px=0.5), psf_fwhm_px=2.5)
+    wider = SimulationOverrides(psf_scale=1.5).apply(compact)
+    assert wider.psf_fwhm_px == pytest.approx(3.75) and replace(wider, psf_fwhm_px=compact.psf_fwhm_px) == compact
+    unconvolved, *widths = (_moment_width(render_galaxy(p, size=64)[1].astype(np.float64))
+                            for p in (replace(compact, psf_fwhm_px=0.0), compact, wider))
+    psf_share = [np.sqrt(w**2 - unconvolved**2) for w in widths]
+    assert psf_share[1] / psf_share[0] == pytest.approx(1.5, rel=0.02)
+
+
+def test_overrides_change_only_their_condition_in_a_simulated_set() -> None:
+    base = simulate_galaxies(10, size=48, seed=3, split="test")
+    blurred = simulate_galaxies(10, size=48, seed=3, split="test", overrides=SimulationOverrides(psf_scale=1.5))
+    noisier = simulate_galaxies(10, size=48, seed=3, split="test", overrides=SimulationOverrides(sky_noise_scale=1.5))
+    for p, b, n in zip(base.parameters, blurred.parameters, noisier.parameters):
+        assert b == replace(p, psf_fwhm_px=1.5 * p.psf_fwhm_px) and n == replace(p, snr=p.snr / 1.5)
+    # the galaxy's light spreads: its r-band second moment grows (noise-free renderings of the same galaxies)
+    accepted = [k for k, p in enumerate(base.parameters) if p.label == "accept" and not p.missing]
+    for k in accepted:
+        clean = [render_galaxy(replace(s.parameters[k], noise=False, stars=()), size=48)[1].astype(np.float64) for s in (base, blurred)]
+        assert _moment_width(clean[1]) > _moment_width(clean[0])
+    # the sky noise in the outer frame (same noise draws) is 1.5 times as large
+    frame = np.ones((48, 48), bool)
+    frame[6:-6, 6:-6] = False
+    for k in accepted:
+        clean = render_galaxy(replace(base.parameters[k], noise=False), size=48)[1]
+        ratio = np.std((noisier.images[k, 1] - clean)[frame]) / np.std((base.images[k, 1] - clean)[frame])
+        assert ratio == pytest.approx(1.5, rel=0.02)
+
+
+def test_overrides_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SimulationOverrides(psf_scale=0.0)

@@ -41,7 +41,7 @@ from nightshift.inclination.evaluate import calibration, mae, rms, roc_auc
 from nightshift.inclination.infer import Predictor
 from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor, inference_ensemble, scale_inclination
 from nightshift.inclination.preprocess import augment, stretch, view
-from nightshift.inclination.simulate import SimulatedGalaxies, simulate_galaxies
+from nightshift.inclination.simulate import SimulatedGalaxies, SimulationOverrides, simulate_galaxies
 
 __all__ = ["MODEL_NAME", "WEIGHTS_FILE", "CARD_FILE", "EpochReport", "TrainResult", "simulate_split", "initial_network",
            "ensemble_members", "train"]
@@ -72,10 +72,11 @@ class TrainResult:
     registered: RegisteredModel | None
 
 
-def simulate_split(config: InclinationConfig, *, seed: int, split: str, galaxies: int) -> SimulatedGalaxies:
-    """The simulated galaxies of one split with the configuration's label fractions."""
+def simulate_split(config: InclinationConfig, *, seed: int, split: str, galaxies: int,
+                   overrides: SimulationOverrides = SimulationOverrides()) -> SimulatedGalaxies:
+    """The simulated galaxies of one split with the configuration's label fractions (and observing overrides)."""
     return simulate_galaxies(galaxies, size=config.image_size, seed=seed, split=split,
-                             face_on_fraction=config.face_on_fraction, reject_fraction=config.reject_fraction)
+                             face_on_fraction=config.face_on_fraction, reject_fraction=config.reject_fraction, overrides=overrides)
 
 
 def _fingerprint(config: InclinationConfig, seed: int) -> str:
