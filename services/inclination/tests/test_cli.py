@@ -41,11 +41,13 @@ def test_synth_then_infer_on_fits_cutouts_writes_a_catalogue(tmp_path, capsys) -
 
 
 def test_evaluate_prints_one_json_line_with_the_baseline(tmp_path, capsys) -> None:
-    assert main(["evaluate", "--galaxies", "30", "--output", str(tmp_path)]) == 0
+    assert main(["evaluate", "--galaxies", "30", "--robustness", "--output", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert {"rms_deg", "mae_deg", "reject_auc", "coverage_1sigma", "coverage_2sigma", "members"} <= set(figures)
     assert {"rms_deg", "mae_deg", "reject_auc"} <= set(figures["baseline"])
+    assert {"rms_deg_d25_40_60", "n_snr_40_80", "rms_deg_res_20_40"} <= set(figures) and figures["per_bin"]
+    assert set(figures["robustness"]) == {"psf_1.5x", "sky_noise_1.5x"} and figures["robustness"]["psf_1.5x"]["baseline"]["rms_deg"] > 0
     from nightshift.inclination.servicer import BUNDLED_CARD
 
     assert figures["members"] == figures["ensemble_size"] == json.loads(BUNDLED_CARD.read_text())["config"]["ensemble_size"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nightshift.inclination.evaluate import (
-    HELD_OUT_SEED, binned_rms, calibration, evaluate_estimates, mae, rms, roc_auc, score, write_report,
+    BIN_QUANTITIES, HELD_OUT_SEED, ROBUSTNESS_SETS, binned_rms, calibration, evaluate_estimates, evaluate_robustness, mae,
+    per_bin_table, rms, roc_auc, score, write_report,
 )
 
 
@@ -48,6 +49,75 @@ def test_score_uses_accepted_galaxies_for_regression_and_all_for_the_auc() -> No
     assert metrics["reject_auc"] == pytest.approx(0.75)
     assert metrics["rms_deg_bt_0.00_0.10"] == pytest.approx(2.0) and np.isnan(metrics["rms_deg_bt_0.10_0.25"])
     assert metrics["n_accepted"] == 2
+
+
+class _TruthPlusError:
+    """A stand-in model: the truth plus a fixed error that grows with the PSF in pixels (no network)."""
+
+    def __init__(self, galaxies) -> None:
+        self.galaxies = galaxies
+
+    def __call__(self, images: np.ndarray):
+        import types
+
+        fwhm = np.array([p.psf_fwhm_px for p in self.galaxies.parameters])
+        error = np.random.default_rng(0).normal(0.0, 1.0, len(fwhm)) * (1 + fwhm)
+        return types.SimpleNamespace(inclination_deg=self.galaxies.inclination_deg + error, uncertainty_deg=1 + fwhm,
+                                     reject_probability=(~self.galaxies.accepted).astype(float))
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    from nightshift.inclination.simulate import simulate_galaxies
+
+    galaxies = simulate_galaxies(60, size=64, seed=11, split="test")
+    estimates = _TruthPlusError(galaxies)(galaxies.images)
+    return evaluate_estimates(galaxies, predicted_deg=estimates.inclination_deg, uncertainty_deg=estimates.uncertainty_deg,
+                              reject_probability=estimates.reject_probability)
+
+
+def test_every_bin_quantity_is_scored_and_each_cells_counts_add_up(tiny_result) -> None:
+    for figures in (tiny_result.metrics, tiny_result.baseline_metrics):
+        for key, (_, edges, _) in BIN_QUANTITIES.items():
+            counts = [v for k, v in figures.items() if k.startswith(f"n_{key}_")]
+            assert len(counts) == len(edges) - 1, key
+            assert sum(counts) == figures["n_accepted"] == 42, key  # 70 % of 60; every accepted galaxy in one cell
+            assert len([k for k in figures if k.startswith(f"rms_deg_{key}_")]) == len(edges) - 1
+    rows = per_bin_table(tiny_result.metrics, tiny_result.baseline_metrics)
+    assert len(rows) == sum(len(edges) - 1 for _, edges, _ in BIN_QUANTITIES.values())
+    assert {r["key"] for r in rows} == set(BIN_QUANTITIES)
+    row = next(r for r in rows if r["key"] == "snr" and r["low"] == "40")
+    assert row["n"] == tiny_result.metrics["n_snr_40_80"] and row["baseline_rms_deg"] == tiny_result.baseline_metrics["rms_deg_snr_40_80"]
+    assert tiny_result.figures()["per_bin"] == rows
+
+
+def test_robustness_scores_each_re_simulated_set(tiny_result) -> None:
+    from nightshift.inclination.simulate import simulate_galaxies
+
+    seen = []
+
+    def simulate(overrides):
+        seen.append(overrides)
+        galaxies = simulate_galaxies(60, size=64, seed=11, split="test", overrides=overrides)
+        measure.model = _TruthPlusError(galaxies)
+        return galaxies
+
+    def measure(images):
+        return measure.model(images)
+
+    report = evaluate_robustness(simulate, measure)
+    assert seen == list(ROBUSTNESS_SETS.values()) and set(report) == {"psf_1.5x", "sky_noise_1.5x"}
+    assert report["psf_1.5x"]["psf_scale"] == 1.5 and report["sky_noise_1.5x"]["sky_noise_scale"] == 1.5
+    for figures in report.values():
+        assert {"rms_deg", "mae_deg", "reject_auc", "coverage_1sigma"} <= set(figures)
+        assert {"rms_deg", "mae_deg", "reject_auc"} <= set(figures["baseline"])
+    # 1.5x noise moves the accepted galaxies of S/N 40..60 below 40: they leave the cells and are counted apart
+    noisy = report["sky_noise_1.5x"]
+    assert noisy["n_snr_below"] > 0 and noisy["n_snr_below"] + sum(v for k, v in noisy.items() if k.startswith("n_snr_")
+                                                                       and k != "n_snr_below") == 42
+    assert report["psf_1.5x"]["n_snr_below"] == 0
+    # the stand-in's error grows with the PSF, so the wider PSF must show in its RMS
+    assert report["psf_1.5x"]["rms_deg"] > report["sky_noise_1.5x"]["rms_deg"]
 
 
 @pytest.fixture(scope="module")

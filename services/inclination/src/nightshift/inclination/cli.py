@@ -103,13 +103,14 @@ def _predictor(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from nightshift.inclination.evaluate import evaluate_estimates, write_report
+    from nightshift.inclination.evaluate import evaluate_estimates, evaluate_robustness, write_report
     from nightshift.inclination.train import ensemble_members, simulate_split
 
     started = time.perf_counter()
     predictor, model_name = _predictor(args)
     config = predictor.config
-    galaxies = simulate_split(config, seed=args.seed, split="test", galaxies=args.galaxies or config.test_galaxies)
+    n_galaxies = args.galaxies or config.test_galaxies
+    galaxies = simulate_split(config, seed=args.seed, split="test", galaxies=n_galaxies)
     estimates = predictor.measure(galaxies.images)
     result = evaluate_estimates(galaxies, predicted_deg=estimates.inclination_deg, uncertainty_deg=estimates.uncertainty_deg,
                                 reject_probability=estimates.reject_probability)
@@ -118,6 +119,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                "members": len(ensemble_members(predictor.ensemble)[0]),
                "seed_published": {"rms_deg": 3.09, "mae_deg": 2.12, "best_single_rms_deg": 3.34},
                "wall_s": round(time.perf_counter() - started, 1)}
+    if args.robustness:
+        context["robustness"] = evaluate_robustness(
+            lambda overrides: simulate_split(config, seed=args.seed, split="test", galaxies=n_galaxies, overrides=overrides),
+            predictor.measure)
+        context["robustness_wall_s"] = round(time.perf_counter() - started - context["wall_s"], 1)
     figures = write_report(result, args.output, context=context,
                            title=f"{len(galaxies)} held-out simulated galaxies ({config.image_size}x{config.image_size}, seed {args.seed})")
     print(json.dumps(figures, sort_keys=True, default=float))
@@ -284,6 +290,8 @@ def _parser() -> CommandLine:
         cli.weights(command, "model file (default: the bundled model)")
         command.add_argument("--card", type=Path, help="its JSON card (default: beside the weights)")
     evaluate.add_argument("--galaxies", type=int, help="held-out galaxies (default: the model's test_galaxies)")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="also score the same galaxies re-simulated with 1.5x seeing and 1.5x sky noise (about 3x the time)")
     cli.seed(evaluate, HELD_OUT_SEED)
     cli.output(evaluate, "inclination-evaluation", "directory for evaluation.json and residuals.png")
     cli.inputs(infer, "FITS files: a (3, H, W) g, r, i cube or extensions G, R, I")
