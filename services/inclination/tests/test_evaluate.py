@@ -48,6 +48,8 @@ def test_score_uses_accepted_galaxies_for_regression_and_all_for_the_auc() -> No
     assert metrics["rms_deg"] == pytest.approx(2.0) and metrics["mae_deg"] == pytest.approx(2.0)
     assert metrics["reject_auc"] == pytest.approx(0.75)
     assert metrics["rms_deg_bt_0.00_0.10"] == pytest.approx(2.0) and np.isnan(metrics["rms_deg_bt_0.10_0.25"])
+    assert metrics["bias_deg_bt_0.00_0.10"] == pytest.approx(2.0) and metrics["n_bt_0.00_0.10"] == 1
+    assert metrics["bias_deg_i_45_55"] == pytest.approx(2.0) and metrics["bias_deg_i_55_65"] == pytest.approx(2.0)
     assert metrics["n_accepted"] == 2
 
 

@@ -3,7 +3,7 @@
 * ``rms_deg``, ``mae_deg``: root-mean-square and mean absolute difference between predicted and
   true inclination over the accepted galaxies (true inclination 45..90 deg), as the seed scores its
   predictions against the human-measured inclinations. Also per bin (``rms_deg_<q>_<low>_<high>``
-  with its count ``n_<q>_<low>_<high>``) of true inclination, bulge-to-total, optical diameter D25,
+  with its count ``n_<q>_<low>_<high>`` and signed mean error ``bias_deg_<q>_...``) of true inclination, bulge-to-total, optical diameter D25,
   resolution D25 / seeing FWHM and integrated S/N: fixed edges over the simulator's ranges
   (``BIN_QUANTITIES``), never fitted to a test set.
 * ``reject_auc``: ROC AUC of the reject score (model: P(reject or face-on)) separating accepted
@@ -126,14 +126,18 @@ def score(
     values = {"i": true_deg, "bt": bulge_to_total, **(binned_by or {})}
     for key, quantity in values.items():
         _, edges, number = BIN_QUANTITIES[key]
-        for low, high, count, value in binned_rms(residual, np.asarray(quantity)[accepted], edges):
+        inside = np.asarray(quantity)[accepted]
+        for k, (low, high, count, value) in enumerate(binned_rms(residual, inside, edges)):
             cell = f"{key}_{number.format(low)}_{number.format(high)}"
             metrics[f"rms_deg_{cell}"], metrics[f"n_{cell}"] = value, float(count)
+            # the signed mean error: the part of the RMS that is a bias of the method in this cell
+            in_cell = (inside >= low) & ((inside <= high) if k == len(edges) - 2 else (inside < high))
+            metrics[f"bias_deg_{cell}"] = float(np.mean(residual[in_cell])) if count else float("nan")
     return metrics
 
 
 def per_bin_table(metrics: Mapping[str, float], baseline_metrics: Mapping[str, float]) -> list[dict[str, Any]]:
-    """One row per scored bin: quantity, edges, count and both methods' RMS, in ``BIN_QUANTITIES`` order."""
+    """One row per scored bin: quantity, edges, count and both methods' RMS and bias, in ``BIN_QUANTITIES`` order."""
     rows = []
     for key, (name, edges, number) in BIN_QUANTITIES.items():
         for low, high in zip(edges[:-1], edges[1:]):
@@ -141,7 +145,8 @@ def per_bin_table(metrics: Mapping[str, float], baseline_metrics: Mapping[str, f
             if f"rms_deg_{cell}" in metrics:
                 rows.append({"quantity": name, "key": key, "low": number.format(low), "high": number.format(high),
                              "n": int(metrics[f"n_{cell}"]), "rms_deg": metrics[f"rms_deg_{cell}"],
-                             "baseline_rms_deg": baseline_metrics[f"rms_deg_{cell}"]})
+                             "bias_deg": metrics[f"bias_deg_{cell}"], "baseline_rms_deg": baseline_metrics[f"rms_deg_{cell}"],
+                             "baseline_bias_deg": baseline_metrics[f"bias_deg_{cell}"]})
     return rows
 
 
@@ -196,7 +201,7 @@ def evaluate_robustness(simulate: Callable[[SimulationOverrides], SimulatedGalax
         estimates = measure(galaxies.images)
         result = evaluate_estimates(galaxies, predicted_deg=estimates.inclination_deg, uncertainty_deg=estimates.uncertainty_deg,
                                     reject_probability=estimates.reject_probability)
-        cells = {k: v for k, v in result.metrics.items() if k.startswith(("rms_deg_", "n_")) and "_ci95_" not in k}
+        cells = {k: v for k, v in result.metrics.items() if k.startswith(("rms_deg_", "bias_deg_", "n_")) and "_ci95_" not in k}
         # galaxies pushed below the lowest S/N or resolution edge, i.e. outside the training ranges
         accepted, values = result.accepted, bin_values(galaxies)
         residual = result.predicted_deg[accepted] - result.true_deg[accepted]
@@ -239,11 +244,12 @@ def plot_evaluation(result: EvaluationResult, path: str | Path, *, title: str = 
     centres = np.arange(len(rows))
     ax.bar(centres - 0.2, [r["rms_deg"] for r in rows], 0.4, label="CNN", color="k")
     ax.bar(centres + 0.2, [r["baseline_rms_deg"] for r in rows], 0.4, label="baseline", color="tab:orange")
-    ax.set_xticks(centres, [f"{r['key']} {r['low']}-{r['high']}\nn={r['n']}" for r in rows], fontsize=7)
+    ax.set_xticks(centres, [f"{r['key']}\n{r['low']}-\n{r['high']}\nn={r['n']}" for r in rows], fontsize=7)
     ax.set(xlabel="bin (i: inclination deg, bt: B/T, d25: D25 arcsec, res: D25 / seeing FWHM, snr: integrated S/N)",
            ylabel="RMS [deg]")
     ax.axhline(3.09, ls="--", c="gray", lw=1, label="IncliNET published (3.09 deg)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.2 * max(max(r["baseline_rms_deg"], r["rms_deg"]) for r in rows) if rows else 1)
+    ax.legend(fontsize=8, loc="upper center", ncols=3)
     ax = axes[2]
     positive = ~accepted
     for scores, name, colour in ((result.reject_probability, "CNN", "k"), (result.baseline.reject_score, "baseline", "tab:orange")):
