@@ -152,7 +152,8 @@ def test_each_headline_figure_has_a_bootstrap_interval_around_it(shipped_model_r
 
 
 def test_report_writes_json_and_residual_plot(shipped_model_result, tmp_path) -> None:
-    figures = write_report(shipped_model_result, tmp_path, context={"galaxies": 120})
-    written = json.loads((tmp_path / "evaluation.json").read_text())
+    figures = write_report(shipped_model_result, tmp_path, context={"galaxies": 120, "empty_cell": {"rms_deg": float("nan")}})
+    written = json.loads((tmp_path / "evaluation.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert written["empty_cell"] == {"rms_deg": None} == figures["empty_cell"]
     assert written["rms_deg"] == pytest.approx(figures["rms_deg"]) and "rms_deg" in written["baseline"]
     assert (tmp_path / "residuals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,17 @@ def write_report(result: EvaluationResult, out_dir: str | Path, *, context: dict
     """Write ``evaluation.json`` and ``residuals.png`` into ``out_dir``; return the figures."""
     out_dir = Path(out_dir)
     plot = plot_evaluation(result, out_dir / "residuals.png", title=title)
-    figures = {**result.figures(), **context, "plot": str(plot)}
-    (out_dir / "evaluation.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    figures = _strict_json({**result.figures(), **context, "plot": str(plot)})
+    (out_dir / "evaluation.json").write_text(json.dumps(figures, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return figures
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (an empty cell's NaN) as None, so the file and the printed line are strict JSON."""
+    if isinstance(value, Mapping):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
