@@ -74,14 +74,33 @@ def _standard_tables(quality: int) -> np.ndarray:
     return np.concatenate([np.asarray(tables[k], float) for k in sorted(tables)])
 
 
-def _point_sources(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+@dataclasses.dataclass(frozen=True)
+class _Background:
+    """A band's robust background (7-pixel median), the residual above it and its noise sigma (MAD, at least 1 display unit)."""
+
+    median: np.ndarray
+    residual: np.ndarray
+    sigma: float
+
+    @classmethod
+    def of(cls, band: np.ndarray) -> _Background:
+        median = ndimage.median_filter(band, 7)
+        residual = band - median
+        return cls(median, residual, max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), 1.0))
+
+    def sources(self) -> np.ndarray:
+        """Pixels more than 5 sigma and 20 display units above the background."""
+        return self.residual > max(_NSIGMA * self.sigma, _MIN_PEAK)
+
+
+def _point_sources(band: np.ndarray, background: _Background | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(rows, columns, peak above background, sigma) of the local maxima 5 sigma above a robust background."""
-    residual = band - ndimage.median_filter(band, 7)
-    sigma = max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), 1.0)
-    peaks = (residual == ndimage.maximum_filter(residual, 3)) & (residual > max(_NSIGMA * sigma, _MIN_PEAK))
+    background = background or _Background.of(band)
+    residual = background.residual
+    peaks = (residual == ndimage.maximum_filter(residual, 3)) & background.sources()
     peaks[:5, :] = peaks[-5:, :] = peaks[:, :5] = peaks[:, -5:] = False
     rows, cols = np.nonzero(peaks)
-    return rows, cols, residual[rows, cols], sigma
+    return rows, cols, residual[rows, cols], background.sigma
 
 
 def _gaussian(coords, amplitude, x0, y0, sigma, background):
@@ -114,13 +133,11 @@ def _psf_fwhm(band: np.ndarray, rows: np.ndarray, cols: np.ndarray, peaks: np.nd
     return float(np.median(widths)) if widths else float("nan")
 
 
-def _power_spectrum(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _power_spectrum(band: np.ndarray, background: _Background | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(k in cycles/pixel, azimuthally averaged power normalised to unit variance) of the diffuse band, over 400 px squares."""
-    background = ndimage.median_filter(band, 7)
-    residual = band - background
-    sigma = max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), 1.0)
-    sources = ndimage.binary_dilation(residual > max(_NSIGMA * sigma, _MIN_PEAK), iterations=2)
-    diffuse = np.where(sources, background, band)  # point sources replaced by the local median, the rest untouched
+    background = background or _Background.of(band)
+    sources = ndimage.binary_dilation(background.sources(), iterations=2)
+    diffuse = np.where(sources, background.median, band)  # point sources replaced by the local median, the rest untouched
     bins = np.geomspace(1.0 / 200.0, 0.5, 25)
     k = np.hypot(*np.meshgrid(np.fft.fftfreq(_SQUARE), np.fft.fftfreq(_SQUARE), indexing="ij"))
     window = np.outer(np.hanning(_SQUARE), np.hanning(_SQUARE))
@@ -147,8 +164,9 @@ def composite_statistics(pixels: np.ndarray, scale_arcsec: float, jpeg: bytes) -
     area_deg2 = pixels.shape[1] * pixels.shape[2] * (scale_arcsec / 3600.0) ** 2
     figures: dict[str, Any] = {"scale_arcsec": scale_arcsec, "shape": list(pixels.shape[1:]), "jpeg_quality": jpeg_quality(jpeg)}
     for name, band in zip(_BAND_NAMES, pixels.astype(np.float64)):
-        rows, cols, peaks, sigma = _point_sources(band)
-        k, power = _power_spectrum(band)
+        background = _Background.of(band)  # one median filter for the sources and the diffuse spectrum
+        rows, cols, peaks, sigma = _point_sources(band, background)
+        k, power = _power_spectrum(band, background)
         figures[name] = {
             "percentiles": dict(zip(map(str, PERCENTILES), np.percentile(band, PERCENTILES).round(1).tolist())),
             "histogram": np.histogram(band, bins=256, range=(-0.5, 255.5), density=True)[0].tolist(),

@@ -43,7 +43,7 @@ from nightshift.bubbles.windows import car_header, plan_windows, resize_crop, wi
 
 __all__ = ["ShellStatistics", "MWP_SHELLS", "QUANTILE_LEVELS", "fit_shell_statistics", "BubbleTruth", "Field",
            "simulate_field", "simulate_fields", "band_hdus", "field_tiles", "CompositeLook", "UNCALIBRATED_LOOK", "CALIBRATED_LOOK",
-           "COMPOSITE_LOOK", "composite_jpeg", "decode_composite", "render_as_composite"]
+           "composite_jpeg", "decode_composite", "render_as_composite"]
 
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """Levels of the embedded shell quantiles (the MWP DR1 deciles with the 5% and 95% ends)."""
@@ -439,11 +439,9 @@ CALIBRATED_LOOK = CompositeLook(
 stretch whose display percentiles (25..99%) are nearest the composite's, ranges spanning the three fields; a power of
 1.2..1.8 (8 um) and 1.3..2.2 (24 um) after a linear clip (the composites' faint sky is darker than any asinh stretch makes
 it); JPEG quality 85..95 and chroma from the files (quality 85, 94, 94; chroma 4:2:0, 4:4:4, 4:4:4)."""
-COMPOSITE_LOOK = CALIBRATED_LOOK
-"""The rendering :func:`render_as_composite` uses by default (only ``finetune-real`` renders composites)."""
 
 
-def composite_jpeg(values: np.ndarray, rng: np.random.Generator, look: CompositeLook = COMPOSITE_LOOK) -> bytes:
+def composite_jpeg(values: np.ndarray, rng: np.random.Generator, look: CompositeLook = CALIBRATED_LOOK) -> bytes:
     """(2, h, w) MJy/sr (8 um, 24 um) at the composite's pixels as the JPEG the real composites are (24 um red,
     8 um green, half the green in blue): per band a percentile clip, an asinh stretch and a power, 8 bits, JPEG."""
     import io
@@ -478,7 +476,7 @@ def decode_composite(jpeg: bytes) -> np.ndarray:
     return np.stack([decoded[..., 1], decoded[..., 0]]).astype(np.float32)
 
 
-def render_as_composite(crop: np.ndarray, rng: np.random.Generator, look: CompositeLook = COMPOSITE_LOOK) -> np.ndarray:
+def render_as_composite(crop: np.ndarray, rng: np.random.Generator, look: CompositeLook = CALIBRATED_LOOK) -> np.ndarray:
     """A simulated (2, n, n) crop in MJy/sr rendered as the real GLIMPSE/MIPSGAL composites are.
 
     The composites are 8-bit JPEG colour images (24 um red, 8 um green) of coarser pixels than the

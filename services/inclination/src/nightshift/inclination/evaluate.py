@@ -82,14 +82,17 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _bins(values: np.ndarray, edges: Sequence[float]) -> list[tuple[float, float, np.ndarray]]:
+    """(low, high, membership) per bin of ``values``; the last bin includes its top edge."""
+    values = np.asarray(values, dtype=np.float64)
+    return [(float(low), float(high), (values >= low) & ((values <= high) if k == len(edges) - 2 else (values < high)))
+            for k, (low, high) in enumerate(zip(edges[:-1], edges[1:]))]
+
+
 def binned_rms(residual: np.ndarray, values: np.ndarray, edges: Sequence[float]) -> list[tuple[float, float, int, float]]:
     """RMS of residuals in bins of ``values``: (low, high, count, rms) per bin; the last bin includes its top edge."""
-    residual, values = np.asarray(residual, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    bins = []
-    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
-        inside = (values >= low) & ((values <= high) if k == len(edges) - 2 else (values < high))
-        bins.append((float(low), float(high), int(inside.sum()), rms(residual[inside])))
-    return bins
+    residual = np.asarray(residual, dtype=np.float64)
+    return [(low, high, int(inside.sum()), rms(residual[inside])) for low, high, inside in _bins(values, edges)]
 
 
 def calibration(residual: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
@@ -127,12 +130,11 @@ def score(
     values = {"i": true_deg, "bt": bulge_to_total, **(binned_by or {})}
     for key, quantity in values.items():
         _, edges, number = BIN_QUANTITIES[key]
-        inside = np.asarray(quantity)[accepted]
-        for k, (low, high, count, value) in enumerate(binned_rms(residual, inside, edges)):
+        for low, high, in_cell in _bins(np.asarray(quantity)[accepted], edges):
             cell = f"{key}_{number.format(low)}_{number.format(high)}"
-            metrics[f"rms_deg_{cell}"], metrics[f"n_{cell}"] = value, float(count)
+            count = int(in_cell.sum())
+            metrics[f"rms_deg_{cell}"], metrics[f"n_{cell}"] = rms(residual[in_cell]), float(count)
             # the signed mean error: the part of the RMS that is a bias of the method in this cell
-            in_cell = (inside >= low) & ((inside <= high) if k == len(edges) - 2 else (inside < high))
             metrics[f"bias_deg_{cell}"] = float(np.mean(residual[in_cell])) if count else float("nan")
     return metrics
 

@@ -574,8 +574,6 @@ class SimulationOverrides:
             raise ValueError(f"{self}: expected positive scales")
 
     def apply(self, p: GalaxyParameters) -> GalaxyParameters:
-        if self == SimulationOverrides():
-            return p
         return dataclasses.replace(p, psf_fwhm_px=p.psf_fwhm_px * self.psf_scale, snr=p.snr / self.sky_noise_scale)
 
 
