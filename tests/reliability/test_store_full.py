@@ -1,8 +1,9 @@
 """A full disk under the object store: said in seconds, the server still answering, nothing left behind.
 
 The disk is a real 8 MiB tmpfs (mounting one needs root; skipped otherwise) under a real ``rclone serve s3``.
-rclone says nothing of its disk on the wire: a put that does not fit answers 500 ``InternalError``, a multipart
-upload whose part does not fit is dropped (404 ``NoSuchUpload`` to the next part). A server that does say so
+rclone says nothing of its disk on the wire: a put that does not fit answers 500 ``InternalError``; a multipart
+upload whose part does not fit answers either (500 to that part, or the upload is dropped and the next part gets
+404 ``NoSuchUpload``: which one varies from run to run). A server that does say so
 (MinIO's 507 ``XMinioStorageFull``) raises ``StoreFull`` at once: ``core/tests/test_store.py``.
 """
 
@@ -43,7 +44,7 @@ def test_writes_to_a_full_disk_fail_in_seconds_and_leave_nothing(small_disk: Pat
     with RcloneS3Server(small_disk / "s3") as server:
         store = server.store()  # the defaults: 5 attempts, 30 s per request
         multipart = ObjectStore(server.config, retries=0, part_size_bytes=5 << 20)
-        with pytest.raises(StoreUnavailable, match="failed to write big in 1 attempt .HTTP 404 NoSuchUpload"):
+        with pytest.raises(StoreUnavailable, match=r"failed to write big in 1 attempt \(HTTP (404 NoSuchUpload|500 InternalError)"):
             multipart.put_bytes("big", os.urandom(12 << 20))  # before: ObjectNotFound, "not found in object store: big"
 
         filler = store.put_bytes("filler", os.urandom(7 << 20))
