@@ -1,13 +1,16 @@
-"""The core's command line: the foundation demo end to end, secrets and tokens."""
+"""The core's command line: the foundation demo end to end, secrets and tokens, the shared-memory check."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from nightshift.core.auth import verify_token
 from nightshift.core.cli import main
+from nightshift.core.server import BackgroundServer, ServerOptions
+from nightshift.core.tilestats import TileStatisticsModel
 
 
 def test_demo_measures_the_simulated_truth(capsys) -> None:
@@ -35,3 +38,23 @@ def test_new_secret_and_token_make_a_token_the_services_accept(capsys, monkeypat
     assert main(["token", "--subject", "flow", "--role", "infer", "--role", "ingest", "--days", "1"]) == 0
     claims = verify_token(secret, capsys.readouterr().out.strip())
     assert claims.subject == "flow" and claims.roles == ("infer", "ingest")
+
+
+@pytest.mark.parametrize("service_dir", ["same", "another", "none"])
+def test_check_shared_memory_says_whether_the_service_reads_this_callers_regions(capsys, tmp_path: Path, service_dir: str) -> None:
+    mine, another = tmp_path / "caller-shm", tmp_path / "other-shm"  # as two pods' in-memory emptyDirs
+    mine.mkdir()
+    another.mkdir()
+    options = ServerOptions(port=0, shared_memory_dir={"same": mine, "another": another, "none": None}[service_dir])
+    with BackgroundServer(TileStatisticsModel(bands=("g", "r")), options=options) as server:
+        code = main(["check-shared-memory", "--target", server.target, "--shm-dir", str(mine), "--tiles", "3"])
+    out, err = capsys.readouterr()
+    if service_dir == "same":
+        assert code == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["shared_memory"] == "used" and summary["tiles"] == 3 and summary["tile_shape"] == [2, 64, 64]
+        assert summary["shared_memory_ms"] > 0 and summary["inline_ms"] > 0
+        assert not list(mine.iterdir())  # the caller's region is gone after the check
+    else:
+        assert code == 1 and not out
+        assert {"another": "sees another shared-memory directory", "none": "reads no shared memory"}[service_dir] in err

@@ -44,6 +44,14 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
     return objects
 
 
+@pytest.fixture(scope="session")
+def shared_memory_example() -> list[dict[str, Any]]:
+    """The objects of ``kubectl apply -k deploy/k8s/examples/shared-memory`` (a caller and a service in one pod)."""
+    result = _kustomize(K8S / "examples" / "shared-memory")
+    assert result.returncode == 0, result.stderr
+    return [o for o in yaml.safe_load_all(result.stdout) if o]
+
+
 @pytest.fixture
 def example_k8s(tmp_path: Path) -> Path:
     """This test's own copy of deploy/k8s, with the example credentials."""

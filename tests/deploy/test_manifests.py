@@ -215,33 +215,38 @@ def test_both_overlays_render_the_same_objects(rendered: dict[str, list[Object]]
 
 # --- containers -----------------------------------------------------------------------------------
 
+def hardening_problems(workload: Object, pod: Object) -> list[str]:
+    """What a workload's pod lacks of the deployment's container policy (bounded, hardened, pinned, probed)."""
+    problems = []
+    where = f"{workload['kind']}/{workload['metadata']['name']}"
+    pod_security = pod["spec"].get("securityContext", {})
+    if not (pod_security.get("runAsNonRoot") and pod_security.get("runAsUser", 0) > 0):
+        problems.append(f"{where}: pod must set runAsNonRoot and a non-zero runAsUser")
+    if pod_security.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: pod must use the RuntimeDefault seccomp profile")
+    for c in containers(pod):
+        name = f"{where} container {c['name']}"
+        resources = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            if not {"cpu", "memory"} <= set(resources.get(kind, {})):
+                problems.append(f"{name}: needs cpu and memory {kind}")
+        security = c.get("securityContext", {})
+        if security.get("allowPrivilegeEscalation") is not False or security.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: needs allowPrivilegeEscalation false and readOnlyRootFilesystem true")
+        if security.get("capabilities", {}).get("drop") != ["ALL"] or security.get("privileged"):
+            problems.append(f"{name}: must drop ALL capabilities and not be privileged")
+        image = c["image"]
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        if "@sha256:" not in image and (not tag or tag == "latest"):
+            problems.append(f"{name}: image {image} needs a pinned tag or digest (not latest)")
+        if workload["kind"] in LONG_RUNNING_KINDS and not {"livenessProbe", "readinessProbe"} <= set(c):
+            problems.append(f"{name}: needs liveness and readiness probes")
+    return problems
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_is_bounded_hardened_and_pinned(rendered: dict[str, list[Object]], overlay: str) -> None:
-    problems = []
-    for workload, pod in workloads(rendered[overlay]):
-        where = f"{workload['kind']}/{workload['metadata']['name']}"
-        pod_security = pod["spec"].get("securityContext", {})
-        if not (pod_security.get("runAsNonRoot") and pod_security.get("runAsUser", 0) > 0):
-            problems.append(f"{where}: pod must set runAsNonRoot and a non-zero runAsUser")
-        if pod_security.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-            problems.append(f"{where}: pod must use the RuntimeDefault seccomp profile")
-        for c in containers(pod):
-            name = f"{where} container {c['name']}"
-            resources = c.get("resources", {})
-            for kind in ("requests", "limits"):
-                if not {"cpu", "memory"} <= set(resources.get(kind, {})):
-                    problems.append(f"{name}: needs cpu and memory {kind}")
-            security = c.get("securityContext", {})
-            if security.get("allowPrivilegeEscalation") is not False or security.get("readOnlyRootFilesystem") is not True:
-                problems.append(f"{name}: needs allowPrivilegeEscalation false and readOnlyRootFilesystem true")
-            if security.get("capabilities", {}).get("drop") != ["ALL"] or security.get("privileged"):
-                problems.append(f"{name}: must drop ALL capabilities and not be privileged")
-            image = c["image"]
-            tag = image.rsplit("/", 1)[-1].partition(":")[2]
-            if "@sha256:" not in image and (not tag or tag == "latest"):
-                problems.append(f"{name}: image {image} needs a pinned tag or digest (not latest)")
-            if workload["kind"] in LONG_RUNNING_KINDS and not {"livenessProbe", "readinessProbe"} <= set(c):
-                problems.append(f"{name}: needs liveness and readiness probes")
+    problems = [p for workload, pod in workloads(rendered[overlay]) for p in hardening_problems(workload, pod)]
     assert not problems, "\n".join(problems)
 
 
@@ -273,41 +278,46 @@ def test_secrets_are_generated_from_files_kept_out_of_git() -> None:
 
 # --- references -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_config_and_secret_reference_resolves(rendered: dict[str, list[Object]], overlay: str) -> None:
-    objects = rendered[overlay]
+def unresolved_references(objects: list[Object], workload: Object, pod: Object) -> list[str]:
+    """The ConfigMaps, Secrets, keys and ServiceAccount a workload's pod names that ``objects`` do not hold."""
     data = {(o["kind"], o["metadata"]["name"]): set(o.get("data", {})) for o in objects if o["kind"] in ("ConfigMap", "Secret")}
     data |= {("Secret", name): ISSUED_SECRET_KEYS for name in certificates(objects)}  # made by cert-manager
     service_accounts = set(by_kind(objects, "ServiceAccount"))
     missing = []
-    for workload, pod in workloads(objects):
-        where = f"{workload['kind']}/{workload['metadata']['name']}"
-        refs: list[tuple[str, str, str | None]] = []
-        for c in containers(pod):
-            for source in c.get("envFrom", []):
-                refs += [("ConfigMap", source["configMapRef"]["name"], None)] if "configMapRef" in source else []
-                refs += [("Secret", source["secretRef"]["name"], None)] if "secretRef" in source else []
-            for env in c.get("env", []):
-                value_from = env.get("valueFrom", {})
-                for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
-                    if field in value_from:
-                        refs.append((kind, value_from[field]["name"], value_from[field]["key"]))
-        for volume in pod["spec"].get("volumes", []):
-            refs += [("ConfigMap", volume["configMap"]["name"], None)] if "configMap" in volume else []
-            if "secret" in volume:
-                sources = [{"name": volume["secret"]["secretName"], "items": volume["secret"].get("items")}]
-            else:
-                sources = [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
-            for source in sources:
-                refs += [("Secret", source["name"], item["key"]) for item in source["items"] or [{"key": None}]]
-        for kind, name, key in refs:
-            if (kind, name) not in data:
-                missing.append(f"{where}: {kind} {name} does not exist")
-            elif key is not None and key not in data[kind, name]:
-                missing.append(f"{where}: {kind} {name} has no key {key}")
-        account = pod["spec"].get("serviceAccountName")
-        if account and account not in service_accounts:
-            missing.append(f"{where}: ServiceAccount {account} does not exist")
+    where = f"{workload['kind']}/{workload['metadata']['name']}"
+    refs: list[tuple[str, str, str | None]] = []
+    for c in containers(pod):
+        for source in c.get("envFrom", []):
+            refs += [("ConfigMap", source["configMapRef"]["name"], None)] if "configMapRef" in source else []
+            refs += [("Secret", source["secretRef"]["name"], None)] if "secretRef" in source else []
+        for env in c.get("env", []):
+            value_from = env.get("valueFrom", {})
+            for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if field in value_from:
+                    refs.append((kind, value_from[field]["name"], value_from[field]["key"]))
+    for volume in pod["spec"].get("volumes", []):
+        refs += [("ConfigMap", volume["configMap"]["name"], None)] if "configMap" in volume else []
+        if "secret" in volume:
+            sources = [{"name": volume["secret"]["secretName"], "items": volume["secret"].get("items")}]
+        else:
+            sources = [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
+        for source in sources:
+            refs += [("Secret", source["name"], item["key"]) for item in source["items"] or [{"key": None}]]
+    for kind, name, key in refs:
+        if (kind, name) not in data:
+            missing.append(f"{where}: {kind} {name} does not exist")
+        elif key is not None and key not in data[kind, name]:
+            missing.append(f"{where}: {kind} {name} has no key {key}")
+    account = pod["spec"].get("serviceAccountName")
+    if account and account not in service_accounts:
+        missing.append(f"{where}: ServiceAccount {account} does not exist")
+    return missing
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_config_and_secret_reference_resolves(rendered: dict[str, list[Object]], overlay: str) -> None:
+    objects = rendered[overlay]
+    missing = [m for workload, pod in workloads(objects) for m in unresolved_references(objects, workload, pod)]
     assert not missing, "\n".join(missing)
 
 
@@ -813,3 +823,59 @@ def test_the_pinned_prefect_server_with_the_manifests_auth_string_refuses_calls_
         assert _status(f"{api}/flows/filter", method="POST", auth=auth) == 200
     finally:
         stop_child(server)
+
+
+# --- examples/shared-memory: a caller and a service in one pod ---------------------------------------
+
+def test_the_shared_memory_example_validates_and_follows_the_container_policy(shared_memory_example: list[Object]) -> None:
+    for obj in shared_memory_example:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    (job,) = by_kind(shared_memory_example, "Job").values()
+    assert not hardening_problems(job, job["spec"]["template"])
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+
+
+def test_the_shared_memory_examples_caller_and_service_share_one_in_memory_dev_shm(rendered: dict[str, list[Object]],
+                                                                                     shared_memory_example: list[Object]) -> None:
+    (job,) = by_kind(shared_memory_example, "Job").values()
+    pod = job["spec"]["template"]
+    (service,), (caller,) = pod["spec"]["initContainers"], pod["spec"]["containers"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    for container in (service, caller):
+        (shm,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+        assert volumes[shm["name"]]["emptyDir"]["medium"] == "Memory", container["name"]
+    # the service: a native sidecar that lets the caller start only once its model is loaded
+    assert service["restartPolicy"] == "Always" and service["args"] == ["serve"]
+    assert service["startupProbe"]["grpc"] == {"port": 50052, "service": READINESS_SERVICE["bubbles"]}
+    objects = rendered["dev"]
+    service_env = environment(objects, service)
+    assert service_env["NIGHTSHIFT_SHM_DIR"] == "/dev/shm" and service_env["NIGHTSHIFT_AUTH"] == "on"
+    assert service_env["NIGHTSHIFT_GRPC_HEALTH_PORT"] == "50052"
+    # the caller: the service's port on the pod's loopback, its regions in the shared directory
+    command = caller["command"]
+    assert command[:2] == ["nightshift-core", "check-shared-memory"]
+    assert command[command.index("--target") + 1] == f"127.0.0.1:{service_env['NIGHTSHIFT_GRPC_PORT']}"
+    assert command[command.index("--shm-dir") + 1] == "/dev/shm"
+    # the regions count against the caller's memory: its limit holds the whole emptyDir
+    size_limit = volumes["shm"]["emptyDir"]["sizeLimit"]
+    assert size_limit == "1Gi" and caller["resources"]["limits"]["memory"] == "2Gi"
+
+
+def test_the_shared_memory_example_holds_only_its_credentials_and_reaches_only_the_object_store(
+        rendered: dict[str, list[Object]], shared_memory_example: list[Object]) -> None:
+    objects = rendered["dev"]
+    (job,) = by_kind(shared_memory_example, "Job").values()
+    pod = job["spec"]["template"]
+    assert not unresolved_references(objects, job, pod)
+    (service,), (caller,) = pod["spec"]["initContainers"], pod["spec"]["containers"]
+    caller_secrets = {e["valueFrom"]["secretKeyRef"]["key"] for e in caller["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert caller_secrets == {role_token_env("infer")} and "envFrom" not in caller and "volumeMounts" in caller
+    assert {m["name"] for m in caller["volumeMounts"]} == {"shm", "tmp"}  # no CA, no service credentials
+    assert {s["secretRef"]["name"] for s in service["envFrom"] if "secretRef" in s} == {"nightshift-auth"}
+    with_example = [*objects, *shared_memory_example]
+    minio = by_kind(objects, "StatefulSet")["minio"]["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert ingress_allowed(with_example, labels, minio, 9000)  # its model registry
+    assert not ingress_allowed(objects, labels, minio, 9000)  # the example's own policy is what admits it
+    flow = {"nightshift.io/role": "flow"}
+    assert not ingress_allowed(with_example, flow, pod, 50051)  # nobody but its caller, on loopback, reaches the service

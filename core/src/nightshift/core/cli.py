@@ -4,6 +4,7 @@
     nightshift-core demo [--tiles N]                                  the foundation slice, end to end
     nightshift-core new-secret                                        print a new token-signing secret
     nightshift-core token --subject NAME --role ROLE [--role ...]     print a token signed with NIGHTSHIFT_AUTH_SECRET
+    nightshift-core check-shared-memory --target HOST:PORT            can this caller send a service pixels in shared memory?
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from nightshift.core.auth import ROLES, issue_token, make_secret, secret_from_env
 from nightshift.core.client import TaskClient
+from nightshift.core.codec import dtype_from_proto
 from nightshift.core.s3server import start_local_s3
-from nightshift.core.server import BackgroundServer
+from nightshift.core.server import TASK_SERVICE_NAME, BackgroundServer
+from nightshift.core.shm import DEFAULT_SHARED_MEMORY_DIR, SharedMemoryRegion, shared_memory_domain
 from nightshift.core.tiles import make_tile
 from nightshift.core.tilestats import TileStatisticsModel
 from nightshift.v1 import tile_pb2
@@ -102,6 +106,55 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+_CHECK_TILE_PX = 64  # the side of the check's tiles where the service takes any size
+
+
+def _check_shared_memory(args: argparse.Namespace) -> int:
+    """Describe the service, compare its shared-memory domain with this caller's, then send the same random tiles
+    in shared memory (no inline fallback: a refusal fails the check) and inline, and say how long each took."""
+    mine = shared_memory_domain(args.shm_dir)
+    with TaskClient(args.target, timeout_s=args.timeout_s) as client:
+        try:
+            client.wait_until_serving(timeout_s=args.timeout_s, service=TASK_SERVICE_NAME)
+            described = client.describe()
+        except (TimeoutError, grpc.RpcError) as error:
+            details = error.details() if isinstance(error, grpc.RpcError) else str(error)
+            print(f"check-shared-memory: {args.target} did not answer: {details}", file=sys.stderr)
+            return 1
+        theirs = described.shared_memory_domain
+        problem = ("the service reads no shared memory (NIGHTSHIFT_SHM_DIR=off, or its directory does not exist)" if not theirs
+                   else f"{args.shm_dir} does not exist here" if not mine
+                   else f"the service sees another shared-memory directory than {args.shm_dir} (its domain {theirs}, this "
+                        f"caller's {mine}): run both on one host, or in one pod with one emptyDir (medium: Memory) mounted "
+                        f"at {args.shm_dir} in both containers" if theirs != mine else "")
+        if problem:
+            print(f"check-shared-memory: {problem}", file=sys.stderr)
+            return 1
+        spec = described.input
+        shape = (len(spec.bands), spec.height or _CHECK_TILE_PX, spec.width or _CHECK_TILE_PX)
+        rng = np.random.default_rng(0)
+        arrays = [rng.random(shape).astype(dtype_from_proto(spec.dtype)) for _ in range(args.tiles)]
+        seconds = {}
+        with SharedMemoryRegion(args.shm_dir) as region:
+            for carrier, extra in (("shared_memory", {"shared_memory": region}), ("inline", {"inline_limit_bytes": 1 << 62})):
+                tiles = [make_tile(a, bands=list(spec.bands), survey="check", field=f"tile-{i}", **extra) for i, a in enumerate(arrays)]
+                started = time.perf_counter()
+                try:
+                    response = client.infer(tiles, inline_fallback=False)
+                except grpc.RpcError as error:
+                    print(f"check-shared-memory: the service refused the tiles sent {carrier.replace('_', ' ')}: "
+                          f"{error.code().name}: {error.details()}", file=sys.stderr)
+                    return 1
+                seconds[carrier] = time.perf_counter() - started
+                if len(response.results) != len(tiles):
+                    print(f"check-shared-memory: {len(response.results)} results for {len(tiles)} tiles", file=sys.stderr)
+                    return 1
+    print(json.dumps({"target": args.target, "shared_memory": "used", "domain": mine, "task": described.task,
+                      "tiles": args.tiles, "tile_shape": list(shape), "bytes": int(sum(a.nbytes for a in arrays)),
+                      "shared_memory_ms": round(1000 * seconds["shared_memory"], 2), "inline_ms": round(1000 * seconds["inline"], 2)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nightshift-core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--role", action="append", required=True, choices=ROLES, help="a role the token carries; repeat for several")
     token.add_argument("--days", type=float, default=30.0, help="validity in days")
     token.set_defaults(run=_token)
+    check = commands.add_parser("check-shared-memory", help="send a service random tiles in shared memory and inline; "
+                                "fails, saying why, when the service cannot read this caller's shared memory")
+    check.add_argument("--target", required=True, help="the service, e.g. 127.0.0.1:50051 (its token: NIGHTSHIFT_AUTH_TOKEN)")
+    check.add_argument("--shm-dir", type=Path, default=DEFAULT_SHARED_MEMORY_DIR, help="where this caller puts its regions")
+    check.add_argument("--tiles", type=int, default=4, help="tiles per call")
+    check.add_argument("--timeout-s", type=float, default=300.0, help="how long to wait for the service to be SERVING, and per call")
+    check.set_defaults(run=_check_shared_memory)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -177,15 +177,18 @@ class TaskClient:
         return self._stub.Describe(task_service_pb2.DescribeRequest(), timeout=timeout_s or self.timeout_s)
 
     def infer(
-        self, tiles: Sequence[tile_pb2.ImageTile], *, model_version: str = "", timeout_s: float | None = None
+        self, tiles: Sequence[tile_pb2.ImageTile], *, model_version: str = "", timeout_s: float | None = None,
+        inline_fallback: bool = True,
     ) -> task_service_pb2.InferResponse:
         """One batch through ``Infer``. Tiles with pixels in shared memory that the service cannot see (another host,
-        FAILED_PRECONDITION) are sent once more with those pixels inline, read from ``shared_memory_dir``."""
+        FAILED_PRECONDITION) are sent once more with those pixels inline, read from ``shared_memory_dir``, unless
+        ``inline_fallback`` is False (the error is then raised)."""
         try:
             return self._infer(batch_request_bytes(tiles, model_version), timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as error:
             in_shared_memory = any(t.pixels.WhichOneof("storage") == "shared_memory" for t in tiles)
-            if not in_shared_memory or error.code() != grpc.StatusCode.FAILED_PRECONDITION or "shared" not in (error.details() or ""):
+            if (not inline_fallback or not in_shared_memory or error.code() != grpc.StatusCode.FAILED_PRECONDITION
+                    or "shared" not in (error.details() or "")):
                 raise
         inline = with_pixels_inline(tiles, self.shared_memory_dir)
         return self._infer(batch_request_bytes(inline, model_version), timeout=timeout_s or self.timeout_s)
