@@ -53,6 +53,7 @@ def test_check_shared_memory_says_whether_the_service_reads_this_callers_regions
         assert code == 0, err
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["shared_memory"] == "used" and summary["tiles"] == 3 and summary["tile_shape"] == [2, 64, 64]
+        assert summary["repeats"] == 3
         assert summary["shared_memory_ms"] > 0 and summary["inline_ms"] > 0
         assert not list(mine.iterdir())  # the caller's region is gone after the check
     else:

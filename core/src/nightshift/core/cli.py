@@ -111,7 +111,10 @@ _CHECK_TILE_PX = 64  # the side of the check's tiles where the service takes any
 
 def _check_shared_memory(args: argparse.Namespace) -> int:
     """Describe the service, compare its shared-memory domain with this caller's, then send the same random tiles
-    in shared memory (no inline fallback: a refusal fails the check) and inline, and say how long each took."""
+    in shared memory (no inline fallback: a refusal fails the check) and inline, and say each one's fastest call."""
+    if args.tiles < 1 or args.repeats < 1:
+        print("check-shared-memory: --tiles and --repeats must be at least 1", file=sys.stderr)
+        return 2
     mine = shared_memory_domain(args.shm_dir)
     with TaskClient(args.target, timeout_s=args.timeout_s) as client:
         try:
@@ -138,19 +141,23 @@ def _check_shared_memory(args: argparse.Namespace) -> int:
         with SharedMemoryRegion(args.shm_dir) as region:
             for carrier, extra in (("shared_memory", {"shared_memory": region}), ("inline", {"inline_limit_bytes": 1 << 62})):
                 tiles = [make_tile(a, bands=list(spec.bands), survey="check", field=f"tile-{i}", **extra) for i, a in enumerate(arrays)]
-                started = time.perf_counter()
-                try:
-                    response = client.infer(tiles, inline_fallback=False)
-                except grpc.RpcError as error:
-                    print(f"check-shared-memory: the service refused the tiles sent {carrier.replace('_', ' ')}: "
-                          f"{error.code().name}: {error.details()}", file=sys.stderr)
-                    return 1
-                seconds[carrier] = time.perf_counter() - started
-                if len(response.results) != len(tiles):
-                    print(f"check-shared-memory: {len(response.results)} results for {len(tiles)} tiles", file=sys.stderr)
-                    return 1
+                timings = []
+                for _ in range(1 + args.repeats):  # the first call of each carrier warms up, untimed
+                    started = time.perf_counter()
+                    try:
+                        response = client.infer(tiles, inline_fallback=False)
+                    except grpc.RpcError as error:
+                        print(f"check-shared-memory: the service refused the tiles sent {carrier.replace('_', ' ')}: "
+                              f"{error.code().name}: {error.details()}", file=sys.stderr)
+                        return 1
+                    timings.append(time.perf_counter() - started)
+                    if len(response.results) != len(tiles):
+                        print(f"check-shared-memory: {len(response.results)} results for {len(tiles)} tiles", file=sys.stderr)
+                        return 1
+                seconds[carrier] = min(timings[1:])
     print(json.dumps({"target": args.target, "shared_memory": "used", "domain": mine, "task": described.task,
                       "tiles": args.tiles, "tile_shape": list(shape), "bytes": int(sum(a.nbytes for a in arrays)),
+                      "repeats": args.repeats,
                       "shared_memory_ms": round(1000 * seconds["shared_memory"], 2), "inline_ms": round(1000 * seconds["inline"], 2)}))
     return 0
 
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--target", required=True, help="the service, e.g. 127.0.0.1:50051 (its token: NIGHTSHIFT_AUTH_TOKEN)")
     check.add_argument("--shm-dir", type=Path, default=DEFAULT_SHARED_MEMORY_DIR, help="where this caller puts its regions")
     check.add_argument("--tiles", type=int, default=4, help="tiles per call")
+    check.add_argument("--repeats", type=int, default=3, help="timed calls per carrier, after one untimed; the fastest is printed")
     check.add_argument("--timeout-s", type=float, default=300.0, help="how long to wait for the service to be SERVING, and per call")
     check.set_defaults(run=_check_shared_memory)
     args = parser.parse_args(argv)
