@@ -33,6 +33,8 @@ def test_overrides_are_applied_and_lists_become_tuples() -> None:
     ({"augmented_copies": 17}, "augmented_copies = 17: expected 1..16"),
     ({"no_such_field": 1}, "unknown config fields \\['no_such_field'\\]"),
     ({"learning_rate": "fast"}, "learning_rate = 'fast': expected a float"),
+    ({"regression_loss": "huber"}, "regression_loss = 'huber': expected one of"),
+    ({"rotation": "random"}, "rotation = 'random': expected one of"),
 ])
 def test_bad_values_are_refused_with_the_field_and_what_was_expected(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -8,7 +8,7 @@ import pytest
 from nightshift.core.devices import configure_tensorflow
 from nightshift.inclination.config import build_config
 from nightshift.inclination.model import (
-    build_classifier, build_ensemble, build_regressor, load_ensemble, scale_inclination, unscale_inclination,
+    build_classifier, build_ensemble, build_regressor, load_ensemble, range_cross_entropy, scale_inclination, unscale_inclination,
     vgg_backbone,
 )
 
@@ -31,6 +31,39 @@ def test_twins_output_a_tanh_inclination_and_class_probabilities() -> None:
     assert inclination.shape == (3, 1) and (np.abs(inclination) < 1).all()
     assert probabilities.shape == (3, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_bounded_head_never_leaves_45_to_90_deg_even_saturated() -> None:
+    config = build_config(preset="tiny")
+    regressor = build_regressor(config=config)
+    output = regressor.get_layer("regressor_0_head").get_layer("regressor_0_head_output")
+    kernel, bias = output.get_weights()
+    images = np.random.default_rng(2).random((16, 64, 64, 3)).astype(np.float32)
+    for sign in (1, -1):  # pre-activations of hundreds: tanh at +-1 exactly
+        output.set_weights([sign * np.full_like(kernel, 1e3), sign * np.full_like(bias, 1e3)])
+        degrees = unscale_inclination(np.asarray(regressor(images)))
+        assert (degrees >= 45).all() and (degrees <= 90).all()
+        np.testing.assert_allclose(degrees, 90.0 if sign > 0 else 45.0, atol=1e-3)
+
+
+def test_range_cross_entropy_is_least_at_the_truth_and_keeps_its_gradient_where_tanh_saturates() -> None:
+    import tensorflow as tf
+
+    truth = scale_inclination(np.array([[80.0]]))
+    candidates = np.linspace(-0.999, 0.999, 2001, dtype=np.float32)[:, None]
+    losses = np.asarray(range_cross_entropy(np.repeat(truth, len(candidates), axis=0), candidates))
+    assert unscale_inclination(candidates[np.argmin(losses), 0]) == pytest.approx(80.0, abs=0.05)
+    # a prediction stuck at 89.8 deg for a galaxy at 80 deg: the gradient with respect to the
+    # pre-activation z is 2 (p - u) for the cross-entropy, but MSE's is damped by 1 - tanh(z)^2
+    z = tf.Variable([[np.arctanh(float(scale_inclination(np.array(89.8))))]], dtype=tf.float32)
+    gradients = {}
+    for name, loss in {"cross_entropy": range_cross_entropy, "mse": lambda t, y: tf.reduce_mean((t - y) ** 2, axis=-1)}.items():
+        with tf.GradientTape() as tape:
+            value = loss(truth, tf.tanh(z))
+        gradients[name] = float(tape.gradient(value, z)[0, 0])
+    p, u = (np.tanh(float(z[0, 0])) + 1) / 2, (float(truth[0, 0]) + 1) / 2
+    assert gradients["cross_entropy"] == pytest.approx(2 * (p - u), rel=1e-3)
+    assert abs(gradients["mse"]) < 0.05 * abs(gradients["cross_entropy"])
 
 
 def test_ensemble_saves_as_native_keras_and_loads_in_safe_mode(tmp_path) -> None:

@@ -74,20 +74,34 @@ def test_test_time_copies_are_the_listed_views() -> None:
         preprocess.test_time_copies(stretched, 17)
 
 
-def test_augmentation_is_reproducible_in_range_and_keeps_an_ellipse_aspect_ratio() -> None:
+@pytest.mark.parametrize("rotation", ["right_angle", "any"])
+def test_augmentation_is_reproducible_in_range_and_keeps_an_ellipse_aspect_ratio(rotation: str) -> None:
     size = 64
     y, x = np.indices((size, size)) - (size - 1) / 2
     ellipse = np.exp(-((x / 10) ** 2 + (y / 4) ** 2))
-    stretched = np.repeat(ellipse[None, ..., None], 3, axis=-1).astype(np.float32).repeat(8, axis=0)
-    first = augment(stretched, np.random.default_rng(1))
-    np.testing.assert_array_equal(first, augment(stretched, np.random.default_rng(1)))
+    stretched = np.repeat(ellipse[None, ..., None], 3, axis=-1).astype(np.float32).repeat(16, axis=0)
+    first = augment(stretched, np.random.default_rng(1), rotation=rotation)
+    np.testing.assert_array_equal(first, augment(stretched, np.random.default_rng(1), rotation=rotation))
     assert first.shape == stretched.shape and first.min() >= 0 and first.max() <= 1
+    major_axis_angles = []
     for image in first:
         light = image[..., 0]
         if np.concatenate([light[0], light[-1]]).mean() > 0.5:  # an inverted (black on white) copy
             light = 1 - light
         rows, cols = np.nonzero(light > 0.5 * light.max())  # the half-maximum isophote
-        assert np.sqrt(rows.var() / cols.var()) == pytest.approx(0.4, abs=0.06)  # zoom, shifts and turns keep the axis ratio
+        moments, axes = np.linalg.eigh(np.cov(np.stack([cols, rows])))  # its second moments, in any orientation
+        assert np.sqrt(moments[0] / moments[1]) == pytest.approx(0.4, abs=0.06)  # zoom, shifts and turns keep the axis ratio
+        major_axis_angles.append(np.degrees(np.arctan2(axes[1, 1], axes[0, 1])) % 180)
+    tilts = np.minimum(np.array(major_axis_angles), 180 - np.array(major_axis_angles))  # from horizontal, 0..90 deg
+    if rotation == "right_angle":
+        assert tilts.max() < 2  # the major axis stays horizontal
+    else:
+        assert tilts.max() > 30 and np.ptp(tilts) > 30  # turned by any angle
+
+
+def test_augmentation_refuses_an_unknown_rotation() -> None:
+    with pytest.raises(ValueError, match="rotation 'random'"):
+        augment(np.zeros((1, 64, 64, 3), np.float32), np.random.default_rng(0), rotation="random")
 
 
 def test_resample_conserves_flux_and_missing_pixels() -> None:

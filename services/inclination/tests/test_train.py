@@ -172,3 +172,16 @@ def test_extending_refuses_what_would_not_be_the_same_ensemble(tiny_run, tmp_pat
         train(config.with_overrides(**overrides), seed=seed, output_dir=tmp_path, extend_from=base.weights, progress=reports.append,
               show_progress=False)
     assert reports == [] and not (tmp_path / "checkpoints").exists()  # refused before simulating or training
+
+
+def test_the_range_loss_and_any_angle_rotation_train_and_resume_from_their_checkpoints(tmp_path) -> None:
+    """The registered loss is written into each checkpoint and read back in safe mode."""
+    config = build_config(preset="tiny", regression_loss="range_cross_entropy", rotation="any", epochs=3, classifier_epochs=1)
+    reports = []
+    first = train(config, seed=5, output_dir=tmp_path, progress=reports.append, show_progress=False)
+    losses = [r.metrics["train_loss"] for r in reports if r.network == "regressor_0"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    again = []
+    rerun = train(config, seed=5, output_dir=tmp_path, progress=again.append, show_progress=False)
+    assert again == [] and rerun.metrics["validation_rms_deg"] == pytest.approx(first.metrics["validation_rms_deg"])
+    assert json.loads((tmp_path / CARD_FILE).read_text())["config"]["regression_loss"] == "range_cross_entropy"

@@ -14,7 +14,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["InclinationConfig", "PRESETS", "build_config"]
+__all__ = ["InclinationConfig", "PRESETS", "REGRESSION_LOSSES", "ROTATIONS", "build_config"]
+
+REGRESSION_LOSSES = ("mse", "range_cross_entropy")
+ROTATIONS = ("right_angle", "any")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,13 @@ class InclinationConfig:
         Adam's initial learning rate (cosine decay to zero over the run).
     augmented_copies : int
         Test-time augmented copies of each tile (1..16) whose predictions are combined.
+    regression_loss : str
+        The regressor's loss on its bounded (tanh, 45..90 deg) output: ``"mse"`` (the seed's) or
+        ``"range_cross_entropy"`` (cross-entropy on the fraction of the range, whose gradient does
+        not vanish where the output saturates at the ends; see ``model.range_cross_entropy``).
+    rotation : str
+        Training rotations: ``"right_angle"`` (flips and 180 deg, the major axis stays horizontal) or
+        ``"any"`` (also any angle 0..360 deg, as the seed augments).
     """
 
     preset: str
@@ -74,6 +84,8 @@ class InclinationConfig:
     batch_size: int = 64
     learning_rate: float = 3e-4
     augmented_copies: int = 8
+    regression_loss: str = "mse"
+    rotation: str = "right_angle"
 
     def __post_init__(self) -> None:
         _require(self.image_size in (32, 64, 128), "image_size", self.image_size, "32, 64 or 128")
@@ -89,6 +101,8 @@ class InclinationConfig:
         _require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
         _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive rate")
         _require(1 <= self.augmented_copies <= 16, "augmented_copies", self.augmented_copies, "1..16")
+        _require(self.regression_loss in REGRESSION_LOSSES, "regression_loss", self.regression_loss, f"one of {REGRESSION_LOSSES}")
+        _require(self.rotation in ROTATIONS, "rotation", self.rotation, f"one of {ROTATIONS}")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-serialisable values (tuples become lists)."""

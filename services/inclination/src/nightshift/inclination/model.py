@@ -2,7 +2,8 @@
 
 A twin network is a VGG-like backbone (blocks of 3x3 convolutions, batch normalisation, ReLU, 2x2
 max pooling) followed by a head: the *regressor* head ends in tanh on the scaled label
-``t = 2 (i - 45) / 45 - 1`` (so 45..90 deg maps to -1..1), the *classifier* head in a two-class
+``t = 2 (i - 45) / 45 - 1`` (so 45..90 deg maps to -1..1; trained with MSE or
+:func:`range_cross_entropy`), the *classifier* head in a two-class
 softmax (accept, reject-or-face-on). The *ensemble* model connects trained twins to one input and
 is the single file that ships and is registered (native ``.keras``, loaded with ``safe_mode=True``).
 
@@ -26,7 +27,7 @@ from nightshift.inclination.config import InclinationConfig
 __all__ = [
     "vgg_backbone", "regression_head", "classification_head", "twin_network",
     "build_regressor", "build_classifier", "build_ensemble", "inference_ensemble", "load_ensemble", "scale_inclination",
-    "unscale_inclination",
+    "unscale_inclination", "range_cross_entropy",
 ]
 
 MIN_INCLINATION_DEG, MAX_INCLINATION_DEG = 45.0, 90.0
@@ -41,6 +42,22 @@ def scale_inclination(inclination_deg: np.ndarray) -> np.ndarray:
 def unscale_inclination(scaled: np.ndarray) -> np.ndarray:
     """Inverse of :func:`scale_inclination`: -1..1 -> 45..90 deg."""
     return MIN_INCLINATION_DEG + (np.asarray(scaled, dtype=np.float64) + 1) / 2 * (MAX_INCLINATION_DEG - MIN_INCLINATION_DEG)
+
+
+@keras.saving.register_keras_serializable(package="nightshift_inclination")
+def range_cross_entropy(scaled_true, scaled_predicted):
+    """Cross-entropy between true and predicted fractions of the 45..90 deg range, per image.
+
+    The tanh output is a scaled sigmoid: ``u = (y + 1) / 2 = sigmoid(2 z)`` of the pre-activation
+    ``z``, so every prediction lies in (45, 90) deg without clipping. Like MSE, the cross-entropy
+    ``-(u log p + (1 - u) log(1 - p))`` is minimised by the conditional mean of ``u`` (it is a
+    Bregman divergence), but its gradient with respect to ``z`` is ``2 (p - u)``: it does not vanish
+    where the output saturates near 45 and 90 deg, as MSE's ``(p - u) (1 - y^2)`` does. Its minimum
+    over ``p`` is the entropy of ``u``, not 0.
+    """
+    true = (keras.ops.convert_to_tensor(scaled_true, "float32") + 1) / 2
+    predicted = keras.ops.clip((scaled_predicted + 1) / 2, keras.config.epsilon(), 1 - keras.config.epsilon())
+    return keras.ops.mean(-(true * keras.ops.log(predicted) + (1 - true) * keras.ops.log(1 - predicted)), axis=-1)
 
 
 def vgg_backbone(*, filters: Sequence[int], convs_per_block: int, name: str) -> keras.Sequential:

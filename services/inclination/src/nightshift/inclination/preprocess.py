@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from nightshift.inclination.config import ROTATIONS
+
 __all__ = [
     "ASINH_SOFTENING_SIGMA", "TEST_TIME_VIEWS", "sky_sigma", "stretch", "view", "test_time_copies", "augment", "resample",
 ]
@@ -134,12 +136,14 @@ def test_time_copies(stretched: np.ndarray, copies: int) -> np.ndarray:
     return np.stack([view(stretched, *v) for v in TEST_TIME_VIEWS[:copies]])
 
 
-def augment(stretched: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(stretched: np.ndarray, rng: np.random.Generator, *, rotation: str = "right_angle") -> np.ndarray:
     """Random aspect-preserving augmentation of stretched tiles, as IncliNET trains.
 
     Half colour, half grayscale (bands equally likely, half of those inverted); random flips and
-    180-degree rotations; zoom 0.8..1.2 and translation up to 15 % of the tile (empty sky fills the
-    edges); blur, noise, gamma and level changes, each on half of the images.
+    180-degree rotations; with ``rotation="any"`` also a rotation by any angle 0..360 deg (the seed's);
+    zoom 0.8..1.2 and translation up to 15 % of the tile (empty sky fills the edges); blur, noise,
+    gamma and level changes, each on half of the images. Rotation and zoom are one similarity
+    transform, so a galaxy's axis ratio is kept.
 
     Parameters
     ----------
@@ -147,11 +151,15 @@ def augment(stretched: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         Output of :func:`stretch`.
     rng : numpy Generator
         Source of all randomness (the result is reproducible for a seeded generator).
+    rotation : str
+        ``"right_angle"`` (flips and 180 deg only: the major axis stays horizontal) or ``"any"``.
 
     Returns
     -------
     ndarray, shape (n, size, size, 3), float32 in [0, 1]
     """
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation {rotation!r}: expected one of {ROTATIONS}")
     out = np.empty_like(stretched, dtype=np.float32)
     size = stretched.shape[1]
     centre = (size - 1) / 2
@@ -162,8 +170,13 @@ def augment(stretched: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         picture = view(image[None], appearance.replace("inverted", "gray"), ORIENTATIONS[rng.integers(4)])[0]
         zoom = rng.uniform(*SCALE)
         shift = rng.uniform(-SHIFT_FRACTION, SHIFT_FRACTION, 2) * size
-        matrix = np.diag([1 / zoom, 1 / zoom, 1.0])
-        offset = np.array([centre - (centre + shift[0]) / zoom, centre - (centre + shift[1]) / zoom, 0.0])
+        # output pixel o samples the input at centre + R (o - centre - shift) / zoom (the angle drawn
+        # only when rotating, so the right-angle stream of draws is unchanged)
+        angle = rng.uniform(0, 2 * np.pi) if rotation == "any" else 0.0
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        matrix = np.eye(3)
+        matrix[:2, :2] = turn / zoom
+        offset = np.append(centre - turn @ (centre + shift) / zoom, 0.0)
         picture = ndimage.affine_transform(picture, matrix, offset=offset, order=1, mode="constant", cval=0.0)
         if rng.random() < 0.5:
             picture = ndimage.gaussian_filter(picture, sigma=(*[rng.uniform(*BLUR_SIGMA_PX)] * 2, 0))

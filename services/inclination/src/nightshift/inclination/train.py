@@ -1,6 +1,7 @@
 """Training on simulated galaxies: regressor and twin classifier per ensemble member, then the ensemble.
 
-The regressor learns the scaled inclination (MSE, tanh output) of accepted galaxies only; the
+The regressor learns the scaled inclination (tanh output; MSE or, with ``regression_loss =
+"range_cross_entropy"``, the cross-entropy on the fraction of the range) of accepted galaxies only; the
 classifier learns accept vs reject-or-face-on from class-balanced batches (half of each, as the
 seed balances its batches). Every batch is freshly augmented. After each epoch the network is
 checkpointed (weights and optimiser state, native ``.keras``; the dropout layers' random state,
@@ -39,7 +40,8 @@ from nightshift.core.registry import ModelRegistry, RegisteredModel
 from nightshift.inclination.config import InclinationConfig
 from nightshift.inclination.evaluate import calibration, mae, rms, roc_auc
 from nightshift.inclination.infer import Predictor
-from nightshift.inclination.model import build_classifier, build_ensemble, build_regressor, inference_ensemble, scale_inclination
+from nightshift.inclination.model import (build_classifier, build_ensemble, build_regressor, inference_ensemble, range_cross_entropy,
+                                          scale_inclination)
 from nightshift.inclination.preprocess import augment, stretch, view
 from nightshift.inclination.simulate import SimulatedGalaxies, SimulationOverrides, simulate_galaxies
 
@@ -127,7 +129,8 @@ class _Trainer:
     def _compile(self, network: keras.Model, kind: str, steps: int) -> None:
         epochs = self.config.epochs if kind == "regressor" else self.config.classifier_epochs
         schedule = keras.optimizers.schedules.CosineDecay(self.config.learning_rate, decay_steps=max(epochs * steps, 1))
-        loss = "mean_squared_error" if kind == "regressor" else "sparse_categorical_crossentropy"
+        regression_loss = range_cross_entropy if self.config.regression_loss == "range_cross_entropy" else "mean_squared_error"
+        loss = regression_loss if kind == "regressor" else "sparse_categorical_crossentropy"
         network.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
 
     def _batches(self, kind: str, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -166,7 +169,7 @@ class _Trainer:
             batches = tqdm(self._batches(kind, targets, rng), desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not self.show_progress,
                            leave=False, unit="batch")
             for indices in batches:
-                x = augment(images[indices], rng)
+                x = augment(images[indices], rng, rotation=self.config.rotation)
                 y = targets[indices].astype(np.float32 if kind == "regressor" else np.int32)
                 losses.append(float(network.train_on_batch(x, y)))
                 batches.set_postfix(loss=f"{np.mean(losses):.4f}")
