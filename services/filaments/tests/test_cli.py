@@ -22,7 +22,7 @@ def test_help_lists_every_command(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("synth", "train", "evaluate", "select-inference", "infer", "serve", "bench"):
+    for command in ("synth", "train", "evaluate", "select-inference", "select-training", "infer", "serve", "bench"):
         assert command in out
 
 
@@ -152,3 +152,19 @@ def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("nightshift-filaments ")
+
+
+@pytest.mark.skipif(not real_data_available(default_real_data_dir()), reason="the real Hi-GAL cut-out is not present")
+def test_train_without_evaluation_then_select_training_on_the_held_out_block(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--set", "epochs=1", "--set", "real_train_columns=[0,160]", "--no-evaluate",
+                 "--output", str(run)]) == 0
+    card = json.loads((run / "filaments-tiny.json").read_text())
+    assert not {"dice", "real_dice"} & set(card["metrics"])  # nothing scored: no test figure to look at
+    capsys.readouterr()
+    weights = str(run / "filaments-tiny.safetensors")
+    assert main(["select-training", "--run", "tiny", weights, "--run", "tiny", weights, "--maps", "1",
+                 "--output", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "training_selection.json").read_text())
+    assert figures["holdout_columns"] == [160, 200] and figures["best"] == "tiny"
+    assert len(figures["variants"]["tiny"]["runs"]) == 2 and 0 <= figures["variants"]["tiny"]["mean_dice"] <= 1

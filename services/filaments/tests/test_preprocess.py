@@ -23,6 +23,36 @@ def test_log_normalisation_uses_log10() -> None:
     assert not valid[1, 1]
 
 
+def test_highpass_scaling_maps_a_brighter_sky_to_the_same_inputs() -> None:
+    rng = np.random.default_rng(0)
+    sky = rng.lognormal(np.log(1e22), 0.3, (2, 64, 64))
+    sky[:, 30:33, :] *= 2  # a filament
+    sky[0, 5, 5] = np.nan
+    scaled, valid = normalise_patches(sky, "log-highpass")
+    brighter, _ = normalise_patches(7.5 * sky, "log-highpass")
+    np.testing.assert_allclose(brighter, scaled, atol=1e-6)  # any factor: the same inputs
+    assert scaled.min() == 0 and scaled.max() == 1 and scaled[0, 5, 5] == 0 and not valid[0, 5, 5]
+    rows, cols = np.mgrid[:64, :64]
+    gradient = np.exp(1.5 * (rows + cols) / 128)  # a sky 4.5 times brighter at one corner than at the other
+    local, _ = normalise_patches(sky * gradient, "log-highpass")
+    global_, _ = normalise_patches(sky * gradient, "log-minmax")
+    plain, _ = normalise_patches(sky, "log-minmax")
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    assert np.abs(local - scaled)[inner].mean() < 0.01  # the slow brightening removed
+    assert np.abs(global_ - plain)[inner].mean() > 0.05  # min/max of log N keeps it in the inputs
+    np.testing.assert_array_equal(normalise_patches(np.full((1, 8, 8), np.nan), "log-highpass")[0], 0)
+
+
+def test_highpass_scaling_keeps_a_faint_filament_beside_a_bright_clump() -> None:
+    sky = np.full((64, 64), 1e22)
+    sky[:, 10:12] *= 1.3  # a faint filament
+    rows, cols = np.mgrid[:64, :64]
+    sky *= 1 + 30 * np.exp(-((rows - 32) ** 2 + (cols - 45) ** 2) / (2 * 4.0**2))  # a bright clump
+    contrast = {s: float(np.median(normalise_patches(sky, s)[0][:, 10:12] - normalise_patches(sky, s)[0][:, 4:6]))
+                for s in ("log-minmax", "log-highpass")}
+    assert contrast["log-highpass"] > 1.3 * contrast["log-minmax"]  # the clump squeezes min/max's range more
+
+
 def test_unknown_scaling_and_empty_input() -> None:
     with pytest.raises(ValueError, match="scaling='sqrt'"):
         normalise_patches(np.ones((2, 2)), "sqrt")

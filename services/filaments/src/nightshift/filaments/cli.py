@@ -100,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
     store = _store_from_env()
     registry = ModelRegistry(store, "filaments", smoke=smoke_check) if store is not None else None
     output = args.output or Path("runs") / f"filaments-{args.preset}"
-    result = train_model(config, output_dir=output, registry=registry, real_data_dir=args.real_dir)
+    result = train_model(config, output_dir=output, registry=registry, real_data_dir=args.real_dir, evaluate=not args.no_evaluate)
     if args.ship:
         for old in [*WEIGHTS_DIR.glob("*.safetensors"), *WEIGHTS_DIR.glob("*.json")]:
             old.unlink()
@@ -183,6 +183,28 @@ def _select_inference(args: argparse.Namespace) -> int:
     figures["best_threshold_by_views"] = {str(v): choose(figures, views=v)[1] for v in sorted(map(int, figures["simulated_selection"]))}
     args.output.mkdir(parents=True, exist_ok=True)
     report(figures, args.output / "inference_selection.json")
+    return 0
+
+
+def _select_training(args: argparse.Namespace) -> int:
+    from nightshift.core.bench import report
+    from nightshift.core.devices import torch_device
+    from nightshift.filaments.config import default_real_data_dir
+    from nightshift.filaments.model import load_checkpoint
+    from nightshift.filaments.realdata import load_real_cutout, real_data_available
+    from nightshift.filaments.selection import compare_training_runs
+
+    real_dir = args.real_dir or default_real_data_dir()
+    if not real_data_available(real_dir):
+        raise NotFound(f"select-training needs the real Hi-GAL cut-out: none in {real_dir} (use --real-dir)")
+    _, shipped, _ = load_checkpoint()
+    runs: dict[str, list[Path]] = {}
+    for variant, weights in args.runs:
+        runs.setdefault(variant, []).append(Path(weights))
+    figures = compare_training_runs(runs, load_real_cutout(real_dir), test_time_views=shipped.test_time_views,
+                                    threshold=shipped.threshold, maps=args.maps, device=torch_device())
+    args.output.mkdir(parents=True, exist_ok=True)
+    report(figures, args.output / "training_selection.json")
     return 0
 
 
@@ -309,6 +331,8 @@ def build_parser() -> CommandLine:
                required=False)
     cli.real_data(train, real_dir)
     train.add_argument("--ship", action="store_true", help="replace the package's shipped default model with the result")
+    train.add_argument("--no-evaluate", action="store_true",
+                       help="score nothing after training (runs compared by select-training: their cards hold no test figure)")
 
     evaluate = cli.command("evaluate", _evaluate, "score a model and the classical baselines, Hessian ridge and FilFinder "
                                                   "(simulated test maps, real validation columns)")
@@ -325,6 +349,16 @@ def build_parser() -> CommandLine:
     select.add_argument("--maps", type=int, default=16, help="simulated selection maps (default 16)")
     cli.real_data(select, real_dir)
     cli.output(select, "filaments-selection", "directory for inference_selection.json")
+
+    compare = cli.command("select-training", _select_training,
+                          "compare trainings on the real training columns held out from them and simulated selection maps, "
+                          "at the shipped model's test-time views and threshold (never the validation columns)")
+    compare.add_argument("--run", dest="runs", nargs=2, action="append", required=True, metavar=("VARIANT", "WEIGHTS"),
+                         help="a trained run's .safetensors (card beside it) under a variant's name; repeat (seeds of one variant "
+                              "share its name)")
+    compare.add_argument("--maps", type=int, default=8, help="simulated selection maps (default 8)")
+    compare.add_argument("--real-dir", type=Path, default=None, metavar="DIR", help=f"the real data (default: {real_dir})")
+    cli.output(compare, "filaments-training-selection", "directory for training_selection.json")
 
     tune = cli.command("finetune", _finetune, "a short fine-tune on the real training columns, the epoch chosen on a held-out "
                                                "block of them and the simulated selection maps (epoch 0: the starting weights)")

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nightshift.filaments.preprocess import SCALINGS
+
 __all__ = ["BAND", "UNIT", "HIGAL_BEAM_FWHM_PX", "TEST_TIME_VIEWS", "FilamentsConfig", "PRESETS", "preset", "default_real_data_dir"]
 
 BAND = "nh2"
@@ -27,7 +29,6 @@ HIGAL_BEAM_FWHM_PX = 36.0 / 11.5
 _LOSSES = ("bce", "bce+dice")
 TEST_TIME_VIEWS = (1, 2, 4, 8)
 """The allowed numbers of dihedral views averaged at inference (``FilamentsConfig.test_time_views``)."""
-_SCALINGS = ("log-minmax", "minmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +63,9 @@ class FilamentsConfig:
         Patches drawn from the real training columns.
     real_train_columns, real_validation_columns : (int, int)
         Half-open column ranges of the real cut-out for training and for validation; disjoint.
-    scaling : {"log-minmax", "minmax"}
-        Per-patch normalisation: min/max of log10 N(H2), or of N(H2) (the seed).
+    scaling : {"log-minmax", "minmax", "log-highpass"}
+        Per-patch normalisation: min/max of log10 N(H2), or of N(H2) (the seed); or log10 N(H2) minus its
+        local background, percentile-scaled (``preprocess.normalise_patches``).
     noise_sigma : float
         Largest Gaussian noise added to normalised training patches.
     levels : int
@@ -147,7 +149,7 @@ class FilamentsConfig:
             ("real_train_columns", len(train) == 2 and 0 <= train[0] < train[1], "(start, stop) with 0 <= start < stop"),
             ("real_validation_columns", len(validation) == 2 and 0 <= validation[0] < validation[1],
              "(start, stop) with 0 <= start < stop"),
-            ("scaling", self.scaling in _SCALINGS, f"one of {_SCALINGS}"),
+            ("scaling", self.scaling in SCALINGS, f"one of {SCALINGS}"),
             ("noise_sigma", self.noise_sigma >= 0, "at least 0"),
             ("loss", self.loss in _LOSSES, f"one of {_LOSSES}"),
             ("epochs", self.epochs >= 1, "at least 1"),

@@ -16,22 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from nightshift.core.devices import torch_device
-from nightshift.filaments.evaluate import dice
-from nightshift.filaments.infer import predict_probability
 from nightshift.filaments.model import load_checkpoint, save_weights
 from nightshift.filaments.realdata import RealCutout
-from nightshift.filaments.selection import SELECTION_SEED_OFFSET
+from nightshift.filaments.selection import HOLDOUT_COLUMNS, SELECTION_SEED_OFFSET, holdout_scores
 from nightshift.filaments.simulate import simulate_maps
 from nightshift.filaments.train import _run_epoch, build_patches
 
 __all__ = ["HOLDOUT_COLUMNS", "finetune"]
-
-HOLDOUT_COLUMNS = 40
-"""Columns at the end of the real training columns held out to choose the epoch."""
 
 
 def finetune(weights: Path | None, cutout: RealCutout, output_dir: Path, *, epochs: int = 4, learning_rate: float = 3e-4,
@@ -51,26 +45,16 @@ def finetune(weights: Path | None, cutout: RealCutout, output_dir: Path, *, epoc
     patches = build_patches(tuning, cutout)
     held = cutout.columns(holdout)
     selection = simulate_maps(selection_maps, config.map_px, config.seed + SELECTION_SEED_OFFSET)
-    selection_images = np.stack([m.column_density for m in selection])
-
-    def scores() -> dict[str, float]:
-        network.eval()
-        real = predict_probability(network, held.column_density, config) >= config.threshold
-        simulated = predict_probability(network, selection_images, config) >= config.threshold
-        figures = {"holdout_dice": dice(real[held.usable], held.mask[held.usable]),
-                   "simulated_selection_dice": dice(np.concatenate([s[m.usable] for s, m in zip(simulated, selection)]),
-                                                    np.concatenate([m.mask[m.usable] for m in selection]))}
-        figures["mean_dice"] = (figures["holdout_dice"] + figures["simulated_selection_dice"]) / 2
-        return figures
 
     optimiser = torch.optim.Adam(network.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
-    history = [{"epoch": 0, **scores()}]
+    history = [{"epoch": 0, **holdout_scores(network, config, held, selection)}]
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         loss = _run_epoch(network, optimiser, patches, tuning, 100 + epoch, device)  # other draws than the first training's
         scheduler.step()
-        history.append({"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - started, **scores()})
+        history.append({"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - started,
+                        **holdout_scores(network, config, held, selection)})
         path = save_weights(network.cpu(), output_dir / f"epoch_{epoch}.safetensors")
         network.to(device)
         path.with_suffix(".json").write_text(json.dumps({

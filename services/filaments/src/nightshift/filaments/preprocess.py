@@ -1,26 +1,43 @@
 """From N(H2) maps to network inputs: per-patch normalisation, patch sampling, augmentation, blending.
 
 NaN policy (one for training and inference): missing pixels (NaN, or non-positive N(H2) under the
-log scaling) are ignored by the normalisation, enter the network as 0, never count in the loss or
+log scalings) are ignored by the normalisation, enter the network as 0, never count in the loss or
 the metrics, and get probability 0 in inferred maps.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-__all__ = ["normalise_patches", "sample_patch_corners", "cut_patches", "augment", "patch_starts", "blend_weights"]
+__all__ = ["SCALINGS", "HIGHPASS_SIGMA_PX", "HIGHPASS_PERCENTILES", "normalise_patches", "sample_patch_corners", "cut_patches", "augment", "patch_starts", "blend_weights"]
+
+
+SCALINGS = ("log-minmax", "minmax", "log-highpass")
+"""Per-patch normalisations (``FilamentsConfig.scaling``)."""
+
+HIGHPASS_SIGMA_PX = 8.0
+"""Gaussian scale of the local background ``log-highpass`` subtracts: twice a filament's observed width
+(3-4 px), so filaments stay and a bright clump's broad wings or a brighter sky go."""
+
+HIGHPASS_PERCENTILES = (1.0, 99.0)
+"""Percentiles of a patch's residual mapped to 0 and 1 by ``log-highpass`` (clipped beyond), so one
+compact bright core does not squeeze the faint filaments into a sliver of the range as min/max does."""
 
 
 def normalise_patches(column_density: np.ndarray, scaling: str = "log-minmax") -> tuple[np.ndarray, np.ndarray]:
-    """Scale each patch to [0, 1] by its own min and max (the seed's normalisation).
+    """Scale each patch to [0, 1] on its own.
 
     Parameters
     ----------
     column_density : numpy.ndarray
         (..., H, W) N(H2) in cm^-2, NaN where missing.
-    scaling : {"log-minmax", "minmax"}
-        Min/max of log10 N(H2), or of N(H2) itself.
+    scaling : {"log-minmax", "minmax", "log-highpass"}
+        Min/max of log10 N(H2) or of N(H2) itself (the seed's); or ``log-highpass``: log10 N(H2) minus
+        its local background (a Gaussian mean of scale :data:`HIGHPASS_SIGMA_PX` over the pixels with
+        data), its :data:`HIGHPASS_PERCENTILES` mapped to [0, 1] and clipped. A sky brighter by any
+        factor, or by a factor that varies slowly across the patch, gives (nearly) the same inputs.
 
     Returns
     -------
@@ -29,22 +46,45 @@ def normalise_patches(column_density: np.ndarray, scaling: str = "log-minmax") -
     valid : numpy.ndarray
         bool (..., H, W): pixels with data.
     """
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling={scaling!r}: expected one of {SCALINGS}")
     values = np.asarray(column_density, dtype=np.float64)
-    if scaling == "log-minmax":
-        valid = np.isfinite(values) & (values > 0)
-        values = np.log10(np.where(valid, values, 1.0))
-    elif scaling == "minmax":
+    if scaling == "minmax":
         valid = np.isfinite(values)
     else:
-        raise ValueError(f"scaling={scaling!r}: expected 'log-minmax' or 'minmax'")
+        valid = np.isfinite(values) & (values > 0)
+        values = np.log10(np.where(valid, values, 1.0))
     if values.size == 0:
         return values.astype(np.float32), valid
-    low = np.min(np.where(valid, values, np.inf), axis=(-2, -1), keepdims=True)
-    high = np.max(np.where(valid, values, -np.inf), axis=(-2, -1), keepdims=True)
+    if scaling == "log-highpass":
+        values = values - _local_mean(values, valid, HIGHPASS_SIGMA_PX)
+        low, high = _percentiles(values, valid, HIGHPASS_PERCENTILES)
+    else:
+        low = np.min(np.where(valid, values, np.inf), axis=(-2, -1), keepdims=True)
+        high = np.max(np.where(valid, values, -np.inf), axis=(-2, -1), keepdims=True)
     span = high - low
     usable = np.isfinite(span) & (span > 0)
     scaled = np.where(usable, (values - np.where(usable, low, 0)) / np.where(usable, span, 1), 0.0)
-    return np.where(valid, scaled, 0.0).astype(np.float32), valid
+    return np.where(valid, np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32), valid
+
+
+def _local_mean(values: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian mean over each patch's pixels with data (normalised convolution, reflected at the edges)."""
+    from scipy import ndimage
+
+    sigma = (0.0,) * (values.ndim - 2) + (sigma_px, sigma_px)
+    total = ndimage.gaussian_filter(np.where(valid, values, 0.0), sigma, mode="reflect")
+    weight = ndimage.gaussian_filter(valid.astype(np.float64), sigma, mode="reflect")
+    return np.where(weight > 1e-6, total / np.maximum(weight, 1e-6), 0.0)
+
+
+def _percentiles(values: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Each patch's two percentiles over its pixels with data, shaped (..., 1, 1); NaN for a patch without data."""
+    flat = np.where(valid, values, np.nan).reshape(*values.shape[:-2], -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN patches: NaN, then scaled to 0
+        low, high = np.nanpercentile(flat, percentiles, axis=-1)
+    return low[..., None, None], high[..., None, None]
 
 
 def sample_patch_corners(
