@@ -45,7 +45,7 @@ def test_completeness_and_purity_on_a_known_field() -> None:
     # found: clusters 0 and 3, plus one false detection; the bright cluster 1 and 2 are missed
     detections = Detections(tile=np.zeros(3, int), x=np.zeros(3), y=np.zeros(3), radius_px=np.ones(3), score=np.ones(3),
                             n_pixels=np.full(3, 3), edge_px=np.zeros(3),
-                            glon=np.array([lon, lon + 3, lon - 1]), glat=np.array([lat, lat + 0.05, lat]))
+                            glon=np.array([lon, lon + 3, lon - 1]), glat=np.array([lat, lat + 0.05, lat]), mmf_snr=np.full(3, np.nan))
     scores = detection_scores([detections], [truth], ClustersConfig(headline_snr=6.0), (7,))
     assert scores["completeness"] == pytest.approx(1 / 3)
     assert scores["completeness_all"] == pytest.approx(0.5)
@@ -53,7 +53,7 @@ def test_completeness_and_purity_on_a_known_field() -> None:
     # a second sky with the same clusters found alike plus one more false detection: counts pool
     more = Detections(tile=np.zeros(4, int), x=np.zeros(4), y=np.zeros(4), radius_px=np.ones(4), score=np.ones(4),
                       n_pixels=np.full(4, 3), edge_px=np.zeros(4),
-                      glon=np.array([lon, lon + 3, lon - 1, lon - 2]), glat=np.array([lat, lat + 0.05, lat, lat]))
+                      glon=np.array([lon, lon + 3, lon - 1, lon - 2]), glat=np.array([lat, lat + 0.05, lat, lat]), mmf_snr=np.full(4, np.nan))
     pooled = detection_scores([detections, more], [truth, truth], ClustersConfig(headline_snr=6.0), (7,))
     assert (pooled["detections"], pooled["clusters"]) == (7, 8)
     assert pooled["purity"] == pytest.approx(4 / 7) and pooled["completeness"] == pytest.approx(1 / 3)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nightshift.clusters.config import HFI_BANDS
-from nightshift.clusters.matched_filter import mmf_maps, mmf_peaks, mmf_sigma, multifrequency_snr
+from nightshift.clusters.detections import Detections
+from nightshift.clusters.matched_filter import mmf_maps, mmf_peaks, mmf_sigma, multifrequency_snr, snr_at
 from nightshift.clusters.simulate import T_CMB_K, gnfw_projected_profile, k_cmb_to_mjy_sr, tsz_spectrum
 
 PIXEL = 1.7  # arcmin
@@ -91,6 +92,25 @@ def test_injected_snr_is_the_true_y_over_the_filter_noise() -> None:
                       known_y5r500_arcmin2=np.array([2e-3, 4e-3]))
     for y, t, s in zip((2e-3, 4e-3), (3.0, 8.0), sigma):
         assert y / s == pytest.approx(_expected_snr(y, t), rel=0.15)
+
+
+def test_snr_measured_at_a_candidate_is_the_clusters() -> None:
+    """A faint cluster's S/N read at a candidate one pixel off (a U-Net barycentre) is the ideal filter's; none on an empty patch."""
+    rng = np.random.default_rng(7)
+    y5r500, theta500, row, col = 1.0e-3, 4.0, 30, 25
+    expected = _expected_snr(y5r500, theta500)
+    assert 5 < expected < 9  # the faint end the candidates' S/N is for
+    patches = np.stack([_patch(rng, y5r500=y5r500, theta500=theta500, row=row, col=col),
+                        _patch(rng, y5r500=0.0, theta500=theta500, row=row, col=col)])
+    maps = mmf_maps(patches, HFI_BANDS, pixel_arcmin=PIXEL)
+    candidates = Detections(tile=np.array([0, 1]), x=np.array([col - 1.0, col - 1.0]), y=np.array([row + 1.0, row + 1.0]),
+                            radius_px=np.ones(2), score=np.ones(2), n_pixels=np.ones(2, int), edge_px=np.full(2, 20.0),
+                            glon=np.full(2, np.nan), glat=np.full(2, np.nan), mmf_snr=np.full(2, np.nan))
+    measured = snr_at(candidates, maps, radius_px=2.0)
+    assert measured[0] == pytest.approx(expected, rel=0.3)
+    assert measured[1] < 4.0
+    assert snr_at(candidates, maps, radius_px=0.0)[0] <= measured[0]  # the window only adds pixels
+    assert snr_at(candidates.select(np.zeros(2, bool)), maps, radius_px=2.0).shape == (0,)
 
 
 def test_empty_patch_has_no_bright_peak() -> None:

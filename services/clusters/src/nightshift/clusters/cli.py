@@ -130,7 +130,7 @@ def _infer(args: argparse.Namespace) -> None:
     from nightshift.clusters.infer import infer_healpix_file
 
     summary = infer_healpix_file(args.maps, weights=args.weights, cells=_cells(args.cells),
-                                 output=Path(args.output), nest=args.nest)
+                                 output=Path(args.output), nest=args.nest, overrides=args.set)
     print(json.dumps(summary, sort_keys=True), flush=True)
 
 
@@ -215,6 +215,7 @@ def build_parser() -> CommandLine:
                             "(I_STOKES column, K_CMB to 353 GHz, MJy/sr at 545/857), both in the model's band order "
                             "(100 143 217 353 545 857 GHz)")
     cli.weights(infer, "a .keras model file with its JSON card beside it (default: the shipped model)")
+    cli.overrides(infer)
     infer.add_argument("--cells", default=None, help="comma-separated nside-2 NESTED cells (default: whole sky)")
     infer.add_argument("--nest", action="store_true", help="the file is NESTED even if its header says otherwise")
     cli.output(infer, "clusters-infer", "directory for clusters.{fits,ecsv,csv} and clusters_{galactic,icrs}.reg")

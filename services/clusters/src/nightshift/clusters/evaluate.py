@@ -20,9 +20,12 @@ Operating points are chosen on a training sky, never on the scored skies: the MM
 (:mod:`nightshift.clusters.matched_filter`; S/N peaks, merged and matched as the model's
 detections) detects above the lowest S/N threshold whose purity reaches ``target_purity`` (0.9) on
 the validation cells of the first training sky (:func:`tune_thresholds`); the U-Net is scored at
-its shipped rule (probability > ``threshold``) and, under ``model_at_target_purity``, at the
-lowest probability threshold reaching ``target_purity`` on the same cells (which it saw only for
-early stopping).
+its shipped rule (probability > ``threshold``, with the MMF's peaks above ``mmf_union_snr`` when
+that is set), under ``model_at_target_purity`` alone at the rule (probability threshold x minimum
+group size) most complete at S/N 4.5-6 among those reaching ``target_purity`` on the same cells
+(which it saw only for early stopping), and under ``union_at_target_purity`` as that rule's
+detections plus the MMF's peaks above the lowest S/N at which the union reaches ``target_purity``
+there (a union catalogue: the two methods miss different faint clusters).
 
 With the real catalogues present, the model's detections are also cross-matched with PSZ2, MCXC
 and redMaPPer as ``infer`` does on real maps. The simulated clusters are placed independently of
@@ -235,9 +238,11 @@ def sky_maps(model, patches: PatchSet, truth: ClusterTruth, config: ClustersConf
 
 
 def _model_scores(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...], threshold: float,
-                  min_pixels: int | None = None) -> dict[str, Any]:
-    rule = config if min_pixels is None else dataclasses.replace(config, min_pixels=min_pixels)
-    return detection_scores([field_detections(s.probability, s.wcs, rule, threshold=threshold) for s in skies],
+                  min_pixels: int | None = None, union_snr: float | None = None) -> dict[str, Any]:
+    """Scores of the U-Net's catalogue at ``threshold`` (``min_pixels``, ``union_snr``: the config's when None; 0: the U-Net alone)."""
+    rule = dataclasses.replace(config, min_pixels=config.min_pixels if min_pixels is None else min_pixels,
+                               mmf_union_snr=config.mmf_union_snr if union_snr is None else union_snr)
+    return detection_scores([field_detections(s.probability, s.wcs, rule, threshold=threshold, mmf=s.mmf) for s in skies],
                             [s.truth for s in skies], config, cells)
 
 
@@ -270,10 +275,16 @@ def _most_complete_reaching(sweep: dict[tuple[float, int], dict[str, Any]], puri
 def tune_thresholds(skies: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[int, ...]) -> dict[str, Any]:
     """Operating points reaching ``config.target_purity`` on validation ``skies``: MMF S/N threshold, U-Net detection rule."""
     baseline = {q: _baseline_scores(skies, config, cells, q) for q in _BASELINE_THRESHOLDS}
-    model = {(p, m): _model_scores(skies, config, cells, p, m) for p in _MODEL_THRESHOLDS for m in _MODEL_MIN_PIXELS}
+    model = {(p, m): _model_scores(skies, config, cells, p, m, union_snr=0.0) for p in _MODEL_THRESHOLDS for m in _MODEL_MIN_PIXELS}
     q, q_ok = _lowest_reaching(baseline, config.target_purity)
     (p, m), p_ok = _most_complete_reaching(model, config.target_purity)
+    # the union catalogue: the U-Net at its own rule, plus the MMF's peaks above the lowest S/N keeping the union's purity
+    union = {u: _model_scores(skies, config, cells, p, m, union_snr=u) for u in _BASELINE_THRESHOLDS}
+    u, u_ok = _lowest_reaching(union, config.target_purity)
     return {"role": "validation", "target_purity": config.target_purity, "cells": list(cells),
+            "union_mmf_snr_threshold": u, "union_reaches_target": u_ok, "union_purity": union[u]["purity"],
+            "union_completeness_snr_4p5_6": union[u]["completeness_snr_4p5_6"],
+            "union_purity_vs_threshold": {f"{k:.2f}": v["purity"] for k, v in union.items()},
             "baseline_snr_threshold": q, "baseline_reaches_target": q_ok, "baseline_purity": baseline[q]["purity"],
             "baseline_completeness_snr_4p5_6": baseline[q]["completeness_snr_4p5_6"],
             "model_threshold": p, "model_min_pixels": m, "model_reaches_target": p_ok, "model_purity": model[p, m]["purity"],
@@ -314,17 +325,25 @@ def score_maps(maps: Sequence[ScoredSky], config: ClustersConfig, cells: tuple[i
         **{k: model_scores[k] for k in _HEADLINE}, "headline_snr": config.headline_snr,
         "faint_snr_range": list(config.faint_snr_range), "snr_definition": "injected: true Y5R500 / MMF noise at the true theta500",
         "threshold": config.threshold, "cells": list(cells), "per_sky": per_sky,
-        "model": _summary(model_scores, config, threshold=config.threshold, min_pixels=config.min_pixels),
+        "model": _summary(model_scores, config, threshold=config.threshold, min_pixels=config.min_pixels,
+                          candidate_extraction=config.candidate_extraction, mmf_union_snr=config.mmf_union_snr),
         "baseline": _summary(baseline, config, snr_threshold=q, tuned_on_training_sky=bool(tuning)),
         "model_minus_baseline": paired_differences(model_scores, baseline, config),
     }
     if tuning:
         metrics["tuning"] = tuning
-        tuned = _model_scores(maps, config, cells, tuning["model_threshold"], tuning["model_min_pixels"])
+        tuned = _model_scores(maps, config, cells, tuning["model_threshold"], tuning["model_min_pixels"], union_snr=0.0)
         metrics["model_at_target_purity"] = _summary(tuned, config, threshold=tuning["model_threshold"],
                                                      min_pixels=tuning["model_min_pixels"])
         metrics["model_at_target_purity_curve"] = tuned["completeness_vs_snr"]
         metrics["model_at_target_purity_minus_baseline"] = paired_differences(tuned, baseline, config)
+        union = _model_scores(maps, config, cells, tuning["model_threshold"], tuning["model_min_pixels"],
+                              union_snr=tuning["union_mmf_snr_threshold"])
+        metrics["union_at_target_purity"] = _summary(union, config, threshold=tuning["model_threshold"],
+                                                     min_pixels=tuning["model_min_pixels"],
+                                                     mmf_union_snr=tuning["union_mmf_snr_threshold"])
+        metrics["union_at_target_purity_curve"] = union["completeness_vs_snr"]
+        metrics["union_at_target_purity_minus_baseline"] = paired_differences(union, baseline, config)
     metrics.update(_real_catalogue_matches(model_scores["_kept"], config, cells))
     first = maps[0]
     patches, probability, snr_maps = first.patches, first.probability, first.mmf.snr
@@ -365,7 +384,8 @@ def plot_evaluation(evaluation: Evaluation, config: ClustersConfig, path: Path) 
     import matplotlib.pyplot as plt
 
     metrics = evaluation.metrics
-    curves = [(evaluation.model_scores, f"U-Net (p > {config.threshold}, >= {config.min_pixels} px), purity {metrics['model']['purity']:.2f}", "o-"),
+    union = f" + MMF S/N > {config.mmf_union_snr:g}" if config.mmf_union_snr > 0 else ""
+    curves = [(evaluation.model_scores, f"U-Net (p > {config.threshold}, >= {config.min_pixels} px){union}, purity {metrics['model']['purity']:.2f}", "o-"),
               (evaluation.baseline_scores, f"MMF (S/N > {metrics['baseline']['snr_threshold']:.2f}), purity {metrics['baseline']['purity']:.2f}", "s--")]
     figure, axes = plt.subplots(1, 4, figsize=(20, 4.6))
     for axis, key, label, log in ((axes[0], "completeness_vs_snr", "injected S/N (true Y5R500 / MMF noise)", False),
@@ -389,7 +409,7 @@ def plot_evaluation(evaluation: Evaluation, config: ClustersConfig, path: Path) 
     axes[0].axvline(config.headline_snr, color="grey", lw=0.8)
     axes[0].set_xlim(0, 17)
     axes[0].legend(loc="lower right", fontsize=8)
-    axes[0].set_title(f"S/N {low:g}-{high:g}: U-Net {metrics['model']['completeness_snr_4p5_6']:.2f}, "
+    axes[0].set_title(f"S/N {low:g}-{high:g}: U-Net{' + MMF' if union else ''} {metrics['model']['completeness_snr_4p5_6']:.2f}, "
                       f"MMF {metrics['baseline']['completeness_snr_4p5_6']:.2f}", fontsize=10)
     example = evaluation.example
     if example:

@@ -27,7 +27,10 @@ from astropy.wcs import WCS
 
 from nightshift.clusters.catalogues import CrossMatch, ReferenceCatalogue, crossmatch
 from nightshift.clusters.config import ClustersConfig
-from nightshift.clusters.detections import Detections, find_detections, merge_detections, sky_positions
+from nightshift.clusters.detections import (
+    Detections, concatenate_detections, find_detections, find_peaks, merge_detections, sky_positions,
+)
+from nightshift.clusters.matched_filter import MmfMaps, map_fwhm_arcmin, mmf_maps, mmf_tile_detections, snr_at
 from nightshift.clusters.preprocess import channels_last, fill_missing
 
 __all__ = [
@@ -42,6 +45,9 @@ __all__ = [
     "catalogue_rows",
     "write_detection_catalogue",
 ]
+
+
+SNR_WINDOW_PX = 2.0  # a U-Net barycentre and the MMF's peak of one cluster lie a pixel or two apart
 
 
 def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
@@ -61,23 +67,37 @@ def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 64) ->
     return np.where(valid, np.concatenate(outputs)[..., 0], 0.0).astype(np.float32)
 
 
-def tile_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: ClustersConfig, *, threshold: float | None = None) -> Detections:
+def tile_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: ClustersConfig, *, threshold: float | None = None,
+                    mmf: MmfMaps | None = None) -> Detections:
     """Detections of each tile of a field, before merging: found, away from tile edges, outside the Galactic mask.
 
-    ``threshold`` defaults to ``config.threshold`` (probabilities); the baseline passes an S/N.
-    Detections closer than ``config.edge_margin_px`` to their tile's edge are dropped (the
-    overlapping tiles of a field see them whole) and so are those within ``config.galactic_mask_deg``
-    of the Galactic plane.
+    ``threshold`` defaults to ``config.threshold`` (probabilities); candidates are the connected
+    groups or the peaks of the maps (``config.candidate_extraction``). Detections closer than
+    ``config.edge_margin_px`` to their tile's edge are dropped (the overlapping tiles of a field
+    see them whole) and so are those within ``config.galactic_mask_deg`` of the Galactic plane.
+    With ``mmf`` (the MMF of these tiles) each detection's ``mmf_snr`` is the MMF's S/N measured at
+    it (the highest within ``SNR_WINDOW_PX``); with ``config.mmf_union_snr`` > 0 the MMF's peaks
+    above it in the same tiles join the detections.
     """
-    found = find_detections(maps, threshold=config.threshold if threshold is None else threshold,
-                            min_pixels=config.min_pixels, max_radius_px=config.max_radius_arcmin / config.pixel_scale_arcmin)
+    extract = find_peaks if config.candidate_extraction == "peaks" else find_detections
+    found = extract(maps, threshold=config.threshold if threshold is None else threshold,
+                    min_pixels=config.min_pixels, max_radius_px=config.max_radius_arcmin / config.pixel_scale_arcmin)
     found = sky_positions(found.select(found.edge_px >= config.edge_margin_px), wcs_list)
-    return found.select(np.abs(found.glat) >= config.galactic_mask_deg)
+    found = found.select(np.abs(found.glat) >= config.galactic_mask_deg)
+    if mmf is not None:
+        found = dataclasses.replace(found, mmf_snr=snr_at(found, mmf, radius_px=SNR_WINDOW_PX))
+    if config.mmf_union_snr <= 0:
+        return found
+    if mmf is None:
+        raise ValueError(f"mmf_union_snr={config.mmf_union_snr}: the MMF maps of the tiles are needed")
+    return concatenate_detections([found, mmf_tile_detections(mmf, wcs_list, config, threshold=config.mmf_union_snr)])
 
 
-def field_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: ClustersConfig, *, threshold: float | None = None) -> Detections:
+def field_detections(maps: np.ndarray, wcs_list: Sequence[WCS], config: ClustersConfig, *, threshold: float | None = None,
+                     mmf: MmfMaps | None = None) -> Detections:
     """Merged detections with sky positions over a field of overlapping tiles' maps (n, H, W); see :func:`tile_detections`."""
-    return merge_detections(tile_detections(maps, wcs_list, config, threshold=threshold), radius_arcmin=config.merge_radius_arcmin)
+    return merge_detections(tile_detections(maps, wcs_list, config, threshold=threshold, mmf=mmf),
+                            radius_arcmin=config.merge_radius_arcmin)
 
 
 def tile_wcs(wcs_header: str) -> WCS | None:
@@ -104,6 +124,7 @@ def catalogue_rows(
             "status": "known" if matches.catalogue[i] else "new",
             "known_in": str(matches.catalogue[i]), "known_as": str(matches.name[i]),
             "match_sep_arcmin": float(np.nan_to_num(matches.separation_arcmin[i], nan=-1.0)),
+            "mmf_snr": float(detections.mmf_snr[i]),
             "tile_id": tile_ids[detections.tile[i]] if tile_ids is not None else "",
         })
     return rows
@@ -124,6 +145,7 @@ def write_detection_catalogue(
         Column("known_as", "", "name of that counterpart"),
         Column("status", "", "known (in a catalogue within the match radius) or new"),
         Column("match_sep_arcmin", "arcmin", "separation from the matched cluster (-1: none)"),
+        Column("mmf_snr", "", "the MMF's S/N measured at the detection (NaN: the MMF was not run)"),
         Column("tile_id", "", "tile the detection was kept from"),
     ]
     matches = crossmatch(detections.glon, detections.glat, references, radius_arcmin=config.match_radius_arcmin)
@@ -164,7 +186,7 @@ def read_healpix_maps(path: Path, *, bands: int, band_names: Sequence[str]) -> t
 
 def infer_healpix_file(
     maps_paths: Path | Sequence[Path], *, weights: Path | None, cells: Sequence[int] | None, output: Path, nest: bool = False,
-    chunk: int = 256,
+    chunk: int = 256, overrides: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """The ``infer`` command: detect clusters in Galactic HEALPix FITS maps and write the catalogue.
 
@@ -176,7 +198,9 @@ def infer_healpix_file(
     chunks of ``chunk`` patches, detections merged and cross-matched with the real catalogues
     when they are available. The summary's ``known_chance_rate`` is the fraction of the searched
     cells within the match radius of a catalogue cluster, and ``known_expected_by_chance`` that
-    rate times the detections; ``seconds`` times each stage and ``peak_rss_mb`` is the process's
+    rate times the detections; ``overrides`` replace fields of the card's config (e.g.
+    ``mmf_union_snr=0`` for the U-Net's detections alone, without the MMF over every tile);
+    ``seconds`` times each stage and ``peak_rss_mb`` is the process's
     peak resident memory so far.
     """
     import json
@@ -194,10 +218,10 @@ def infer_healpix_file(
     from nightshift.core.devices import configure_tensorflow
 
     started = time.perf_counter()
-    seconds = dict.fromkeys(("read", "patches", "model", "detect", "catalogue"), 0.0)
+    seconds = dict.fromkeys(("read", "patches", "model", "mmf", "detect", "catalogue"), 0.0)
     configure_tensorflow()
     weights = weights or bundled_weights()
-    config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"])
+    config = ClustersConfig.from_dict(json.loads(weights.with_suffix(".json").read_text())["config"]).with_overrides(overrides or {})
     paths = [Path(maps_paths)] if isinstance(maps_paths, (str, Path)) else [Path(p) for p in maps_paths]
     clock = time.perf_counter()
     if len(paths) == 1:
@@ -208,6 +232,7 @@ def infer_healpix_file(
         maps, nested = read_band_files(paths, config.bands)
     nested = nested or nest
     seconds["read"] = time.perf_counter() - clock
+    nside = hp.npix2nside(maps.shape[-1])
     cells = list(range(48)) if cells is None else list(cells)
     lon, lat = cell_tiling(cells, config.test_tiling_nside)
     network = load_model(str(weights))
@@ -222,17 +247,18 @@ def infer_healpix_file(
         probability = predict_probabilities(network, pixels)
         seconds["model"] += time.perf_counter() - clock
         clock = time.perf_counter()
+        mmf = (mmf_maps(pixels, config.bands, pixel_arcmin=config.pixel_scale_arcmin, map_fwhm=map_fwhm_arcmin(nside))
+               if config.mmf_union_snr > 0 else None)
+        seconds["mmf"] += time.perf_counter() - clock
+        clock = time.perf_counter()
         part_wcs = [patch_wcs(a, b, patch_px=config.patch_px, pixel_arcmin=config.pixel_scale_arcmin)
                     for a, b in zip(lon[part], lat[part])]
-        detections = tile_detections(probability, part_wcs, config)
+        detections = tile_detections(probability, part_wcs, config, mmf=mmf)
         found.append(dataclasses.replace(detections, tile=detections.tile + start))
         seconds["detect"] += time.perf_counter() - clock
-    nside = hp.npix2nside(maps.shape[-1])
     del maps
     clock = time.perf_counter()
-    merged = merge_detections(
-        Detections(**{f.name: np.concatenate([getattr(d, f.name) for d in found]) for f in dataclasses.fields(Detections)})
-        if found else Detections.empty(), radius_arcmin=config.merge_radius_arcmin)
+    merged = merge_detections(concatenate_detections(found), radius_arcmin=config.merge_radius_arcmin)
     merged = merged.select(np.isin(hp.ang2pix(2, merged.glon, merged.glat, lonlat=True, nest=True), cells))
     directory = catalogue_dir()
     references = read_references(directory) if directory is not None else []

@@ -39,11 +39,13 @@ __all__ = [
     "MmfMaps",
     "band_data_k_cmb",
     "mmf_field_detections",
+    "mmf_tile_detections",
     "mmf_in_chunks",
     "mmf_maps",
     "map_fwhm_arcmin",
     "mmf_sigma",
     "mmf_peaks",
+    "snr_at",
     "multifrequency_snr",
     "profile_transfer",
     "tsz_response",
@@ -321,18 +323,34 @@ def mmf_peaks(snr: np.ndarray, theta500_arcmin: np.ndarray, *, threshold: float)
     return peaks
 
 
+def snr_at(detections: Detections, maps: MmfMaps, *, radius_px: float) -> np.ndarray:
+    """The MMF S/N measured at each detection: the highest S/N (over the filter sizes) within ``radius_px`` of its tile position.
+
+    ``detections.tile`` indexes ``maps``; the window absorbs the offset between the two methods'
+    positions of one cluster (a barycentre against an S/N peak), a pixel or two.
+    """
+    height, width = maps.snr.shape[1:]
+    reach = int(math.ceil(radius_px))
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    inside = dy**2 + dx**2 <= radius_px**2
+    dy, dx = dy[inside], dx[inside]
+    rows = np.clip(np.rint(detections.y).astype(int)[:, None] + dy[None], 0, height - 1)
+    cols = np.clip(np.rint(detections.x).astype(int)[:, None] + dx[None], 0, width - 1)
+    return maps.snr[np.asarray(detections.tile, int)[:, None], rows, cols].max(axis=1) if len(detections) else np.zeros(0)
+
+
 def multifrequency_snr(patches: np.ndarray, bands: Sequence[BandInfo], *, pixel_arcmin: float) -> np.ndarray:
     """The MMF's S/N maps, shape (n, H, W), of (n, bands, H, W) patches (highest over the filter sizes)."""
     return mmf_maps(patches, bands, pixel_arcmin=pixel_arcmin).snr
 
 
-def mmf_field_detections(maps: MmfMaps, wcs_list, config, *, threshold: float):
-    """The MMF's merged detections over a field of overlapping tiles: S/N peaks above ``threshold`` with their size.
+def mmf_tile_detections(maps: MmfMaps, wcs_list, config, *, threshold: float) -> Detections:
+    """The MMF's detections of each tile of a field, before merging: S/N peaks above ``threshold`` with their size.
 
     Each peak is a detection at its pixel, with score = its S/N and radius = its best-fit theta500;
     as for the model's detections (:func:`nightshift.clusters.infer.tile_detections`), peaks within
     ``config.edge_margin_px`` of their tile's edge or within ``config.galactic_mask_deg`` of the
-    Galactic plane are dropped and duplicates within ``config.merge_radius_arcmin`` merged.
+    Galactic plane are dropped.
     """
     peaks = mmf_peaks(maps.snr, maps.theta500_arcmin, threshold=threshold)
     if not peaks:
@@ -343,10 +361,15 @@ def mmf_field_detections(maps: MmfMaps, wcs_list, config, *, threshold: float):
     edge = np.minimum.reduce([rows, cols, height - 1 - rows, width - 1 - cols])
     found = Detections(tile=table[:, 0].astype(int), x=cols, y=rows, radius_px=table[:, 4] / config.pixel_scale_arcmin,
                        score=table[:, 3], n_pixels=np.ones(len(table), int), edge_px=edge,
-                       glon=np.full(len(table), np.nan), glat=np.full(len(table), np.nan))
+                       glon=np.full(len(table), np.nan), glat=np.full(len(table), np.nan), mmf_snr=table[:, 3])
     found = sky_positions(found.select(found.edge_px >= config.edge_margin_px), wcs_list)
-    found = found.select(np.abs(found.glat) >= config.galactic_mask_deg)
-    return merge_detections(found, radius_arcmin=config.merge_radius_arcmin)
+    return found.select(np.abs(found.glat) >= config.galactic_mask_deg)
+
+
+def mmf_field_detections(maps: MmfMaps, wcs_list, config, *, threshold: float) -> Detections:
+    """The MMF's merged detections over a field of overlapping tiles (:func:`mmf_tile_detections`, duplicates
+    within ``config.merge_radius_arcmin`` merged)."""
+    return merge_detections(mmf_tile_detections(maps, wcs_list, config, threshold=threshold), radius_arcmin=config.merge_radius_arcmin)
 
 
 def mmf_in_chunks(patches: np.ndarray, bands: Sequence[BandInfo], *, pixel_arcmin: float, chunk: int = 256,
