@@ -210,7 +210,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(name="filaments-tiny", map_px=96, train_maps=4, test_maps=2, patches_per_map=12, levels=3,
                  base_channels=4, loss="bce", epochs=3, batch_size=8, learning_rate=1e-2, use_real=False, real_patches=0,
                  tile_px=64, test_time_views=1),
-    "default": {},
+    "default": dict(scaling="log-highpass"),  # the shipped model: chosen by select-training (README)
     "paper": dict(name="filaments-unet5-paper", map_px=256, train_maps=2000, test_maps=64, patches_per_map=48,
                   real_patches=6000, scaling="minmax", base_channels=64, loss="bce", epochs=20, batch_size=64,
                   learning_rate=1e-3),
