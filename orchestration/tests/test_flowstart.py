@@ -72,7 +72,7 @@ def _gone(pid: int, within_s: float) -> bool:
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # reaped before, or while, its stat was read
             return True
         if state == "Z":
             return True

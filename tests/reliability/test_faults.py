@@ -213,8 +213,9 @@ def test_a_slow_service_hits_the_deadline_queued_calls_are_dropped_and_nothing_h
 
 
 def test_sigterm_under_load_turns_health_not_serving_first_finishes_calls_in_flight_and_drops_nothing(tmp_path: Path) -> None:
+    # a drain notice of 3 s: with 1 s, a loaded CI machine once sent the first health poll after it had passed
     process, target = _start_sleepy(tmp_path, NIGHTSHIFT_GRPC_COMPUTE_SLOTS="8", NIGHTSHIFT_GRPC_GRACE_S="15",
-                                     NIGHTSHIFT_GRPC_DRAIN_NOTICE_S="1.0")
+                                     NIGHTSHIFT_GRPC_DRAIN_NOTICE_S="3.0")
     in_flight_calls = 8
     health_seen: list[str] = []
     try:
